@@ -1,0 +1,67 @@
+# onnxtl build.  `make` builds build/onnxtl and build/libonnxtl.a;
+# `make test` runs every test; `make SANITIZE=1` builds with ASan+UBSan into build-san/.
+
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+CC ?= cc
+
+ifeq ($(SANITIZE),1)
+BUILD := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1 -g
+else
+BUILD := build
+SANFLAGS :=
+OPT := -O2 -g -march=x86-64-v2 -mtune=native
+endif
+
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
+          -I$(BUILD)/onnx -Isrc -Igraph -Iruntime -Iruntime/cpu $(SANFLAGS)
+# protobuf-c is linked statically so the binary runs on machines without it.
+LDLIBS := -l:libprotobuf-c.a -ldnnl -lm -fopenmp $(SANFLAGS)
+
+LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/*.c) \
+           src/session.c src/npy.c
+CLI_SRC := src/main.c $(wildcard src/cmd_*.c)
+PB_C := $(BUILD)/onnx/onnx.pb-c.c
+
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o
+CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+TEST_BINS := $(BUILD)/test_conformance
+
+all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
+
+$(PB_C): $(ONNX_PROTO)
+	@mkdir -p $(@D)
+	cp $(ONNX_PROTO) $(@D)/onnx.proto
+	cd $(@D) && protoc-c --c_out=. onnx.proto
+
+$(BUILD)/onnx/onnx.pb-c.h: $(PB_C)
+
+$(BUILD)/obj/onnx/onnx.pb-c.o: $(PB_C)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -w -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libonnxtl.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/onnxtl: $(CLI_OBJ) $(BUILD)/libonnxtl.a
+	$(CC) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/test_%: $(BUILD)/obj/test/%.o $(BUILD)/libonnxtl.a
+	$(CC) $^ -o $@ $(LDLIBS)
+
+test: all
+	test/run_tests.sh
+
+bench: all
+	tools/bench.sh
+
+clean:
+	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san
+
+.PHONY: all test bench clean
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,119 @@
+/* The in-memory model: values (tensors) and nodes in topological order. */
+#ifndef OTL_IR_H
+#define OTL_IR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define OTL_MAX_SPATIAL 3
+
+typedef enum {
+#define OTL_OP(id, name) OP_##id,
+#include "ops.def"
+#undef OTL_OP
+    OP_COUNT
+} otl_op;
+
+const char *otl_op_name(otl_op op);
+
+enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID };
+
+/* Parsed attributes of a node, already holding the ONNX defaults for its op.
+ * One flat struct: each op reads the fields it defines. */
+typedef struct {
+    /* Conv and pooling; n_kernel is 0 when kernel_shape is absent (Conv takes it from W). */
+    int n_kernel, n_strides, n_dilations, n_pads;
+    int64_t kernel[OTL_MAX_SPATIAL], strides[OTL_MAX_SPATIAL], dilations[OTL_MAX_SPATIAL];
+    int64_t pads[2 * OTL_MAX_SPATIAL];
+    int auto_pad;
+    int64_t group;
+    int ceil_mode, count_include_pad;
+    /* Axis-based ops. */
+    int64_t axis;
+    int n_axes; /* -1: attribute absent */
+    int64_t axes[ONNXTL_MAX_RANK];
+    int n_perm; /* -1: absent (Transpose reverses) */
+    int64_t perm[ONNXTL_MAX_RANK];
+    int keepdims, noop_with_empty_axes;
+    /* Gemm, BatchNormalization, Clip (opset < 11), Pad (opset < 11). */
+    float alpha, beta, epsilon;
+    int trans_a, trans_b;
+    float clip_min, clip_max;
+    int n_pad_amounts; /* Pad < 11: pads attribute */
+    int64_t pad_amounts[2 * ONNXTL_MAX_RANK];
+    float pad_value;
+    /* Cast, Reshape, Shape, Dropout. */
+    int to;
+    int allowzero;
+    int64_t shape_start, shape_end;
+    bool has_shape_end;
+    int training_mode;
+} otl_attrs;
+
+typedef struct {
+    char *name;
+    int dtype;  /* 0 while unknown */
+    int rank;   /* -1 while unknown */
+    int64_t dims[ONNXTL_MAX_RANK]; /* -1 for a symbolic dimension */
+    void *data; /* contents of a constant (initializer or Constant node), else NULL */
+    bool data_owned; /* data was allocated on its own rather than in the weight block */
+    int producer;    /* index of the producing node, -1 for inputs and constants */
+} otl_value;
+
+typedef struct {
+    otl_op op;
+    char *name;
+    int opset; /* default-domain opset the model imports */
+    int n_in, n_out;
+    int *in;  /* value indices; -1 for an omitted optional input */
+    int *out;
+    otl_attrs attrs;
+    bool removed; /* dropped by a graph pass */
+} otl_node;
+
+typedef struct {
+    char *path;        /* model file, for messages */
+    char *dir;         /* its folder, for external data */
+    int64_t ir_version;
+    int opset;         /* default-domain opset */
+    char *producer_name, *producer_version;
+
+    otl_value *values;
+    int n_values, cap_values;
+    otl_node *nodes;
+    int n_nodes;
+    int *inputs;  /* graph inputs that are not initializers */
+    int n_inputs;
+    int *outputs;
+    int n_outputs;
+
+    void *weights; /* one allocation for every initializer */
+    size_t weights_bytes;
+
+    struct otl_name_map *names;
+} otl_graph;
+
+/* Loads and validates a model, then runs the graph passes (passes.c). */
+onnxtl_status *otl_graph_load(const char *path, otl_graph **out);
+void otl_graph_free(otl_graph *g);
+
+/* Value lookup and creation; names are unique within a graph. */
+int otl_graph_find(const otl_graph *g, const char *name);
+onnxtl_status *otl_graph_add_value(otl_graph *g, const char *name, int *index);
+
+/* Graph passes run by otl_graph_load. */
+onnxtl_status *otl_pass_remove_identity(otl_graph *g);
+onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
+
+/* The value that feeds the classifier head of a torchvision-style model:
+ * the activation input of the first Gemm/MatMul with a constant 2-D weight.
+ * Returns -1 if there is none. */
+int otl_graph_head_input(const otl_graph *g);
+
+/* Parameter count and bytes over all constants. */
+void otl_graph_param_stats(const otl_graph *g, int64_t *count, size_t *bytes);
+
+#endif

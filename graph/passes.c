@@ -1,0 +1,119 @@
+/* Graph rewrites run once after loading; all keep the model's results. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir.h"
+
+static bool is_graph_output(const otl_graph *g, int v) {
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == v) return true;
+    return false;
+}
+
+static int count_uses(const otl_graph *g, int v) {
+    int uses = is_graph_output(g, v);
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].removed) continue;
+        for (int k = 0; k < g->nodes[i].n_in; k++) uses += g->nodes[i].in[k] == v;
+    }
+    return uses;
+}
+
+static void replace_uses(otl_graph *g, int from, int to) {
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] == from) g->nodes[i].in[k] = to;
+}
+
+/* Dropout is the identity at inference unless training_mode is set (or unknown). */
+static bool dropout_is_identity(const otl_graph *g, const otl_node *n) {
+    if (n->n_out > 1 && n->out[1] >= 0 && count_uses(g, n->out[1])) return false;
+    if (n->n_in < 3 || n->in[2] < 0) return true;
+    const otl_value *tm = &g->values[n->in[2]];
+    return tm->data && tm->dtype == ONNXTL_BOOL && !*(const uint8_t *)tm->data;
+}
+
+onnxtl_status *otl_pass_remove_identity(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *n = &g->nodes[i];
+        bool identity = n->op == OP_IDENTITY || (n->op == OP_DROPOUT && dropout_is_identity(g, n));
+        if (!identity || is_graph_output(g, n->out[0])) continue;
+        replace_uses(g, n->out[0], n->in[0]);
+        n->removed = true;
+    }
+    return NULL;
+}
+
+static const float *float_const(const otl_graph *g, int v, int64_t count) {
+    if (v < 0) return NULL;
+    const otl_value *x = &g->values[v];
+    if (!x->data || x->dtype != ONNXTL_FLOAT || x->rank != 1 || x->dims[0] != count) return NULL;
+    return x->data;
+}
+
+/* A new constant bias for a Conv that had none. */
+static onnxtl_status *add_bias(otl_graph *g, otl_node *conv, int64_t m, float **bias) {
+    char name[512];
+    snprintf(name, sizeof name, "%s::folded_bias", g->values[conv->out[0]].name);
+    int idx;
+    OTL_TRY(otl_graph_add_value(g, name, &idx));
+    otl_value *b = &g->values[idx];
+    b->dtype = ONNXTL_FLOAT;
+    b->rank = 1;
+    b->dims[0] = m;
+    if (!(b->data = calloc((size_t)m, sizeof(float)))) return otl_nomem();
+    b->data_owned = true;
+    if (conv->n_in < 3) {
+        int *in = realloc(conv->in, 3 * sizeof *in);
+        if (!in) return otl_nomem();
+        conv->in = in;
+        conv->n_in = 3;
+    }
+    conv->in[2] = idx;
+    *bias = b->data;
+    return NULL;
+}
+
+/* W' = W * scale / sqrt(var + eps);  b' = (b - mean) * scale / sqrt(var + eps) + B. */
+static onnxtl_status *fold_into_conv(otl_graph *g, otl_node *conv, otl_node *bn) {
+    const otl_value *w = &g->values[conv->in[1]];
+    int64_t m = w->dims[0], per_out = 1;
+    for (int d = 1; d < w->rank; d++) per_out *= w->dims[d];
+    const float *scale = float_const(g, bn->in[1], m), *shift = float_const(g, bn->in[2], m);
+    const float *mean = float_const(g, bn->in[3], m), *var = float_const(g, bn->in[4], m);
+    bool has_bias = conv->n_in > 2 && conv->in[2] >= 0;
+    if (!scale || !shift || !mean || !var || (has_bias && !float_const(g, conv->in[2], m)))
+        return NULL;
+    float *bias = has_bias ? g->values[conv->in[2]].data : NULL;
+    if (!has_bias) OTL_TRY(add_bias(g, conv, m, &bias)); /* may move g->values */
+    float *wd = g->values[conv->in[1]].data;
+    for (int64_t o = 0; o < m; o++) {
+        double k = (double)scale[o] / sqrt((double)var[o] + (double)bn->attrs.epsilon);
+        for (int64_t j = 0; j < per_out; j++) wd[o * per_out + j] = (float)(wd[o * per_out + j] * k);
+        bias[o] = (float)(((double)bias[o] - mean[o]) * k + shift[o]);
+    }
+    g->values[bn->out[0]].producer = g->values[conv->out[0]].producer;
+    conv->out[0] = bn->out[0];
+    bn->removed = true;
+    return NULL;
+}
+
+onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *bn = &g->nodes[i];
+        if (bn->removed || bn->op != OP_BATCHNORM || bn->attrs.training_mode) continue;
+        bool extra_outputs = false;
+        for (int k = 1; k < bn->n_out; k++) extra_outputs |= bn->out[k] >= 0;
+        int x = bn->in[0], p = g->values[x].producer;
+        if (extra_outputs || p < 0 || g->nodes[p].op != OP_CONV || count_uses(g, x) != 1) continue;
+        otl_node *conv = &g->nodes[p];
+        otl_value *w = &g->values[conv->in[1]];
+        if (!w->data || w->dtype != ONNXTL_FLOAT || w->rank < 3 || count_uses(g, conv->in[1]) != 1)
+            continue;
+        if (conv->n_in > 2 && conv->in[2] >= 0 && count_uses(g, conv->in[2]) != 1) continue;
+        OTL_TRY(fold_into_conv(g, conv, bn));
+    }
+    return NULL;
+}

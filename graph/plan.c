@@ -1,0 +1,257 @@
+#include "plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "dtype.h"
+
+#define ARENA_ALIGN 64
+
+size_t otl_tinfo_bytes(const otl_tinfo *t) {
+    return (size_t)otl_tinfo_count(t) * otl_dtype_size(t->dtype);
+}
+
+void otl_plan_free(otl_plan *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_owned; i++) free(p->owned[i]);
+    free(p->owned);
+    free(p->t);
+    free(p->offset);
+    free(p->steps);
+    free(p->outputs);
+    free(p);
+}
+
+onnxtl_status *otl_plan_batch_inputs(const otl_graph *g, int64_t batch, otl_tinfo *inputs) {
+    for (int i = 0; i < g->n_inputs; i++) {
+        const otl_value *v = &g->values[g->inputs[i]];
+        if (v->rank < 0)
+            return otl_error(ONNXTL_ERR_ARG, "input '%s' declares no shape; give its shape explicitly",
+                             v->name);
+        inputs[i] = (otl_tinfo){.dtype = v->dtype, .rank = v->rank};
+        for (int d = 0; d < v->rank; d++) inputs[i].dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
+    }
+    return NULL;
+}
+
+bool otl_input_is_shape_like(const otl_tinfo *t) {
+    return (t->dtype == ONNXTL_INT64 || t->dtype == ONNXTL_INT32) && t->rank <= 1 &&
+           otl_tinfo_count(t) <= 64;
+}
+
+/* Keeps a plan-owned copy of a shape-like input's values as a constant. */
+static onnxtl_status *own_input_values(otl_plan *p, int v, const otl_tinfo *in) {
+    size_t bytes = otl_tinfo_bytes(in);
+    void **owned = realloc(p->owned, (size_t)(p->n_owned + 1) * sizeof *owned);
+    if (!owned) return otl_nomem();
+    p->owned = owned;
+    void *copy = malloc(bytes ? bytes : 1);
+    if (!copy) return otl_nomem();
+    memcpy(copy, in->data, bytes);
+    p->owned[p->n_owned++] = copy;
+    p->t[v].data = copy;
+    return NULL;
+}
+
+static onnxtl_status *bind_inputs(otl_plan *p, const otl_tinfo *inputs) {
+    const otl_graph *g = p->g;
+    for (int i = 0; i < g->n_inputs; i++) {
+        const otl_value *v = &g->values[g->inputs[i]];
+        const otl_tinfo *in = &inputs[i];
+        if (v->dtype && in->dtype != v->dtype)
+            return otl_error(ONNXTL_ERR_ARG, "input '%s' must be %s, got %s", v->name,
+                             otl_dtype_name(v->dtype), otl_dtype_name(in->dtype));
+        if (v->rank >= 0 && in->rank != v->rank)
+            return otl_error(ONNXTL_ERR_ARG, "input '%s' must have rank %d, got %d", v->name,
+                             v->rank, in->rank);
+        for (int d = 0; d < in->rank && v->rank >= 0; d++)
+            if (v->dims[d] >= 0 && in->dims[d] != v->dims[d])
+                return otl_error(ONNXTL_ERR_ARG, "input '%s' dimension %d must be %lld, got %lld",
+                                 v->name, d, (long long)v->dims[d], (long long)in->dims[d]);
+        int64_t count;
+        if (!otl_shape_count(in->dims, in->rank, &count))
+            return otl_error(ONNXTL_ERR_ARG, "input '%s' has an invalid shape", v->name);
+        p->t[g->inputs[i]] = *in;
+        p->t[g->inputs[i]].data = NULL;
+        if (in->data && otl_input_is_shape_like(in)) OTL_TRY(own_input_values(p, g->inputs[i], in));
+    }
+    return NULL;
+}
+
+/* Marks the nodes that lead to the requested outputs. */
+static onnxtl_status *mark_needed(const otl_plan *p, bool *node_needed) {
+    const otl_graph *g = p->g;
+    bool *value_needed = calloc((size_t)g->n_values + 1, sizeof *value_needed);
+    if (!value_needed) return otl_nomem();
+    for (int i = 0; i < p->n_outputs; i++) value_needed[p->outputs[i]] = true;
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        const otl_node *n = &g->nodes[i];
+        if (n->removed) continue;
+        for (int k = 0; k < n->n_out; k++) node_needed[i] |= n->out[k] >= 0 && value_needed[n->out[k]];
+        for (int k = 0; k < n->n_in && node_needed[i]; k++)
+            if (n->in[k] >= 0) value_needed[n->in[k]] = true;
+    }
+    free(value_needed);
+    return NULL;
+}
+
+static bool inputs_constant(const otl_node *n, const otl_tinfo *t) {
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] >= 0 && !t[n->in[k]].data) return false;
+    return true;
+}
+
+/* Runs a node whose inputs are all known, keeping its outputs as constants. */
+static onnxtl_status *fold_node(otl_plan *p, const otl_node *n, otl_eval_fn eval, void *ctx) {
+    void *out[8] = {0};
+    if (n->n_out > 8) return otl_error(ONNXTL_ERR_UNSUPPORTED, "too many outputs to fold");
+    void **owned = realloc(p->owned, (size_t)(p->n_owned + n->n_out) * sizeof *owned);
+    if (!owned) return otl_nomem();
+    p->owned = owned;
+    for (int k = 0; k < n->n_out; k++) {
+        if (n->out[k] < 0) continue;
+        size_t bytes = otl_tinfo_bytes(&p->t[n->out[k]]);
+        if (!(out[k] = malloc(bytes ? bytes : 1))) return otl_nomem();
+        p->owned[p->n_owned++] = out[k];
+    }
+    OTL_TRY(eval(ctx, n, p->t, out));
+    for (int k = 0; k < n->n_out; k++)
+        if (n->out[k] >= 0) p->t[n->out[k]].data = out[k];
+    return NULL;
+}
+
+static onnxtl_status *check_outputs(const otl_plan *p, const otl_node *n) {
+    for (int k = 0; k < n->n_out; k++) {
+        const otl_tinfo *o = &p->t[n->out[k] >= 0 ? n->out[k] : n->in[0]];
+        int64_t count;
+        size_t bytes;
+        if (!otl_shape_count(o->dims, o->rank, &count) ||
+            !otl_mul_size((size_t)count, otl_dtype_size(o->dtype), &bytes))
+            return otl_error(ONNXTL_ERR_MODEL, "output %d is too large", k);
+    }
+    return NULL;
+}
+
+static onnxtl_status *infer_and_fold(otl_plan *p, const bool *needed, otl_eval_fn eval, void *ctx) {
+    const otl_graph *g = p->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const otl_node *n = &g->nodes[i];
+        if (!needed[i]) continue;
+        onnxtl_status *st = otl_infer_node(n, p->t);
+        if (!st) st = check_outputs(p, n);
+        bool foldable = n->op == OP_SHAPE || inputs_constant(n, p->t);
+        if (!st && foldable) st = fold_node(p, n, eval, ctx);
+        if (st) return otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op));
+        if (!foldable) p->steps[p->n_steps++] = i;
+    }
+    return NULL;
+}
+
+typedef struct {
+    int value;
+    size_t bytes;
+    int first, last; /* steps during which the buffer is live */
+} lifetime;
+
+static int by_size_desc(const void *a, const void *b) {
+    const lifetime *x = a, *y = b;
+    return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : x->value - y->value;
+}
+
+/* Collects one lifetime per activation that a step writes. */
+static onnxtl_status *collect_lifetimes(const otl_plan *p, lifetime *lt, int *n_lt) {
+    const otl_graph *g = p->g;
+    int *slot = malloc(((size_t)g->n_values + 1) * sizeof *slot);
+    if (!slot) return otl_nomem();
+    for (int v = 0; v < g->n_values; v++) slot[v] = -1;
+    *n_lt = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const otl_node *n = &g->nodes[p->steps[s]];
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && slot[n->in[k]] >= 0) lt[slot[n->in[k]]].last = s;
+        for (int k = 0; k < n->n_out; k++) {
+            int v = n->out[k];
+            if (v < 0) continue;
+            size_t bytes = (otl_tinfo_bytes(&p->t[v]) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+            slot[v] = *n_lt;
+            lt[(*n_lt)++] = (lifetime){v, bytes ? bytes : ARENA_ALIGN, s, s};
+        }
+    }
+    for (int i = 0; i < p->n_outputs; i++)
+        if (slot[p->outputs[i]] >= 0) lt[slot[p->outputs[i]]].last = p->n_steps;
+    free(slot);
+    return NULL;
+}
+
+/* Greedy placement, largest first: each buffer takes the lowest offset that
+ * overlaps no already placed buffer whose lifetime intersects its own. */
+static onnxtl_status *place_buffers(otl_plan *p, lifetime *lt, int n) {
+    qsort(lt, (size_t)n, sizeof *lt, by_size_desc);
+    for (int i = 0; i < n; i++) {
+        size_t off = 0;
+        for (bool moved = true; moved;) {
+            moved = false;
+            for (int j = 0; j < i; j++) {
+                if (lt[j].last < lt[i].first || lt[i].last < lt[j].first) continue;
+                size_t jo = (size_t)p->offset[lt[j].value];
+                if (off < jo + lt[j].bytes && jo < off + lt[i].bytes) {
+                    off = jo + lt[j].bytes;
+                    moved = true;
+                }
+            }
+        }
+        p->offset[lt[i].value] = (int64_t)off;
+        if (off + lt[i].bytes > p->arena_bytes) p->arena_bytes = off + lt[i].bytes;
+    }
+    return NULL;
+}
+
+static onnxtl_status *plan_memory(otl_plan *p) {
+    const otl_graph *g = p->g;
+    for (int v = 0; v < g->n_values; v++) p->offset[v] = -1;
+    lifetime *lt = calloc((size_t)g->n_values + 1, sizeof *lt);
+    if (!lt) return otl_nomem();
+    int n = 0;
+    onnxtl_status *st = collect_lifetimes(p, lt, &n);
+    if (!st) st = place_buffers(p, lt, n);
+    free(lt);
+    return st;
+}
+
+static onnxtl_status *plan_init(otl_plan *p, const otl_graph *g, const int *outputs, int n_outputs) {
+    p->g = g;
+    p->t = calloc((size_t)g->n_values + 1, sizeof *p->t);
+    p->offset = calloc((size_t)g->n_values + 1, sizeof *p->offset);
+    p->steps = calloc((size_t)g->n_nodes + 1, sizeof *p->steps);
+    p->outputs = calloc((size_t)n_outputs + 1, sizeof *p->outputs);
+    if (!p->t || !p->offset || !p->steps || !p->outputs) return otl_nomem();
+    p->n_outputs = n_outputs;
+    memcpy(p->outputs, outputs, sizeof(int) * (size_t)n_outputs);
+    for (int v = 0; v < g->n_values; v++) {
+        const otl_value *x = &g->values[v];
+        if (!x->data) continue;
+        p->t[v] = (otl_tinfo){.dtype = x->dtype, .rank = x->rank, .data = x->data};
+        memcpy(p->t[v].dims, x->dims, sizeof(int64_t) * (size_t)x->rank);
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_plan_build(const otl_graph *g, const otl_tinfo *inputs, const int *outputs,
+                              int n_outputs, otl_eval_fn eval, void *eval_ctx, otl_plan **out) {
+    otl_plan *p = calloc(1, sizeof *p);
+    bool *needed = calloc((size_t)g->n_nodes + 1, sizeof *needed);
+    onnxtl_status *st = p && needed ? NULL : otl_nomem();
+    if (!st) st = plan_init(p, g, outputs, n_outputs);
+    if (!st) st = bind_inputs(p, inputs);
+    if (!st) st = mark_needed(p, needed);
+    if (!st) st = infer_and_fold(p, needed, eval, eval_ctx);
+    if (!st) st = plan_memory(p);
+    free(needed);
+    if (st) {
+        otl_plan_free(p);
+        return st;
+    }
+    *out = p;
+    return NULL;
+}

@@ -1,0 +1,574 @@
+#include "shape.h"
+
+#include <string.h>
+
+#include "checked.h"
+#include "dtype.h"
+
+int64_t otl_tinfo_count(const otl_tinfo *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) n *= t->dims[i];
+    return n;
+}
+
+static onnxtl_status *bad(const char *fmt, const char *a) {
+    return otl_error(ONNXTL_ERR_MODEL, fmt, a);
+}
+
+onnxtl_status *otl_norm_axis(int64_t axis, int r, int64_t *out) {
+    *out = 0;
+    if (axis < -r || axis >= r)
+        return otl_error(ONNXTL_ERR_MODEL, "axis %lld is out of range for rank %d",
+                         (long long)axis, r);
+    *out = axis < 0 ? axis + r : axis;
+    return NULL;
+}
+
+onnxtl_status *otl_tinfo_ints(const otl_tinfo *t, const char *what, int64_t *out, int max, int *n) {
+    if (!t->data)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED,
+                         "input '%s' must be a constant (computed values are not supported)", what);
+    if (t->rank > 1 || (t->dtype != ONNXTL_INT64 && t->dtype != ONNXTL_INT32))
+        return otl_error(ONNXTL_ERR_MODEL, "input '%s' must be a 1-D int64 tensor", what);
+    int64_t count = otl_tinfo_count(t);
+    if (count > max)
+        return otl_error(ONNXTL_ERR_MODEL, "input '%s' has %lld entries, at most %d allowed", what,
+                         (long long)count, max);
+    for (int64_t i = 0; i < count; i++)
+        out[i] = t->dtype == ONNXTL_INT64 ? ((const int64_t *)t->data)[i]
+                                          : ((const int32_t *)t->data)[i];
+    *n = (int)count;
+    return NULL;
+}
+
+static void set_out(otl_tinfo *o, int dtype, int rank, const int64_t *dims) {
+    o->dtype = dtype;
+    o->rank = rank;
+    if (rank) memmove(o->dims, dims, (size_t)rank * sizeof dims[0]);
+    o->data = NULL;
+}
+
+static onnxtl_status *need_float(const otl_tinfo *x, const char *op) {
+    if (x->dtype != ONNXTL_FLOAT)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s supports float32 tensors only, got %s", op,
+                         otl_dtype_name(x->dtype));
+    return NULL;
+}
+
+onnxtl_status *otl_broadcast_shape(const otl_tinfo *a, const otl_tinfo *b, otl_tinfo *out) {
+    int r = a->rank > b->rank ? a->rank : b->rank;
+    int64_t dims[ONNXTL_MAX_RANK];
+    for (int i = 0; i < r; i++) {
+        int ia = i - (r - a->rank), ib = i - (r - b->rank);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return otl_error(ONNXTL_ERR_MODEL, "shapes cannot broadcast (%lld vs %lld at axis %d)",
+                             (long long)da, (long long)db, i);
+        dims[i] = da == 1 ? db : da;
+    }
+    set_out(out, a->dtype, r, dims);
+    return NULL;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+onnxtl_status *otl_window_init(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
+                               bool use_ceil, otl_window *w) {
+    if (n < 1 || n > OTL_MAX_SPATIAL)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%d spatial dimensions (1 to 3 supported)", n);
+    if ((a->n_strides && a->n_strides != n) || (a->n_dilations && a->n_dilations != n) ||
+        (a->n_pads && a->n_pads != 2 * n))
+        return otl_error(ONNXTL_ERR_MODEL, "strides/dilations/pads do not match %d spatial dims", n);
+    w->n = n;
+    int off = 3 - n;
+    for (int i = 0; i < 3; i++) {
+        w->in[i] = w->out[i] = w->kernel[i] = w->stride[i] = w->dilation[i] = 1;
+        w->pad_begin[i] = w->pad_end[i] = 0;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t k = kernel[i], s = a->n_strides ? a->strides[i] : 1;
+        int64_t d = a->n_dilations ? a->dilations[i] : 1;
+        int64_t pb = a->n_pads ? a->pads[i] : 0, pe = a->n_pads ? a->pads[i + n] : 0;
+        if (k < 1 || s < 1 || d < 1 || pb < 0 || pe < 0)
+            return otl_error(ONNXTL_ERR_MODEL, "kernel, strides and dilations must be positive and "
+                                               "pads non-negative");
+        int64_t span = d * (k - 1) + 1, out;
+        if (a->auto_pad == AUTO_PAD_SAME_UPPER || a->auto_pad == AUTO_PAD_SAME_LOWER) {
+            out = ceil_div(in[i], s);
+            int64_t total = (out - 1) * s + span - in[i];
+            if (total < 0) total = 0;
+            pb = a->auto_pad == AUTO_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+            pe = total - pb;
+        } else {
+            if (a->auto_pad == AUTO_PAD_VALID) pb = pe = 0;
+            int64_t room = in[i] + pb + pe - span;
+            out = (use_ceil ? ceil_div(room, s) : (room >= 0 ? room / s : -1)) + 1;
+            /* The last window must start inside the input or its leading pad. */
+            if (use_ceil && out > 0 && (out - 1) * s >= in[i] + pb) out--;
+        }
+        if (out < 1)
+            return otl_error(ONNXTL_ERR_MODEL,
+                             "input size %lld is too small for kernel %lld (dilation %lld)",
+                             (long long)in[i], (long long)k, (long long)d);
+        w->in[off + i] = in[i];
+        w->out[off + i] = out;
+        w->kernel[off + i] = k;
+        w->stride[off + i] = s;
+        w->dilation[off + i] = d;
+        w->pad_begin[off + i] = pb;
+        w->pad_end[off + i] = pe;
+    }
+    return NULL;
+}
+
+static void window_out_dims(const otl_window *w, int64_t n, int64_t c, int64_t *dims) {
+    dims[0] = n;
+    dims[1] = c;
+    for (int i = 0; i < w->n; i++) dims[2 + i] = w->out[3 - w->n + i];
+}
+
+static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *wt = &t[nd->in[1]];
+    OTL_TRY(need_float(x, "Conv"));
+    int n = x->rank - 2;
+    if (n < 1 || wt->rank != x->rank)
+        return bad("Conv expects input and weight of the same rank >= 3%s", "");
+    const otl_attrs *a = &nd->attrs;
+    if (a->group < 1 || x->dims[1] != wt->dims[1] * a->group || wt->dims[0] % a->group)
+        return otl_error(ONNXTL_ERR_MODEL,
+                         "Conv channels do not match: input has %lld, weight expects %lld x group %lld",
+                         (long long)x->dims[1], (long long)wt->dims[1], (long long)a->group);
+    if (a->n_kernel && a->n_kernel != n) return bad("Conv kernel_shape has the wrong length%s", "");
+    for (int i = 0; i < a->n_kernel; i++)
+        if (a->kernel[i] != wt->dims[2 + i]) return bad("Conv kernel_shape disagrees with W%s", "");
+    if (nd->n_in > 2 && nd->in[2] >= 0) {
+        const otl_tinfo *b = &t[nd->in[2]];
+        if (b->rank != 1 || b->dims[0] != wt->dims[0])
+            return bad("Conv bias must be 1-D with one value per output channel%s", "");
+    }
+    otl_window w;
+    OTL_TRY(otl_window_init(a, n, x->dims + 2, wt->dims + 2, false, &w));
+    int64_t dims[ONNXTL_MAX_RANK];
+    window_out_dims(&w, x->dims[0], wt->dims[0], dims);
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_pool(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, otl_op_name(nd->op)));
+    int n = x->rank - 2;
+    if (nd->n_out > 1 && nd->out[1] >= 0)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "MaxPool's Indices output is not supported");
+    if (nd->attrs.n_kernel != n)
+        return bad("pooling needs kernel_shape with one entry per spatial dimension%s", "");
+    otl_window w;
+    OTL_TRY(otl_window_init(&nd->attrs, n, x->dims + 2, nd->attrs.kernel, nd->attrs.ceil_mode, &w));
+    int64_t dims[ONNXTL_MAX_RANK];
+    window_out_dims(&w, x->dims[0], x->dims[1], dims);
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_global_pool(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, otl_op_name(nd->op)));
+    if (x->rank < 3) return bad("global pooling needs an N x C x spatial input%s", "");
+    int64_t dims[ONNXTL_MAX_RANK];
+    for (int i = 0; i < x->rank; i++) dims[i] = i < 2 ? x->dims[i] : 1;
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_same(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_float_same(const otl_node *nd, otl_tinfo *t) {
+    OTL_TRY(need_float(&t[nd->in[0]], otl_op_name(nd->op)));
+    return infer_same(nd, t);
+}
+
+static onnxtl_status *infer_batchnorm(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, "BatchNormalization"));
+    if (nd->attrs.training_mode)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "BatchNormalization in training mode is not supported");
+    for (int i = 1; i < nd->n_out; i++)
+        if (nd->out[i] >= 0)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED,
+                             "BatchNormalization's training outputs are not supported");
+    if (x->rank < 2) return bad("BatchNormalization needs an N x C x ... input%s", "");
+    for (int i = 1; i < 5; i++) {
+        const otl_tinfo *p = &t[nd->in[i]];
+        if (p->rank != 1 || p->dims[0] != x->dims[1])
+            return bad("BatchNormalization parameters must be 1-D with one value per channel%s", "");
+    }
+    return infer_same(nd, t);
+}
+
+static onnxtl_status *infer_clip(const otl_node *nd, otl_tinfo *t) {
+    OTL_TRY(need_float(&t[nd->in[0]], "Clip"));
+    for (int i = 1; i < nd->n_in; i++)
+        if (nd->in[i] >= 0 && otl_tinfo_count(&t[nd->in[i]]) != 1)
+            return bad("Clip's min and max must be scalars%s", "");
+    return infer_same(nd, t);
+}
+
+static onnxtl_status *infer_binary(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo acc = t[nd->in[0]];
+    for (int i = 1; i < nd->n_in; i++) {
+        const otl_tinfo *b = &t[nd->in[i]];
+        if (b->dtype != acc.dtype)
+            return otl_error(ONNXTL_ERR_MODEL, "%s inputs differ in type (%s and %s)",
+                             otl_op_name(nd->op), otl_dtype_name(acc.dtype), otl_dtype_name(b->dtype));
+        OTL_TRY(otl_broadcast_shape(&acc, b, &acc));
+    }
+    if (acc.dtype == ONNXTL_BOOL || !otl_dtype_size(acc.dtype) || acc.dtype == ONNXTL_FLOAT16 ||
+        acc.dtype == ONNXTL_BFLOAT16)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s on %s tensors is not supported",
+                         otl_op_name(nd->op), otl_dtype_name(acc.dtype));
+    set_out(&t[nd->out[0]], acc.dtype, acc.rank, acc.dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_gemm(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *a = &t[nd->in[0]], *b = &t[nd->in[1]];
+    OTL_TRY(need_float(a, "Gemm"));
+    if (a->rank != 2 || b->rank != 2) return bad("Gemm needs 2-D A and B%s", "");
+    int64_t m = nd->attrs.trans_a ? a->dims[1] : a->dims[0];
+    int64_t ka = nd->attrs.trans_a ? a->dims[0] : a->dims[1];
+    int64_t kb = nd->attrs.trans_b ? b->dims[1] : b->dims[0];
+    int64_t n = nd->attrs.trans_b ? b->dims[0] : b->dims[1];
+    if (ka != kb)
+        return otl_error(ONNXTL_ERR_MODEL, "Gemm inner dimensions differ (%lld and %lld)",
+                         (long long)ka, (long long)kb);
+    int64_t dims[2] = {m, n};
+    otl_tinfo y = {.dtype = a->dtype, .rank = 2, .dims = {m, n}};
+    if (nd->n_in > 2 && nd->in[2] >= 0) {
+        otl_tinfo bc;
+        OTL_TRY(otl_broadcast_shape(&y, &t[nd->in[2]], &bc));
+        if (bc.rank != 2 || bc.dims[0] != m || bc.dims[1] != n)
+            return bad("Gemm's C does not broadcast to the output shape%s", "");
+    }
+    set_out(&t[nd->out[0]], a->dtype, 2, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_matmul(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo a = t[nd->in[0]], b = t[nd->in[1]];
+    OTL_TRY(need_float(&a, "MatMul"));
+    if (a.rank < 1 || b.rank < 1) return bad("MatMul inputs must have rank >= 1%s", "");
+    bool a_vec = a.rank == 1, b_vec = b.rank == 1;
+    if (a_vec) { a.rank = 2; a.dims[1] = a.dims[0]; a.dims[0] = 1; }
+    if (b_vec) { b.rank = 2; b.dims[1] = 1; }
+    if (a.dims[a.rank - 1] != b.dims[b.rank - 2])
+        return otl_error(ONNXTL_ERR_MODEL, "MatMul inner dimensions differ (%lld and %lld)",
+                         (long long)a.dims[a.rank - 1], (long long)b.dims[b.rank - 2]);
+    otl_tinfo ba = a, bb = b, batch;
+    ba.rank -= 2;
+    bb.rank -= 2;
+    OTL_TRY(otl_broadcast_shape(&ba, &bb, &batch));
+    int64_t dims[ONNXTL_MAX_RANK];
+    int r = batch.rank;
+    memcpy(dims, batch.dims, sizeof(int64_t) * (size_t)r);
+    if (!a_vec) dims[r++] = a.dims[a.rank - 2];
+    if (!b_vec) dims[r++] = b.dims[b.rank - 1];
+    set_out(&t[nd->out[0]], a.dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_softmax(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, otl_op_name(nd->op)));
+    int64_t axis;
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    return infer_same(nd, t);
+}
+
+/* Axes of a reduction/squeeze, from the attribute or (newer opsets) input 1. */
+static onnxtl_status *node_axes(const otl_node *nd, const otl_tinfo *t, int64_t *axes, int *n,
+                                bool *given) {
+    if (nd->attrs.n_axes >= 0) {
+        *n = nd->attrs.n_axes;
+        memcpy(axes, nd->attrs.axes, sizeof(int64_t) * (size_t)*n);
+        *given = true;
+        return NULL;
+    }
+    *given = nd->n_in > 1 && nd->in[1] >= 0;
+    *n = 0;
+    return *given ? otl_tinfo_ints(&t[nd->in[1]], "axes", axes, ONNXTL_MAX_RANK, n) : NULL;
+}
+
+static onnxtl_status *axes_mask(const int64_t *axes, int n, int rank, bool *mask) {
+    memset(mask, 0, sizeof(bool) * ONNXTL_MAX_RANK);
+    for (int i = 0; i < n; i++) {
+        int64_t ax;
+        OTL_TRY(otl_norm_axis(axes[i], rank, &ax));
+        if (mask[ax]) return bad("an axis is repeated%s", "");
+        mask[ax] = true;
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mask) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axes[ONNXTL_MAX_RANK] = {0};
+    int n;
+    bool given;
+    OTL_TRY(node_axes(nd, t, axes, &n, &given));
+    OTL_TRY(axes_mask(axes, n, x->rank, mask));
+    if (n == 0 && !nd->attrs.noop_with_empty_axes)
+        for (int i = 0; i < x->rank; i++) mask[i] = true;
+    return NULL;
+}
+
+static onnxtl_status *infer_reducemean(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, "ReduceMean"));
+    bool mask[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_reduce_mask(nd, t, mask));
+    int64_t dims[ONNXTL_MAX_RANK];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!mask[i]) dims[r++] = x->dims[i];
+        else if (nd->attrs.keepdims) dims[r++] = 1;
+    }
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_flatten(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axis = nd->attrs.axis;
+    if (axis < -x->rank || axis > x->rank) return bad("Flatten axis is out of range%s", "");
+    if (axis < 0) axis += x->rank;
+    int64_t dims[2] = {1, 1};
+    for (int i = 0; i < x->rank; i++) dims[i >= axis] *= x->dims[i];
+    set_out(&t[nd->out[0]], x->dtype, 2, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_reshape(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t dims[ONNXTL_MAX_RANK];
+    int r, infer_at = -1;
+    OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "shape", dims, ONNXTL_MAX_RANK, &r));
+    int64_t known = 1;
+    for (int i = 0; i < r; i++) {
+        if (dims[i] == 0 && !nd->attrs.allowzero) {
+            if (i >= x->rank) return bad("Reshape copies a dimension the input lacks%s", "");
+            dims[i] = x->dims[i];
+        }
+        if (dims[i] == -1) {
+            if (infer_at >= 0) return bad("Reshape has more than one -1%s", "");
+            infer_at = i;
+        } else if (dims[i] < 0) {
+            return bad("Reshape has a negative dimension%s", "");
+        } else if (!otl_mul_i64(known, dims[i], &known)) {
+            return bad("Reshape dimensions overflow%s", "");
+        }
+    }
+    int64_t count = otl_tinfo_count(x);
+    if (infer_at >= 0) {
+        if (known == 0 || count % known) return bad("Reshape cannot infer the -1 dimension%s", "");
+        dims[infer_at] = count / known;
+    } else if (known != count) {
+        return otl_error(ONNXTL_ERR_MODEL, "Reshape changes the element count (%lld to %lld)",
+                         (long long)count, (long long)known);
+    }
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_squeeze(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axes[ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK];
+    int n, r = 0;
+    bool given, mask[ONNXTL_MAX_RANK];
+    OTL_TRY(node_axes(nd, t, axes, &n, &given));
+    OTL_TRY(axes_mask(axes, n, x->rank, mask));
+    for (int i = 0; i < x->rank; i++) {
+        bool drop = n ? mask[i] : x->dims[i] == 1;
+        if (drop && x->dims[i] != 1) return bad("Squeeze of a dimension that is not 1%s", "");
+        if (!drop) dims[r++] = x->dims[i];
+    }
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_unsqueeze(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axes[ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK];
+    int n;
+    bool given, mask[ONNXTL_MAX_RANK];
+    OTL_TRY(node_axes(nd, t, axes, &n, &given));
+    int r = x->rank + n;
+    if (!given || r > ONNXTL_MAX_RANK) return bad("Unsqueeze needs axes and a result rank <= 8%s", "");
+    OTL_TRY(axes_mask(axes, n, r, mask));
+    for (int i = 0, j = 0; i < r; i++) dims[i] = mask[i] ? 1 : x->dims[j++];
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_dropout(const otl_node *nd, otl_tinfo *t) {
+    OTL_TRY(infer_same(nd, t));
+    if (nd->n_out > 1 && nd->out[1] >= 0) {
+        const otl_tinfo *x = &t[nd->in[0]];
+        set_out(&t[nd->out[1]], ONNXTL_BOOL, x->rank, x->dims);
+    }
+    return NULL;
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The [start, end) range of dims that Shape reports. */
+void otl_shape_range(const otl_attrs *a, int rank, int64_t *start, int64_t *end) {
+    int64_t s = a->shape_start, e = a->has_shape_end ? a->shape_end : rank;
+    if (s < 0) s += rank;
+    if (e < 0) e += rank;
+    *start = clamp64(s, 0, rank);
+    *end = clamp64(e, 0, rank);
+    if (*end < *start) *end = *start;
+}
+
+static onnxtl_status *infer_shape(const otl_node *nd, otl_tinfo *t) {
+    int64_t s, e, len;
+    otl_shape_range(&nd->attrs, t[nd->in[0]].rank, &s, &e);
+    len = e - s;
+    set_out(&t[nd->out[0]], ONNXTL_INT64, 1, &len);
+    return NULL;
+}
+
+static onnxtl_status *infer_gather(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *idx = &t[nd->in[1]];
+    int64_t axis, dims[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    if (idx->dtype != ONNXTL_INT64 && idx->dtype != ONNXTL_INT32)
+        return bad("Gather indices must be int32 or int64%s", "");
+    int r = x->rank - 1 + idx->rank;
+    if (r > ONNXTL_MAX_RANK) return bad("Gather result rank exceeds 8%s", "");
+    int k = 0;
+    for (int i = 0; i < axis; i++) dims[k++] = x->dims[i];
+    for (int i = 0; i < idx->rank; i++) dims[k++] = idx->dims[i];
+    for (int i = (int)axis + 1; i < x->rank; i++) dims[k++] = x->dims[i];
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_concat(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axis, dims[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    memcpy(dims, x->dims, sizeof(int64_t) * (size_t)x->rank);
+    for (int i = 1; i < nd->n_in; i++) {
+        const otl_tinfo *y = &t[nd->in[i]];
+        if (y->rank != x->rank || y->dtype != x->dtype)
+            return bad("Concat inputs differ in rank or type%s", "");
+        for (int d = 0; d < x->rank; d++)
+            if (d != axis && y->dims[d] != x->dims[d])
+                return bad("Concat inputs differ outside the concatenation axis%s", "");
+        dims[axis] += y->dims[axis];
+    }
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_transpose(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t dims[ONNXTL_MAX_RANK];
+    bool seen[ONNXTL_MAX_RANK] = {0};
+    if (nd->attrs.n_perm >= 0 && nd->attrs.n_perm != x->rank)
+        return bad("Transpose perm has the wrong length%s", "");
+    for (int i = 0; i < x->rank; i++) {
+        int64_t p = nd->attrs.n_perm >= 0 ? nd->attrs.perm[i] : x->rank - 1 - i;
+        if (p < 0 || p >= x->rank || seen[p]) return bad("Transpose perm is not a permutation%s", "");
+        seen[p] = true;
+        dims[i] = x->dims[p];
+    }
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+/* Pad amounts per axis (begin then end, 2*rank entries) from attributes or inputs. */
+onnxtl_status *otl_pad_amounts(const otl_node *nd, const otl_tinfo *t, int rank, int64_t *pads) {
+    int64_t raw[2 * ONNXTL_MAX_RANK], axes[ONNXTL_MAX_RANK];
+    int n, n_axes = rank;
+    if (nd->opset < 11) {
+        n = nd->attrs.n_pad_amounts;
+        memcpy(raw, nd->attrs.pad_amounts, sizeof(int64_t) * (size_t)n);
+    } else {
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "pads", raw, 2 * ONNXTL_MAX_RANK, &n));
+    }
+    if (nd->n_in > 3 && nd->in[3] >= 0) {
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[3]], "axes", axes, ONNXTL_MAX_RANK, &n_axes));
+    } else {
+        for (int i = 0; i < rank; i++) axes[i] = i;
+    }
+    if (n != 2 * n_axes) return bad("Pad needs two amounts per padded axis%s", "");
+    memset(pads, 0, sizeof(int64_t) * 2 * (size_t)rank);
+    for (int i = 0; i < n_axes; i++) {
+        int64_t ax;
+        OTL_TRY(otl_norm_axis(axes[i], rank, &ax));
+        pads[ax] = raw[i];
+        pads[rank + ax] = raw[n_axes + i];
+    }
+    return NULL;
+}
+
+static onnxtl_status *infer_pad(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t pads[2 * ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_pad_amounts(nd, t, x->rank, pads));
+    for (int i = 0; i < x->rank; i++) {
+        dims[i] = x->dims[i] + pads[i] + pads[x->rank + i];
+        if (dims[i] < 0) return bad("Pad removes more than the dimension holds%s", "");
+    }
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static bool castable(int dtype) {
+    return otl_dtype_size(dtype) != 0;
+}
+
+static onnxtl_status *infer_cast(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    if (!castable(x->dtype) || !castable(nd->attrs.to))
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "Cast from %s to %s is not supported",
+                         otl_dtype_name(x->dtype), otl_dtype_name(nd->attrs.to));
+    set_out(&t[nd->out[0]], nd->attrs.to, x->rank, x->dims);
+    return NULL;
+}
+
+onnxtl_status *otl_infer_node(const otl_node *nd, otl_tinfo *t) {
+    switch (nd->op) {
+    case OP_CONV: return infer_conv(nd, t);
+    case OP_BATCHNORM: return infer_batchnorm(nd, t);
+    case OP_RELU: case OP_SIGMOID: return infer_float_same(nd, t);
+    case OP_CLIP: return infer_clip(nd, t);
+    case OP_MAXPOOL: case OP_AVGPOOL: return infer_pool(nd, t);
+    case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL: return infer_global_pool(nd, t);
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: return infer_binary(nd, t);
+    case OP_GEMM: return infer_gemm(nd, t);
+    case OP_MATMUL: return infer_matmul(nd, t);
+    case OP_SOFTMAX: case OP_LOGSOFTMAX: return infer_softmax(nd, t);
+    case OP_REDUCEMEAN: return infer_reducemean(nd, t);
+    case OP_FLATTEN: return infer_flatten(nd, t);
+    case OP_RESHAPE: return infer_reshape(nd, t);
+    case OP_SQUEEZE: return infer_squeeze(nd, t);
+    case OP_UNSQUEEZE: return infer_unsqueeze(nd, t);
+    case OP_IDENTITY: return infer_same(nd, t);
+    case OP_DROPOUT: return infer_dropout(nd, t);
+    case OP_SHAPE: return infer_shape(nd, t);
+    case OP_GATHER: return infer_gather(nd, t);
+    case OP_CONCAT: return infer_concat(nd, t);
+    case OP_TRANSPOSE: return infer_transpose(nd, t);
+    case OP_PAD: return infer_pad(nd, t);
+    case OP_CAST: return infer_cast(nd, t);
+    case OP_CONSTANT: case OP_COUNT: break;
+    }
+    return otl_error(ONNXTL_ERR_UNSUPPORTED, "no shape function for %s", otl_op_name(nd->op));
+}

@@ -1,0 +1,48 @@
+/* Shape and type inference with concrete dimensions. */
+#ifndef OTL_SHAPE_H
+#define OTL_SHAPE_H
+
+#include "ir.h"
+
+/* What is known of one value once the input shapes are fixed. */
+typedef struct {
+    int dtype;
+    int rank;
+    int64_t dims[ONNXTL_MAX_RANK];
+    const void *data; /* constant contents, or NULL */
+} otl_tinfo;
+
+int64_t otl_tinfo_count(const otl_tinfo *t);
+
+/* Fills t[out] for each output of n from t[in]. Errors say what was expected;
+ * the caller adds the node's name. */
+onnxtl_status *otl_infer_node(const otl_node *n, otl_tinfo *t);
+
+/* Sliding-window geometry of Conv and pooling, normalised to three spatial
+ * dimensions (leading ones for 1-D and 2-D) with pads resolved from auto_pad. */
+typedef struct {
+    int n; /* the op's own spatial rank */
+    int64_t in[3], out[3], kernel[3], stride[3], dilation[3], pad_begin[3], pad_end[3];
+} otl_window;
+
+onnxtl_status *otl_window_init(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
+                               bool use_ceil, otl_window *w);
+
+/* Multidirectional (numpy) broadcast of two shapes. */
+onnxtl_status *otl_broadcast_shape(const otl_tinfo *a, const otl_tinfo *b, otl_tinfo *out);
+
+/* Reads a constant 1-D int32/int64 tensor into out (at most max entries). */
+onnxtl_status *otl_tinfo_ints(const otl_tinfo *t, const char *what, int64_t *out, int max, int *n);
+
+/* Normalises a possibly negative axis against rank r (r+1 for insertion). */
+onnxtl_status *otl_norm_axis(int64_t axis, int r, int64_t *out);
+
+
+
+/* [start, end) of the dims that Shape reports (opset 15 start/end). */
+void otl_shape_range(const otl_attrs *a, int rank, int64_t *start, int64_t *end);
+/* Pad amounts (begins then ends, 2*rank values) from a Pad node's attribute or inputs. */
+onnxtl_status *otl_pad_amounts(const otl_node *nd, const otl_tinfo *t, int rank, int64_t *pads);
+/* Which axes of input 0 a reduction averages over (attribute or input axes). */
+onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mask);
+#endif

@@ -1,0 +1,26 @@
+/* The interface every backend implements: prepare a plan, run it, release. */
+#ifndef OTL_BACKEND_H
+#define OTL_BACKEND_H
+
+#include "plan.h"
+
+typedef struct {
+    int threads; /* 0: all cores */
+} otl_backend_config;
+
+typedef struct {
+    const char *name;
+    /* Allocates what running plan needs (arena, workspace, device copies). */
+    onnxtl_status *(*prepare)(const otl_plan *plan, const otl_backend_config *cfg, void **state);
+    /* inputs[i] is host data for plan->g->inputs[i]; outputs[i] receives
+     * plan->outputs[i] in host memory. */
+    onnxtl_status *(*run)(void *state, const void *const *inputs, void *const *outputs);
+    void (*release)(void *state);
+} otl_backend;
+
+extern const otl_backend otl_backend_cpu;
+
+/* Evaluates one node on the CPU from constant inputs (an otl_eval_fn for plan folding). */
+onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, void *const *out);
+
+#endif

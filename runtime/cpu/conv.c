@@ -1,0 +1,94 @@
+/* Convolution as im2col + sgemm, per image and group; 1x1 stride-1 convs use
+ * the input directly.  Spatial dims are normalised to 3-D (otl_window). */
+#include "cpu.h"
+
+static bool is_pointwise(const otl_window *w) {
+    for (int i = 0; i < 3; i++)
+        if (w->kernel[i] != 1 || w->stride[i] != 1 || w->pad_begin[i] || w->pad_end[i]) return false;
+    return true;
+}
+
+static onnxtl_status *conv_window(const otl_node *n, const otl_tinfo *t, otl_window *w) {
+    const otl_tinfo *x = &t[n->in[0]], *wt = &t[n->in[1]];
+    return otl_window_init(&n->attrs, x->rank - 2, x->dims + 2, wt->dims + 2, false, w);
+}
+
+static int64_t window_size(const int64_t *v) { return v[0] * v[1] * v[2]; }
+
+size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t) {
+    otl_window w;
+    if (n->op != OP_CONV) return 0;
+    onnxtl_status *st = conv_window(n, t, &w);
+    if (st) {
+        onnxtl_status_release(st);
+        return 0;
+    }
+    if (is_pointwise(&w)) return 0;
+    int64_t cg = t[n->in[1]].dims[1];
+    return (size_t)(cg * window_size(w.kernel) * window_size(w.out));
+}
+
+/* Unfolds one image's channels into rows of (channel, kernel offset) by output position. */
+static void im2col(const float *x, int64_t channels, const otl_window *w, float *col) {
+    const int64_t kd = w->kernel[0], kh = w->kernel[1], kw = w->kernel[2];
+    const int64_t od = w->out[0], oh = w->out[1], ow = w->out[2];
+    const int64_t D = w->in[0], H = w->in[1], W = w->in[2];
+    const int64_t rows = channels * kd * kh * kw, cols = od * oh * ow;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t c = r / (kd * kh * kw), k = r % (kd * kh * kw);
+        int64_t kz = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
+        const float *src = x + c * D * H * W;
+        float *dst = col + r * cols;
+        for (int64_t oz = 0; oz < od; oz++) {
+            int64_t iz = oz * w->stride[0] - w->pad_begin[0] + kz * w->dilation[0];
+            for (int64_t oy = 0; oy < oh; oy++) {
+                int64_t iy = oy * w->stride[1] - w->pad_begin[1] + ky * w->dilation[1];
+                float *d = dst + (oz * oh + oy) * ow;
+                if (iz < 0 || iz >= D || iy < 0 || iy >= H) {
+                    for (int64_t ox = 0; ox < ow; ox++) d[ox] = 0.0f;
+                    continue;
+                }
+                const float *s = src + (iz * H + iy) * W;
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t ix = ox * w->stride[2] - w->pad_begin[2] + kx * w->dilation[2];
+                    d[ox] = ix >= 0 && ix < W ? s[ix] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+static void add_channel_bias(float *y, const float *bias, int64_t channels, int64_t plane) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; c++)
+        for (int64_t i = 0; i < plane; i++) y[c * plane + i] += bias[c];
+}
+
+onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *wt = IN_T(a, 1);
+    otl_window w;
+    OTL_TRY(conv_window(a->n, a->t, &w));
+    const int64_t groups = a->n->attrs.group, batch = x->dims[0];
+    const int64_t cg = wt->dims[1], m = wt->dims[0], mg = m / groups;
+    const int64_t kdim = cg * window_size(w.kernel), in_plane = window_size(w.in);
+    const int64_t out_plane = window_size(w.out);
+    const bool pointwise = is_pointwise(&w);
+    const float *X = a->in[0], *Wt = a->in[1], *bias = a->n->n_in > 2 ? a->in[2] : NULL;
+    float *Y = a->out[0];
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xg = X + (b * groups + g) * cg * in_plane;
+            const float *col = xg;
+            if (!pointwise) {
+                im2col(xg, cg, &w, a->workspace);
+                col = a->workspace;
+            }
+            float *yg = Y + (b * m + g * mg) * out_plane;
+            OTL_TRY(otl_sgemm(false, false, mg, out_plane, kdim, 1.0f, Wt + g * mg * kdim, kdim, col,
+                              out_plane, 0.0f, yg, out_plane));
+        }
+        if (bias) add_channel_bias(Y + b * m * out_plane, bias, m, out_plane);
+    }
+    return NULL;
+}

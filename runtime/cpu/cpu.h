@@ -1,0 +1,45 @@
+/* CPU kernels: one function per op family, all on dense row-major buffers. */
+#ifndef OTL_CPU_H
+#define OTL_CPU_H
+
+#include "backend.h"
+
+/* What a kernel sees: the node, every value's shape, and its buffers. */
+typedef struct {
+    const otl_node *n;
+    const otl_tinfo *t;
+    const void *const *in; /* per node input, NULL for an omitted optional one */
+    void *const *out;      /* per node output */
+    float *workspace;      /* otl_cpu_workspace_floats(n, t) floats */
+} otl_kernel_args;
+
+#define IN_T(a, k) (&(a)->t[(a)->n->in[k]])
+#define OUT_T(a, k) (&(a)->t[(a)->n->out[k]])
+
+size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t);
+onnxtl_status *otl_cpu_run_node(const otl_kernel_args *a);
+
+onnxtl_status *otl_cpu_conv(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_pool(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_unary(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_binary(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_cast(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_softmax(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_reducemean(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_copy(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_shape(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_gather(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_concat(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_pad(const otl_kernel_args *a);
+
+/* Row-major C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, multi-threaded. */
+onnxtl_status *otl_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                         float *c, int64_t ldc);
+
+#endif

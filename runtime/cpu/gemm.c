@@ -1,0 +1,87 @@
+/* Gemm and MatMul on oneDNN's sgemm (chosen by measurement: ~170 GFLOP/s on
+ * this AVX-512 machine, against ~30 for Debian's OpenBLAS). */
+#include <oneapi/dnnl/dnnl.h>
+#include <string.h>
+
+#include "cpu.h"
+
+onnxtl_status *otl_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                         float *c, int64_t ldc) {
+    if (m == 0 || n == 0) return NULL;
+    if (k == 0) { /* oneDNN leaves C untouched; the product of empty matrices is zero */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+        return NULL;
+    }
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda,
+                                  b, ldb, beta, c, ldc);
+    if (st != dnnl_success)
+        return otl_error(ONNXTL_ERR_RUNTIME, "oneDNN sgemm %lldx%lldx%lld failed (status %d)",
+                         (long long)m, (long long)n, (long long)k, (int)st);
+    return NULL;
+}
+
+/* Adds beta * C, broadcast (right-aligned) to the m x n output. */
+static void add_gemm_bias(const otl_tinfo *ct, const float *c, float beta, int64_t m, int64_t n,
+                          float *y) {
+    int64_t cm = ct->rank >= 2 ? ct->dims[ct->rank - 2] : 1;
+    int64_t cn = ct->rank >= 1 ? ct->dims[ct->rank - 1] : 1;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            y[i * n + j] += beta * c[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+}
+
+onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a) {
+    const otl_attrs *at = &a->n->attrs;
+    const otl_tinfo *ta = IN_T(a, 0), *tb = IN_T(a, 1), *ty = OUT_T(a, 0);
+    int64_t m = ty->dims[0], n = ty->dims[1], k = at->trans_a ? ta->dims[0] : ta->dims[1];
+    float *y = a->out[0];
+    OTL_TRY(otl_sgemm(at->trans_a, at->trans_b, m, n, k, at->alpha, a->in[0], ta->dims[1], a->in[1],
+                      tb->dims[1], 0.0f, y, n));
+    if (a->n->n_in > 2 && a->in[2] && at->beta != 0)
+        add_gemm_bias(IN_T(a, 2), a->in[2], at->beta, m, n, y);
+    return NULL;
+}
+
+/* Strides of a right-aligned batch shape inside the output's batch shape (0 where broadcast). */
+static void batch_strides(const otl_tinfo *x, int xb, const int64_t *out_batch, int ob,
+                          int64_t mat, int64_t *strides) {
+    int64_t s = mat;
+    for (int i = ob - 1; i >= 0; i--) {
+        int xi = i - (ob - xb);
+        int64_t d = xi >= 0 ? x->dims[xi] : 1;
+        strides[i] = d == 1 && out_batch[i] != 1 ? 0 : s;
+        s *= d;
+    }
+}
+
+onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a) {
+    otl_tinfo ta = *IN_T(a, 0), tb = *IN_T(a, 1);
+    if (ta.rank == 1) { ta.rank = 2; ta.dims[1] = ta.dims[0]; ta.dims[0] = 1; }
+    if (tb.rank == 1) { tb.rank = 2; tb.dims[1] = 1; }
+    int64_t m = ta.dims[ta.rank - 2], k = ta.dims[ta.rank - 1], n = tb.dims[tb.rank - 1];
+    int ab = ta.rank - 2, bb = tb.rank - 2, ob = ab > bb ? ab : bb;
+    int64_t out_batch[ONNXTL_MAX_RANK], sa[ONNXTL_MAX_RANK], sb[ONNXTL_MAX_RANK], batches = 1;
+    for (int i = 0; i < ob; i++) {
+        int ia = i - (ob - ab), ib = i - (ob - bb);
+        int64_t da = ia >= 0 ? ta.dims[ia] : 1, db = ib >= 0 ? tb.dims[ib] : 1;
+        out_batch[i] = da == 1 ? db : da;
+        batches *= out_batch[i];
+    }
+    batch_strides(&ta, ab, out_batch, ob, m * k, sa);
+    batch_strides(&tb, bb, out_batch, ob, k * n, sb);
+    const float *A = a->in[0], *B = a->in[1];
+    float *Y = a->out[0];
+    int64_t idx[ONNXTL_MAX_RANK] = {0};
+    for (int64_t bi = 0; bi < batches; bi++) {
+        int64_t oa = 0, obf = 0;
+        for (int i = 0; i < ob; i++) {
+            oa += idx[i] * sa[i];
+            obf += idx[i] * sb[i];
+        }
+        OTL_TRY(otl_sgemm(false, false, m, n, k, 1.0f, A + oa, k, B + obf, n, 0.0f, Y + bi * m * n, n));
+        for (int i = ob - 1; i >= 0 && ++idx[i] == out_batch[i]; i--) idx[i] = 0;
+    }
+    return NULL;
+}

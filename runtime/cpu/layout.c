@@ -1,0 +1,144 @@
+/* Data movement: reshaping copies, Shape, Gather, Concat, Transpose, Pad.
+ * All work on any element type through its byte size. */
+#include <string.h>
+
+#include "cpu.h"
+#include "dtype.h"
+
+onnxtl_status *otl_cpu_copy(const otl_kernel_args *a) {
+    const otl_node *n = a->n;
+    if (n->op == OP_DROPOUT && n->n_in > 2 && a->in[2] && *(const uint8_t *)a->in[2])
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "Dropout in training mode is not supported");
+    if (a->out[0] != a->in[0]) memcpy(a->out[0], a->in[0], otl_tinfo_bytes(IN_T(a, 0)));
+    if (n->op == OP_DROPOUT && n->n_out > 1 && a->out[1]) /* inference keeps every element */
+        memset(a->out[1], 1, (size_t)otl_tinfo_count(OUT_T(a, 1)));
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_shape(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    int64_t start, end;
+    otl_shape_range(&a->n->attrs, x->rank, &start, &end);
+    int64_t *y = a->out[0];
+    for (int64_t i = start; i < end; i++) y[i - start] = x->dims[i];
+    return NULL;
+}
+
+/* Splits a shape around an axis into (outer, axis dim, inner) element counts. */
+static void split_at(const otl_tinfo *t, int64_t axis, int64_t *outer, int64_t *inner) {
+    *outer = *inner = 1;
+    for (int i = 0; i < t->rank; i++) {
+        if (i < axis) *outer *= t->dims[i];
+        else if (i > axis) *inner *= t->dims[i];
+    }
+}
+
+onnxtl_status *otl_cpu_gather(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *ti = IN_T(a, 1);
+    int64_t axis, outer, inner;
+    OTL_TRY(otl_norm_axis(a->n->attrs.axis, x->rank, &axis));
+    split_at(x, axis, &outer, &inner);
+    const int64_t dim = x->dims[axis], q = otl_tinfo_count(ti);
+    const size_t es = otl_dtype_size(x->dtype), row = (size_t)inner * es;
+    const char *src = a->in[0];
+    char *dst = a->out[0];
+    for (int64_t j = 0; j < q; j++) {
+        int64_t k = ti->dtype == ONNXTL_INT64 ? ((const int64_t *)a->in[1])[j]
+                                              : ((const int32_t *)a->in[1])[j];
+        if (k < -dim || k >= dim)
+            return otl_error(ONNXTL_ERR_ARG, "Gather index %lld is out of range for axis size %lld",
+                             (long long)k, (long long)dim);
+        if (k < 0) k += dim;
+        for (int64_t o = 0; o < outer; o++)
+            memcpy(dst + ((size_t)(o * q + j)) * row, src + ((size_t)(o * dim + k)) * row, row);
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_concat(const otl_kernel_args *a) {
+    const otl_tinfo *y = OUT_T(a, 0);
+    int64_t axis, outer, inner;
+    OTL_TRY(otl_norm_axis(a->n->attrs.axis, y->rank, &axis));
+    split_at(y, axis, &outer, &inner);
+    const size_t es = otl_dtype_size(y->dtype);
+    char *dst = a->out[0];
+    size_t out_row = (size_t)(y->dims[axis] * inner) * es, offset = 0;
+    for (int k = 0; k < a->n->n_in; k++) {
+        size_t chunk = (size_t)(IN_T(a, k)->dims[axis] * inner) * es;
+        for (int64_t o = 0; o < outer; o++)
+            memcpy(dst + (size_t)o * out_row + offset, (const char *)a->in[k] + (size_t)o * chunk, chunk);
+        offset += chunk;
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    const int r = x->rank;
+    int64_t in_stride[ONNXTL_MAX_RANK], s = 1, perm_stride[ONNXTL_MAX_RANK];
+    for (int i = r - 1; i >= 0; i--) {
+        in_stride[i] = s;
+        s *= x->dims[i];
+    }
+    for (int i = 0; i < r; i++)
+        perm_stride[i] = in_stride[a->n->attrs.n_perm >= 0 ? a->n->attrs.perm[i] : r - 1 - i];
+    const size_t es = otl_dtype_size(x->dtype);
+    const int64_t count = otl_tinfo_count(y);
+    const char *src = a->in[0];
+    char *dst = a->out[0];
+    int64_t idx[ONNXTL_MAX_RANK] = {0}, off = 0;
+    for (int64_t i = 0; i < count; i++) {
+        memcpy(dst + (size_t)i * es, src + (size_t)off * es, es);
+        for (int d = r - 1; d >= 0; d--) {
+            off += perm_stride[d];
+            if (++idx[d] < y->dims[d]) break;
+            off -= perm_stride[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    return NULL;
+}
+
+/* The constant Pad writes: an input (opset 11+, same type as x) or the attribute. */
+static void pad_value_bytes(const otl_kernel_args *a, int dtype, unsigned char *value) {
+    size_t es = otl_dtype_size(dtype);
+    memset(value, 0, es);
+    if (a->n->opset >= 11) {
+        if (a->n->n_in > 2 && a->in[2]) memcpy(value, a->in[2], es);
+    } else {
+        memcpy(value, &a->n->attrs.pad_value, sizeof(float));
+    }
+}
+
+onnxtl_status *otl_cpu_pad(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    const int r = x->rank;
+    int64_t pads[2 * ONNXTL_MAX_RANK], in_stride[ONNXTL_MAX_RANK], s = 1;
+    OTL_TRY(otl_pad_amounts(a->n, a->t, r, pads));
+    for (int i = r - 1; i >= 0; i--) {
+        in_stride[i] = s;
+        s *= x->dims[i];
+    }
+    const size_t es = otl_dtype_size(x->dtype);
+    unsigned char value[16];
+    pad_value_bytes(a, x->dtype, value);
+    const int64_t count = otl_tinfo_count(y);
+    const char *src = a->in[0];
+    char *dst = a->out[0];
+    int64_t idx[ONNXTL_MAX_RANK] = {0};
+    for (int64_t i = 0; i < count; i++) {
+        int64_t off = 0;
+        bool inside = true;
+        for (int d = 0; d < r && inside; d++) {
+            int64_t p = idx[d] - pads[d];
+            inside = p >= 0 && p < x->dims[d];
+            off += p * in_stride[d];
+        }
+        memcpy(dst + (size_t)i * es, inside ? src + (size_t)off * es : (const char *)value, es);
+        for (int d = r - 1; d >= 0; d--) {
+            if (++idx[d] < y->dims[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return NULL;
+}

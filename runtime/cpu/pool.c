@@ -1,0 +1,91 @@
+/* MaxPool, AveragePool and their global forms, over 3-D-normalised windows. */
+#include <float.h>
+
+#include "cpu.h"
+
+typedef struct {
+    int64_t begin, end;       /* input range the window covers, clipped to the input */
+    int64_t padded;           /* positions inside input + explicit pads */
+} window_span;
+
+/* Positions kernel taps reach along one axis: start + j*dilation for j < k. */
+static window_span axis_span(const otl_window *w, int axis, int64_t o) {
+    int64_t start = o * w->stride[axis] - w->pad_begin[axis], d = w->dilation[axis];
+    window_span s = {0, 0, 0};
+    for (int64_t j = 0; j < w->kernel[axis]; j++) {
+        int64_t p = start + j * d;
+        if (p >= -w->pad_begin[axis] && p < w->in[axis] + w->pad_end[axis]) s.padded++;
+    }
+    s.begin = start;
+    s.end = start + (w->kernel[axis] - 1) * d + 1;
+    return s;
+}
+
+static float pool_window(const float *src, const otl_window *w, const int64_t *o, bool is_max,
+                         bool count_pad) {
+    window_span sp[3];
+    for (int i = 0; i < 3; i++) sp[i] = axis_span(w, i, o[i]);
+    float acc = is_max ? -FLT_MAX : 0.0f;
+    int64_t count = 0;
+    for (int64_t z = sp[0].begin; z < sp[0].end; z += w->dilation[0]) {
+        if (z < 0 || z >= w->in[0]) continue;
+        for (int64_t y = sp[1].begin; y < sp[1].end; y += w->dilation[1]) {
+            if (y < 0 || y >= w->in[1]) continue;
+            const float *row = src + (z * w->in[1] + y) * w->in[2];
+            for (int64_t x = sp[2].begin; x < sp[2].end; x += w->dilation[2]) {
+                if (x < 0 || x >= w->in[2]) continue;
+                float v = row[x];
+                if (is_max) acc = v > acc || v != v ? v : acc;
+                else acc += v;
+                count++;
+            }
+        }
+    }
+    if (is_max) return acc;
+    int64_t divisor = count_pad ? sp[0].padded * sp[1].padded * sp[2].padded : count;
+    return divisor ? acc / (float)divisor : 0.0f;
+}
+
+onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const otl_attrs *at = &a->n->attrs;
+    otl_window w;
+    OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
+    const bool is_max = a->n->op == OP_MAXPOOL, count_pad = at->count_include_pad;
+    const int64_t planes = x->dims[0] * x->dims[1];
+    const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
+    const float *X = a->in[0];
+    float *Y = a->out[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        float *dst = Y + p * out_plane;
+        int64_t o[3];
+        for (o[0] = 0; o[0] < w.out[0]; o[0]++)
+            for (o[1] = 0; o[1] < w.out[1]; o[1]++)
+                for (o[2] = 0; o[2] < w.out[2]; o[2]++)
+                    *dst++ = pool_window(X + p * in_plane, &w, o, is_max, count_pad);
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const int64_t planes = x->dims[0] * x->dims[1];
+    int64_t plane = 1;
+    for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
+    const bool is_max = a->n->op == OP_GLOBALMAXPOOL;
+    const float *X = a->in[0];
+    float *Y = a->out[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *src = X + p * plane;
+        double sum = 0;
+        float mx = -FLT_MAX;
+        for (int64_t i = 0; i < plane; i++) {
+            sum += src[i];
+            mx = src[i] > mx || src[i] != src[i] ? src[i] : mx;
+        }
+        Y[p] = is_max ? mx : (float)(sum / (double)plane);
+    }
+    return NULL;
+}

@@ -1,0 +1,19 @@
+/* Shared pieces of the command-line tool. */
+#ifndef OTL_CLI_H
+#define OTL_CLI_H
+
+#include "onnxtl.h"
+
+enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+/* Prints "onnxtl: <message>" to stderr, releases st, and returns EXIT_FAIL. */
+int cli_fail(onnxtl_status *st);
+/* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a positive integer option value; false (with a message) if it is not one. */
+int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out);
+
+int cmd_info(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+
+#endif

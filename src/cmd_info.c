@@ -1,0 +1,106 @@
+/* onnxtl info: what a model is and what onnxtl will do with it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cli.h"
+#include "dtype.h"
+#include "model.h"
+#include "plan.h"
+
+static const char info_help[] =
+    "usage: onnxtl info MODEL\n"
+    "\n"
+    "Prints the IR version, opsets, producer, inputs and outputs, an op census\n"
+    "(after BatchNorm folding and Identity/Dropout removal), the parameter count,\n"
+    "the peak activation memory at batch 1, and the tensor that feeds the\n"
+    "classifier head (what 'extract' caches).\n";
+
+static void print_dims(const int64_t *dims, int rank) {
+    printf("[");
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0) printf("%sN", i ? ", " : "");
+        else printf("%s%lld", i ? ", " : "", (long long)dims[i]);
+    }
+    printf("]");
+}
+
+static void print_value(const otl_value *v) {
+    printf("  %-24s %-8s ", v->name, otl_dtype_name(v->dtype));
+    if (v->rank < 0) printf("(shape unknown)");
+    else print_dims(v->dims, v->rank);
+    printf("\n");
+}
+
+static void print_census(const otl_graph *g) {
+    int live[OP_COUNT] = {0}, removed[OP_COUNT] = {0};
+    for (int i = 0; i < g->n_nodes; i++) (g->nodes[i].removed ? removed : live)[g->nodes[i].op]++;
+    printf("ops (%d nodes):\n", g->n_nodes);
+    for (int op = 0; op < OP_COUNT; op++) {
+        if (!live[op] && !removed[op]) continue;
+        printf("  %-20s %4d", otl_op_name(op), live[op]);
+        if (removed[op])
+            printf("  (+%d %s)", removed[op], op == OP_BATCHNORM ? "folded into Conv" : "removed");
+        printf("\n");
+    }
+}
+
+static const char *human_bytes(double b, char *buf, size_t n) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB"};
+    int u = 0;
+    while (b >= 1024 && u < 3) b /= 1024, u++;
+    snprintf(buf, n, "%.1f %s", b, units[u]);
+    return buf;
+}
+
+/* Plans batch 1 to report the activation peak and the head input's shape. */
+static onnxtl_status *print_plan_facts(const otl_graph *g) {
+    otl_tinfo *inputs = calloc((size_t)g->n_inputs + 1, sizeof *inputs);
+    if (!inputs) return otl_nomem();
+    otl_plan *p = NULL;
+    onnxtl_status *st = otl_plan_batch_inputs(g, 1, inputs);
+    if (!st) st = otl_plan_build(g, inputs, g->outputs, g->n_outputs, otl_cpu_eval, NULL, &p);
+    free(inputs);
+    if (st) return st;
+    char buf[32];
+    printf("peak activation memory (batch 1): %s\n", human_bytes((double)p->arena_bytes, buf, sizeof buf));
+    int head = otl_graph_head_input(g);
+    if (head >= 0) {
+        printf("head input (cached by extract): '%s' ", g->values[head].name);
+        print_dims(p->t[head].dims, p->t[head].rank);
+        printf(", %lld features per image\n", (long long)(otl_tinfo_count(&p->t[head]) / p->t[head].dims[0]));
+    } else {
+        printf("head input: none found (no Gemm/MatMul with constant weights); use --cut\n");
+    }
+    otl_plan_free(p);
+    return NULL;
+}
+
+int cmd_info(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(info_help, stdout);
+        return 0;
+    }
+    if (argc != 2) return cli_usage("info", "expected exactly one MODEL argument");
+    onnxtl_model *m;
+    onnxtl_status *st = onnxtl_model_load(argv[1], &m);
+    if (st) return cli_fail(st);
+    const otl_graph *g = onnxtl_model_graph(m);
+    printf("model: %s\n", g->path);
+    printf("ir_version: %lld  opset: %d  producer: %s %s\n", (long long)g->ir_version, g->opset,
+           g->producer_name, g->producer_version);
+    printf("inputs:\n");
+    for (int i = 0; i < g->n_inputs; i++) print_value(&g->values[g->inputs[i]]);
+    printf("outputs:\n");
+    for (int i = 0; i < g->n_outputs; i++) print_value(&g->values[g->outputs[i]]);
+    print_census(g);
+    int64_t params;
+    size_t bytes;
+    char buf[32];
+    otl_graph_param_stats(g, &params, &bytes);
+    printf("parameters: %lld (%s)\n", (long long)params, human_bytes((double)bytes, buf, sizeof buf));
+    st = print_plan_facts(g);
+    onnxtl_model_release(m);
+    return st ? cli_fail(otl_error_wrap(st, "%s", argv[1])) : 0;
+}

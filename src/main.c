@@ -1,0 +1,63 @@
+/* onnxtl command line: dispatches to one function per command. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define ONNXTL_VERSION "0.1.0"
+
+static const char usage_text[] =
+    "onnxtl " ONNXTL_VERSION ": transfer learning on ONNX models, in C\n"
+    "\n"
+    "usage: onnxtl COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  info MODEL                      describe a model: inputs, outputs, ops, parameters,\n"
+    "                                  memory, and the feature tensor that feeds its head\n"
+    "  infer MODEL --input NAME=X.npy  run a model on NumPy arrays, write .npy outputs\n"
+    "\n"
+    "Run 'onnxtl COMMAND --help' for a command's options.\n";
+
+int cli_fail(onnxtl_status *st) {
+    fprintf(stderr, "onnxtl: error: %s\n", onnxtl_status_message(st));
+    onnxtl_status_release(st);
+    return EXIT_FAIL;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "onnxtl %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nRun 'onnxtl %s --help' for usage.\n", cmd);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || v < lo || v > hi) {
+        cli_usage(cmd, "%s needs a whole number from %d to %d, got '%s'", opt, lo, hi, s ? s : "");
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        puts("onnxtl " ONNXTL_VERSION);
+        return 0;
+    }
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "infer")) return cmd_infer(argc - 1, argv + 1);
+    fprintf(stderr, "onnxtl: unknown command '%s'\n\n%s", argv[1], usage_text);
+    return EXIT_USAGE;
+}

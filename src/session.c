@@ -1,0 +1,216 @@
+/* The public API: models, sessions and the plan cache behind them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "dtype.h"
+#include "onnxtl.h"
+#include "plan.h"
+
+struct onnxtl_model {
+    otl_graph *g;
+};
+
+/* One instantiation of the model for one set of input shapes. */
+typedef struct cached_plan {
+    otl_tinfo *inputs; /* the shapes it was built for */
+    otl_plan *plan;
+    void *state;       /* the backend's */
+    void **outputs;    /* host buffers handed to the caller */
+    struct cached_plan *next;
+} cached_plan;
+
+struct onnxtl_session {
+    const onnxtl_model *model;
+    const otl_backend *backend;
+    otl_backend_config cfg;
+    cached_plan *plans;
+};
+
+onnxtl_status *onnxtl_model_load(const char *path, onnxtl_model **out) {
+    if (!path || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_model_load: NULL argument");
+    onnxtl_model *m = calloc(1, sizeof *m);
+    if (!m) return otl_nomem();
+    onnxtl_status *st = otl_graph_load(path, &m->g);
+    if (st) {
+        free(m);
+        return st;
+    }
+    *out = m;
+    return NULL;
+}
+
+void onnxtl_model_release(onnxtl_model *m) {
+    if (!m) return;
+    otl_graph_free(m->g);
+    free(m);
+}
+
+const otl_graph *onnxtl_model_graph(const onnxtl_model *m) { return m->g; }
+
+size_t onnxtl_model_input_count(const onnxtl_model *m) { return (size_t)m->g->n_inputs; }
+size_t onnxtl_model_output_count(const onnxtl_model *m) { return (size_t)m->g->n_outputs; }
+
+static void describe(const otl_value *v, onnxtl_tensor *d) {
+    memset(d, 0, sizeof *d);
+    d->name = v->name;
+    d->dtype = v->dtype;
+    d->rank = v->rank;
+    for (int i = 0; i < v->rank; i++) d->dims[i] = v->dims[i];
+}
+
+void onnxtl_model_input(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {
+    describe(&m->g->values[m->g->inputs[i]], d);
+}
+
+void onnxtl_model_output(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {
+    describe(&m->g->values[m->g->outputs[i]], d);
+}
+
+onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_options *opts,
+                                     onnxtl_session **out) {
+    if (!model || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_session_create: NULL argument");
+    onnxtl_session *s = calloc(1, sizeof *s);
+    if (!s) return otl_nomem();
+    s->model = model;
+    s->backend = &otl_backend_cpu;
+    s->cfg.threads = opts ? opts->threads : 0;
+    *out = s;
+    return NULL;
+}
+
+static void free_cached(const onnxtl_session *s, cached_plan *c) {
+    if (c->state) s->backend->release(c->state);
+    if (c->outputs && c->plan)
+        for (int i = 0; i < c->plan->n_outputs; i++) free(c->outputs[i]);
+    free(c->outputs);
+    otl_plan_free(c->plan);
+    free(c->inputs);
+    free(c);
+}
+
+void onnxtl_session_release(onnxtl_session *s) {
+    if (!s) return;
+    while (s->plans) {
+        cached_plan *next = s->plans->next;
+        free_cached(s, s->plans);
+        s->plans = next;
+    }
+    free(s);
+}
+
+/* A cached plan fits when shapes match and shape-like inputs hold the same values. */
+static bool plan_fits(const cached_plan *c, const otl_graph *g, const otl_tinfo *b) {
+    const otl_tinfo *a = c->inputs;
+    for (int i = 0; i < g->n_inputs; i++) {
+        if (a[i].dtype != b[i].dtype || a[i].rank != b[i].rank ||
+            memcmp(a[i].dims, b[i].dims, sizeof(int64_t) * (size_t)a[i].rank))
+            return false;
+        const void *held = c->plan->t[g->inputs[i]].data;
+        if (held && memcmp(held, b[i].data, otl_tinfo_bytes(&b[i]))) return false;
+    }
+    return true;
+}
+
+static onnxtl_status *build_cached(onnxtl_session *s, const otl_tinfo *shapes, const int *outputs,
+                                   int n_outputs, cached_plan **out) {
+    const otl_graph *g = s->model->g;
+    cached_plan *c = calloc(1, sizeof *c);
+    if (!c) return otl_nomem();
+    onnxtl_status *st = NULL;
+    c->inputs = calloc((size_t)g->n_inputs + 1, sizeof *c->inputs);
+    c->outputs = calloc((size_t)n_outputs + 1, sizeof *c->outputs);
+    if (!c->inputs || !c->outputs) {
+        st = otl_nomem();
+        goto fail;
+    }
+    memcpy(c->inputs, shapes, sizeof *shapes * (size_t)g->n_inputs);
+    for (int i = 0; i < g->n_inputs; i++) c->inputs[i].data = NULL; /* the caller's buffer */
+    OTL_TRY_GOTO(st, otl_plan_build(g, shapes, outputs, n_outputs, otl_cpu_eval, NULL, &c->plan), fail);
+    for (int i = 0; i < n_outputs; i++) {
+        size_t bytes = otl_tinfo_bytes(&c->plan->t[outputs[i]]);
+        if (!(c->outputs[i] = malloc(bytes ? bytes : 1))) {
+            st = otl_nomem();
+            goto fail;
+        }
+    }
+    OTL_TRY_GOTO(st, s->backend->prepare(c->plan, &s->cfg, &c->state), fail);
+    *out = c;
+    return NULL;
+fail:
+    free_cached(s, c);
+    return st;
+}
+
+/* Finds or builds the plan for these input shapes and output selection. */
+static onnxtl_status *plan_for(onnxtl_session *s, const otl_tinfo *shapes, const int *outputs,
+                               int n_outputs, cached_plan **out) {
+    const otl_graph *g = s->model->g;
+    for (cached_plan *c = s->plans; c; c = c->next) {
+        if (c->plan->n_outputs == n_outputs && plan_fits(c, g, shapes) &&
+            !memcmp(c->plan->outputs, outputs, sizeof(int) * (size_t)n_outputs)) {
+            *out = c;
+            return NULL;
+        }
+    }
+    OTL_TRY(build_cached(s, shapes, outputs, n_outputs, out));
+    (*out)->next = s->plans;
+    s->plans = *out;
+    return NULL;
+}
+
+static onnxtl_status *match_inputs(const otl_graph *g, const onnxtl_tensor *inputs, size_t n,
+                                   otl_tinfo *shapes, const void **data) {
+    for (int i = 0; i < g->n_inputs; i++) {
+        const char *name = g->values[g->inputs[i]].name;
+        const onnxtl_tensor *found = NULL;
+        for (size_t k = 0; k < n && !found; k++)
+            if (inputs[k].name && !strcmp(inputs[k].name, name)) found = &inputs[k];
+        if (!found) return otl_error(ONNXTL_ERR_ARG, "%s: input '%s' is not given", g->path, name);
+        if (found->rank < 0 || found->rank > ONNXTL_MAX_RANK || !found->data)
+            return otl_error(ONNXTL_ERR_ARG, "%s: input '%s' has no data or a bad rank", g->path, name);
+        shapes[i] = (otl_tinfo){.dtype = found->dtype, .rank = found->rank};
+        memcpy(shapes[i].dims, found->dims, sizeof(int64_t) * (size_t)found->rank);
+        if (otl_input_is_shape_like(&shapes[i])) shapes[i].data = found->data;
+        data[i] = found->data;
+    }
+    return NULL;
+}
+
+static onnxtl_status *match_outputs(const otl_graph *g, const onnxtl_tensor *outputs, size_t n,
+                                    int *ids) {
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = outputs[i].name ? otl_graph_find(g, outputs[i].name) : -1;
+        if (ids[i] < 0)
+            return otl_error(ONNXTL_ERR_ARG, "%s: no tensor named '%s'", g->path,
+                             outputs[i].name ? outputs[i].name : "(null)");
+    }
+    return NULL;
+}
+
+onnxtl_status *onnxtl_session_run(onnxtl_session *s, const onnxtl_tensor *inputs, size_t n_inputs,
+                                  onnxtl_tensor *outputs, size_t n_outputs) {
+    if (!s || (!inputs && n_inputs) || !outputs || !n_outputs)
+        return otl_error(ONNXTL_ERR_ARG, "onnxtl_session_run: bad arguments");
+    const otl_graph *g = s->model->g;
+    otl_tinfo *shapes = calloc((size_t)g->n_inputs + 1, sizeof *shapes);
+    const void **data = calloc((size_t)g->n_inputs + 1, sizeof *data);
+    int *ids = calloc(n_outputs, sizeof *ids);
+    onnxtl_status *st = shapes && data && ids ? NULL : otl_nomem();
+    cached_plan *c = NULL;
+    if (!st) st = match_inputs(g, inputs, n_inputs, shapes, data);
+    if (!st) st = match_outputs(g, outputs, n_outputs, ids);
+    if (!st) st = plan_for(s, shapes, ids, (int)n_outputs, &c);
+    if (!st) st = s->backend->run(c->state, data, c->outputs);
+    for (size_t i = 0; !st && i < n_outputs; i++) {
+        const otl_tinfo *t = &c->plan->t[ids[i]];
+        outputs[i].dtype = t->dtype;
+        outputs[i].rank = t->rank;
+        memcpy(outputs[i].dims, t->dims, sizeof(int64_t) * (size_t)t->rank);
+        outputs[i].data = c->outputs[i];
+    }
+    free(shapes);
+    free(data);
+    free(ids);
+    return st;
+}
