@@ -54,14 +54,23 @@ $(BUILD)/onnxtl: $(CLI_OBJ) $(BUILD)/libonnxtl.a
 $(BUILD)/test_%: $(BUILD)/obj/test/%.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
-test: all
+deps:
+	tools/install_deps.sh
+
+# The README's two commands: both install missing Debian packages first.
+demo:
+	tools/demo.sh
+
+test: deps
+	$(MAKE) all
 	test/run_tests.sh
 
-bench: all
+bench: deps
+	$(MAKE) all
 	tools/bench.sh
 
 clean:
 	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san
 
-.PHONY: all test bench clean
+.PHONY: all deps demo test bench clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -63,7 +63,7 @@ static const char *describe_non_protobuf(const file_bytes *fb) {
         if (strstr((const char *)p, "ir_version") || strstr((const char *)p, "graph {") ||
             strstr((const char *)p, "graph{"))
             return "is a text-format protobuf; onnxtl reads binary .onnx files (convert it with "
-                   "onnx.save after onnx.load or protobuf's text_format)";
+                   "google.protobuf.text_format.Parse into an onnx.ModelProto, then onnx.save)";
         return "is a text file, not a binary ONNX model";
     }
     return NULL;

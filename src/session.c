@@ -166,9 +166,9 @@ static onnxtl_status *match_inputs(const otl_graph *g, const onnxtl_tensor *inpu
         const onnxtl_tensor *found = NULL;
         for (size_t k = 0; k < n && !found; k++)
             if (inputs[k].name && !strcmp(inputs[k].name, name)) found = &inputs[k];
-        if (!found) return otl_error(ONNXTL_ERR_ARG, "%s: input '%s' is not given", g->path, name);
+        if (!found) return otl_error(ONNXTL_ERR_ARG, "input '%s' is not given", name);
         if (found->rank < 0 || found->rank > ONNXTL_MAX_RANK || !found->data)
-            return otl_error(ONNXTL_ERR_ARG, "%s: input '%s' has no data or a bad rank", g->path, name);
+            return otl_error(ONNXTL_ERR_ARG, "input '%s' has no data or a bad rank", name);
         shapes[i] = (otl_tinfo){.dtype = found->dtype, .rank = found->rank};
         memcpy(shapes[i].dims, found->dims, sizeof(int64_t) * (size_t)found->rank);
         if (otl_input_is_shape_like(&shapes[i])) shapes[i].data = found->data;
@@ -182,7 +182,7 @@ static onnxtl_status *match_outputs(const otl_graph *g, const onnxtl_tensor *out
     for (size_t i = 0; i < n; i++) {
         ids[i] = outputs[i].name ? otl_graph_find(g, outputs[i].name) : -1;
         if (ids[i] < 0)
-            return otl_error(ONNXTL_ERR_ARG, "%s: no tensor named '%s'", g->path,
+            return otl_error(ONNXTL_ERR_ARG, "no tensor named '%s'",
                              outputs[i].name ? outputs[i].name : "(null)");
     }
     return NULL;
@@ -202,6 +202,7 @@ onnxtl_status *onnxtl_session_run(onnxtl_session *s, const onnxtl_tensor *inputs
     if (!st) st = match_outputs(g, outputs, n_outputs, ids);
     if (!st) st = plan_for(s, shapes, ids, (int)n_outputs, &c);
     if (!st) st = s->backend->run(c->state, data, c->outputs);
+    if (st) st = otl_error_wrap(st, "%s", g->path);
     for (size_t i = 0; !st && i < n_outputs; i++) {
         const otl_tinfo *t = &c->plan->t[ids[i]];
         outputs[i].dtype = t->dtype;

@@ -1,0 +1,56 @@
+#!/bin/bash
+# Runs every onnxtl test suite and ends with "N passed, N failed".
+# Each suite prints one PASS/FAIL line per check; this script counts them.
+# Reference data: ../shared/data (ONNX node tests, Dogs-vs-Cats photos);
+# exported models and references are cached in build/models.
+set -u
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+SHARED=${ONNXTL_SHARED:-../shared/data}
+LOG=build/test-logs
+rm -rf "$LOG"
+mkdir -p "$LOG"
+
+run_suite() { # name command...
+    local name=$1; shift
+    echo "== $name"
+    local start=$SECONDS
+    "$@" 2>&1 | tee "$LOG/$name.log" | grep -E '^(PASS|FAIL|SKIP)|conformance:' || true
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ] && ! grep -q '^FAIL' "$LOG/$name.log"; then
+        # The suite died without reporting a failed check: count that as one.
+        echo "FAIL $name: exited with status $rc (see $LOG/$name.log)" | tee -a "$LOG/$name.log"
+        tail -5 "$LOG/$name.log"
+    fi
+    echo "   ($name took $((SECONDS - start)) s)"
+}
+
+if [ -d "$SHARED/onnx-node" ]; then
+    run_suite conformance build/test_conformance test/conformance.manifest "$SHARED/onnx-node"
+else
+    echo "SKIP conformance: $SHARED/onnx-node is missing (the ONNX node tests live in ../shared)" |
+        tee "$LOG/conformance.log"
+fi
+run_suite bad_models $PY test/bad_models.py build/onnxtl
+run_suite cli $PY test/cli_errors.py build/onnxtl
+run_suite parity $PY test/parity.py build/onnxtl
+
+# Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
+if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
+    if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance >"$LOG/sanitize-build.log" 2>&1; then
+        export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+        run_suite asan_bad_models $PY test/bad_models.py build-san/onnxtl
+        [ -d "$SHARED/onnx-node" ] &&
+            run_suite asan_conformance build-san/test_conformance test/conformance.manifest "$SHARED/onnx-node"
+        run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
+    else
+        echo "FAIL sanitizer build (see $LOG/sanitize-build.log)"
+    fi
+fi
+
+passed=$(cat "$LOG"/*.log | grep -c '^PASS')
+failed=$(cat "$LOG"/*.log | grep -c '^FAIL')
+skipped=$(cat "$LOG"/*.log | grep -c '^SKIP')
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

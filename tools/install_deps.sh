@@ -1,0 +1,16 @@
+#!/bin/bash
+# Installs the Debian 12 packages onnxtl builds and tests with, when missing.
+# A no-op when everything is present; needs root (or sudo) otherwise.
+set -eu
+PKGS="build-essential protobuf-c-compiler libprotobuf-c-dev libonnx-dev libturbojpeg0-dev
+      libdnnl-dev python3-numpy python3-torch python3-torchvision python3-onnx python3-pil"
+missing=()
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "onnxtl: installing missing Debian packages: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
