@@ -229,6 +229,7 @@ static void narrow_int32(const int32_t *src, size_t n, size_t esize, void *dst) 
 static onnxtl_status *read_typed(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
                                  void *dst) {
     size_t esize = otl_dtype_size(info->dtype), count = info->nbytes / esize;
+    if (count == 0) return NULL; /* empty fields may be NULL */
     switch (info->dtype) {
     case ONNXTL_FLOAT:
         if (t->n_float_data != count) return count_mismatch(t, "float_data", t->n_float_data, count);

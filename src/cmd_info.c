@@ -63,6 +63,13 @@ static onnxtl_status *print_plan_facts(const otl_graph *g) {
     if (!st) st = otl_plan_build(g, inputs, g->outputs, g->n_outputs, otl_cpu_eval, NULL, &p);
     free(inputs);
     if (st) return st;
+    printf("outputs (at batch 1):\n");
+    for (int i = 0; i < g->n_outputs; i++) {
+        const otl_tinfo *t = &p->t[g->outputs[i]];
+        printf("  %-24s %-8s ", g->values[g->outputs[i]].name, otl_dtype_name(t->dtype));
+        print_dims(t->dims, t->rank);
+        printf("\n");
+    }
     char buf[32];
     printf("peak activation memory (batch 1): %s\n", human_bytes((double)p->arena_bytes, buf, sizeof buf));
     int head = otl_graph_head_input(g);
@@ -92,8 +99,6 @@ int cmd_info(int argc, char **argv) {
            g->producer_name, g->producer_version);
     printf("inputs:\n");
     for (int i = 0; i < g->n_inputs; i++) print_value(&g->values[g->inputs[i]]);
-    printf("outputs:\n");
-    for (int i = 0; i < g->n_outputs; i++) print_value(&g->values[g->outputs[i]]);
     print_census(g);
     int64_t params;
     size_t bytes;

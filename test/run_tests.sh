@@ -15,7 +15,7 @@ run_suite() { # name command...
     local name=$1; shift
     echo "== $name"
     local start=$SECONDS
-    "$@" 2>&1 | tee "$LOG/$name.log" | grep -E '^(PASS|FAIL|SKIP)|conformance:' || true
+    "$@" 2>&1 | tee "$LOG/$name.log" | grep -E '^(PASS|FAIL|SKIP)|conformance:'
     local rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ] && ! grep -q '^FAIL' "$LOG/$name.log"; then
         # The suite died without reporting a failed check: count that as one.
