@@ -17,16 +17,16 @@ endif
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
           -I$(BUILD)/onnx -Isrc -Igraph -Iruntime -Iruntime/cpu $(SANFLAGS)
 # protobuf-c is linked statically so the binary runs on machines without it.
-LDLIBS := -l:libprotobuf-c.a -ldnnl -lm -fopenmp $(SANFLAGS)
+LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
 
 LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/*.c) \
-           src/session.c src/npy.c
+           src/session.c src/npy.c src/image.c src/preprocess.c
 CLI_SRC := src/main.c $(wildcard src/cmd_*.c)
 PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
-TEST_BINS := $(BUILD)/test_conformance
+TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump
 
 all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
 

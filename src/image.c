@@ -1,0 +1,137 @@
+#include "image.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <turbojpeg.h>
+
+#include "checked.h"
+#include "status.h"
+
+/* Larger images are refused rather than risk exhausting memory. */
+#define MAX_PIXELS ((int64_t)1 << 28)
+#define MAX_FILE_BYTES ((size_t)1 << 30)
+
+struct otl_jpeg_decoder {
+    tjhandle tj;
+    uint8_t *file_buf; /* reused across loads */
+    size_t file_cap;
+};
+
+onnxtl_status *otl_jpeg_decoder_create(otl_jpeg_decoder **out) {
+    otl_jpeg_decoder *d = calloc(1, sizeof *d);
+    if (!d) return otl_nomem();
+    if (!(d->tj = tjInitDecompress())) {
+        free(d);
+        return otl_error(ONNXTL_ERR_RUNTIME, "cannot initialise TurboJPEG: %s", tjGetErrorStr2(NULL));
+    }
+    *out = d;
+    return NULL;
+}
+
+void otl_jpeg_decoder_release(otl_jpeg_decoder *d) {
+    if (!d) return;
+    tjDestroy(d->tj);
+    free(d->file_buf);
+    free(d);
+}
+
+void otl_image_free(otl_image *img) {
+    free(img->rgb);
+    img->rgb = NULL;
+}
+
+/* What a non-JPEG file most likely is, for the message. */
+static const char *sniff_format(const uint8_t *b, size_t n) {
+    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return "a PNG file (only JPEG is supported)";
+    if (n >= 6 && (!memcmp(b, "GIF87a", 6) || !memcmp(b, "GIF89a", 6))) return "a GIF file (only JPEG is supported)";
+    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return "a BMP file (only JPEG is supported)";
+    if (n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) return "a WebP file (only JPEG is supported)";
+    if (n < 2 || b[0] != 0xFF || b[1] != 0xD8) return "not a JPEG file";
+    return NULL;
+}
+
+/* PIL reads CMYK JPEGs with Adobe's inverted convention, then converts
+ * with out = (255 - K) - C * (255 - K) / 255, rounded as MULDIV255. */
+static void cmyk_to_rgb(const uint8_t *cmyk, size_t pixels, uint8_t *rgb) {
+    for (size_t i = 0; i < pixels; i++) {
+        int nk = cmyk[4 * i + 3]; /* inverted K is 255 - k */
+        for (int c = 0; c < 3; c++) {
+            int v = 255 - cmyk[4 * i + c], t = v * nk + 128;
+            int out = nk - (((t >> 8) + t) >> 8);
+            rgb[3 * i + c] = (uint8_t)(out < 0 ? 0 : out > 255 ? 255 : out);
+        }
+    }
+}
+
+onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t len,
+                               const char *path, otl_image *img) {
+    memset(img, 0, sizeof *img);
+    if (len == 0) return otl_error(ONNXTL_ERR_FORMAT, "%s: empty file", path);
+    const char *other = sniff_format(buf, len);
+    if (other) return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", path, other);
+    int w, h, subsamp, colorspace;
+    if (tjDecompressHeader3(d->tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace))
+        return otl_error(ONNXTL_ERR_FORMAT, "%s: corrupt JPEG header: %s", path, tjGetErrorStr2(d->tj));
+    if (w <= 0 || h <= 0 || (int64_t)w * h > MAX_PIXELS)
+        return otl_error(ONNXTL_ERR_FORMAT, "%s: unsupported JPEG size %dx%d", path, w, h);
+    bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+    size_t pixels = (size_t)w * (size_t)h, channels = cmyk ? 4 : 3;
+    uint8_t *raw = malloc(pixels * channels);
+    if (!raw) return otl_nomem();
+    /* Warnings (a truncated scan, corrupt data) stop decoding: PIL refuses such files too. */
+    if (tjDecompress2(d->tj, buf, (unsigned long)len, raw, w, 0, h, cmyk ? TJPF_CMYK : TJPF_RGB,
+                      TJFLAG_STOPONWARNING)) {
+        onnxtl_status *st = otl_error(ONNXTL_ERR_FORMAT, "%s: corrupt or truncated JPEG: %s", path,
+                                      tjGetErrorStr2(d->tj));
+        free(raw);
+        return st;
+    }
+    if (cmyk) {
+        uint8_t *rgb = malloc(pixels * 3);
+        if (!rgb) {
+            free(raw);
+            return otl_nomem();
+        }
+        cmyk_to_rgb(raw, pixels, rgb);
+        free(raw);
+        raw = rgb;
+    }
+    img->width = w;
+    img->height = h;
+    img->rgb = raw;
+    return NULL;
+}
+
+static onnxtl_status *read_whole(otl_jpeg_decoder *d, const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return otl_error(ONNXTL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    onnxtl_status *st = NULL;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = otl_error(ONNXTL_ERR_IO, "%s: not a readable regular file", path);
+    } else if ((size_t)sb.st_size > MAX_FILE_BYTES) {
+        st = otl_error(ONNXTL_ERR_FORMAT, "%s: file too large for an image (%lld bytes)", path,
+                       (long long)sb.st_size);
+    } else {
+        *len = (size_t)sb.st_size;
+        if (*len > d->file_cap) {
+            uint8_t *b = realloc(d->file_buf, *len);
+            if (!b) st = otl_nomem();
+            else d->file_buf = b, d->file_cap = *len;
+        }
+        if (!st && *len && fread(d->file_buf, 1, *len, f) != *len)
+            st = otl_error(ONNXTL_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    }
+    fclose(f);
+    return st;
+}
+
+onnxtl_status *otl_jpeg_load(otl_jpeg_decoder *d, const char *path, otl_image *img) {
+    size_t len = 0;
+    memset(img, 0, sizeof *img);
+    OTL_TRY(read_whole(d, path, &len));
+    return otl_jpeg_decode(d, d->file_buf, len, path, img);
+}

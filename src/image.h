@@ -1,0 +1,31 @@
+/* JPEG decoding to 8-bit RGB, matching PIL's Image.open(...).convert('RGB'). */
+#ifndef OTL_IMAGE_H
+#define OTL_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "onnxtl.h"
+
+typedef struct {
+    int width, height;
+    uint8_t *rgb; /* height x width x 3, owned */
+} otl_image;
+
+typedef struct otl_jpeg_decoder otl_jpeg_decoder; /* one per thread */
+
+onnxtl_status *otl_jpeg_decoder_create(otl_jpeg_decoder **out);
+void otl_jpeg_decoder_release(otl_jpeg_decoder *d);
+
+/* Decodes a JPEG held in memory.  Grayscale becomes R=G=B; CMYK is converted
+ * as PIL does.  Truncated or corrupt data is an error, not a gray patch.
+ * Errors name the path. */
+onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t len,
+                               const char *path, otl_image *img);
+/* Reads and decodes a file. */
+onnxtl_status *otl_jpeg_load(otl_jpeg_decoder *d, const char *path, otl_image *img);
+
+void otl_image_free(otl_image *img);
+
+#endif

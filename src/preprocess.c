@@ -1,0 +1,265 @@
+#include "preprocess.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "status.h"
+
+void otl_preprocess_default(otl_preprocess *p) {
+    *p = (otl_preprocess){.resize_short = 256, .crop_w = 224, .crop_h = 224,
+                          .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+}
+
+static bool parse_size(const char *s, int *h, int *w) {
+    char *end;
+    long a = strtol(s, &end, 10);
+    if (end == s || a < 1 || a > 65535) return false;
+    if (!*end) {
+        *h = *w = (int)a;
+        return true;
+    }
+    if (*end != 'x') return false;
+    const char *s2 = end + 1;
+    long b = strtol(s2, &end, 10);
+    if (end == s2 || *end || b < 1 || b > 65535) return false;
+    *h = (int)a;
+    *w = (int)b;
+    return true;
+}
+
+static bool parse_triple(const char *s, float *v) {
+    char *end;
+    for (int i = 0; i < 3; i++) {
+        v[i] = strtof(s, &end);
+        if (end == s || !isfinite(v[i])) return false;
+        if (*end == '\0' && i == 0) { /* one value for all channels */
+            v[1] = v[2] = v[0];
+            return true;
+        }
+        if (i < 2 && *end != ',') return false;
+        s = end + 1;
+    }
+    return *end == '\0';
+}
+
+onnxtl_status *otl_preprocess_parse(otl_preprocess *p, const char *resize, const char *crop,
+                                    const char *mean, const char *std) {
+    if (resize) {
+        p->resize_short = p->resize_w = p->resize_h = 0;
+        int h, w;
+        if (!strcmp(resize, "none")) {
+        } else if (strchr(resize, 'x') && parse_size(resize, &h, &w)) {
+            p->resize_h = h, p->resize_w = w;
+        } else if (parse_size(resize, &h, &w)) {
+            p->resize_short = h;
+        } else {
+            return otl_error(ONNXTL_ERR_ARG, "--resize takes N (shorter side), HxW, or none; got '%s'", resize);
+        }
+    }
+    if (crop) {
+        if (!strcmp(crop, "none")) p->crop_h = p->crop_w = 0;
+        else if (!parse_size(crop, &p->crop_h, &p->crop_w))
+            return otl_error(ONNXTL_ERR_ARG, "--crop takes N, HxW, or none; got '%s'", crop);
+    }
+    if (mean && !parse_triple(mean, p->mean))
+        return otl_error(ONNXTL_ERR_ARG, "--mean takes three numbers like 0.485,0.456,0.406; got '%s'", mean);
+    if (std && !parse_triple(std, p->std))
+        return otl_error(ONNXTL_ERR_ARG, "--std takes three numbers like 0.229,0.224,0.225; got '%s'", std);
+    for (int c = 0; std && c < 3; c++)
+        if (p->std[c] == 0) return otl_error(ONNXTL_ERR_ARG, "--std must not be zero");
+    return NULL;
+}
+
+bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w) {
+    if (p->crop_h) *h = p->crop_h, *w = p->crop_w;
+    else if (p->resize_h) *h = p->resize_h, *w = p->resize_w;
+    else return false;
+    return true;
+}
+
+void otl_preprocess_describe(const otl_preprocess *p, char *buf, size_t n) {
+    char resize[64], crop[64];
+    if (p->resize_short) snprintf(resize, sizeof resize, "Resize(%d)", p->resize_short);
+    else if (p->resize_h) snprintf(resize, sizeof resize, "Resize([%d, %d])", p->resize_h, p->resize_w);
+    else snprintf(resize, sizeof resize, "no Resize");
+    if (p->crop_h) snprintf(crop, sizeof crop, "CenterCrop([%d, %d])", p->crop_h, p->crop_w);
+    else snprintf(crop, sizeof crop, "no CenterCrop");
+    snprintf(buf, n, "%s, %s, Normalize(mean=[%g, %g, %g], std=[%g, %g, %g])", resize, crop,
+             p->mean[0], p->mean[1], p->mean[2], p->std[0], p->std[1], p->std[2]);
+}
+
+/* Pillow's resampler (ImagingResample, bilinear, 8 bits per channel):
+ * per output pixel a triangle filter widened by the downscale factor,
+ * weights normalised, converted to 22-bit fixed point, and each pass
+ * rounded back to uint8.  Reproducing it keeps the output bit-exact. */
+#define PRECISION_BITS 22
+
+typedef struct {
+    int ksize;
+    int *bounds;  /* per output: first input index, count */
+    int32_t *kk;  /* per output: ksize fixed-point weights */
+} resample_coeffs;
+
+static double triangle(double x) {
+    x = fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+static onnxtl_status *precompute_coeffs(int in_size, int out_size, resample_coeffs *c) {
+    double scale = (double)in_size / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * filterscale;
+    c->ksize = (int)ceil(support) * 2 + 1;
+    c->bounds = malloc(sizeof(int) * 2 * (size_t)out_size);
+    c->kk = malloc(sizeof(int32_t) * (size_t)out_size * (size_t)c->ksize);
+    double *k = malloc(sizeof(double) * (size_t)c->ksize);
+    if (!c->bounds || !c->kk || !k) {
+        free(k);
+        return otl_nomem();
+    }
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        if (xmin < 0) xmin = 0;
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        for (int x = 0; x < xmax; x++) {
+            k[x] = triangle((x + xmin - center + 0.5) * ss);
+            ww += k[x];
+        }
+        for (int x = 0; x < c->ksize; x++) {
+            double w = x < xmax && ww != 0.0 ? k[x] / ww : 0.0;
+            c->kk[xx * c->ksize + x] = (int32_t)(w < 0 ? -0.5 + w * (1 << PRECISION_BITS)
+                                                       : 0.5 + w * (1 << PRECISION_BITS));
+        }
+        c->bounds[2 * xx] = xmin;
+        c->bounds[2 * xx + 1] = xmax;
+    }
+    free(k);
+    return NULL;
+}
+
+static void free_coeffs(resample_coeffs *c) {
+    free(c->bounds);
+    free(c->kk);
+}
+
+static uint8_t clip8(int32_t ss) {
+    int32_t v = ss >> PRECISION_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* One pass along an axis: src has `lines` lines of `in_len` pixels spaced by
+ * `pixel_step` bytes and `line_step` bytes between lines; likewise dst. */
+static void resample_pass(const uint8_t *src, int lines, ptrdiff_t s_line, ptrdiff_t s_pix,
+                          uint8_t *dst, int out_len, ptrdiff_t d_line, ptrdiff_t d_pix,
+                          const resample_coeffs *c) {
+    for (int y = 0; y < lines; y++) {
+        for (int xx = 0; xx < out_len; xx++) {
+            const int xmin = c->bounds[2 * xx], xmax = c->bounds[2 * xx + 1];
+            const int32_t *k = &c->kk[xx * c->ksize];
+            for (int ch = 0; ch < 3; ch++) {
+                int32_t ss = 1 << (PRECISION_BITS - 1);
+                for (int x = 0; x < xmax; x++) ss += src[y * s_line + (x + xmin) * s_pix + ch] * k[x];
+                dst[y * d_line + xx * d_pix + ch] = clip8(ss);
+            }
+        }
+    }
+}
+
+/* Resizes RGB8 to out_w x out_h, horizontal pass first, as Pillow does. */
+static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, otl_image *out) {
+    const uint8_t *cur = in->rgb;
+    int w = in->width, h = in->height;
+    uint8_t *tmp = NULL;
+    resample_coeffs c = {0};
+    onnxtl_status *st = NULL;
+    if (out_w != w) {
+        OTL_TRY_GOTO(st, precompute_coeffs(w, out_w, &c), done);
+        if (!(tmp = malloc((size_t)out_w * h * 3))) {
+            st = otl_nomem();
+            goto done;
+        }
+        resample_pass(cur, h, (ptrdiff_t)w * 3, 3, tmp, out_w, (ptrdiff_t)out_w * 3, 3, &c);
+        free_coeffs(&c);
+        memset(&c, 0, sizeof c);
+        cur = tmp;
+        w = out_w;
+    }
+    if (!(out->rgb = malloc((size_t)out_w * out_h * 3))) {
+        st = otl_nomem();
+        goto done;
+    }
+    out->width = out_w;
+    out->height = out_h;
+    if (out_h != h) {
+        OTL_TRY_GOTO(st, precompute_coeffs(h, out_h, &c), done);
+        /* Vertical pass: lines are columns, pixels step by a row. */
+        resample_pass(cur, w, 3, (ptrdiff_t)w * 3, out->rgb, out_h, 3, (ptrdiff_t)w * 3, &c);
+    } else {
+        memcpy(out->rgb, cur, (size_t)w * h * 3);
+    }
+done:
+    free_coeffs(&c);
+    free(tmp);
+    if (st) otl_image_free(out);
+    return st;
+}
+
+/* torchvision's output size for Resize(N): the shorter side becomes N, the longer int(N * long / short). */
+static void resized_size(const otl_preprocess *p, int w, int h, int *ow, int *oh) {
+    if (p->resize_h) {
+        *ow = p->resize_w;
+        *oh = p->resize_h;
+    } else if (p->resize_short) {
+        bool w_short = w <= h;
+        int s = w_short ? w : h, l = w_short ? h : w;
+        int nl = (int)((double)p->resize_short * l / s);
+        *ow = w_short ? p->resize_short : nl;
+        *oh = w_short ? nl : p->resize_short;
+    } else {
+        *ow = w;
+        *oh = h;
+    }
+}
+
+/* Where torchvision's CenterCrop starts along one axis.  A larger image is
+ * cropped at int(round((size - crop) / 2.0)) (Python rounds half to even);
+ * a smaller one is first zero-padded by (crop - size) // 2 before it. */
+static int crop_start(int size, int crop) {
+    return size >= crop ? (int)nearbyint((size - crop) / 2.0) : -((crop - size) / 2);
+}
+
+/* CenterCrop fused with ToTensor and Normalize. */
+static void crop_normalize(const otl_preprocess *p, const otl_image *img, int ch, int cw, float *chw) {
+    int top = crop_start(img->height, ch), left = crop_start(img->width, cw);
+    for (int c = 0; c < 3; c++) {
+        float *plane = chw + (size_t)c * ch * cw;
+        for (int y = 0; y < ch; y++) {
+            int sy = y + top;
+            for (int x = 0; x < cw; x++) {
+                int sx = x + left;
+                bool inside = sy >= 0 && sy < img->height && sx >= 0 && sx < img->width;
+                float v = inside ? img->rgb[((size_t)sy * img->width + sx) * 3 + c] : 0.0f;
+                /* the same float32 operations as ToTensor and Normalize */
+                plane[(size_t)y * cw + x] = (v / 255.0f - p->mean[c]) / p->std[c];
+            }
+        }
+    }
+}
+
+onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw) {
+    int rw, rh;
+    resized_size(p, img->width, img->height, &rw, &rh);
+    otl_image resized = {0};
+    const otl_image *src = img;
+    if (rw != img->width || rh != img->height) {
+        OTL_TRY(resize_rgb(img, rw, rh, &resized));
+        src = &resized;
+    }
+    int ch = p->crop_h ? p->crop_h : src->height, cw = p->crop_w ? p->crop_w : src->width;
+    crop_normalize(p, src, ch, cw, chw);
+    otl_image_free(&resized);
+    return NULL;
+}

@@ -1,0 +1,52 @@
+/* Writes onnxtl's preprocessed tensor for each image, for comparison with
+ * torchvision's transforms in test/preprocess_parity.py.
+ *
+ * usage: test_preprocess_dump OUT_DIR RESIZE CROP MEAN STD IMAGE...
+ * writes OUT_DIR/<i>.npy (float32, 3 x H x W) per image, or OUT_DIR/<i>.err */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "npy.h"
+#include "preprocess.h"
+#include "status.h"
+
+int main(int argc, char **argv) {
+    if (argc < 7) {
+        fprintf(stderr, "usage: %s OUT_DIR RESIZE CROP MEAN STD IMAGE...\n", argv[0]);
+        return 2;
+    }
+    otl_preprocess p;
+    otl_preprocess_default(&p);
+    otl_jpeg_decoder *d;
+    onnxtl_status *st = otl_preprocess_parse(&p, argv[2], argv[3], argv[4], argv[5]);
+    if (!st) st = otl_jpeg_decoder_create(&d);
+    if (st) {
+        fprintf(stderr, "%s\n", onnxtl_status_message(st));
+        return 1;
+    }
+    for (int i = 6; i < argc; i++) {
+        otl_image img;
+        char out[4096];
+        st = otl_jpeg_load(d, argv[i], &img);
+        int h = 0, w = 0;
+        if (!st && !otl_preprocess_fixed_size(&p, &h, &w)) h = img.height, w = img.width;
+        float *chw = st ? NULL : malloc(sizeof(float) * 3 * (size_t)h * (size_t)w);
+        if (!st && !chw) st = otl_nomem();
+        if (!st) st = otl_preprocess_image(&p, &img, chw);
+        if (!st) {
+            snprintf(out, sizeof out, "%s/%d.npy", argv[1], i - 6);
+            onnxtl_tensor t = {.dtype = ONNXTL_FLOAT, .rank = 3, .dims = {3, h, w}, .data = chw};
+            st = otl_npy_write(out, &t);
+        }
+        if (st) {
+            snprintf(out, sizeof out, "%s/%d.err", argv[1], i - 6);
+            FILE *f = fopen(out, "w");
+            if (f) fprintf(f, "%s\n", onnxtl_status_message(st)), fclose(f);
+            onnxtl_status_release(st);
+        }
+        free(chw);
+        otl_image_free(&img);
+    }
+    otl_jpeg_decoder_release(d);
+    return 0;
+}
