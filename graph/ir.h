@@ -113,6 +113,10 @@ onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
  * Returns -1 if there is none. */
 int otl_graph_head_input(const otl_graph *g);
 
+/* The shapes (in x out) of the Gemm/MatMul layers after the value cut, e.g.
+ * "2048x1000" or "25088x4096,4096x4096,4096x1000"; empty if none. */
+void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n);
+
 /* Parameter count and bytes over all constants. */
 void otl_graph_param_stats(const otl_graph *g, int64_t *count, size_t *bytes);
 

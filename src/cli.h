@@ -2,6 +2,9 @@
 #ifndef OTL_CLI_H
 #define OTL_CLI_H
 
+#include <stdbool.h>
+
+#include "feature_file.h"
 #include "onnxtl.h"
 
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -13,7 +16,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Parses a positive integer option value; false (with a message) if it is not one. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out);
 
+/* Rows per split and class and value ranges; with header, also what made the file. */
+void cli_print_feature_stats(const otl_features *f, bool header);
+
 int cmd_info(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

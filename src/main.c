@@ -17,6 +17,10 @@ static const char usage_text[] =
     "  info MODEL                      describe a model: inputs, outputs, ops, parameters,\n"
     "                                  memory, and the feature tensor that feeds its head\n"
     "  infer MODEL --input NAME=X.npy  run a model on NumPy arrays, write .npy outputs\n"
+    "  extract MODEL DATA_DIR          run the frozen backbone over image folders and cache\n"
+    "                                  the features in a crash-safe, resumable features file\n"
+    "  features FILE [--npy PREFIX]    describe a features file, or export it for NumPy\n"
+    "  merge OUT IN...                 merge the shards of one extraction\n"
     "\n"
     "Run 'onnxtl COMMAND --help' for a command's options.\n";
 
@@ -58,6 +62,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "infer")) return cmd_infer(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "extract")) return cmd_extract(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "features")) return cmd_features(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 1, argv + 1);
     fprintf(stderr, "onnxtl: unknown command '%s'\n\n%s", argv[1], usage_text);
     return EXIT_USAGE;
 }

@@ -1,6 +1,7 @@
 #include "npy.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,35 +104,87 @@ onnxtl_status *otl_npy_read(const char *path, onnxtl_tensor *t) {
     return st;
 }
 
-onnxtl_status *otl_npy_write(const char *path, const onnxtl_tensor *t) {
+/* The .npy v1 preamble and header for a C-ordered array, padded to 64 bytes. */
+static onnxtl_status *npy_header(const char *path, const onnxtl_tensor *t, char *out, size_t cap, size_t *len) {
     const char *descr = descr_of(t->dtype);
     if (!descr) return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s: cannot write %s as .npy", path, otl_dtype_name(t->dtype));
-    char shape[256] = "", hdr[512];
+    char shape[256] = "";
     size_t used = 0;
     for (int i = 0; i < t->rank; i++)
         used += (size_t)snprintf(shape + used, sizeof shape - used, "%lld,%s", (long long)t->dims[i],
                                  i + 1 < t->rank ? " " : "");
     if (t->rank > 1) shape[used - 1] = '\0'; /* numpy writes (a, b) but (a,) for rank 1 */
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape);
-    size_t total = 10 + (size_t)n + 1, pad = (64 - total % 64) % 64;
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    char dict[400];
+    int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape);
+    size_t total = 10 + (size_t)n + 1, pad = (64 - total % 64) % 64, hlen = (size_t)n + pad + 1;
+    if (10 + hlen > cap) return otl_error(ONNXTL_ERR_ARG, "%s: .npy header too long", path);
+    memcpy(out, "\x93NUMPY\x01\x00", 8);
+    out[8] = (char)(hlen & 0xff);
+    out[9] = (char)(hlen >> 8);
+    memcpy(out + 10, dict, (size_t)n);
+    memset(out + 10 + n, ' ', pad);
+    out[10 + hlen - 1] = '\n';
+    *len = 10 + hlen;
+    return NULL;
+}
+
+/* Writes go to PATH.tmp and are renamed into place on a successful close. */
+struct otl_npy_stream {
+    FILE *f;
+    char path[4096], tmp[4200];
+};
+
+onnxtl_status *otl_npy_stream_open(const char *path, const onnxtl_tensor *desc, otl_npy_stream **out) {
+    char hdr[512];
+    size_t len = 0;
+    OTL_TRY(npy_header(path, desc, hdr, sizeof hdr, &len));
+    otl_npy_stream *s = calloc(1, sizeof *s);
+    if (!s) return otl_nomem();
+    if (snprintf(s->path, sizeof s->path, "%s", path) >= (int)sizeof s->path) {
+        free(s);
         return otl_error(ONNXTL_ERR_ARG, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    size_t hlen = (size_t)n + pad + 1;
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
-                             (unsigned char)(hlen >> 8)};
+    }
+    snprintf(s->tmp, sizeof s->tmp, "%s.tmp", path);
+    if (!(s->f = fopen(s->tmp, "wb"))) {
+        onnxtl_status *st = otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", s->tmp, strerror(errno));
+        free(s);
+        return st;
+    }
+    if (fwrite(hdr, 1, len, s->f) != len) {
+        otl_npy_stream_close(s, false);
+        return otl_error(ONNXTL_ERR_IO, "%s: write failed", path);
+    }
+    *out = s;
+    return NULL;
+}
+
+onnxtl_status *otl_npy_stream_write(otl_npy_stream *s, const void *data, size_t bytes) {
+    if (bytes && fwrite(data, 1, bytes, s->f) != bytes)
+        return otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
+    return NULL;
+}
+
+onnxtl_status *otl_npy_stream_close(otl_npy_stream *s, bool keep) {
+    bool ok = fclose(s->f) == 0 && keep;
+    onnxtl_status *st = NULL;
+    if (!ok || rename(s->tmp, s->path) != 0) {
+        remove(s->tmp);
+        if (keep) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
+    }
+    free(s);
+    return st;
+}
+
+onnxtl_status *otl_npy_write(const char *path, const onnxtl_tensor *t) {
     int64_t count = 1;
     for (int i = 0; i < t->rank; i++) count *= t->dims[i];
-    size_t bytes = (size_t)count * otl_dtype_size(t->dtype);
-    bool ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, (size_t)n, f) == (size_t)n;
-    for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', f) != EOF;
-    ok = ok && fputc('\n', f) != EOF && fwrite(t->data, 1, bytes, f) == bytes;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    otl_npy_stream *s;
+    OTL_TRY(otl_npy_stream_open(path, t, &s));
+    onnxtl_status *st = otl_npy_stream_write(s, t->data, (size_t)count * otl_dtype_size(t->dtype));
+    onnxtl_status *cst = otl_npy_stream_close(s, st == NULL);
+    if (st) {
+        onnxtl_status_release(cst);
+        return st;
     }
-    return NULL;
+    return cst;
 }

@@ -1,0 +1,137 @@
+/* onnxtl extract: image folders to a cached features file. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "extract.h"
+#include "status.h"
+
+static const char extract_help[] =
+    "usage: onnxtl extract MODEL DATA_DIR [options]\n"
+    "\n"
+    "Runs the frozen backbone of MODEL once over every image of DATA_DIR and caches\n"
+    "the features that feed its classifier head in a features file.\n"
+    "\n"
+    "DATA_DIR layouts (detected): train/<class>/*.jpg with test/ and val/ splits;\n"
+    "<class>/*.jpg; or Kaggle's flat cat.1.jpg, dog.2.jpg.  Classes are numbered\n"
+    "in sorted order, as torchvision's ImageFolder does.\n"
+    "\n"
+    "options:\n"
+    "  -o FILE          output (default features.bin; features.K-of-N.bin for a shard)\n"
+    "  --cut TENSOR     cache this tensor instead of the classifier head's input\n"
+    "  --batch N        images per backbone run (default 16)\n"
+    "  --threads N      compute threads (default: all cores)\n"
+    "  --decoders N     JPEG decoding threads (default 1)\n"
+    "  --resize R       N (shorter side, default 256), HxW, or none\n"
+    "  --crop C         N (default 224), HxW, or none\n"
+    "  --mean a,b,c     default 0.485,0.456,0.406 (ImageNet)\n"
+    "  --std a,b,c      default 0.229,0.224,0.225\n"
+    "  --shard K/N      extract the K-th of N deterministic shares (merge them with onnxtl merge)\n"
+    "  --strict         stop at the first unreadable image instead of skipping it\n"
+    "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
+    "  --quiet          no progress or summary\n"
+    "\n"
+    "An interrupted run (Ctrl-C, kill, power loss) leaves FILE.partial; running the\n"
+    "same command again resumes it.  FILE itself only appears once complete.\n";
+
+typedef struct {
+    const char *resize, *crop, *mean, *std, *out;
+} raw_flags;
+
+static int parse_shard(const char *s, otl_extract_options *o) {
+    int k, n;
+    char extra;
+    if (!s || sscanf(s, "%d/%d%c", &k, &n, &extra) != 2 || n < 1 || k < 1 || k > n)
+        return cli_usage("extract", "--shard takes K/N with 1 <= K <= N, got '%s'", s ? s : "");
+    o->shard_k = k;
+    o->shard_n = n;
+    return 0;
+}
+
+static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw_flags *f) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--strict")) return o->strict = true, 0;
+    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return o->quiet = true, 0;
+    if (!strcmp(a, "--restart")) return o->restart = true, 0;
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--resize",
+                                             "--crop", "--mean", "--std", "--shard"};
+    bool known = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
+    if (!known) return cli_usage("extract", "unknown option '%s'", a);
+    if (!v) return cli_usage("extract", "%s needs a value", a);
+    (*i)++;
+    if (!strcmp(a, "-o")) f->out = v;
+    else if (!strcmp(a, "--cut")) o->cut = v;
+    else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->threads) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--resize")) f->resize = v;
+    else if (!strcmp(a, "--crop")) f->crop = v;
+    else if (!strcmp(a, "--mean")) f->mean = v;
+    else if (!strcmp(a, "--std")) f->std = v;
+    else return parse_shard(v, o);
+    return 0;
+}
+
+static void print_summary(const otl_extract_options *o, const otl_extract_result *r) {
+    otl_features *f;
+    onnxtl_status *st = otl_features_open(o->out_path, &f);
+    if (st) {
+        cli_fail(st);
+        return;
+    }
+    cli_print_feature_stats(f, false);
+    otl_features_close(f);
+    printf("extracted %zu images in %.1f s (%.1f img/s)", r->images - r->resumed - r->skipped, r->seconds,
+           r->images_per_second);
+    if (r->resumed) printf(", %zu rows resumed from an earlier run", r->resumed);
+    printf("; skipped %zu unreadable image%s, ignored %zu non-image file%s\n", r->skipped,
+           r->skipped == 1 ? "" : "s", r->ignored, r->ignored == 1 ? "" : "s");
+}
+
+int cmd_extract(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(extract_help, stdout);
+        return 0;
+    }
+    otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1};
+    otl_preprocess_default(&o.pre);
+    raw_flags f = {0};
+    const char *pos[2] = {0};
+    int n_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1]) {
+            int rc = parse_flag(argc, argv, &i, &o, &f);
+            if (rc) return rc;
+        } else if (n_pos < 2) {
+            pos[n_pos++] = argv[i];
+        } else {
+            return cli_usage("extract", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (n_pos != 2) return cli_usage("extract", "expected MODEL and DATA_DIR");
+    onnxtl_status *st = otl_preprocess_parse(&o.pre, f.resize, f.crop, f.mean, f.std);
+    if (st) {
+        int rc = cli_usage("extract", "%s", onnxtl_status_message(st));
+        onnxtl_status_release(st);
+        return rc;
+    }
+    char default_out[64];
+    snprintf(default_out, sizeof default_out, o.shard_n > 1 ? "features.%d-of-%d.bin" : "features.bin", o.shard_k, o.shard_n);
+    o.model_path = pos[0];
+    o.data_dir = pos[1];
+    o.out_path = f.out ? f.out : default_out;
+    if (!o.threads) o.threads = omp_get_num_procs();
+    otl_extract_result r;
+    st = otl_extract(&o, &r);
+    if (st) return cli_fail(st);
+    if (r.already_complete) {
+        if (!o.quiet) printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
+        return 0;
+    }
+    if (!o.quiet) print_summary(&o, &r);
+    return 0;
+}

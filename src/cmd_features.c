@@ -1,0 +1,132 @@
+/* onnxtl features: inspect a features file or export it for NumPy. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "npy.h"
+#include "status.h"
+
+static const char features_help[] =
+    "usage: onnxtl features FILE [--npy PREFIX]\n"
+    "\n"
+    "Prints a features file's header (model, cut, preprocessing, classes) and\n"
+    "statistics (rows per split and class, feature value ranges).  With --npy,\n"
+    "also writes PREFIX_features.npy (float32, rows x dim), PREFIX_labels.npy\n"
+    "(int64), PREFIX_splits.npy (int8: 0 train, 1 val, 2 test, 3 unsplit) and\n"
+    "PREFIX_paths.txt (one image path per row, in row order).\n";
+
+void cli_print_feature_stats(const otl_features *f, bool header) {
+    const otl_features_meta *m = otl_features_meta_of(f);
+    uint64_t rows = otl_features_rows(f);
+    if (header) {
+        char pre[256];
+        otl_preprocess_describe(&m->pre, pre, sizeof pre);
+        printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u float32 values per row\n",
+               otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
+        printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
+        if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
+    }
+    uint64_t *counts = calloc((size_t)SPLIT_COUNT * (size_t)m->n_classes, sizeof *counts);
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+    uint64_t nonfinite = 0;
+    for (uint64_t i = 0; i < rows; i++) {
+        otl_row_tag t;
+        const float *x = otl_features_row(f, i, &t);
+        if (counts) counts[t.split * m->n_classes + t.label]++;
+        for (uint32_t k = 0; k < m->dim; k++) {
+            if (!isfinite(x[k])) { nonfinite++; continue; }
+            lo = x[k] < lo ? x[k] : lo;
+            hi = x[k] > hi ? x[k] : hi;
+            sum += x[k];
+        }
+    }
+    printf("rows: %llu (%zu images listed)\n", (unsigned long long)rows, m->n_images);
+    for (int s = 0; s < SPLIT_COUNT && counts; s++) {
+        if (!otl_features_split_rows(f)[s]) continue;
+        printf("  %-5s %6llu:", otl_split_names[s], (unsigned long long)otl_features_split_rows(f)[s]);
+        for (int c = 0; c < m->n_classes; c++)
+            printf(" %s %llu%s", m->classes[c], (unsigned long long)counts[s * m->n_classes + c], c + 1 < m->n_classes ? "," : "");
+        printf("\n");
+    }
+    if (rows) printf("values: min %.4g, max %.4g, mean %.4g, non-finite %llu\n", lo, hi,
+                     sum / ((double)rows * m->dim - (double)nonfinite), (unsigned long long)nonfinite);
+    free(counts);
+}
+
+/* Streams one column of the file into a .npy array, row by row. */
+static onnxtl_status *write_column(const otl_features *f, const char *prefix, const char *suffix, int what) {
+    const otl_features_meta *m = otl_features_meta_of(f);
+    uint64_t rows = otl_features_rows(f);
+    char path[4096];
+    snprintf(path, sizeof path, "%s_%s.npy", prefix, suffix);
+    static const int dtypes[] = {ONNXTL_FLOAT, ONNXTL_INT64, ONNXTL_INT8};
+    onnxtl_tensor desc = {.dtype = dtypes[what], .rank = what ? 1 : 2, .dims = {(int64_t)rows, m->dim}};
+    otl_npy_stream *s;
+    OTL_TRY(otl_npy_stream_open(path, &desc, &s));
+    onnxtl_status *st = NULL;
+    for (uint64_t i = 0; i < rows && !st; i++) {
+        otl_row_tag t;
+        const float *x = otl_features_row(f, i, &t);
+        int64_t label = t.label;
+        int8_t split = (int8_t)t.split;
+        if (what == 0) st = otl_npy_stream_write(s, x, sizeof(float) * m->dim);
+        else if (what == 1) st = otl_npy_stream_write(s, &label, sizeof label);
+        else st = otl_npy_stream_write(s, &split, sizeof split);
+    }
+    onnxtl_status *cst = otl_npy_stream_close(s, st == NULL);
+    return st ? (onnxtl_status_release(cst), st) : cst;
+}
+
+static onnxtl_status *write_paths(const otl_features *f, const char *prefix) {
+    const otl_features_meta *m = otl_features_meta_of(f);
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s_paths.txt", prefix);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) return otl_error(ONNXTL_ERR_IO, "%s: cannot create", tmp);
+    for (uint64_t i = 0; i < otl_features_rows(f); i++) {
+        otl_row_tag t;
+        otl_features_row(f, i, &t);
+        fprintf(out, "%s\n", m->images[t.image].path);
+    }
+    bool ok = !ferror(out);
+    ok = fclose(out) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return otl_error(ONNXTL_ERR_IO, "%s: write failed", path);
+    }
+    return NULL;
+}
+
+int cmd_features(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(features_help, stdout);
+        return 0;
+    }
+    const char *file = NULL, *prefix = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--npy")) {
+            if (i + 1 >= argc) return cli_usage("features", "--npy needs a PREFIX");
+            prefix = argv[++i];
+        } else if (argv[i][0] == '-') {
+            return cli_usage("features", "unknown option '%s'", argv[i]);
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            return cli_usage("features", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!file) return cli_usage("features", "expected a features FILE");
+    otl_features *f;
+    onnxtl_status *st = otl_features_open(file, &f);
+    if (st) return cli_fail(st);
+    cli_print_feature_stats(f, true);
+    for (int c = 0; !st && prefix && c < 3; c++)
+        st = write_column(f, prefix, (const char *[]){"features", "labels", "splits"}[c], c);
+    if (!st && prefix) st = write_paths(f, prefix);
+    if (!st && prefix) printf("wrote %s_features.npy, %s_labels.npy, %s_splits.npy, %s_paths.txt\n", prefix, prefix, prefix, prefix);
+    otl_features_close(f);
+    return st ? cli_fail(st) : 0;
+}

@@ -1,0 +1,264 @@
+#include "dataset.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "status.h"
+
+const char *const otl_split_names[SPLIT_COUNT] = {"train", "val", "test", "all"};
+
+const char *otl_layout_name(otl_layout l) {
+    static const char *const names[] = {"ImageFolder with train/val/test splits",
+                                        "ImageFolder without splits (class folders)",
+                                        "flat Kaggle layout (label.N.jpg)"};
+    return names[l];
+}
+
+/* The extensions torchvision's ImageFolder accepts as images. */
+static bool is_image_name(const char *name) {
+    static const char *const exts[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
+                                       ".pgm", ".tif", ".tiff", ".webp"};
+    const char *dot = strrchr(name, '.');
+    if (!dot || name[0] == '.') return false;
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (!strcasecmp(dot, exts[i])) return true;
+    return false;
+}
+
+typedef struct {
+    char **items;
+    size_t n, cap;
+} str_list;
+
+static onnxtl_status *list_push(str_list *l, const char *s) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **items = realloc(l->items, cap * sizeof *items);
+        if (!items) return otl_nomem();
+        l->items = items;
+        l->cap = cap;
+    }
+    if (!(l->items[l->n] = strdup(s))) return otl_nomem();
+    l->n++;
+    return NULL;
+}
+
+static void list_free(str_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static bool is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Sorted entry names of a folder, split into subfolders and files. */
+static onnxtl_status *list_dir(const char *path, str_list *dirs, str_list *files) {
+    DIR *d = opendir(path);
+    if (!d) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder: %s", path, strerror(errno));
+    onnxtl_status *st = NULL;
+    for (struct dirent *e; !st && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char full[4096];
+        if (snprintf(full, sizeof full, "%s/%s", path, e->d_name) >= (int)sizeof full) continue;
+        st = list_push(is_dir(full) ? dirs : files, e->d_name);
+    }
+    closedir(d);
+    if (dirs->n) qsort(dirs->items, dirs->n, sizeof(char *), cmp_str);
+    if (files->n) qsort(files->items, files->n, sizeof(char *), cmp_str);
+    return st;
+}
+
+static onnxtl_status *add_sample(otl_dataset *ds, size_t *cap, const char *rel, int label, int split) {
+    if (ds->n_samples == *cap) {
+        size_t c = *cap ? *cap * 2 : 1024;
+        otl_sample *s = realloc(ds->samples, c * sizeof *s);
+        if (!s) return otl_nomem();
+        ds->samples = s;
+        *cap = c;
+    }
+    otl_sample *s = &ds->samples[ds->n_samples];
+    if (!(s->path = strdup(rel))) return otl_nomem();
+    s->label = label;
+    s->split = split;
+    ds->n_samples++;
+    return NULL;
+}
+
+/* Adds every image under rel (recursively, sorted as os.walk would) with one label. */
+static onnxtl_status *walk_class(otl_dataset *ds, size_t *cap, const char *rel, int label, int split) {
+    char full[8300];
+    snprintf(full, sizeof full, "%s/%s", ds->root, rel);
+    str_list dirs = {0}, files = {0};
+    onnxtl_status *st = list_dir(full, &dirs, &files);
+    for (size_t i = 0; !st && i < files.n; i++) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", rel, files.items[i]) >= (int)sizeof path) continue;
+        if (is_image_name(files.items[i]) && !strpbrk(path, "\t\n")) st = add_sample(ds, cap, path, label, split);
+        else ds->ignored++;
+    }
+    for (size_t i = 0; !st && i < dirs.n; i++) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", rel, dirs.items[i]) < (int)sizeof path)
+            st = walk_class(ds, cap, path, label, split);
+    }
+    list_free(&dirs);
+    list_free(&files);
+    return st;
+}
+
+static int class_index(const otl_dataset *ds, const char *name) {
+    for (int i = 0; i < ds->n_classes; i++)
+        if (!strcmp(ds->classes[i], name)) return i;
+    return -1;
+}
+
+static onnxtl_status *set_classes(otl_dataset *ds, str_list *names) {
+    qsort(names->items, names->n, sizeof(char *), cmp_str);
+    ds->classes = calloc(names->n + 1, sizeof(char *));
+    if (!ds->classes) return otl_nomem();
+    for (size_t i = 0; i < names->n; i++) {
+        if (i && !strcmp(names->items[i], names->items[i - 1])) continue; /* union of splits */
+        if (!(ds->classes[ds->n_classes++] = strdup(names->items[i]))) return otl_nomem();
+    }
+    return NULL;
+}
+
+static int split_of(const char *name) {
+    if (!strcmp(name, "train")) return SPLIT_TRAIN;
+    if (!strcmp(name, "val") || !strcmp(name, "valid") || !strcmp(name, "validation")) return SPLIT_VAL;
+    if (!strcmp(name, "test")) return SPLIT_TEST;
+    return -1;
+}
+
+static onnxtl_status *scan_splits(otl_dataset *ds, const str_list *top) {
+    str_list names = {0};
+    onnxtl_status *st = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; !st && i < top->n; i++) { /* classes: the union over splits */
+        if (split_of(top->items[i]) < 0) continue;
+        char p[8300];
+        snprintf(p, sizeof p, "%s/%s", ds->root, top->items[i]);
+        str_list dirs = {0}, files = {0};
+        st = list_dir(p, &dirs, &files);
+        for (size_t k = 0; !st && k < dirs.n; k++) st = list_push(&names, dirs.items[k]);
+        ds->ignored += files.n;
+        list_free(&dirs);
+        list_free(&files);
+    }
+    if (!st) st = set_classes(ds, &names);
+    for (int split = 0; !st && split < SPLIT_ALL; split++) {
+        for (size_t i = 0; !st && i < top->n; i++) {
+            if (split_of(top->items[i]) != split) continue;
+            for (int c = 0; !st && c < ds->n_classes; c++) {
+                char rel[4096], full[8300];
+                snprintf(rel, sizeof rel, "%s/%s", top->items[i], ds->classes[c]);
+                snprintf(full, sizeof full, "%s/%s", ds->root, rel);
+                if (is_dir(full)) st = walk_class(ds, &cap, rel, c, split);
+            }
+        }
+    }
+    list_free(&names);
+    return st;
+}
+
+static onnxtl_status *scan_folders(otl_dataset *ds, str_list *top, size_t top_files) {
+    size_t cap = 0;
+    ds->ignored += top_files;
+    OTL_TRY(set_classes(ds, top));
+    for (int c = 0; c < ds->n_classes; c++) OTL_TRY(walk_class(ds, &cap, ds->classes[c], c, SPLIT_ALL));
+    return NULL;
+}
+
+/* Kaggle's train/ folder: cat.123.jpg, dog.456.jpg; the label is the name up to the first dot. */
+static onnxtl_status *scan_flat(otl_dataset *ds, const str_list *files) {
+    str_list names = {0};
+    onnxtl_status *st = NULL;
+    for (size_t i = 0; !st && i < files->n; i++) {
+        const char *f = files->items[i], *dot = strchr(f, '.');
+        if (!is_image_name(f) || dot == f) continue;
+        char label[256];
+        snprintf(label, sizeof label, "%.*s", (int)(dot - f), f);
+        st = list_push(&names, label);
+    }
+    if (!st) st = set_classes(ds, &names);
+    size_t cap = 0;
+    for (size_t i = 0; !st && i < files->n; i++) {
+        const char *f = files->items[i], *dot = strchr(f, '.');
+        if (!is_image_name(f) || dot == f || strpbrk(f, "\t\n")) {
+            ds->ignored++;
+            continue;
+        }
+        char label[256];
+        snprintf(label, sizeof label, "%.*s", (int)(dot - f), f);
+        st = add_sample(ds, &cap, f, class_index(ds, label), SPLIT_ALL);
+    }
+    list_free(&names);
+    return st;
+}
+
+static int by_label(const void *a, const void *b) {
+    const otl_sample *x = a, *y = b;
+    return x->label != y->label ? x->label - y->label : strcmp(x->path, y->path);
+}
+
+static onnxtl_status *detect_and_scan(otl_dataset *ds) {
+    str_list dirs = {0}, files = {0};
+    OTL_TRY(list_dir(ds->root, &dirs, &files));
+    bool has_split = false;
+    for (size_t i = 0; i < dirs.n; i++) has_split |= split_of(dirs.items[i]) >= 0;
+    onnxtl_status *st;
+    if (has_split) {
+        ds->layout = LAYOUT_SPLITS;
+        ds->ignored += files.n;
+        st = scan_splits(ds, &dirs);
+    } else if (dirs.n) {
+        ds->layout = LAYOUT_FOLDERS;
+        st = scan_folders(ds, &dirs, files.n);
+    } else {
+        ds->layout = LAYOUT_FLAT;
+        st = scan_flat(ds, &files);
+        if (!st && ds->n_samples) qsort(ds->samples, ds->n_samples, sizeof *ds->samples, by_label);
+    }
+    list_free(&dirs);
+    list_free(&files);
+    return st;
+}
+
+onnxtl_status *otl_dataset_scan(const char *root, otl_dataset **out) {
+    if (!is_dir(root)) return otl_error(ONNXTL_ERR_IO, "%s: not a folder", root);
+    otl_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return otl_nomem();
+    onnxtl_status *st = (ds->root = strdup(root)) ? detect_and_scan(ds) : otl_nomem();
+    if (!st && ds->n_samples == 0)
+        st = otl_error(ONNXTL_ERR_ARG,
+                       "%s: no images found; expected train/<class>/*.jpg (and test/ or val/), "
+                       "<class>/*.jpg, or Kaggle's cat.1.jpg files", root);
+    if (!st && ds->n_classes < 1) st = otl_error(ONNXTL_ERR_ARG, "%s: no classes found", root);
+    if (st) {
+        otl_dataset_free(ds);
+        return st;
+    }
+    *out = ds;
+    return NULL;
+}
+
+void otl_dataset_free(otl_dataset *ds) {
+    if (!ds) return;
+    for (size_t i = 0; i < ds->n_samples; i++) free(ds->samples[i].path);
+    for (int i = 0; i < ds->n_classes; i++) free(ds->classes[i]);
+    free(ds->samples);
+    free(ds->classes);
+    free(ds->root);
+    free(ds);
+}

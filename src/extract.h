@@ -1,0 +1,27 @@
+/* Image folders to a features file: the backbone runs once per image. */
+#ifndef OTL_EXTRACT_H
+#define OTL_EXTRACT_H
+
+#include "feature_file.h"
+
+typedef struct {
+    const char *model_path, *data_dir, *out_path;
+    const char *cut; /* NULL: the tensor that feeds the classifier head */
+    otl_preprocess pre;
+    int batch, threads, decoders;
+    int shard_k, shard_n; /* 1-based shard of n */
+    bool strict, quiet, restart;
+} otl_extract_options;
+
+typedef struct {
+    size_t images;   /* in this shard */
+    size_t resumed;  /* rows found from an earlier, interrupted run */
+    size_t skipped;  /* unreadable or corrupt images */
+    size_t ignored;  /* files that are not images by name */
+    double seconds, images_per_second;
+    bool already_complete;
+} otl_extract_result;
+
+onnxtl_status *otl_extract(const otl_extract_options *o, otl_extract_result *r);
+
+#endif

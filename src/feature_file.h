@@ -1,0 +1,74 @@
+/* The features file: cached backbone outputs, one row per image.  The format
+ * is documented in doc/features-format.md.  Writing goes to FILE.partial and
+ * ends with an atomic rename, so FILE is either absent or complete; an
+ * interrupted extraction resumes from the partial file's last valid row. */
+#ifndef OTL_FEATURE_FILE_H
+#define OTL_FEATURE_FILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "preprocess.h"
+
+#define OTL_FEATURES_VERSION 1
+
+/* What the metadata block holds. */
+typedef struct {
+    char *model_path;
+    char model_sha256[65];
+    char *cut;
+    char *head; /* shape of the classifier the cut removed, e.g. "2048x1000", or "" */
+    uint32_t dim;
+    otl_preprocess pre;
+    int shard_k, shard_n;
+    char **classes;
+    int n_classes;
+    otl_sample *images; /* every image of the scan, in order; rows point into it */
+    size_t n_images;
+} otl_features_meta;
+
+/* Serialises meta to text (malloc'ed, *len bytes). */
+onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len);
+void otl_features_meta_free(otl_features_meta *m);
+
+typedef struct {
+    uint32_t image; /* index into meta.images */
+    int32_t label;
+    uint8_t split;
+} otl_row_tag;
+
+typedef struct otl_features_writer otl_features_writer;
+
+/* Opens out_path.partial: resumes it when its metadata equals meta_text
+ * (setting *next_image past the last complete row), else refuses unless
+ * restart is set. */
+onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta_text, size_t meta_len,
+                                        uint32_t dim, bool restart, otl_features_writer **w,
+                                        uint32_t *next_image, uint64_t *rows_done);
+/* Appends n rows (n x dim floats) and makes them durable. */
+onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
+                                          const otl_row_tag *tags, size_t n);
+/* Finalises the header, syncs, and renames the partial file into place. */
+onnxtl_status *otl_features_writer_finish(otl_features_writer *w);
+/* Closes without finishing: the partial file stays, to be resumed. */
+void otl_features_writer_release(otl_features_writer *w);
+
+typedef struct otl_features otl_features;
+
+/* Maps and validates a complete features file: header, metadata and every
+ * row's checksum.  Errors name the file and say what is wrong. */
+onnxtl_status *otl_features_open(const char *path, otl_features **out);
+void otl_features_close(otl_features *f);
+const otl_features_meta *otl_features_meta_of(const otl_features *f);
+uint64_t otl_features_rows(const otl_features *f);
+const uint64_t *otl_features_split_rows(const otl_features *f);
+const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *tag);
+const char *otl_features_path(const otl_features *f);
+
+/* Metadata text without the shard line: equal for shards of one extraction. */
+bool otl_features_same_extraction(const otl_features *a, const otl_features *b);
+/* Writes a complete file from rows merged out of several (used by merge). */
+onnxtl_status *otl_features_write_merged(const char *out_path, otl_features *const *in, int n);
+
+#endif

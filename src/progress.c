@@ -1,0 +1,57 @@
+#include "progress.h"
+
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+double otl_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+void otl_progress_start(otl_progress *p, const char *what, const char *unit, size_t total, bool quiet) {
+    *p = (otl_progress){.what = what, .unit = unit, .total = total, .quiet = quiet,
+                        .tty = isatty(STDERR_FILENO), .start = otl_now()};
+    p->last = p->start;
+}
+
+static void format_eta(double s, char *buf, size_t n) {
+    if (s < 0 || s > 359999) snprintf(buf, n, "--:--");
+    else if (s >= 3600) snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
+    else snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+}
+
+static void draw(const otl_progress *p, double now) {
+    double elapsed = now - p->start, rate = elapsed > 0 ? (double)p->done / elapsed : 0;
+    double frac = p->total ? (double)p->done / (double)p->total : 1;
+    char eta[16];
+    format_eta(rate > 0 ? (double)(p->total - p->done) / rate : -1, eta, sizeof eta);
+    if (p->tty) {
+        char bar[31];
+        int fill = (int)(frac * 30);
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%s [%s] %3d%% %zu/%zu  %.1f %s/s  ETA %s ", p->what, bar, (int)(frac * 100),
+                p->done, p->total, rate, p->unit, eta);
+    } else {
+        fprintf(stderr, "%s: %zu/%zu %s (%d%%), %.1f %s/s, ETA %s\n", p->what, p->done, p->total,
+                p->unit, (int)(frac * 100), rate, p->unit, eta);
+    }
+    fflush(stderr);
+}
+
+void otl_progress_update(otl_progress *p, size_t done) {
+    p->done = done;
+    if (p->quiet) return;
+    double now = otl_now();
+    if (now - p->last < (p->tty ? 0.2 : 10.0)) return;
+    p->last = now;
+    draw(p, now);
+}
+
+void otl_progress_end(otl_progress *p) {
+    if (p->quiet) return;
+    draw(p, otl_now());
+    if (p->tty) fputc('\n', stderr);
+}
