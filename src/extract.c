@@ -330,6 +330,9 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
         if (!st) st = run_pipeline(bb, &pl, w, r);
         pthread_mutex_destroy(&pl.mu);
         pthread_cond_destroy(&pl.cv);
+        if (!st && r->skipped == r->images - r->resumed && !r->resumed)
+            st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu images could be read; no features file written",
+                           ds->root, r->images);
         if (!st) st = otl_features_writer_finish(w);
     }
     otl_features_writer_release(w);

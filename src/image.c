@@ -66,15 +66,25 @@ static void cmyk_to_rgb(const uint8_t *cmyk, size_t pixels, uint8_t *rgb) {
     }
 }
 
+/* After a failed decode TurboJPEG 2.1's handle can keep failing on good
+ * files, so each failure gets a fresh handle. */
+static onnxtl_status *decode_failed(otl_jpeg_decoder *d, const char *path, const char *what) {
+    onnxtl_status *st = otl_error(ONNXTL_ERR_FORMAT, "%s: %s: %s", path, what, tjGetErrorStr2(d->tj));
+    tjDestroy(d->tj);
+    d->tj = tjInitDecompress();
+    return st;
+}
+
 onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t len,
                                const char *path, otl_image *img) {
     memset(img, 0, sizeof *img);
     if (len == 0) return otl_error(ONNXTL_ERR_FORMAT, "%s: empty file", path);
     const char *other = sniff_format(buf, len);
     if (other) return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", path, other);
+    if (!d->tj) return otl_error(ONNXTL_ERR_RUNTIME, "%s: TurboJPEG could not be reinitialised", path);
     int w, h, subsamp, colorspace;
     if (tjDecompressHeader3(d->tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace))
-        return otl_error(ONNXTL_ERR_FORMAT, "%s: corrupt JPEG header: %s", path, tjGetErrorStr2(d->tj));
+        return decode_failed(d, path, "corrupt JPEG header");
     if (w <= 0 || h <= 0 || (int64_t)w * h > MAX_PIXELS)
         return otl_error(ONNXTL_ERR_FORMAT, "%s: unsupported JPEG size %dx%d", path, w, h);
     bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
@@ -84,10 +94,8 @@ onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t l
     /* Warnings (a truncated scan, corrupt data) stop decoding: PIL refuses such files too. */
     if (tjDecompress2(d->tj, buf, (unsigned long)len, raw, w, 0, h, cmyk ? TJPF_CMYK : TJPF_RGB,
                       TJFLAG_STOPONWARNING)) {
-        onnxtl_status *st = otl_error(ONNXTL_ERR_FORMAT, "%s: corrupt or truncated JPEG: %s", path,
-                                      tjGetErrorStr2(d->tj));
         free(raw);
-        return st;
+        return decode_failed(d, path, "corrupt or truncated JPEG");
     }
     if (cmyk) {
         uint8_t *rgb = malloc(pixels * 3);

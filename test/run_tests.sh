@@ -34,6 +34,9 @@ fi
 run_suite bad_models $PY test/bad_models.py build/onnxtl
 run_suite cli $PY test/cli_errors.py build/onnxtl
 run_suite parity $PY test/parity.py build/onnxtl
+run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
+run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"
+run_suite extract $PY test/extract_tests.py build/onnxtl "$SHARED"
 
 # Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
 if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
@@ -43,6 +46,7 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
         [ -d "$SHARED/onnx-node" ] &&
             run_suite asan_conformance build-san/test_conformance test/conformance.manifest "$SHARED/onnx-node"
         run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
+        run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
     else
         echo "FAIL sanitizer build (see $LOG/sanitize-build.log)"
     fi

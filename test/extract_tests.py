@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""extract, features and merge on real photos: resuming after SIGKILL, bad
+files in the data, shards, and damaged features files.
+
+usage: extract_tests.py ONNXTL SHARED_DATA
+"""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MODELS = os.path.join(ROOT, "build", "models")
+EXPORT = os.path.join(ROOT, "tools", "export_torchvision.py")
+failed = 0
+
+
+def report(ok, what, detail=""):
+    global failed
+    failed += not ok
+    print(f"{'PASS' if ok else 'FAIL'} {what}{': ' + detail if detail else ''}", flush=True)
+
+
+def model(arch="resnet18", fold="fold"):
+    path = os.path.join(MODELS, f"{arch}_op17_{fold}.onnx")
+    if not os.path.exists(path):
+        extra = ["--no-fold"] if fold == "nofold" else []
+        subprocess.run([sys.executable, EXPORT, "--arch", arch, "--opset", "17", "--out", MODELS] + extra,
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def subset(shared, d, per_class_train, per_class_test):
+    root = os.path.join(d, "data")
+    for split, n in (("train", per_class_train), ("test", per_class_test)):
+        for cls in ("cat", "dog"):
+            os.makedirs(os.path.join(root, split, cls))
+            src = os.path.join(os.path.abspath(shared), "dogscats", split, cls)
+            for f in sorted(os.listdir(src))[:n]:
+                os.symlink(os.path.join(src, f), os.path.join(root, split, cls, f))
+    return root
+
+
+def run(onnxtl, *args, **kw):
+    return subprocess.run([onnxtl] + list(args), capture_output=True, text=True, **kw)
+
+
+def same_file(a, b):
+    return os.path.exists(a) and os.path.exists(b) and open(a, "rb").read() == open(b, "rb").read()
+
+
+def kill_after_rows(cmd, partial, rows, row_bytes):
+    """Starts cmd, SIGKILLs it once the partial file holds more than `rows` new rows."""
+    start = os.path.getsize(partial) if os.path.exists(partial) else 0
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while p.poll() is None and time.time() < deadline:
+        size = os.path.getsize(partial) if os.path.exists(partial) else 0
+        if size - max(start, 16384) > rows * row_bytes:
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    p.wait()
+    return p.returncode == -signal.SIGKILL
+
+
+def test_resume(onnxtl, data, d):
+    m = model()
+    ref = os.path.join(d, "ref.bin")
+    r = run(onnxtl, "extract", m, data, "-o", ref, "--batch", "8", "--quiet")
+    report(r.returncode == 0, "extract uninterrupted reference run", r.stderr.strip()[-200:])
+    out = os.path.join(d, "resumed.bin")
+    cmd = [onnxtl, "extract", m, data, "-o", out, "--batch", "8", "--quiet"]
+    kills = sum(kill_after_rows(cmd, out + ".partial", 20, 512 * 4 + 16) for _ in range(2))
+    report(kills == 2 and not os.path.exists(out) and os.path.exists(out + ".partial"),
+           "extract killed twice with SIGKILL mid-run leaves only FILE.partial", f"{kills} kills")
+    r = run(onnxtl, *cmd[1:])
+    report(r.returncode == 0 and same_file(out, ref) and not os.path.exists(out + ".partial"),
+           "extract resumed after SIGKILL equals an uninterrupted run byte for byte", r.stderr.strip()[-200:])
+    r = run(onnxtl, "extract", m, data, "-o", out)
+    report(r.returncode == 0 and "already complete" in r.stdout, "extract again on a complete file does nothing")
+    r = run(onnxtl, "extract", m, data, "-o", out, "--mean", "0.5")
+    report(r.returncode == 1 and "not made by this extraction" in r.stderr,
+           "extract refuses to overwrite a file from other options", r.stderr.strip())
+    return ref
+
+
+def make_bad_folder(shared, d):
+    root = os.path.join(d, "bad")
+    good_src = os.path.join(os.path.abspath(shared), "dogscats", "train")
+    for cls in ("cat", "dog"):
+        os.makedirs(os.path.join(root, cls))
+        for f in sorted(os.listdir(os.path.join(good_src, cls)))[:6]:
+            shutil.copy(os.path.join(good_src, cls, f), os.path.join(root, cls, f))
+    jpeg = open(os.path.join(root, "cat", sorted(os.listdir(os.path.join(root, "cat")))[0]), "rb").read()
+    cat = os.path.join(root, "cat")
+    open(os.path.join(cat, "truncated.jpg"), "wb").write(jpeg[: len(jpeg) * 2 // 5])
+    rng = random.Random(1)
+    open(os.path.join(cat, "corrupt.jpg"), "wb").write(b"\xff\xd8" + bytes(rng.randrange(256) for _ in range(5000)))
+    open(os.path.join(cat, "empty.jpg"), "wb").close()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(os.path.join(cat, "png_named.jpg"), format="PNG")
+    os.symlink(os.path.join(d, "nowhere.jpg"), os.path.join(cat, "dangling.jpg"))
+    for junk in (".DS_Store", "Thumbs.db", "notes.txt"):
+        open(os.path.join(cat, junk), "w").write("not an image\n")
+    return root, ["truncated.jpg", "corrupt.jpg", "empty.jpg", "png_named.jpg", "dangling.jpg"]
+
+
+def test_bad_files(onnxtl, shared, d):
+    root, bad = make_bad_folder(shared, d)
+    out = os.path.join(d, "badfeat.bin")
+    r = run(onnxtl, "extract", model(), root, "-o", out)
+    warned = [b for b in bad if any(b in line and "warning" in line for line in r.stderr.splitlines())]
+    report(r.returncode == 0 and len(warned) == len(bad), "extract skips each bad file with a warning naming it",
+           f"warned about {len(warned)}/{len(bad)}: {[l for l in r.stderr.splitlines() if 'warning' in l][:5]}")
+    report("skipped 5 unreadable images" in r.stdout and "ignored 3 non-image files" in r.stdout and "rows: 12" in r.stdout,
+           "extract summary counts skipped and ignored files", r.stdout.strip().splitlines()[-1] if r.stdout else "")
+    r = run(onnxtl, "extract", model(), root, "-o", os.path.join(d, "strict.bin"), "--strict", "--quiet")
+    report(r.returncode == 1 and "--strict" in r.stderr and any(b in r.stderr for b in bad),
+           "extract --strict stops at a bad file with exit 1", r.stderr.strip().splitlines()[-1] if r.stderr else "")
+    r = run(onnxtl, "extract", model(), os.path.join(d, "nowhere"))
+    report(r.returncode == 1 and "not a folder" in r.stderr, "extract on a missing folder", r.stderr.strip())
+
+
+def test_shards(onnxtl, data, d, ref):
+    m = model()
+    shards = []
+    for k in (1, 2, 3):
+        out = os.path.join(d, f"shard{k}.bin")
+        r = run(onnxtl, "extract", m, data, "-o", out, "--batch", "8", "--shard", f"{k}/3", "--quiet")
+        shards.append(out)
+        report(r.returncode == 0, f"extract --shard {k}/3", r.stderr.strip()[-200:])
+    merged = os.path.join(d, "merged.bin")
+    r = run(onnxtl, "merge", merged, *shards[::-1])
+    report(r.returncode == 0 and same_file(merged, ref), "merge of 3 shards equals the unsharded run byte for byte",
+           (r.stdout + r.stderr).strip())
+    other = os.path.join(d, "other.bin")
+    run(onnxtl, "extract", model("resnet18", "nofold"), data, "-o", other, "--shard", "2/3", "--quiet")
+    r = run(onnxtl, "merge", os.path.join(d, "bad_merge.bin"), shards[0], other, shards[2])
+    report(r.returncode == 1 and "different extractions" in r.stderr and not os.path.exists(os.path.join(d, "bad_merge.bin")),
+           "merge refuses shards of different models", r.stderr.strip()[:200])
+    r = run(onnxtl, "merge", os.path.join(d, "bad_merge.bin"), shards[0], shards[2])
+    report(r.returncode == 1 and "missing" in r.stderr, "merge refuses a missing shard", r.stderr.strip())
+
+
+def test_damaged_files(onnxtl, d, ref):
+    data = open(ref, "rb").read()
+    cases = [("truncated", data[:-100], "truncated"), ("cut in the header", data[:60], "truncated"),
+             ("flipped byte in a row", data[:-3000] + bytes([data[-3000] ^ 0x40]) + data[-2999:], "corrupt"),
+             ("not a features file", b"\xff\xd8\xff\xe0" + data[4:], "not an onnxtl features file"),
+             ("empty", b"", "empty")]
+    for name, content, want in cases:
+        p = os.path.join(d, "damaged.bin")
+        open(p, "wb").write(content)
+        r = run(onnxtl, "features", p)
+        report(r.returncode == 1 and want in r.stderr and p in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+               f"features file {name} is refused", r.stderr.strip())
+    r = run(onnxtl, "features", ref, "--npy", os.path.join(d, "np"))
+    x = np.load(os.path.join(d, "np_features.npy")) if r.returncode == 0 else None
+    labels = np.load(os.path.join(d, "np_labels.npy")) if r.returncode == 0 else None
+    paths = open(os.path.join(d, "np_paths.txt")).read().split() if r.returncode == 0 else []
+    ok = x is not None and x.shape[0] == len(paths) == labels.shape[0] and all(
+        ("/cat/" in p) == (l == 0) for p, l in zip(paths, labels))
+    report(ok, "features --npy writes features, labels and paths row for row", f"{None if x is None else x.shape}")
+
+
+def main():
+    onnxtl, shared = sys.argv[1], sys.argv[2]
+    only = sys.argv[3] if len(sys.argv) > 3 else None  # "bad_files": the sanitizer subset
+    if not os.path.isdir(os.path.join(shared, "dogscats")):
+        print(f"SKIP extract tests: {shared}/dogscats is missing (real photos live in ../shared)")
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        if only == "bad_files":
+            test_bad_files(onnxtl, shared, d)
+            return 1 if failed else 0
+        data = subset(shared, d, 40, 12)
+        ref = test_resume(onnxtl, data, d)
+        test_bad_files(onnxtl, shared, d)
+        test_shards(onnxtl, data, d, ref)
+        test_damaged_files(onnxtl, d, ref)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
