@@ -11,10 +11,10 @@ OPT := -O1 -g
 else
 BUILD := build
 SANFLAGS :=
-OPT := -O2 -g -march=x86-64-v2 -mtune=native
+OPT := -O2 -g
 endif
 
-CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
           -I$(BUILD)/onnx -Isrc -Igraph -Iruntime -Iruntime/cpu $(SANFLAGS)
 # protobuf-c is linked statically so the binary runs on machines without it.
 LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
@@ -27,7 +27,7 @@ PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
-TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump
+TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/bench_backbone
 
 all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
 
@@ -53,6 +53,9 @@ $(BUILD)/onnxtl: $(CLI_OBJ) $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/test_%: $(BUILD)/obj/test/%.o $(BUILD)/libonnxtl.a
+	$(CC) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench_%: $(BUILD)/obj/tools/bench_%.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
 deps:

@@ -51,6 +51,11 @@ typedef struct {
     int64_t shape_start, shape_end;
     bool has_shape_end;
     int training_mode;
+    /* Set by otl_pass_fuse_relu: the op applies Relu to its output. */
+    int fused_relu;
+    /* Set by otl_pass_fuse_residual: a Conv adds input 3 (a tensor of its
+     * output's shape) to its result before any fused Relu. */
+    int fused_add;
 } otl_attrs;
 
 typedef struct {
@@ -107,6 +112,8 @@ onnxtl_status *otl_graph_add_value(otl_graph *g, const char *name, int *index);
 /* Graph passes run by otl_graph_load. */
 onnxtl_status *otl_pass_remove_identity(otl_graph *g);
 onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
+onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
+onnxtl_status *otl_pass_fuse_residual(otl_graph *g);
 
 /* The value that feeds the classifier head of a torchvision-style model:
  * the activation input of the first Gemm/MatMul with a constant 2-D weight.

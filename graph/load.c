@@ -313,7 +313,9 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
     OTL_TRY(load_nodes(g, m->graph));
     OTL_TRY(load_outputs(g, m->graph));
     OTL_TRY(otl_pass_remove_identity(g));
-    return otl_pass_fold_batchnorm(g);
+    OTL_TRY(otl_pass_fold_batchnorm(g));
+    OTL_TRY(otl_pass_fuse_relu(g));
+    return otl_pass_fuse_residual(g);
 }
 
 onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {

@@ -117,3 +117,59 @@ onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g) {
     }
     return NULL;
 }
+
+/* Conv -> Relu and Add -> Relu become one op with fused_relu set, saving a
+ * pass over the activation; the Relu's output takes the producer's place. */
+onnxtl_status *otl_pass_fuse_relu(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *relu = &g->nodes[i];
+        if (relu->removed || relu->op != OP_RELU) continue;
+        int x = relu->in[0], p = g->values[x].producer;
+        if (p < 0 || count_uses(g, x) != 1) continue;
+        otl_node *prod = &g->nodes[p];
+        if ((prod->op != OP_CONV && prod->op != OP_ADD) || prod->attrs.fused_relu || prod->n_out != 1) continue;
+        prod->attrs.fused_relu = 1;
+        g->values[relu->out[0]].producer = p;
+        prod->out[0] = relu->out[0];
+        relu->removed = true;
+    }
+    return NULL;
+}
+
+static bool produced_by(const otl_graph *g, int v, otl_op op) {
+    int p = g->values[v].producer;
+    return p >= 0 && g->nodes[p].op == op;
+}
+
+/* Add(Conv(x), skip) becomes Conv(x, W, B, skip) with fused_add: the residual
+ * connection of ResNets.  Only between two computed activations (a Conv's and
+ * another Conv's or Add's), which have the same shape in such networks. */
+static void fuse_one_residual(otl_graph *g, otl_node *add) {
+    for (int k = 0; k < 2; k++) {
+        int conv_out = add->in[k], skip = add->in[1 - k], p = g->values[conv_out].producer;
+        if (!produced_by(g, conv_out, OP_CONV) || count_uses(g, conv_out) != 1) continue;
+        if (!produced_by(g, skip, OP_CONV) && !produced_by(g, skip, OP_ADD)) continue;
+        otl_node *conv = &g->nodes[p];
+        if (conv->attrs.fused_relu || conv->attrs.fused_add) continue;
+        int *in = realloc(conv->in, 4 * sizeof *in);
+        if (!in) return; /* leaving the graph unfused is always correct */
+        conv->in = in;
+        for (int i = conv->n_in; i < 3; i++) conv->in[i] = -1;
+        conv->in[3] = skip;
+        conv->n_in = 4;
+        conv->attrs.fused_add = 1;
+        conv->attrs.fused_relu = add->attrs.fused_relu;
+        g->values[add->out[0]].producer = p;
+        conv->out[0] = add->out[0];
+        add->removed = true;
+        return;
+    }
+}
+
+onnxtl_status *otl_pass_fuse_residual(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *add = &g->nodes[i];
+        if (!add->removed && add->op == OP_ADD && add->n_in == 2) fuse_one_residual(g, add);
+    }
+    return NULL;
+}

@@ -159,34 +159,65 @@ static int by_size_desc(const void *a, const void *b) {
     return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : x->value - y->value;
 }
 
-/* Collects one lifetime per activation that a step writes. */
-static onnxtl_status *collect_lifetimes(const otl_plan *p, lifetime *lt, int *n_lt) {
+/* The step after which each value is no longer read (n_steps for outputs). */
+static void last_uses(const otl_plan *p, int *last) {
     const otl_graph *g = p->g;
-    int *slot = malloc(((size_t)g->n_values + 1) * sizeof *slot);
-    if (!slot) return otl_nomem();
-    for (int v = 0; v < g->n_values; v++) slot[v] = -1;
-    *n_lt = 0;
+    for (int v = 0; v < g->n_values; v++) last[v] = -1;
     for (int s = 0; s < p->n_steps; s++) {
         const otl_node *n = &g->nodes[p->steps[s]];
         for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && slot[n->in[k]] >= 0) lt[slot[n->in[k]]].last = s;
+            if (n->in[k] >= 0) last[n->in[k]] = s;
+    }
+    for (int i = 0; i < p->n_outputs; i++) last[p->outputs[i]] = p->n_steps;
+}
+
+/* A Conv with a fused residual may write over its skip tensor when that is
+ * the skip's last use: the output then shares the skip's buffer. */
+static int inplace_base(const otl_plan *p, const otl_node *n, int s, const int *slot, const int *last) {
+    if (n->op != OP_CONV || !n->attrs.fused_add) return -1;
+    int skip = n->in[3];
+    return slot[skip] >= 0 && last[skip] == s ? skip : -1;
+}
+
+/* One lifetime per buffer; *aliases lists (value, base value) pairs that share one. */
+static onnxtl_status *collect_lifetimes(otl_plan *p, lifetime *lt, int *n_lt, int *aliases, int *n_alias) {
+    const otl_graph *g = p->g;
+    int *slot = malloc(((size_t)g->n_values + 1) * sizeof *slot);
+    int *last = malloc(((size_t)g->n_values + 1) * sizeof *last);
+    if (!slot || !last) {
+        free(slot);
+        free(last);
+        return otl_nomem();
+    }
+    last_uses(p, last);
+    for (int v = 0; v < g->n_values; v++) slot[v] = -1;
+    *n_lt = *n_alias = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const otl_node *n = &g->nodes[p->steps[s]];
+        int base = inplace_base(p, n, s, slot, last);
         for (int k = 0; k < n->n_out; k++) {
             int v = n->out[k];
             if (v < 0) continue;
-            size_t bytes = (otl_tinfo_bytes(&p->t[v]) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-            slot[v] = *n_lt;
-            lt[(*n_lt)++] = (lifetime){v, bytes ? bytes : ARENA_ALIGN, s, s};
+            if (k == 0 && base >= 0) {
+                slot[v] = slot[base];
+                aliases[2 * *n_alias] = v;
+                aliases[2 * (*n_alias)++ + 1] = base;
+            } else {
+                size_t bytes = (otl_tinfo_bytes(&p->t[v]) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+                slot[v] = *n_lt;
+                lt[(*n_lt)++] = (lifetime){v, bytes ? bytes : ARENA_ALIGN, s, s};
+            }
+            if (last[v] > lt[slot[v]].last) lt[slot[v]].last = last[v];
         }
     }
-    for (int i = 0; i < p->n_outputs; i++)
-        if (slot[p->outputs[i]] >= 0) lt[slot[p->outputs[i]]].last = p->n_steps;
     free(slot);
+    free(last);
     return NULL;
 }
 
 /* Greedy placement, largest first: each buffer takes the lowest offset that
  * overlaps no already placed buffer whose lifetime intersects its own. */
-static onnxtl_status *place_buffers(otl_plan *p, lifetime *lt, int n) {
+static void place_buffers(otl_plan *p, lifetime *lt, int n) {
     qsort(lt, (size_t)n, sizeof *lt, by_size_desc);
     for (int i = 0; i < n; i++) {
         size_t off = 0;
@@ -204,18 +235,21 @@ static onnxtl_status *place_buffers(otl_plan *p, lifetime *lt, int n) {
         p->offset[lt[i].value] = (int64_t)off;
         if (off + lt[i].bytes > p->arena_bytes) p->arena_bytes = off + lt[i].bytes;
     }
-    return NULL;
 }
 
 static onnxtl_status *plan_memory(otl_plan *p) {
     const otl_graph *g = p->g;
     for (int v = 0; v < g->n_values; v++) p->offset[v] = -1;
     lifetime *lt = calloc((size_t)g->n_values + 1, sizeof *lt);
-    if (!lt) return otl_nomem();
-    int n = 0;
-    onnxtl_status *st = collect_lifetimes(p, lt, &n);
-    if (!st) st = place_buffers(p, lt, n);
+    int *aliases = calloc(2 * ((size_t)g->n_values + 1), sizeof *aliases);
+    int n = 0, n_alias = 0;
+    onnxtl_status *st = lt && aliases ? collect_lifetimes(p, lt, &n, aliases, &n_alias) : otl_nomem();
+    if (!st) {
+        place_buffers(p, lt, n);
+        for (int i = 0; i < n_alias; i++) p->offset[aliases[2 * i]] = p->offset[aliases[2 * i + 1]];
+    }
     free(lt);
+    free(aliases);
     return st;
 }
 

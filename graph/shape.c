@@ -150,6 +150,11 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(otl_window_init(a, n, x->dims + 2, wt->dims + 2, false, &w));
     int64_t dims[ONNXTL_MAX_RANK];
     window_out_dims(&w, x->dims[0], wt->dims[0], dims);
+    if (a->fused_add) {
+        const otl_tinfo *skip = &t[nd->in[3]];
+        if (skip->rank != x->rank || memcmp(skip->dims, dims, sizeof(int64_t) * (size_t)x->rank))
+            return bad("the residual Add fused into this Conv adds tensors of different shapes%s", "");
+    }
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
     return NULL;
 }

@@ -40,8 +40,10 @@ static void print_census(const otl_graph *g) {
     for (int op = 0; op < OP_COUNT; op++) {
         if (!live[op] && !removed[op]) continue;
         printf("  %-20s %4d", otl_op_name(op), live[op]);
-        if (removed[op])
-            printf("  (+%d %s)", removed[op], op == OP_BATCHNORM ? "folded into Conv" : "removed");
+        static const char *const why[OP_COUNT] = {[OP_BATCHNORM] = "folded into Conv",
+                                                  [OP_RELU] = "fused into Conv/Add",
+                                                  [OP_ADD] = "fused into Conv as residual"};
+        if (removed[op]) printf("  (+%d %s)", removed[op], why[op] ? why[op] : "removed");
         printf("\n");
     }
 }

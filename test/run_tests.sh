@@ -48,7 +48,7 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
         run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
         run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
     else
-        echo "FAIL sanitizer build (see $LOG/sanitize-build.log)"
+        echo "FAIL sanitizer build (see $LOG/sanitize-build.log)" | tee "$LOG/sanitize-result.log"
     fi
 fi
 

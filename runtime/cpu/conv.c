@@ -1,5 +1,7 @@
 /* Convolution as im2col + sgemm, per image and group; 1x1 stride-1 convs use
  * the input directly.  Spatial dims are normalised to 3-D (otl_window). */
+#include <string.h>
+
 #include "cpu.h"
 
 static bool is_pointwise(const otl_window *w) {
@@ -59,10 +61,17 @@ static void im2col(const float *x, int64_t channels, const otl_window *w, float 
     }
 }
 
-static void add_channel_bias(float *y, const float *bias, int64_t channels, int64_t plane) {
+/* Adds the per-channel bias (when there is one) and applies a fused Relu. */
+static void finish_output(float *y, const float *bias, bool relu, int64_t channels, int64_t plane) {
+    if (!bias && !relu) return;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < channels; c++)
-        for (int64_t i = 0; i < plane; i++) y[c * plane + i] += bias[c];
+    for (int64_t c = 0; c < channels; c++) {
+        float b = bias ? bias[c] : 0.0f;
+        for (int64_t i = 0; i < plane; i++) {
+            float v = y[c * plane + i] + b;
+            y[c * plane + i] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
 }
 
 onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
@@ -76,6 +85,10 @@ onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
     const bool pointwise = is_pointwise(&w);
     const float *X = a->in[0], *Wt = a->in[1], *bias = a->n->n_in > 2 ? a->in[2] : NULL;
     float *Y = a->out[0];
+    /* A fused residual starts in the output (it may share the buffer) and the
+     * products accumulate onto it. */
+    const bool residual = a->n->attrs.fused_add;
+    if (residual && a->in[3] != Y) memcpy(Y, a->in[3], otl_tinfo_bytes(OUT_T(a, 0)));
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t g = 0; g < groups; g++) {
             const float *xg = X + (b * groups + g) * cg * in_plane;
@@ -86,9 +99,9 @@ onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
             }
             float *yg = Y + (b * m + g * mg) * out_plane;
             OTL_TRY(otl_sgemm(false, false, mg, out_plane, kdim, 1.0f, Wt + g * mg * kdim, kdim, col,
-                              out_plane, 0.0f, yg, out_plane));
+                              out_plane, residual ? 1.0f : 0.0f, yg, out_plane));
         }
-        if (bias) add_channel_bias(Y + b * m * out_plane, bias, m, out_plane);
+        finish_output(Y + b * m * out_plane, bias, a->n->attrs.fused_relu, m, out_plane);
     }
     return NULL;
 }

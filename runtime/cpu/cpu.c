@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dnnl_conv.h"
 #include "dtype.h"
 
 onnxtl_status *otl_cpu_run_node(const otl_kernel_args *a) {
@@ -49,34 +50,118 @@ onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, vo
     size_t ws = otl_cpu_workspace_floats(n, t);
     float *workspace = ws ? malloc(ws * sizeof(float)) : NULL;
     if (ws && !workspace) return otl_nomem();
-    otl_kernel_args a = {n, t, in, out, workspace};
+    otl_kernel_args a = {n, t, in, out, workspace, false};
     onnxtl_status *st = otl_cpu_run_node(&a);
     free(workspace);
     return st;
 }
 
+/* One input that must change layout before its step runs. */
+typedef struct {
+    int k;      /* node input index */
+    float *buf; /* converted copy */
+    bool to_nhwc;
+} conversion;
+
+typedef struct {
+    bool nhwc;            /* the step runs channels-last */
+    otl_dnnl_conv *conv;  /* a Conv on oneDNN's primitive */
+    conversion *conv_in;  /* inputs to convert first */
+    int n_conv_in;
+} step_plan;
+
 typedef struct {
     const otl_plan *plan;
     void *arena;
     float *workspace;
-    void **ptr; /* per value */
+    void **ptr;    /* per value */
+    bool *nhwc;    /* per value: stored channels-last */
+    step_plan *steps;
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
     int threads;
 } cpu_state;
+
+/* A 4-D float activation whose two layouts differ in memory. */
+static bool layout_matters(const otl_tinfo *t) {
+    return t->rank == 4 && t->dtype == ONNXTL_FLOAT && !t->data && t->dims[2] * t->dims[3] > 1 && t->dims[1] > 1;
+}
+
+static bool is_activation_input(const otl_node *n, int k) {
+    switch (n->op) {
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: return true;
+    case OP_CONV: return k == 0 || k == 3; /* the input and a fused residual */
+    default: return k == 0;
+    }
+}
+
+/* Whether a step can run channels-last, given where its inputs are. */
+static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
+    const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]];
+    switch (n->op) {
+    case OP_CONV: return otl_dnnl_conv_supported(n, t);
+    case OP_RELU: case OP_SIGMOID: case OP_CLIP: case OP_BATCHNORM: case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL:
+        return x->rank == 4 && s->nhwc[n->in[0]];
+    case OP_MAXPOOL: case OP_AVGPOOL: return x->rank == 4 && s->nhwc[n->in[0]];
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM:
+        for (int k = 0; k < n->n_in; k++) {
+            const otl_tinfo *y = &t[n->in[k]];
+            if (!s->nhwc[n->in[k]] || y->rank != 4 || memcmp(y->dims, t[n->out[0]].dims, 4 * sizeof(int64_t)))
+                return false;
+        }
+        return true;
+    default: return false;
+    }
+}
+
+static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, bool to_nhwc) {
+    conversion *c = realloc(sp->conv_in, sizeof *c * (size_t)(sp->n_conv_in + 1));
+    if (!c) return otl_nomem();
+    sp->conv_in = c;
+    float *buf = aligned_alloc(64, (otl_tinfo_bytes(t) + 63) & ~(size_t)63);
+    if (!buf) return otl_nomem();
+    sp->conv_in[sp->n_conv_in++] = (conversion){k, buf, to_nhwc};
+    return NULL;
+}
+
+/* Decides each step's layout and the conversions at layout boundaries. */
+static onnxtl_status *plan_layouts(cpu_state *s) {
+    const otl_plan *p = s->plan;
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = &p->g->nodes[p->steps[i]];
+        step_plan *sp = &s->steps[i];
+        sp->nhwc = runs_nhwc(s, n);
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0 || !is_activation_input(n, k) || !layout_matters(&p->t[v]) || s->nhwc[v] == sp->nhwc) continue;
+            OTL_TRY(add_conversion(sp, k, &p->t[v], sp->nhwc));
+        }
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] >= 0) s->nhwc[n->out[k]] = sp->nhwc && layout_matters(&p->t[n->out[k]]);
+        if (n->op == OP_CONV && sp->nhwc) OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, &sp->conv));
+    }
+    return NULL;
+}
 
 static void cpu_release(void *state) {
     cpu_state *s = state;
     if (!s) return;
+    for (int i = 0; s->steps && i < s->plan->n_steps; i++) {
+        otl_dnnl_conv_release(s->steps[i].conv);
+        for (int k = 0; k < s->steps[i].n_conv_in; k++) free(s->steps[i].conv_in[k].buf);
+        free(s->steps[i].conv_in);
+    }
+    if (s->stream) dnnl_stream_destroy(s->stream);
+    if (s->engine) dnnl_engine_destroy(s->engine);
+    free(s->steps);
+    free(s->nhwc);
     free(s->arena);
     free(s->workspace);
     free(s->ptr);
     free(s);
 }
 
-static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
-    cpu_state *s = calloc(1, sizeof *s);
-    if (!s) return otl_nomem();
-    s->plan = plan;
-    s->threads = cfg && cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
+static onnxtl_status *alloc_state(const otl_plan *plan, cpu_state *s) {
     size_t ws = 0;
     for (int i = 0; i < plan->n_steps; i++) {
         size_t w = otl_cpu_workspace_floats(&plan->g->nodes[plan->steps[i]], plan->t);
@@ -85,28 +170,60 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
     s->arena = plan->arena_bytes ? aligned_alloc(64, plan->arena_bytes) : NULL;
     s->workspace = ws ? aligned_alloc(64, ((ws * sizeof(float)) + 63) & ~(size_t)63) : NULL;
     s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
-    if ((plan->arena_bytes && !s->arena) || (ws && !s->workspace) || !s->ptr) {
-        cpu_release(s);
-        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of activations and %zu of "
-                                           "workspace; try a smaller batch",
-                         plan->arena_bytes, ws * sizeof(float));
-    }
+    s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
+    s->steps = calloc((size_t)plan->n_steps + 1, sizeof *s->steps);
+    if ((plan->arena_bytes && !s->arena) || (ws && !s->workspace) || !s->ptr || !s->nhwc || !s->steps)
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of activations and %zu of workspace; "
+                                           "try a smaller batch", plan->arena_bytes, ws * sizeof(float));
+    if (dnnl_engine_create(&s->engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&s->stream, s->engine, dnnl_stream_default_flags) != dnnl_success)
+        return otl_error(ONNXTL_ERR_RUNTIME, "cannot create a oneDNN CPU engine");
     for (int v = 0; v < plan->g->n_values; v++) {
         if (plan->t[v].data) s->ptr[v] = (void *)plan->t[v].data;
         else if (plan->offset[v] >= 0) s->ptr[v] = (char *)s->arena + plan->offset[v];
+    }
+    return NULL;
+}
+
+static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s) return otl_nomem();
+    s->plan = plan;
+    s->threads = cfg && cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
+    omp_set_num_threads(s->threads);
+    onnxtl_status *st = alloc_state(plan, s);
+    if (!st) st = plan_layouts(s);
+    if (st) {
+        cpu_release(s);
+        return st;
     }
     *state = s;
     return NULL;
 }
 
-static onnxtl_status *run_step(cpu_state *s, const otl_node *n) {
+static onnxtl_status *run_step(cpu_state *s, int i) {
+    const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+    const step_plan *sp = &s->steps[i];
     if (n->n_in > MAX_NODE_IO || n->n_out > MAX_NODE_IO) return too_many_io(n);
     const void *in[MAX_NODE_IO];
     void *out[MAX_NODE_IO];
     for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? s->ptr[n->in[k]] : NULL;
     for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? s->ptr[n->out[k]] : NULL;
-    otl_kernel_args a = {n, s->plan->t, in, out, s->workspace};
-    onnxtl_status *st = otl_cpu_run_node(&a);
+    for (int c = 0; c < sp->n_conv_in; c++) {
+        const conversion *cv = &sp->conv_in[c];
+        const int64_t *dims = s->plan->t[n->in[cv->k]].dims;
+        if (cv->to_nhwc) otl_nchw_to_nhwc(in[cv->k], cv->buf, dims);
+        else otl_nhwc_to_nchw(in[cv->k], cv->buf, dims);
+        in[cv->k] = cv->buf;
+    }
+    onnxtl_status *st;
+    if (sp->conv) {
+        const float *skip = n->attrs.fused_add ? in[3] : NULL;
+        st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0]);
+    } else {
+        otl_kernel_args a = {n, s->plan->t, in, out, s->workspace, sp->nhwc};
+        st = otl_cpu_run_node(&a);
+    }
     return st ? otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op)) : NULL;
 }
 
@@ -115,11 +232,11 @@ static onnxtl_status *cpu_run(void *state, const void *const *inputs, void *cons
     const otl_plan *p = s->plan;
     omp_set_num_threads(s->threads);
     for (int i = 0; i < p->g->n_inputs; i++) s->ptr[p->g->inputs[i]] = (void *)inputs[i];
-    for (int i = 0; i < p->n_steps; i++) OTL_TRY(run_step(s, &p->g->nodes[p->steps[i]]));
+    for (int i = 0; i < p->n_steps; i++) OTL_TRY(run_step(s, i));
     for (int i = 0; i < p->n_outputs; i++) {
         int v = p->outputs[i];
-        size_t bytes = otl_tinfo_bytes(&p->t[v]);
-        if (bytes) memcpy(outputs[i], s->ptr[v], bytes);
+        if (s->nhwc[v]) otl_nhwc_to_nchw(s->ptr[v], outputs[i], p->t[v].dims);
+        else if (otl_tinfo_bytes(&p->t[v])) memcpy(outputs[i], s->ptr[v], otl_tinfo_bytes(&p->t[v]));
     }
     return NULL;
 }

@@ -11,6 +11,7 @@ typedef struct {
     const void *const *in; /* per node input, NULL for an omitted optional one */
     void *const *out;      /* per node output */
     float *workspace;      /* otl_cpu_workspace_floats(n, t) floats */
+    bool nhwc;             /* 4-D activations are channels-last (dims still say NCHW) */
 } otl_kernel_args;
 
 #define IN_T(a, k) (&(a)->t[(a)->n->in[k]])
@@ -36,6 +37,10 @@ onnxtl_status *otl_cpu_gather(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_concat(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pad(const otl_kernel_args *a);
+
+/* Layout conversion of a 4-D float tensor given by its NCHW dims. */
+void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims);
+void otl_nhwc_to_nchw(const float *src, float *dst, const int64_t *dims);
 
 /* Row-major C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, multi-threaded. */
 onnxtl_status *otl_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -40,6 +40,16 @@ onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
     const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2], *mean = a->in[3], *var = a->in[4];
     float *Y = a->out[0];
     const double eps = a->n->attrs.epsilon;
+    if (a->nhwc) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n * plane; i++) {
+            for (int64_t ch = 0; ch < c; ch++) {
+                float k = (float)(scale[ch] / sqrt((double)var[ch] + eps));
+                Y[i * c + ch] = X[i * c + ch] * k + (shift[ch] - mean[ch] * k);
+            }
+        }
+        return NULL;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < n; b++) {
         for (int64_t ch = 0; ch < c; ch++) {
@@ -117,14 +127,25 @@ static bool flat_float_add(const otl_kernel_args *a, otl_op op, const void *x, c
         return false;
     const float *fx = x, *fy = y;
     float *fz = z;
+    if (a->n->attrs.fused_relu) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) fz[i] = fx[i] + fy[i];
+        for (int64_t i = 0; i < n; i++) {
+            float v = fx[i] + fy[i];
+            fz[i] = v > 0.0f ? v : 0.0f;
+        }
+    } else {
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) fz[i] = fx[i] + fy[i];
+    }
     return true;
 }
 
+/* One broadcasting step; *relu_done tells whether a fused Relu was applied too. */
 static onnxtl_status *binary_step(const otl_kernel_args *a, otl_op op, const void *x,
-                                  const otl_tinfo *tx, const void *y, const otl_tinfo *ty, void *z) {
-    if (flat_float_add(a, op, x, y, tx, ty, z)) return NULL;
+                                  const otl_tinfo *tx, const void *y, const otl_tinfo *ty, void *z,
+                                  bool *relu_done) {
+    *relu_done = flat_float_add(a, op, x, y, tx, ty, z);
+    if (*relu_done) return NULL;
     const otl_tinfo *to = OUT_T(a, 0);
     int64_t sx[ONNXTL_MAX_RANK], sy[ONNXTL_MAX_RANK];
     broadcast_strides(tx, to, sx);
@@ -155,9 +176,14 @@ onnxtl_status *otl_cpu_binary(const otl_kernel_args *a) {
         return NULL;
     }
     otl_op op = n->op == OP_SUM ? OP_ADD : n->op;
-    OTL_TRY(binary_step(a, op, a->in[0], IN_T(a, 0), a->in[1], IN_T(a, 1), a->out[0]));
+    bool relu_done;
+    OTL_TRY(binary_step(a, op, a->in[0], IN_T(a, 0), a->in[1], IN_T(a, 1), a->out[0], &relu_done));
     for (int k = 2; k < n->n_in; k++) /* Sum: accumulate the rest into the output */
-        OTL_TRY(binary_step(a, op, a->out[0], to, a->in[k], IN_T(a, k), a->out[0]));
+        OTL_TRY(binary_step(a, op, a->out[0], to, a->in[k], IN_T(a, k), a->out[0], &relu_done));
+    if (n->attrs.fused_relu && !relu_done) {
+        float *z = a->out[0];
+        for (int64_t i = 0, count = otl_tinfo_count(to); i < count; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f;
+    }
     return NULL;
 }
 

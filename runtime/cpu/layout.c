@@ -142,3 +142,19 @@ onnxtl_status *otl_cpu_pad(const otl_kernel_args *a) {
     }
     return NULL;
 }
+
+void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims) {
+    const int64_t n = dims[0], c = dims[1], hw = dims[2] * dims[3];
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t i = 0; i < hw; i++)
+            for (int64_t ch = 0; ch < c; ch++) dst[(b * hw + i) * c + ch] = src[(b * c + ch) * hw + i];
+}
+
+void otl_nhwc_to_nchw(const float *src, float *dst, const int64_t *dims) {
+    const int64_t n = dims[0], c = dims[1], hw = dims[2] * dims[3];
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t i = 0; i < hw; i++) dst[(b * c + ch) * hw + i] = src[(b * hw + i) * c + ch];
+}

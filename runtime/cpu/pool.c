@@ -46,11 +46,50 @@ static float pool_window(const float *src, const otl_window *w, const int64_t *o
     return divisor ? acc / (float)divisor : 0.0f;
 }
 
+/* Channels-last pooling: each window is read as rows of C contiguous values. */
+static void pool_nhwc(const float *X, float *Y, int64_t batch, int64_t C, const otl_window *w, bool is_max,
+                      bool count_pad) {
+    const int64_t H = w->in[1], W = w->in[2], OH = w->out[1], OW = w->out[2];
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t oy = 0; oy < OH; oy++) {
+            for (int64_t ox = 0; ox < OW; ox++) {
+                window_span sy = axis_span(w, 1, oy), sx = axis_span(w, 2, ox);
+                float *dst = Y + ((b * OH + oy) * OW + ox) * C;
+                for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
+                int64_t count = 0;
+                for (int64_t y = sy.begin; y < sy.end; y += w->dilation[1]) {
+                    if (y < 0 || y >= H) continue;
+                    for (int64_t x = sx.begin; x < sx.end; x += w->dilation[2]) {
+                        if (x < 0 || x >= W) continue;
+                        const float *src = X + ((b * H + y) * W + x) * C;
+                        if (is_max) {
+#pragma omp simd
+                            for (int64_t c = 0; c < C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
+                        } else {
+#pragma omp simd
+                            for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+                        }
+                        count++;
+                    }
+                }
+                int64_t divisor = count_pad ? sy.padded * sx.padded : count;
+                if (!is_max)
+                    for (int64_t c = 0; c < C; c++) dst[c] = divisor ? dst[c] / (float)divisor : 0.0f;
+            }
+        }
+    }
+}
+
 onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0);
     const otl_attrs *at = &a->n->attrs;
     otl_window w;
     OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
+    if (a->nhwc) {
+        pool_nhwc(a->in[0], a->out[0], x->dims[0], x->dims[1], &w, a->n->op == OP_MAXPOOL, at->count_include_pad);
+        return NULL;
+    }
     const bool is_max = a->n->op == OP_MAXPOOL, count_pad = at->count_include_pad;
     const int64_t planes = x->dims[0] * x->dims[1];
     const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
@@ -68,6 +107,21 @@ onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
     return NULL;
 }
 
+static void global_pool_nhwc(const float *X, float *Y, int64_t batch, int64_t C, int64_t plane, bool is_max) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        float *dst = Y + b * C;
+        for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
+        for (int64_t i = 0; i < plane; i++) {
+            const float *src = X + (b * plane + i) * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) dst[c] = is_max ? (src[c] > dst[c] ? src[c] : dst[c]) : dst[c] + src[c];
+        }
+        if (!is_max)
+            for (int64_t c = 0; c < C; c++) dst[c] /= (float)plane;
+    }
+}
+
 onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0);
     const int64_t planes = x->dims[0] * x->dims[1];
@@ -76,6 +130,10 @@ onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
     const bool is_max = a->n->op == OP_GLOBALMAXPOOL;
     const float *X = a->in[0];
     float *Y = a->out[0];
+    if (a->nhwc) { /* the [N, C, 1, 1] output is the same in both layouts */
+        global_pool_nhwc(X, Y, x->dims[0], x->dims[1], plane, is_max);
+        return NULL;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < planes; p++) {
         const float *src = X + p * plane;

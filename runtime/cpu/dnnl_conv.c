@@ -1,0 +1,162 @@
+#include "dnnl_conv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct otl_dnnl_conv {
+    dnnl_stream_t stream;
+    dnnl_primitive_t conv;
+    dnnl_memory_t src, weights, bias, dst;
+};
+
+static onnxtl_status *dnnl_failed(dnnl_status_t s, const char *what) {
+    return otl_error(ONNXTL_ERR_RUNTIME, "oneDNN %s failed (status %d)", what, (int)s);
+}
+
+#define DNNL_TRY(call, what)                            \
+    do {                                                \
+        dnnl_status_t s_ = (call);                      \
+        if (s_ != dnnl_success) return dnnl_failed(s_, what); \
+    } while (0)
+
+bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
+    const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]];
+    return n->op == OP_CONV && x->rank == 4 && x->dtype == ONNXTL_FLOAT && w->data &&
+           (n->n_in < 3 || n->in[2] < 0 || t[n->in[2]].data) && n->attrs.group >= 1;
+}
+
+/* ONNX pads the end by pad_end; oneDNN's padding_r must keep its output size. */
+static void window_dims(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t dil, dnnl_dims_t pl, dnnl_dims_t pr) {
+    for (int i = 0; i < 2; i++) {
+        strides[i] = w->stride[1 + i];
+        dil[i] = w->dilation[1 + i] - 1; /* oneDNN counts dilation from 0 */
+        pl[i] = w->pad_begin[1 + i];
+        pr[i] = (w->out[1 + i] - 1) * w->stride[1 + i] + (w->kernel[1 + i] - 1) * w->dilation[1 + i] + 1 -
+                w->in[1 + i] - w->pad_begin[1 + i];
+    }
+}
+
+static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
+                                          dnnl_primitive_desc_t *pd) {
+    const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
+    const int64_t g = n->attrs.group;
+    otl_window win;
+    OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
+    dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
+    dnnl_dims_t wd5 = {g, w->dims[0] / g, w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_dims_t wd4 = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_dims_t bd = {w->dims[0]}, strides, dil, pl, pr;
+    window_dims(&win, strides, dil, pl, pr);
+    dnnl_memory_desc_t smd, wmd, bmd, dmd;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nhwc), "memory desc");
+    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 5, wd5, dnnl_f32, dnnl_format_tag_any), "memory desc");
+    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 4, wd4, dnnl_f32, dnnl_format_tag_any), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
+    bool has_bias = n->n_in > 2 && n->in[2] >= 0;
+    dnnl_convolution_desc_t cd;
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &smd, &wmd,
+                                                        has_bias ? &bmd : NULL, &dmd, strides, dil, pl, pr),
+             "convolution desc");
+    /* Fused residual: dst = conv + dst (dst holds the skip tensor); then Relu. */
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    if (n->attrs.fused_relu || n->attrs.fused_add) {
+        DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
+        DNNL_TRY(dnnl_post_ops_create(&ops), "post ops");
+        if (n->attrs.fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
+        if (n->attrs.fused_relu)
+            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
+        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post ops");
+    }
+    dnnl_status_t s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return s == dnnl_success ? NULL : dnnl_failed(s, "convolution primitive");
+}
+
+/* Copies the ONNX OIHW weights into the layout the primitive chose. */
+static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const otl_node *n, const otl_tinfo *t,
+                                      const dnnl_memory_desc_t *want, dnnl_memory_t *out) {
+    const otl_tinfo *w = &t[n->in[1]];
+    const int64_t g = n->attrs.group;
+    dnnl_dims_t wd5 = {g, w->dims[0] / g, w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_dims_t wd4 = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_memory_desc_t plain;
+    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 5, wd5, dnnl_f32, dnnl_goihw), "memory desc");
+    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 4, wd4, dnnl_f32, dnnl_oihw), "memory desc");
+    dnnl_memory_t src;
+    DNNL_TRY(dnnl_memory_create(&src, &plain, eng, (void *)w->data), "memory");
+    DNNL_TRY(dnnl_memory_create(out, want, eng, DNNL_MEMORY_ALLOCATE), "memory");
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t r = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&rpd, &plain, eng, want, eng, NULL);
+    if (s == dnnl_success) {
+        s = dnnl_primitive_create(&r, rpd);
+        dnnl_primitive_desc_destroy(rpd);
+    }
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, *out}};
+        s = dnnl_primitive_execute(r, st, 2, args);
+        if (s == dnnl_success) s = dnnl_stream_wait(st);
+    }
+    if (r) dnnl_primitive_destroy(r);
+    dnnl_memory_destroy(src);
+    return s == dnnl_success ? NULL : dnnl_failed(s, "weight reorder");
+}
+
+static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t) {
+    dnnl_primitive_desc_t pd;
+    OTL_TRY(make_primitive_desc(eng, n, t, &pd));
+    onnxtl_status *st = NULL;
+    dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
+    if (s != dnnl_success) st = dnnl_failed(s, "convolution primitive");
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if (!st) st = reorder_weights(eng, c->stream, n, t, wmd, &c->weights);
+    if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
+    if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
+    if (!st && n->n_in > 2 && n->in[2] >= 0) {
+        const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+        if ((s = dnnl_memory_create(&c->bias, bmd, eng, (void *)t[n->in[2]].data))) st = dnnl_failed(s, "memory");
+    }
+    dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
+                                    const otl_tinfo *t, otl_dnnl_conv **out) {
+    otl_dnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return otl_nomem();
+    c->stream = stream;
+    onnxtl_status *st = build(c, eng, n, t);
+    if (st) {
+        otl_dnnl_conv_release(c);
+        return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const float *src, const float *skip, size_t bytes, float *dst) {
+    if (skip && skip != dst) memcpy(dst, skip, bytes);
+    DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
+    DNNL_TRY(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->weights}, {DNNL_ARG_DST, c->dst},
+                               {DNNL_ARG_BIAS, c->bias}};
+    DNNL_TRY(dnnl_primitive_execute(c->conv, c->stream, c->bias ? 4 : 3, args), "convolution");
+    DNNL_TRY(dnnl_stream_wait(c->stream), "stream wait");
+    return NULL;
+}
+
+void otl_dnnl_conv_release(otl_dnnl_conv *c) {
+    if (!c) return;
+    if (c->conv) dnnl_primitive_destroy(c->conv);
+    if (c->src) dnnl_memory_destroy(c->src);
+    if (c->weights) dnnl_memory_destroy(c->weights);
+    if (c->bias) dnnl_memory_destroy(c->bias);
+    if (c->dst) dnnl_memory_destroy(c->dst);
+    free(c);
+}

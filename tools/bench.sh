@@ -1,0 +1,43 @@
+#!/bin/bash
+# make bench: onnxtl against its peers, measured side by side in one run.
+#   BENCH_IMAGES  photos to use from ../shared/data/dogscats (default: all 2500)
+#   BENCH_THREADS threads for every contender (default: all cores)
+set -eu
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+THREADS=${BENCH_THREADS:-$(nproc)}
+IMAGES=${BENCH_IMAGES:-2500}
+BATCH=16
+SHARED=${ONNXTL_SHARED:-../shared/data}/dogscats
+[ -d "$SHARED" ] || { echo "bench: $SHARED is missing (the photos live in ../shared)"; exit 1; }
+tools/install_ort.sh
+MODEL=build/models/resnet50_op17_fold.onnx
+[ -f "$MODEL" ] || $PY tools/export_torchvision.py --arch resnet50 --opset 17 --out build/models >/dev/null
+
+DATA=build/bench/data
+rm -rf build/bench && mkdir -p "$DATA"
+per=$(( (IMAGES + 3) / 4 ))
+for split in train test; do for cls in cat dog; do
+    mkdir -p "$DATA/$split/$cls"
+    ls "$SHARED/$split/$cls" | sort | head -n "$per" | while read -r f; do
+        ln -s "$(realpath "$SHARED/$split/$cls/$f")" "$DATA/$split/$cls/$f"; done
+done; done
+n=$(find -L "$DATA" -name '*.jpg' | wc -l)
+CUT=$(build/onnxtl info "$MODEL" | sed -n "s/^head input (cached by extract): '\([^']*\)'.*/\1/p")
+
+echo "== ResNet50, $n Dogs-vs-Cats photos, batch $BATCH, $THREADS threads (CPU: $(lscpu | sed -n 's/^Model name: *//p'))"
+backbone=$(build/bench_backbone "$MODEL" "$BATCH" 10 "$THREADS" "$CUT")
+start=$(date +%s.%N)
+build/onnxtl extract "$MODEL" "$DATA" -o build/bench/features.bin --batch "$BATCH" --threads "$THREADS" --quiet
+e2e=$($PY -c "import sys; print(f'{$n / ($(date +%s.%N) - $start):.1f}')")
+read -r _ _ _ torch_ips < <($PY tools/bench_pipelines.py torch "$DATA" resnet50 "$MODEL" "$THREADS" "$BATCH")
+read -r _ _ _ ort_ips < <($PY tools/bench_pipelines.py ort "$DATA" resnet50 "$MODEL" "$THREADS" "$BATCH")
+$PY - "$backbone" "$e2e" "$torch_ips" "$ort_ips" <<'PYEOF'
+import sys
+backbone, e2e, torch_ips, ort_ips = map(float, sys.argv[1:])
+print(f"{'pipeline':58s} {'img/s':>8s}")
+print(f"{'onnxtl backbone only (no decoding), to the head input':58s} {backbone:8.1f}")
+print(f"{'onnxtl extract: JPEG files to features file, end to end':58s} {e2e:8.1f}   {e2e / backbone:.2f}x backbone-only")
+print(f"{'PyTorch 1.13: ImageFolder + DataLoader + torch model':58s} {torch_ips:8.1f}   onnxtl is {e2e / torch_ips:.2f}x")
+print(f"{'PIL transforms + ONNX Runtime 1.30 CPU':58s} {ort_ips:8.1f}   onnxtl is {e2e / ort_ips:.2f}x")
+PYEOF
