@@ -1,51 +1,43 @@
-/* The extraction pipeline: decoder threads fill a bounded ring of batch
- * slots while the calling thread runs the backbone on them in order and
- * appends the rows.  Memory stays at a few batches whatever the data size. */
+/* The extraction pipeline: batches from src/batches.c run through the
+ * backbone up to the cut, and their rows go to the features file. */
 #include "extract.h"
 
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "batches.h"
 #include "hash.h"
+#include "image_model.h"
 #include "model.h"
 #include "plan.h"
 #include "progress.h"
 #include "status.h"
 
-/* What the backbone needs to know about the model and the cut. */
+/* The model, the cut and what is known of them. */
 typedef struct {
     onnxtl_model *model;
     onnxtl_session *session;
-    const char *input_name, *cut_name;
+    otl_image_input input;
+    const char *cut_name;
     int cut;
     uint32_t dim;
-    int in_h, in_w;
     char head[256];
 } backbone;
 
+/* What the batch callback needs. */
 typedef struct {
-    float *pixels;   /* batch x 3 x h x w */
-    char **errors;   /* per image: NULL, or why it was skipped */
-    size_t ready_batch; /* SIZE_MAX while empty or being filled */
-} slot;
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    size_t next_batch, consumed, n_batches;
-    bool stop;
     const otl_extract_options *o;
+    backbone *bb;
     const otl_dataset *ds;
-    const size_t *todo; /* sample indices left to extract, in order */
-    size_t n_todo;
-    size_t image_floats;
-    int n_slots;
-    slot *slots;
-} pipeline;
+    const size_t *todo; /* sample index per pipeline image */
+    otl_features_writer *w;
+    otl_row_tag *tags;
+    otl_progress prog;
+    otl_extract_result *r;
+} extraction;
 
 static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
     *cut = name ? otl_graph_find(g, name) : otl_graph_head_input(g);
@@ -55,26 +47,14 @@ static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
                      "name the feature tensor with --cut", g->path);
 }
 
-/* Checks the model takes one N x 3 x H x W float image and sizes the cut. */
+/* Finds the cut and its width by planning batch 1 up to it. */
 static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *o) {
     const otl_graph *g = onnxtl_model_graph(b->model);
-    if (g->n_inputs != 1) return otl_error(ONNXTL_ERR_ARG, "%s: extract needs a model with one image input, this one has %d", g->path, g->n_inputs);
-    const otl_value *in = &g->values[g->inputs[0]];
-    if (in->rank != 4 || in->dtype != ONNXTL_FLOAT || (in->dims[1] >= 0 && in->dims[1] != 3))
-        return otl_error(ONNXTL_ERR_ARG, "%s: input '%s' is not an N x 3 x H x W float32 image", g->path, in->name);
-    int h, w;
-    if (!otl_preprocess_fixed_size(&o->pre, &h, &w))
-        return otl_error(ONNXTL_ERR_ARG, "images of different sizes cannot be batched: give --crop or --resize HxW");
-    if ((in->dims[2] >= 0 && in->dims[2] != h) || (in->dims[3] >= 0 && in->dims[3] != w))
-        return otl_error(ONNXTL_ERR_ARG, "%s: the model takes %lldx%lld images but preprocessing gives %dx%d; adjust --resize/--crop",
-                         g->path, (long long)in->dims[2], (long long)in->dims[3], h, w);
-    b->in_h = h;
-    b->in_w = w;
-    b->input_name = in->name;
+    OTL_TRY(otl_image_model_input(b->model, &o->pre, &b->input));
     OTL_TRY(find_cut(g, o->cut, &b->cut));
     b->cut_name = g->values[b->cut].name;
     otl_graph_head_shape(g, b->cut, b->head, sizeof b->head);
-    otl_tinfo shape = {.dtype = ONNXTL_FLOAT, .rank = 4, .dims = {1, 3, h, w}};
+    otl_tinfo shape = {.dtype = ONNXTL_FLOAT, .rank = 4, .dims = {1, 3, b->input.height, b->input.width}};
     otl_plan *p;
     OTL_TRY(otl_error_wrap(otl_plan_build(g, &shape, &b->cut, 1, otl_cpu_eval, NULL, &p), "%s", g->path));
     int64_t count = otl_tinfo_count(&p->t[b->cut]);
@@ -98,164 +78,49 @@ static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b
     return otl_features_meta_text(&m, text, len);
 }
 
-/* Decodes one batch into its slot; bad images keep a message instead. */
-static void fill_slot(pipeline *pl, otl_jpeg_decoder *dec, size_t b, slot *s) {
-    size_t first = b * (size_t)pl->o->batch;
-    for (size_t i = 0; i < (size_t)pl->o->batch && first + i < pl->n_todo; i++) {
-        const otl_sample *smp = &pl->ds->samples[pl->todo[first + i]];
-        char path[8300];
-        snprintf(path, sizeof path, "%s/%s", pl->ds->root, smp->path);
-        otl_image img;
-        onnxtl_status *st = otl_jpeg_load(dec, path, &img);
-        if (!st) st = otl_preprocess_image(&pl->o->pre, &img, s->pixels + i * pl->image_floats);
-        otl_image_free(&img);
-        s->errors[i] = NULL;
-        if (st) {
-            s->errors[i] = strdup(onnxtl_status_message(st));
-            if (!s->errors[i]) s->errors[i] = strdup("out of memory");
-            onnxtl_status_release(st);
+static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
+    extraction *x = ctx;
+    for (size_t i = 0; i < b->n_bad; i++) fprintf(stderr, "onnxtl: warning: skipped %s\n", b->why[i]);
+    x->r->skipped += b->n_bad;
+    if (x->o->strict && b->n_bad)
+        return otl_error(ONNXTL_ERR_FORMAT, "stopping at a bad image (--strict): %s; the rows so far are kept for a resume",
+                         b->why[0]);
+    if (b->good) {
+        onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
+                            .dims = {(int64_t)b->count, 3, x->bb->input.height, x->bb->input.width}, .data = b->pixels};
+        onnxtl_tensor out = {.name = x->bb->cut_name};
+        OTL_TRY(onnxtl_session_run(x->bb->session, &in, 1, &out, 1));
+        for (size_t i = 0; i < b->good; i++) {
+            const otl_sample *s = &x->ds->samples[x->todo[b->index[i]]];
+            x->tags[i] = (otl_row_tag){(uint32_t)x->todo[b->index[i]], s->label, (uint8_t)s->split};
         }
+        OTL_TRY(otl_features_writer_append(x->w, out.data, x->tags, b->good));
     }
-}
-
-static void *decoder_main(void *arg) {
-    pipeline *pl = arg;
-    otl_jpeg_decoder *dec = NULL;
-    onnxtl_status *st = otl_jpeg_decoder_create(&dec);
-    for (;;) {
-        pthread_mutex_lock(&pl->mu);
-        while (!pl->stop && pl->next_batch < pl->n_batches && pl->next_batch >= pl->consumed + (size_t)pl->n_slots)
-            pthread_cond_wait(&pl->cv, &pl->mu);
-        if (pl->stop || pl->next_batch >= pl->n_batches || st) {
-            pthread_mutex_unlock(&pl->mu);
-            break;
-        }
-        size_t b = pl->next_batch++;
-        pthread_mutex_unlock(&pl->mu);
-        slot *s = &pl->slots[b % (size_t)pl->n_slots];
-        fill_slot(pl, dec, b, s);
-        pthread_mutex_lock(&pl->mu);
-        s->ready_batch = b;
-        pthread_cond_broadcast(&pl->cv);
-        pthread_mutex_unlock(&pl->mu);
-    }
-    otl_jpeg_decoder_release(dec);
-    onnxtl_status_release(st);
+    otl_progress_update(&x->prog, b->first + b->count);
     return NULL;
 }
 
-static slot *wait_for_batch(pipeline *pl, size_t b) {
-    slot *s = &pl->slots[b % (size_t)pl->n_slots];
-    pthread_mutex_lock(&pl->mu);
-    while (s->ready_batch != b) pthread_cond_wait(&pl->cv, &pl->mu);
-    pthread_mutex_unlock(&pl->mu);
-    return s;
-}
-
-static void release_batch(pipeline *pl, size_t b) {
-    pthread_mutex_lock(&pl->mu);
-    pl->slots[b % (size_t)pl->n_slots].ready_batch = SIZE_MAX;
-    pl->consumed = b + 1;
-    pthread_cond_broadcast(&pl->cv);
-    pthread_mutex_unlock(&pl->mu);
-}
-
-/* Moves the good images of a slot to its front, zeroing the padding, and tags them. */
-static size_t compact_slot(pipeline *pl, slot *s, size_t b, size_t count, otl_row_tag *tags, size_t *skipped) {
-    size_t good = 0, first = b * (size_t)pl->o->batch;
-    for (size_t i = 0; i < count; i++) {
-        size_t sample = pl->todo[first + i];
-        if (s->errors[i]) {
-            fprintf(stderr, "onnxtl: warning: skipped %s\n", s->errors[i]);
-            free(s->errors[i]);
-            s->errors[i] = NULL;
-            (*skipped)++;
-            continue;
-        }
-        if (good != i)
-            memmove(s->pixels + good * pl->image_floats, s->pixels + i * pl->image_floats, pl->image_floats * sizeof(float));
-        const otl_sample *smp = &pl->ds->samples[sample];
-        tags[good++] = (otl_row_tag){(uint32_t)sample, smp->label, (uint8_t)smp->split};
+/* Runs the pipeline over the samples left to extract. */
+static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n_todo) {
+    char **paths = calloc(n_todo + 1, sizeof *paths);
+    x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
+    onnxtl_status *st = paths && x->tags ? NULL : otl_nomem();
+    for (size_t i = 0; !st && i < n_todo; i++) {
+        size_t len = strlen(x->ds->root) + strlen(x->ds->samples[todo[i]].path) + 2;
+        if (!(paths[i] = malloc(len))) st = otl_nomem();
+        else snprintf(paths[i], len, "%s/%s", x->ds->root, x->ds->samples[todo[i]].path);
     }
-    return good;
-}
-
-static onnxtl_status *run_batch(backbone *bb, pipeline *pl, slot *s, size_t good, size_t count, float **feats) {
-    /* A batch with skipped images is padded to its usual size so that at most
-     * two plans (full and last batch) ever exist. */
-    size_t run_n = count;
-    if (good < count) memset(s->pixels + good * pl->image_floats, 0, (count - good) * pl->image_floats * sizeof(float));
-    onnxtl_tensor in = {.name = bb->input_name, .dtype = ONNXTL_FLOAT, .rank = 4,
-                        .dims = {(int64_t)run_n, 3, bb->in_h, bb->in_w}, .data = s->pixels};
-    onnxtl_tensor out = {.name = bb->cut_name};
-    OTL_TRY(onnxtl_session_run(bb->session, &in, 1, &out, 1));
-    *feats = out.data;
-    return NULL;
-}
-
-static onnxtl_status *consume(backbone *bb, pipeline *pl, otl_features_writer *w, otl_extract_result *r) {
-    otl_row_tag *tags = calloc((size_t)pl->o->batch, sizeof *tags);
-    if (!tags) return otl_nomem();
-    otl_progress prog;
-    otl_progress_start(&prog, "extract", "img", pl->n_todo, pl->o->quiet);
-    onnxtl_status *st = NULL;
-    for (size_t b = 0; b < pl->n_batches && !st; b++) {
-        slot *s = wait_for_batch(pl, b);
-        size_t first = b * (size_t)pl->o->batch;
-        size_t count = pl->n_todo - first < (size_t)pl->o->batch ? pl->n_todo - first : (size_t)pl->o->batch;
-        size_t skipped_before = r->skipped;
-        size_t good = compact_slot(pl, s, b, count, tags, &r->skipped);
-        if (pl->o->strict && r->skipped > skipped_before)
-            st = otl_error(ONNXTL_ERR_FORMAT, "stopping at a bad image (--strict); the rows so far are kept for a resume");
-        float *feats = NULL;
-        if (!st && good) st = run_batch(bb, pl, s, good, count, &feats);
-        if (!st && good) st = otl_features_writer_append(w, feats, tags, good);
-        release_batch(pl, b);
-        otl_progress_update(&prog, first + count);
-    }
-    if (!st) otl_progress_end(&prog);
-    else if (!pl->o->quiet && prog.tty) fputc('\n', stderr);
-    r->seconds = otl_now() - prog.start;
-    r->images_per_second = r->seconds > 0 ? (double)pl->n_todo / r->seconds : 0;
-    free(tags);
-    return st;
-}
-
-static onnxtl_status *run_pipeline(backbone *bb, pipeline *pl, otl_features_writer *w, otl_extract_result *r) {
-    const otl_extract_options *o = pl->o;
-    pl->n_batches = (pl->n_todo + (size_t)o->batch - 1) / (size_t)o->batch;
-    pl->n_slots = 2 * o->decoders + 1;
-    pl->image_floats = (size_t)3 * (size_t)bb->in_h * (size_t)bb->in_w;
-    pl->slots = calloc((size_t)pl->n_slots, sizeof *pl->slots);
-    if (!pl->slots) return otl_nomem();
-    onnxtl_status *st = NULL;
-    for (int i = 0; i < pl->n_slots && !st; i++) {
-        pl->slots[i].ready_batch = SIZE_MAX;
-        pl->slots[i].pixels = malloc(sizeof(float) * pl->image_floats * (size_t)o->batch);
-        pl->slots[i].errors = calloc((size_t)o->batch, sizeof(char *));
-        if (!pl->slots[i].pixels || !pl->slots[i].errors) st = otl_nomem();
-    }
-    pthread_t *threads = calloc((size_t)(unsigned)o->decoders, sizeof *threads);
-    int started = 0;
-    if (!threads) st = otl_nomem();
-    for (; !st && started < o->decoders; started++)
-        if (pthread_create(&threads[started], NULL, decoder_main, pl)) {
-            st = otl_error(ONNXTL_ERR_RUNTIME, "cannot start decoder threads");
-            break;
-        }
-    if (!st) st = consume(bb, pl, w, r);
-    pthread_mutex_lock(&pl->mu);
-    pl->stop = true;
-    pthread_cond_broadcast(&pl->cv);
-    pthread_mutex_unlock(&pl->mu);
-    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
-    free(threads);
-    for (int i = 0; i < pl->n_slots; i++) {
-        free(pl->slots[i].pixels);
-        for (int k = 0; pl->slots[i].errors && k < o->batch; k++) free(pl->slots[i].errors[k]);
-        free(pl->slots[i].errors);
-    }
-    free(pl->slots);
+    otl_batch_source src = {(const char *const *)paths, n_todo, &x->o->pre, x->bb->input.height, x->bb->input.width,
+                            x->o->batch, x->o->decoders};
+    x->todo = todo;
+    otl_progress_start(&x->prog, "extract", "img", n_todo, x->o->quiet);
+    if (!st) st = otl_batches_run(&src, on_batch, x);
+    if (!st) otl_progress_end(&x->prog);
+    x->r->seconds = otl_now() - x->prog.start;
+    x->r->images_per_second = x->r->seconds > 0 ? (double)n_todo / x->r->seconds : 0;
+    for (size_t i = 0; paths && i < n_todo; i++) free(paths[i]);
+    free(paths);
+    free(x->tags);
     return st;
 }
 
@@ -282,10 +147,9 @@ static onnxtl_status *check_existing(const char *out_path, const char *meta, siz
     otl_features *old;
     onnxtl_status *st = otl_features_open(out_path, &old);
     if (!st) {
-        const otl_features_meta *m = otl_features_meta_of(old);
         char *text;
         size_t len;
-        st = otl_features_meta_text(m, &text, &len);
+        st = otl_features_meta_text(otl_features_meta_of(old), &text, &len);
         if (!st) *done = len == meta_len && !memcmp(text, meta, len);
         if (!st) free(text);
         otl_features_close(old);
@@ -315,22 +179,18 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     uint64_t resumed = 0;
     onnxtl_status *st = build_meta(o, bb, ds, &meta, &meta_len);
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
-    if (!st && !r->already_complete) st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, o->restart, &w, &start, &resumed);
-    if (!st && !r->already_complete) st = select_todo(o, ds, start, &todo, &n_todo, &total);
     if (!st && !r->already_complete) {
+        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, o->restart, &w, &start, &resumed);
+        if (!st) st = select_todo(o, ds, start, &todo, &n_todo, &total);
         r->images = total;
         r->resumed = (size_t)resumed;
         r->ignored = ds->ignored;
-        announce(o, ds, bb, total, r->resumed);
+        if (!st) announce(o, ds, bb, total, r->resumed);
         onnxtl_options so = {.threads = o->threads};
-        st = onnxtl_session_create(bb->model, &so, &bb->session);
-        pipeline pl = {.o = o, .ds = ds, .todo = todo, .n_todo = n_todo};
-        pthread_mutex_init(&pl.mu, NULL);
-        pthread_cond_init(&pl.cv, NULL);
-        if (!st) st = run_pipeline(bb, &pl, w, r);
-        pthread_mutex_destroy(&pl.mu);
-        pthread_cond_destroy(&pl.cv);
-        if (!st && r->skipped == r->images - r->resumed && !r->resumed)
+        if (!st) st = onnxtl_session_create(bb->model, &so, &bb->session);
+        extraction x = {.o = o, .bb = bb, .ds = ds, .w = w, .r = r};
+        if (!st) st = run_extraction(&x, todo, n_todo);
+        if (!st && r->skipped == r->images && !r->resumed)
             st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu images could be read; no features file written",
                            ds->root, r->images);
         if (!st) st = otl_features_writer_finish(w);

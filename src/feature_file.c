@@ -19,7 +19,7 @@
 static const char magic[8] = {'O', 'T', 'L', 'F', 'E', 'A', 'T', '1'};
 enum { FLAG_COMPLETE = 1, HEADER_BYTES = 128, ROW_TRAILER = 16 };
 
-/* Fixed little-endian header at offset 0 (see doc/features-format.md). */
+/* Fixed little-endian header at offset 0 (the README documents the format). */
 typedef struct {
     char magic[8];
     uint32_t version;

@@ -1,5 +1,5 @@
 /* The features file: cached backbone outputs, one row per image.  The format
- * is documented in doc/features-format.md.  Writing goes to FILE.partial and
+ * is documented in the README ("The features file").  Writing goes to FILE.partial and
  * ends with an atomic rename, so FILE is either absent or complete; an
  * interrupted extraction resumes from the partial file's last valid row. */
 #ifndef OTL_FEATURE_FILE_H

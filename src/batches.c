@@ -1,0 +1,186 @@
+#include "batches.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "status.h"
+
+typedef struct {
+    float *pixels;
+    char **errors;     /* per image: NULL, or why it was skipped */
+    size_t *index, *bad;
+    size_t ready_batch; /* SIZE_MAX while empty or being filled */
+} slot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t next_batch, consumed, n_batches;
+    bool stop;
+    const otl_batch_source *src;
+    size_t image_floats;
+    int n_slots;
+    slot *slots;
+} pipeline;
+
+static size_t batch_count(const pipeline *pl, size_t b) {
+    size_t first = b * (size_t)pl->src->batch, left = pl->src->n - first;
+    return left < (size_t)pl->src->batch ? left : (size_t)pl->src->batch;
+}
+
+static void fill_slot(pipeline *pl, otl_jpeg_decoder *dec, size_t b, slot *s) {
+    size_t first = b * (size_t)pl->src->batch;
+    for (size_t i = 0; i < batch_count(pl, b); i++) {
+        otl_image img;
+        onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[first + i], &img);
+        if (!st) st = otl_preprocess_image(pl->src->pre, &img, s->pixels + i * pl->image_floats);
+        otl_image_free(&img);
+        s->errors[i] = NULL;
+        if (st) {
+            s->errors[i] = strdup(onnxtl_status_message(st));
+            if (!s->errors[i]) s->errors[i] = strdup("out of memory");
+            onnxtl_status_release(st);
+        }
+    }
+}
+
+static void *decoder_main(void *arg) {
+    pipeline *pl = arg;
+    otl_jpeg_decoder *dec = NULL;
+    onnxtl_status *st = otl_jpeg_decoder_create(&dec);
+    for (;;) {
+        pthread_mutex_lock(&pl->mu);
+        while (!pl->stop && pl->next_batch < pl->n_batches && pl->next_batch >= pl->consumed + (size_t)pl->n_slots)
+            pthread_cond_wait(&pl->cv, &pl->mu);
+        if (pl->stop || pl->next_batch >= pl->n_batches || st) {
+            pthread_mutex_unlock(&pl->mu);
+            break;
+        }
+        size_t b = pl->next_batch++;
+        pthread_mutex_unlock(&pl->mu);
+        slot *s = &pl->slots[b % (size_t)pl->n_slots];
+        fill_slot(pl, dec, b, s);
+        pthread_mutex_lock(&pl->mu);
+        s->ready_batch = b;
+        pthread_cond_broadcast(&pl->cv);
+        pthread_mutex_unlock(&pl->mu);
+    }
+    otl_jpeg_decoder_release(dec);
+    onnxtl_status_release(st);
+    return NULL;
+}
+
+static slot *wait_for_batch(pipeline *pl, size_t b) {
+    slot *s = &pl->slots[b % (size_t)pl->n_slots];
+    pthread_mutex_lock(&pl->mu);
+    while (s->ready_batch != b) pthread_cond_wait(&pl->cv, &pl->mu);
+    pthread_mutex_unlock(&pl->mu);
+    return s;
+}
+
+static void release_batch(pipeline *pl, size_t b) {
+    pthread_mutex_lock(&pl->mu);
+    pl->slots[b % (size_t)pl->n_slots].ready_batch = SIZE_MAX;
+    pl->consumed = b + 1;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+/* Moves the readable images to the front and zeroes the rest, so a batch with
+ * skipped images still runs at its usual size (no extra plans). */
+static otl_batch compact(pipeline *pl, slot *s, size_t b) {
+    otl_batch out = {.first = b * (size_t)pl->src->batch, .count = batch_count(pl, b), .pixels = s->pixels,
+                     .index = s->index, .bad = s->bad, .why = s->errors};
+    size_t n_bad = 0;
+    for (size_t i = 0; i < out.count; i++) {
+        if (s->errors[i]) {
+            s->bad[n_bad] = out.first + i;
+            s->errors[n_bad++] = s->errors[i];
+            if (n_bad - 1 != i) s->errors[i] = NULL;
+            continue;
+        }
+        if (out.good != i)
+            memmove(s->pixels + out.good * pl->image_floats, s->pixels + i * pl->image_floats,
+                    pl->image_floats * sizeof(float));
+        s->index[out.good++] = out.first + i;
+    }
+    out.n_bad = n_bad;
+    memset(s->pixels + out.good * pl->image_floats, 0, (out.count - out.good) * pl->image_floats * sizeof(float));
+    return out;
+}
+
+static void clear_errors(slot *s, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        free(s->errors[i]);
+        s->errors[i] = NULL;
+    }
+}
+
+static onnxtl_status *consume(pipeline *pl, otl_batch_fn fn, void *ctx) {
+    onnxtl_status *st = NULL;
+    for (size_t b = 0; b < pl->n_batches && !st; b++) {
+        slot *s = wait_for_batch(pl, b);
+        otl_batch batch = compact(pl, s, b);
+        st = fn(ctx, &batch);
+        clear_errors(s, batch.count);
+        release_batch(pl, b);
+    }
+    return st;
+}
+
+static onnxtl_status *alloc_slots(pipeline *pl) {
+    const size_t per = (size_t)pl->src->batch;
+    if (!(pl->slots = calloc((size_t)pl->n_slots, sizeof *pl->slots))) return otl_nomem();
+    for (int i = 0; i < pl->n_slots; i++) {
+        slot *s = &pl->slots[i];
+        s->ready_batch = SIZE_MAX;
+        s->pixels = malloc(sizeof(float) * pl->image_floats * per);
+        s->errors = calloc(per, sizeof *s->errors);
+        s->index = calloc(per, sizeof *s->index);
+        s->bad = calloc(per, sizeof *s->bad);
+        if (!s->pixels || !s->errors || !s->index || !s->bad) return otl_nomem();
+    }
+    return NULL;
+}
+
+static void free_slots(pipeline *pl) {
+    for (int i = 0; pl->slots && i < pl->n_slots; i++) {
+        if (pl->slots[i].errors) clear_errors(&pl->slots[i], (size_t)pl->src->batch);
+        free(pl->slots[i].pixels);
+        free(pl->slots[i].errors);
+        free(pl->slots[i].index);
+        free(pl->slots[i].bad);
+    }
+    free(pl->slots);
+}
+
+onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *ctx) {
+    if (src->batch < 1 || src->decoders < 1) return otl_error(ONNXTL_ERR_ARG, "batch and decoders must be positive");
+    pipeline pl = {.src = src, .n_slots = 2 * src->decoders + 1,
+                   .n_batches = (src->n + (size_t)src->batch - 1) / (size_t)src->batch,
+                   .image_floats = (size_t)3 * (size_t)src->height * (size_t)src->width};
+    pthread_mutex_init(&pl.mu, NULL);
+    pthread_cond_init(&pl.cv, NULL);
+    onnxtl_status *st = alloc_slots(&pl);
+    pthread_t *threads = calloc((size_t)(unsigned)src->decoders, sizeof *threads);
+    int started = 0;
+    if (!st && !threads) st = otl_nomem();
+    for (; !st && started < src->decoders; started++)
+        if (pthread_create(&threads[started], NULL, decoder_main, &pl)) {
+            st = otl_error(ONNXTL_ERR_RUNTIME, "cannot start decoder threads");
+            break;
+        }
+    if (!st) st = consume(&pl, fn, ctx);
+    pthread_mutex_lock(&pl.mu);
+    pl.stop = true;
+    pthread_cond_broadcast(&pl.cv);
+    pthread_mutex_unlock(&pl.mu);
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    free(threads);
+    free_slots(&pl);
+    pthread_mutex_destroy(&pl.mu);
+    pthread_cond_destroy(&pl.cv);
+    return st;
+}
