@@ -92,6 +92,12 @@ void otl_graph_free(otl_graph *g) {
     free(g->dir);
     free(g->producer_name);
     free(g->producer_version);
+    for (int i = 0; i < g->n_meta; i++) {
+        free(g->meta_keys[i]);
+        free(g->meta_values[i]);
+    }
+    free(g->meta_keys);
+    free(g->meta_values);
     free(g);
 }
 
@@ -140,4 +146,10 @@ void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n) {
         if (k < 0 || (size_t)k >= n - used) break;
         used += (size_t)k;
     }
+}
+
+const char *otl_graph_meta(const otl_graph *g, const char *key) {
+    for (int i = 0; i < g->n_meta; i++)
+        if (!strcmp(g->meta_keys[i], key)) return g->meta_values[i];
+    return NULL;
 }

@@ -85,6 +85,8 @@ typedef struct {
     int64_t ir_version;
     int opset;         /* default-domain opset */
     char *producer_name, *producer_version;
+    char **meta_keys, **meta_values; /* metadata_props */
+    int n_meta;
 
     otl_value *values;
     int n_values, cap_values;
@@ -123,6 +125,9 @@ int otl_graph_head_input(const otl_graph *g);
 /* The shapes (in x out) of the Gemm/MatMul layers after the value cut, e.g.
  * "2048x1000" or "25088x4096,4096x4096,4096x1000"; empty if none. */
 void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n);
+
+/* A metadata_props value, or NULL. */
+const char *otl_graph_meta(const otl_graph *g, const char *key);
 
 /* Parameter count and bytes over all constants. */
 void otl_graph_param_stats(const otl_graph *g, int64_t *count, size_t *bytes);

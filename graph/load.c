@@ -19,6 +19,20 @@ static int default_opset(const Onnx__ModelProto *m) {
     return -1;
 }
 
+static onnxtl_status *copy_metadata(otl_graph *g, const Onnx__ModelProto *m) {
+    g->meta_keys = calloc(m->n_metadata_props + 1, sizeof *g->meta_keys);
+    g->meta_values = calloc(m->n_metadata_props + 1, sizeof *g->meta_values);
+    if (!g->meta_keys || !g->meta_values) return otl_nomem();
+    for (size_t i = 0; i < m->n_metadata_props; i++) {
+        const Onnx__StringStringEntryProto *e = m->metadata_props[i];
+        g->meta_keys[g->n_meta] = strdup(e->key ? e->key : "");
+        g->meta_values[g->n_meta] = strdup(e->value ? e->value : "");
+        g->n_meta++;
+        if (!g->meta_keys[g->n_meta - 1] || !g->meta_values[g->n_meta - 1]) return otl_nomem();
+    }
+    return NULL;
+}
+
 static onnxtl_status *init_header(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
     char *tmp = strdup(path);
     if (!tmp) return otl_nomem();
@@ -28,6 +42,7 @@ static onnxtl_status *init_header(otl_graph *g, const char *path, const Onnx__Mo
     g->producer_name = strdup(m->producer_name ? m->producer_name : "");
     g->producer_version = strdup(m->producer_version ? m->producer_version : "");
     if (!g->path || !g->dir || !g->producer_name || !g->producer_version) return otl_nomem();
+    OTL_TRY(copy_metadata(g, m));
     g->ir_version = m->ir_version;
     g->opset = default_opset(m);
     if (g->opset < 0)
@@ -301,6 +316,8 @@ static onnxtl_status *load_outputs(otl_graph *g, const Onnx__GraphProto *gp) {
         int idx = otl_graph_find(g, name);
         if (idx < 0)
             return otl_error(ONNXTL_ERR_MODEL, "graph output '%s' is not produced by any node", name);
+        otl_value *v = &g->values[idx];
+        if (!v->data && gp->output[i]->type) OTL_TRY(declare_type(v, gp->output[i]->type)); /* as declared, for callers */
         g->outputs[g->n_outputs++] = idx;
     }
     return NULL;

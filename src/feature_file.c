@@ -77,23 +77,15 @@ static onnxtl_status *appendf(text_buf *t, const char *fmt, ...) {
     }
 }
 
-static void size_text(char *buf, size_t n, int h, int w) {
-    if (h) snprintf(buf, n, "%dx%d", h, w);
-    else snprintf(buf, n, "none");
-}
-
 onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len) {
     text_buf t = {0};
-    char resize[32], crop[32];
-    if (m->pre.resize_short) snprintf(resize, sizeof resize, "%d", m->pre.resize_short);
-    else size_text(resize, sizeof resize, m->pre.resize_h, m->pre.resize_w);
-    size_text(crop, sizeof crop, m->pre.crop_h, m->pre.crop_w);
-    const float *mu = m->pre.mean, *sd = m->pre.std;
+    otl_preprocess_text pt;
+    otl_preprocess_to_text(&m->pre, &pt);
     onnxtl_status *st = appendf(&t,
         "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=float32\ndim=%u\n"
-        "resize=%s\ncrop=%s\nmean=%.9g,%.9g,%.9g\nstd=%.9g,%.9g,%.9g\nshard=%d/%d\n",
-        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, resize, crop,
-        mu[0], mu[1], mu[2], sd[0], sd[1], sd[2], m->shard_k, m->shard_n);
+        "resize=%s\ncrop=%s\nmean=%s\nstd=%s\nshard=%d/%d\n",
+        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, pt.resize, pt.crop,
+        pt.mean, pt.std, m->shard_k, m->shard_n);
     for (int i = 0; !st && i < m->n_classes; i++) st = appendf(&t, "class=%s\n", m->classes[i]);
     for (size_t i = 0; !st && i < m->n_images; i++)
         st = appendf(&t, "image=%s\t%d\t%s\n", otl_split_names[m->images[i].split], m->images[i].label,

@@ -21,6 +21,9 @@ static const char usage_text[] =
     "                                  the features in a crash-safe, resumable features file\n"
     "  features FILE [--npy PREFIX]    describe a features file, or export it for NumPy\n"
     "  merge OUT IN...                 merge the shards of one extraction\n"
+    "  fit-head FEATURES               train a new classifier head, write model.onnx\n"
+    "  run MODEL IMAGE_OR_DIR...       classify JPEGs with a fine-tuned model\n"
+    "  eval MODEL DATA_DIR             accuracy, precision/recall and confusion matrix\n"
     "\n"
     "Run 'onnxtl COMMAND --help' for a command's options.\n";
 
@@ -65,6 +68,9 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "extract")) return cmd_extract(argc - 1, argv + 1);
     if (!strcmp(argv[1], "features")) return cmd_features(argc - 1, argv + 1);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "fit-head")) return cmd_fit_head(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "onnxtl: unknown command '%s'\n\n%s", argv[1], usage_text);
     return EXIT_USAGE;
 }

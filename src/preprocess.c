@@ -79,6 +79,19 @@ bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w) {
     return true;
 }
 
+static void size_text(char *buf, size_t n, int h, int w) {
+    if (h) snprintf(buf, n, "%dx%d", h, w);
+    else snprintf(buf, n, "none");
+}
+
+void otl_preprocess_to_text(const otl_preprocess *p, otl_preprocess_text *t) {
+    if (p->resize_short) snprintf(t->resize, sizeof t->resize, "%d", p->resize_short);
+    else size_text(t->resize, sizeof t->resize, p->resize_h, p->resize_w);
+    size_text(t->crop, sizeof t->crop, p->crop_h, p->crop_w);
+    snprintf(t->mean, sizeof t->mean, "%.9g,%.9g,%.9g", p->mean[0], p->mean[1], p->mean[2]);
+    snprintf(t->std, sizeof t->std, "%.9g,%.9g,%.9g", p->std[0], p->std[1], p->std[2]);
+}
+
 void otl_preprocess_describe(const otl_preprocess *p, char *buf, size_t n) {
     char resize[64], crop[64];
     if (p->resize_short) snprintf(resize, sizeof resize, "Resize(%d)", p->resize_short);

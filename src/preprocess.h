@@ -28,6 +28,12 @@ bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w);
 /* Writes 3 x out_h x out_w floats to chw. */
 onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw);
 
+/* The four CLI-form strings (resize, crop, mean, std) that otl_preprocess_parse reads back. */
+typedef struct {
+    char resize[32], crop[32], mean[64], std[64];
+} otl_preprocess_text;
+void otl_preprocess_to_text(const otl_preprocess *p, otl_preprocess_text *t);
+
 /* One line describing the transform, e.g. for file headers and summaries. */
 void otl_preprocess_describe(const otl_preprocess *p, char *buf, size_t n);
 

@@ -22,7 +22,8 @@ static void format_eta(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
 }
 
-static void draw(const otl_progress *p, double now) {
+static void draw(otl_progress *p, double now) {
+    p->shown = true;
     double elapsed = now - p->start, rate = elapsed > 0 ? (double)p->done / elapsed : 0;
     double frac = p->total ? (double)p->done / (double)p->total : 1;
     char eta[16];
@@ -51,7 +52,7 @@ void otl_progress_update(otl_progress *p, size_t done) {
 }
 
 void otl_progress_end(otl_progress *p) {
-    if (p->quiet) return;
+    if (p->quiet || (!p->tty && !p->shown)) return; /* short work needs no closing line */
     draw(p, otl_now());
     if (p->tty) fputc('\n', stderr);
 }

@@ -9,7 +9,7 @@
 typedef struct {
     const char *what, *unit;
     size_t total, done;
-    bool tty, quiet;
+    bool tty, quiet, shown;
     double start, last;
 } otl_progress;
 

@@ -1,0 +1,25 @@
+/* Writing models: the original backbone up to the cut plus a trained head,
+ * or the head alone.  Works on the original protobuf, so the backbone is kept
+ * exactly as its producer wrote it. */
+#ifndef OTL_EXPORT_H
+#define OTL_EXPORT_H
+
+#include "status.h"
+
+typedef struct {
+    int n_layers;               /* Gemm layers; Relu between them */
+    const int *dims;            /* in, hidden..., classes */
+    const float *const *w;      /* [out, in] per layer */
+    const float *const *b;      /* [out] per layer */
+    const char *const *meta_keys, *const *meta_values; /* metadata_props to set */
+    int n_meta;
+} otl_head_spec;
+
+/* backbone_path's graph pruned to what computes cut (of rank cut_rank at
+ * batch 1), then Flatten if needed, the head, and Softmax "probabilities". */
+onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int cut_rank, const otl_head_spec *h,
+                                const char *out_path);
+/* The head alone: input "features" [N, in], output "probabilities". */
+onnxtl_status *otl_export_head(const otl_head_spec *h, const char *out_path);
+
+#endif

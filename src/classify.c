@@ -1,0 +1,85 @@
+#include "classify.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "status.h"
+
+#define NUMBER_SLOT 24 /* room for a class number when the model names none */
+
+static onnxtl_status *read_classes(otl_classifier *c, const otl_graph *g, int64_t n_outputs) {
+    const char *text = otl_graph_meta(g, "onnxtl.classes");
+    if (!text) { /* not from fit-head: number the outputs */
+        if (!(c->class_text = calloc((size_t)n_outputs, NUMBER_SLOT))) return otl_nomem();
+        for (int64_t i = 0; i < n_outputs; i++) snprintf(c->class_text + NUMBER_SLOT * i, NUMBER_SLOT, "%lld", (long long)i);
+    } else if (!(c->class_text = strdup(text))) {
+        return otl_nomem();
+    }
+    c->classes = calloc((size_t)n_outputs + 1, sizeof *c->classes);
+    if (!c->classes) return otl_nomem();
+    char *p = c->class_text;
+    for (c->n_classes = 0; c->n_classes < n_outputs && p; c->n_classes++) {
+        c->classes[c->n_classes] = p;
+        p = text ? strchr(p, '\n') : p + NUMBER_SLOT;
+        if (text && p) *p++ = '\0';
+    }
+    if (c->n_classes != n_outputs || (text && p))
+        return otl_error(ONNXTL_ERR_MODEL, "%s: metadata names %s classes than the model outputs (%lld)", g->path,
+                         c->n_classes < n_outputs ? "fewer" : "more", (long long)n_outputs);
+    return NULL;
+}
+
+onnxtl_status *otl_classifier_open(const char *model_path, int threads, const char *resize, const char *crop,
+                                   const char *mean, const char *std, otl_classifier *c) {
+    memset(c, 0, sizeof *c);
+    OTL_TRY(onnxtl_model_load(model_path, &c->model));
+    const otl_graph *g = onnxtl_model_graph(c->model);
+    otl_preprocess_default(&c->pre);
+    OTL_TRY(otl_error_wrap(otl_preprocess_parse(&c->pre, otl_graph_meta(g, "onnxtl.resize"), otl_graph_meta(g, "onnxtl.crop"),
+                                                otl_graph_meta(g, "onnxtl.mean"), otl_graph_meta(g, "onnxtl.std")),
+                           "%s: preprocessing metadata", model_path));
+    OTL_TRY(otl_preprocess_parse(&c->pre, resize, crop, mean, std));
+    OTL_TRY(otl_image_model_input(c->model, &c->pre, &c->input));
+    const otl_value *out = &g->values[g->outputs[0]];
+    int64_t n_out = out->rank == 2 && out->dims[1] > 0 ? out->dims[1] : -1;
+    if (n_out < 1)
+        return otl_error(ONNXTL_ERR_MODEL, "%s: output '%s' is not N x classes (is it a model from fit-head?)", model_path, out->name);
+    OTL_TRY(read_classes(c, g, n_out));
+    onnxtl_options o = {.threads = threads};
+    return onnxtl_session_create(c->model, &o, &c->session);
+}
+
+void otl_classifier_close(otl_classifier *c) {
+    onnxtl_session_release(c->session);
+    onnxtl_model_release(c->model);
+    free(c->classes);
+    free(c->class_text);
+    memset(c, 0, sizeof *c);
+}
+
+typedef struct {
+    otl_classifier *c;
+    const otl_classify_sink *sink;
+} batch_ctx;
+
+static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
+    batch_ctx *x = ctx;
+    for (size_t i = 0; i < b->n_bad; i++) x->sink->on_error(x->sink->ctx, b->bad[i], b->why[i]);
+    if (!b->good) return NULL;
+    onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
+                        .dims = {(int64_t)b->count, 3, x->c->input.height, x->c->input.width}, .data = b->pixels};
+    onnxtl_tensor out = {.name = onnxtl_model_graph(x->c->model)->values[onnxtl_model_graph(x->c->model)->outputs[0]].name};
+    OTL_TRY(onnxtl_session_run(x->c->session, &in, 1, &out, 1));
+    for (size_t i = 0; i < b->good; i++)
+        x->sink->on_image(x->sink->ctx, b->index[i], (const float *)out.data + i * (size_t)x->c->n_classes);
+    return NULL;
+}
+
+onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, size_t n, int batch,
+                                  const otl_classify_sink *sink) {
+    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1};
+    batch_ctx x = {c, sink};
+    return n ? otl_batches_run(&src, on_batch, &x) : NULL;
+}

@@ -1,0 +1,185 @@
+/* onnxtl run: classify JPEG files with a fine-tuned model. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "classify.h"
+#include "cli.h"
+#include "status.h"
+
+static const char run_help[] =
+    "usage: onnxtl run MODEL IMAGE_OR_DIR... [options]\n"
+    "\n"
+    "Classifies JPEG files (folders are searched recursively) with a model from\n"
+    "fit-head, preprocessing them as extract did (read from the model's metadata).\n"
+    "Prints one line per image: path<TAB>class<TAB>probability.\n"
+    "\n"
+    "options:\n"
+    "  --top K          the K most likely classes per line (default 1)\n"
+    "  --json           one JSON object per line instead\n"
+    "  --batch N        images per run (default 16)\n"
+    "  --threads N      default: all cores\n"
+    "  --resize R --crop C --mean a,b,c --std a,b,c   override the model's preprocessing\n"
+    "\n"
+    "A bad image gets a message naming it; the others are still classified and\n"
+    "the exit status is 1.\n";
+
+typedef struct {
+    char **items;
+    size_t n, cap;
+} path_list;
+
+static onnxtl_status *add_path(path_list *l, const char *p) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **items = realloc(l->items, cap * sizeof *items);
+        if (!items) return otl_nomem();
+        l->items = items;
+        l->cap = cap;
+    }
+    return (l->items[l->n++] = strdup(p)) ? NULL : otl_nomem();
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static bool image_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return name[0] != '.' && dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+}
+
+/* Image files under dir, recursively, in sorted order. */
+static onnxtl_status *collect_dir(path_list *l, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder", dir);
+    path_list here = {0};
+    onnxtl_status *st = NULL;
+    for (struct dirent *e; !st && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char full[4096];
+        if (snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < (int)sizeof full) st = add_path(&here, full);
+    }
+    closedir(d);
+    if (here.n) qsort(here.items, here.n, sizeof(char *), cmp_str);
+    for (size_t i = 0; !st && i < here.n; i++) {
+        struct stat sb;
+        if (stat(here.items[i], &sb) == 0 && S_ISDIR(sb.st_mode)) st = collect_dir(l, here.items[i]);
+        else if (image_name(here.items[i])) st = add_path(l, here.items[i]);
+    }
+    for (size_t i = 0; i < here.n; i++) free(here.items[i]);
+    free(here.items);
+    return st;
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+typedef struct {
+    const otl_classifier *c;
+    char *const *paths;
+    int top;
+    bool json;
+    size_t errors;
+} run_ctx;
+
+static bool chosen(const int *order, int k, int j) {
+    for (int i = 0; i < k; i++)
+        if (order[i] == j) return true;
+    return false;
+}
+
+static void print_prediction(void *ctx, size_t index, const float *probs) {
+    run_ctx *r = ctx;
+    int order[64], n = r->c->n_classes < r->top ? r->c->n_classes : r->top;
+    for (int k = 0; k < n; k++) { /* top-k by selection: k <= 64 */
+        int best = -1;
+        for (int j = 0; j < r->c->n_classes; j++)
+            if (!chosen(order, k, j) && (best < 0 || probs[j] > probs[best])) best = j;
+        order[k] = best;
+    }
+    if (r->json) {
+        printf("{\"path\": ");
+        json_string(stdout, r->paths[index]);
+        printf(", \"predictions\": [");
+        for (int k = 0; k < n; k++) {
+            printf("%s{\"class\": ", k ? ", " : "");
+            json_string(stdout, r->c->classes[order[k]]);
+            printf(", \"probability\": %.6f}", probs[order[k]]);
+        }
+        printf("]}\n");
+    } else {
+        printf("%s", r->paths[index]);
+        for (int k = 0; k < n; k++) printf("\t%s\t%.6f", r->c->classes[order[k]], probs[order[k]]);
+        printf("\n");
+    }
+}
+
+static void print_error(void *ctx, size_t index, const char *why) {
+    run_ctx *r = ctx;
+    (void)index;
+    fprintf(stderr, "onnxtl: error: %s\n", why);
+    r->errors++;
+}
+
+int cmd_run(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(run_help, stdout);
+        return 0;
+    }
+    const char *model = NULL, *resize = NULL, *crop = NULL, *mean = NULL, *std = NULL;
+    int top = 1, batch = 16, threads = 0;
+    bool json = false;
+    path_list inputs = {0};
+    onnxtl_status *st = NULL;
+    for (int i = 1; i < argc && !st; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (a[0] != '-') {
+            if (model) st = add_path(&inputs, a);
+            else model = a;
+        } else {
+            if (i + 1 >= argc) return cli_usage("run", "%s needs a value", a);
+            const char *v = argv[++i];
+            int ok = 1;
+            if (!strcmp(a, "--top")) ok = cli_parse_int("run", a, v, 1, 64, &top);
+            else if (!strcmp(a, "--batch")) ok = cli_parse_int("run", a, v, 1, 4096, &batch);
+            else if (!strcmp(a, "--threads")) ok = cli_parse_int("run", a, v, 1, 1024, &threads);
+            else if (!strcmp(a, "--resize")) resize = v;
+            else if (!strcmp(a, "--crop")) crop = v;
+            else if (!strcmp(a, "--mean")) mean = v;
+            else if (!strcmp(a, "--std")) std = v;
+            else return cli_usage("run", "unknown option '%s'", a);
+            if (!ok) return EXIT_USAGE;
+        }
+    }
+    if (!st && (!model || !inputs.n)) return cli_usage("run", "expected MODEL and at least one image or folder");
+    path_list files = {0};
+    for (size_t i = 0; !st && i < inputs.n; i++) {
+        struct stat sb;
+        bool dir = stat(inputs.items[i], &sb) == 0 && S_ISDIR(sb.st_mode);
+        st = dir ? collect_dir(&files, inputs.items[i]) : add_path(&files, inputs.items[i]);
+    }
+    otl_classifier c = {0};
+    if (!st) st = otl_classifier_open(model, threads, resize, crop, mean, std, &c);
+    run_ctx r = {&c, files.items, top, json, 0};
+    otl_classify_sink sink = {print_prediction, print_error, &r};
+    if (!st) st = otl_classify_files(&c, (const char *const *)files.items, files.n, batch, &sink);
+    otl_classifier_close(&c);
+    for (size_t i = 0; i < inputs.n; i++) free(inputs.items[i]);
+    for (size_t i = 0; i < files.n; i++) free(files.items[i]);
+    free(inputs.items);
+    free(files.items);
+    if (st) return cli_fail(st);
+    if (r.errors) fprintf(stderr, "onnxtl: %zu image%s could not be classified\n", r.errors, r.errors == 1 ? "" : "s");
+    return r.errors ? EXIT_FAIL : 0;
+}

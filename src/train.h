@@ -1,0 +1,57 @@
+/* A classifier head (Linear, or Linear-ReLU-Dropout x2 - Linear) trained on
+ * cached features with PyTorch's semantics: nn.Linear's initialisation,
+ * softmax cross-entropy (mean), inverted dropout, torch.optim.Adam and SGD. */
+#ifndef OTL_TRAIN_H
+#define OTL_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "feature_file.h"
+
+#define OTL_HEAD_MAX_LAYERS 3
+
+typedef struct {
+    int n_layers;
+    int dims[OTL_HEAD_MAX_LAYERS + 1]; /* in, hidden..., out */
+    float *params;                     /* every weight and bias, one allocation */
+    size_t n_params;
+    float *w[OTL_HEAD_MAX_LAYERS];     /* [out, in], as torch stores Linear.weight */
+    float *b[OTL_HEAD_MAX_LAYERS];
+} otl_head;
+
+/* n_layers Linear layers of the given sizes, initialised as nn.Linear does
+ * (uniform in +-1/sqrt(fan_in)) from seed. */
+onnxtl_status *otl_head_create(otl_head *h, int n_layers, const int *dims, uint64_t seed);
+/* Replaces the parameters with DIR/w0.npy, b0.npy, w1.npy, ... (float32). */
+onnxtl_status *otl_head_load_npy(otl_head *h, const char *dir);
+onnxtl_status *otl_head_save_npy(const otl_head *h, const char *dir);
+void otl_head_free(otl_head *h);
+
+typedef struct {
+    bool adam;      /* else SGD */
+    float lr, momentum, weight_decay, dropout;
+    int batch, epochs, threads;
+    uint64_t seed;
+    bool shuffle;   /* reshuffle the training rows every epoch */
+    bool keep_last; /* else keep the epoch with the best test accuracy */
+    bool quiet;
+    const char *step_log; /* if set, one line per step: step and loss (for tests) */
+} otl_train_options;
+
+typedef struct {
+    int best_epoch;
+    double train_loss, train_acc; /* of the kept epoch */
+    double test_loss, test_acc;   /* -1 without a test or val split */
+    int eval_split;               /* SPLIT_TEST, SPLIT_VAL or -1 */
+    size_t train_rows, eval_rows;
+} otl_train_result;
+
+/* Trains h on f's training rows (split train, or all when unsplit) and
+ * evaluates each epoch on the test (else val) split. */
+onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_options *o, otl_train_result *r);
+
+/* Forward pass without dropout: probabilities (n x classes) for n feature rows. */
+onnxtl_status *otl_head_predict(const otl_head *h, const float *x, int n, float *probs);
+
+#endif

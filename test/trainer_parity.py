@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""Trainer parity with PyTorch: on the same features and the same initial
+weights, with dropout off and a fixed batch order, onnxtl fit-head's per-step
+losses and final weights must match torch.optim.Adam, and SGD with momentum
+and weight decay, within 1e-5 relative over at least 100 steps, for a linear
+head and a small MLP head.
+
+usage: trainer_parity.py ONNXTL SHARED_DATA
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from extract_tests import model, subset  # noqa: E402
+
+CASES = [  # (label, fit-head flags, torch optimizer factory)
+    ("Adam lr 1e-4", ["--optim", "adam", "--lr", "1e-4"], lambda p: torch.optim.Adam(p, lr=1e-4)),
+    ("SGD lr 1e-3 momentum 0.9 weight decay 1e-3", ["--optim", "sgd", "--lr", "1e-3", "--momentum", "0.9", "--weight-decay", "1e-3"],
+     lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, weight_decay=1e-3)),
+]
+HEADS = [("linear", [], []), ("MLP 512-64-32-2", ["--head", "mlp", "--hidden", "64,32"], [64, 32])]
+BATCH, EPOCHS = 16, 5
+
+
+def torch_head(dims, init_dir):
+    layers = []
+    for i in range(len(dims) - 1):
+        lin = torch.nn.Linear(dims[i], dims[i + 1])
+        lin.weight.data = torch.from_numpy(np.load(os.path.join(init_dir, f"w{i}.npy")))
+        lin.bias.data = torch.from_numpy(np.load(os.path.join(init_dir, f"b{i}.npy")))
+        layers += [lin] + ([torch.nn.ReLU()] if i + 2 < len(dims) else [])
+    return torch.nn.Sequential(*layers)
+
+
+def torch_train(x, y, dims, init_dir, make_opt):
+    head = torch_head(dims, init_dir)
+    opt = make_opt(head.parameters())
+    losses = []
+    for _ in range(EPOCHS):
+        for s in range(0, len(x), BATCH):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(head(torch.from_numpy(x[s:s + BATCH])), torch.from_numpy(y[s:s + BATCH]))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return np.array(losses), [p.detach().numpy() for p in head.parameters()]
+
+
+def main():
+    onnxtl, shared = sys.argv[1], sys.argv[2]
+    if not os.path.isdir(os.path.join(shared, "dogscats")):
+        print(f"SKIP trainer parity: {shared}/dogscats is missing (real photos live in ../shared)")
+        return 0
+    failed = 0
+    with tempfile.TemporaryDirectory() as d:
+        data = subset(shared, d, 200, 10)
+        feats = os.path.join(d, "f.bin")
+        subprocess.run([onnxtl, "extract", model(), data, "-o", feats, "--quiet"], check=True)
+        subprocess.run([onnxtl, "features", feats, "--npy", os.path.join(d, "np")], check=True, stdout=subprocess.DEVNULL)
+        x = np.load(os.path.join(d, "np_features.npy"))
+        y = np.load(os.path.join(d, "np_labels.npy"))
+        train = np.load(os.path.join(d, "np_splits.npy")) == 0
+        x, y = np.ascontiguousarray(x[train]), y[train]
+        for head_label, head_flags, hidden in HEADS:
+            dims = [x.shape[1]] + hidden + [2]
+            init = os.path.join(d, "init")
+            os.makedirs(init, exist_ok=True)
+            torch.manual_seed(3)
+            for i, lin in enumerate(torch.nn.Linear(dims[k], dims[k + 1]) for k in range(len(dims) - 1)):
+                np.save(os.path.join(init, f"w{i}.npy"), lin.weight.detach().numpy())
+                np.save(os.path.join(init, f"b{i}.npy"), lin.bias.detach().numpy())
+            for opt_label, opt_flags, make_opt in CASES:
+                out = os.path.join(d, "out")
+                os.makedirs(out, exist_ok=True)
+                log = os.path.join(d, "steps.txt")
+                r = subprocess.run([onnxtl, "fit-head", feats, "-o", os.path.join(d, "m.onnx"), "--quiet", "--no-shuffle",
+                                    "--dropout", "0", "--keep", "last", "--batch", str(BATCH), "--epochs", str(EPOCHS),
+                                    "--init-from", init, "--save-weights", out, "--step-log", log] + head_flags + opt_flags,
+                                   capture_output=True, text=True)
+                if r.returncode:
+                    print(f"FAIL trainer parity {head_label} {opt_label}: {r.stderr.strip()}")
+                    failed += 1
+                    continue
+                ours_loss = np.loadtxt(log)[:, 1]
+                ref_loss, ref_params = torch_train(x, y, dims, init, make_opt)
+                # relative to the loss scale: per-step ratios of near-zero float32 losses mean nothing
+                loss_err = float(np.max(np.abs(ours_loss - ref_loss)) / np.max(np.abs(ref_loss)))
+                w_err = 0.0
+                for i in range(len(dims) - 1):
+                    for kind, ref in (("w", ref_params[2 * i]), ("b", ref_params[2 * i + 1])):
+                        ours = np.load(os.path.join(out, f"{kind}{i}.npy"))
+                        w_err = max(w_err, float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref))))
+                ok = len(ours_loss) == len(ref_loss) >= 100 and loss_err <= 1e-5 and w_err <= 1e-5
+                print(f"{'PASS' if ok else 'FAIL'} trainer parity {head_label}, {opt_label}: {len(ours_loss)} steps, "
+                      f"loss rel. error {loss_err:.2e}, weights rel. error {w_err:.2e} (limit 1e-5); "
+                      f"loss {ref_loss[0]:.4f} -> {ref_loss[-1]:.4f}", flush=True)
+                failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
