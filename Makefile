@@ -27,7 +27,7 @@ PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
-TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/bench_backbone
+TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/bench_backbone $(BUILD)/synth_features
 
 all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
 
@@ -56,6 +56,9 @@ $(BUILD)/test_%: $(BUILD)/obj/test/%.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bench_%: $(BUILD)/obj/tools/bench_%.o $(BUILD)/libonnxtl.a
+	$(CC) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/synth_features: $(BUILD)/obj/tools/synth_features.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
 deps:

@@ -20,7 +20,7 @@ static const char fit_head_help[] =
     "plus the head as one ONNX model with a Softmax output 'probabilities'.\n"
     "\n"
     "options:\n"
-    "  -o FILE              model to write (default model.onnx)\n"
+    "  -o FILE              model to write (default model.onnx; 'none' trains and writes only --head-only)\n"
     "  --head-only FILE     also write the head alone (input: 'features')\n"
     "  --head auto|linear|mlp  auto: the shape of the classifier the cut removed (default)\n"
     "  --hidden A,B         MLP hidden sizes (default: as the removed classifier, else 4096,4096)\n"
@@ -171,7 +171,7 @@ static onnxtl_status *export_all(const fit_args *a, const otl_features_meta *m, 
     const float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
     for (int l = 0; l < h->n_layers; l++) w[l] = h->w[l], b[l] = h->b[l];
     otl_head_spec spec = {h->n_layers, h->dims, w, b, keys, values, 6};
-    onnxtl_status *st = otl_export_model(backbone, m->cut, cut_rank, &spec, a->out);
+    onnxtl_status *st = strcmp(a->out, "none") ? otl_export_model(backbone, m->cut, cut_rank, &spec, a->out) : NULL;
     if (!st && a->head_only) st = otl_export_head(&spec, a->head_only);
     if (!st && a->save_weights) st = otl_head_save_npy(h, a->save_weights);
     free(names);
@@ -197,7 +197,8 @@ static onnxtl_status *fit(const fit_args *a) {
     if (m->n_classes < 2)
         st = otl_error(ONNXTL_ERR_ARG, "%s has only one class ('%s'); a classifier needs at least two",
                        a->features, m->classes[0]);
-    if (!st) st = check_backbone(backbone, m, &cut_rank); /* before training: no work is lost to a missing file */
+    if (!st && strcmp(a->out, "none")) /* before training: no work is lost to a missing file */
+        st = check_backbone(backbone, m, &cut_rank);
     if (!st) st = head_layers(a, m, &n_layers, dims);
     if (!st) st = otl_head_create(&h, n_layers, dims, a->t.seed);
     if (!st && a->init_from) st = otl_head_load_npy(&h, a->init_from);
@@ -207,7 +208,7 @@ static onnxtl_status *fit(const fit_args *a) {
     if (!st && !a->t.quiet) {
         printf("kept epoch %d: train acc %.4f", r.best_epoch, r.train_acc);
         if (r.eval_split >= 0) printf(", %s acc %.4f", otl_split_names[r.eval_split], r.test_acc);
-        printf("\nwrote %s%s%s\n", a->out, a->head_only ? " and " : "", a->head_only ? a->head_only : "");
+        printf("\nwrote %s%s%s\n", strcmp(a->out, "none") ? a->out : "", a->head_only ? " " : "", a->head_only ? a->head_only : "");
     }
     otl_head_free(&h);
     otl_features_close(f);

@@ -29,6 +29,10 @@ def report(ok, what, detail=""):
     print(f"{'PASS' if ok else 'FAIL'} {what}{': ' + detail if detail else ''}", flush=True)
 
 
+def failed_count():
+    return failed
+
+
 def model(arch="resnet18", fold="fold"):
     path = os.path.join(MODELS, f"{arch}_op17_{fold}.onnx")
     if not os.path.exists(path):

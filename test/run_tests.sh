@@ -37,6 +37,8 @@ run_suite parity $PY test/parity.py build/onnxtl
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
 run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"
 run_suite extract $PY test/extract_tests.py build/onnxtl "$SHARED"
+run_suite trainer_parity $PY test/trainer_parity.py build/onnxtl "$SHARED"
+run_suite workflow $PY test/workflow_tests.py build/onnxtl "$SHARED"
 
 # Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
 if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then

@@ -41,3 +41,23 @@ print(f"{'onnxtl extract: JPEG files to features file, end to end':58s} {e2e:8.1
 print(f"{'PyTorch 1.13: ImageFolder + DataLoader + torch model':58s} {torch_ips:8.1f}   onnxtl is {e2e / torch_ips:.2f}x")
 print(f"{'PIL transforms + ONNX Runtime 1.30 CPU':58s} {ort_ips:8.1f}   onnxtl is {e2e / ort_ips:.2f}x")
 PYEOF
+
+# fit-head against PyTorch training the same head on the same features.
+MLP_ROWS=${BENCH_MLP_ROWS:-2000}
+MLP_EPOCHS=${BENCH_MLP_EPOCHS:-1}
+build/synth_features build/bench/synth_linear.bin 25000 2048 2048x1000
+build/synth_features build/bench/synth_mlp.bin "$MLP_ROWS" 25088 25088x4096,4096x4096,4096x1000
+fit_line() { # label features head epochs
+    local label=$1 feats=$2 head=$3 epochs=$4
+    build/onnxtl features "$feats" --npy build/bench/np >/dev/null
+    local s=$(date +%s.%N)
+    build/onnxtl fit-head "$feats" -o none --head "$head" --epochs "$epochs" --threads "$THREADS" --quiet
+    local ours=$($PY -c "print(f'{$(date +%s.%N) - $s:.2f}')")
+    local theirs=$($PY tools/bench_fit_head.py build/bench/np "$head" "$epochs" "$THREADS")
+    $PY -c "print(f'{\"$label\":58s} {$ours:7.1f} s vs PyTorch {$theirs:7.1f} s: onnxtl is {$theirs / $ours:.2f}x')"
+}
+echo
+echo "== fit-head (Adam lr 1e-5, batch 16), $THREADS threads"
+fit_line "linear 2048->2, ResNet50 features of $n photos, 5 epochs" build/bench/features.bin linear 5
+fit_line "linear 2048->2, synthetic 25000 rows, 5 epochs" build/bench/synth_linear.bin linear 5
+fit_line "MLP 25088-4096-4096-2, synthetic $MLP_ROWS rows, $MLP_EPOCHS epoch(s)" build/bench/synth_mlp.bin mlp "$MLP_EPOCHS"

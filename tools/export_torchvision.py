@@ -24,7 +24,7 @@ import torch
 import torchvision
 
 
-def build_model(arch, pretrained, num_classes=None):
+def build_model(arch, pretrained):
     torch.manual_seed(0)
     ctor = getattr(torchvision.models, arch)
     model = ctor(weights="DEFAULT") if pretrained else ctor()

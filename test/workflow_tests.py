@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""The whole workflow on real photos: extract, fit-head, eval, run; the
+exported model checked by ONNX Runtime; bad features files and bad images.
+
+usage: workflow_tests.py ONNXTL SHARED_DATA
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from extract_tests import model, report, subset, failed_count  # noqa: E402
+
+
+def run(onnxtl, *args):
+    return subprocess.run([onnxtl] + list(args), capture_output=True, text=True)
+
+
+def epochs_of(stdout):
+    """(train loss, test acc) per epoch line of fit-head."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith("epoch ") and "train loss" in line:
+            words = line.replace(",", "").split()
+            out.append((float(words[words.index("loss") + 1]), float(words[-1])))
+    return out
+
+
+def ort_probabilities(model_path, images):
+    """ONNX Runtime 1.30 (onnxruntime-node) on torchvision-preprocessed photos."""
+    t = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    x = np.stack([t(Image.open(p).convert("RGB")).numpy() for p in images]).astype(np.float32)
+    node = subprocess.run(["node", os.path.join(ROOT, "tools", "ort_features.js"), model_path, str(len(images)), "2"],
+                          input=struct.pack("<I", len(images)) + x.tobytes(), capture_output=True)
+    if node.returncode:
+        raise RuntimeError(node.stderr.decode()[-300:])
+    return np.frombuffer(node.stdout, np.float32).reshape(len(images), -1)
+
+
+def test_workflow(onnxtl, shared, d):
+    data = subset(shared, d, 150, 40)
+    feats, mdl = os.path.join(d, "f.bin"), os.path.join(d, "model.onnx")
+    r = run(onnxtl, "extract", model(), data, "-o", feats, "--quiet")
+    report(r.returncode == 0, "workflow extract", r.stderr.strip()[-200:])
+    r = run(onnxtl, "fit-head", feats, "-o", mdl, "--lr", "1e-3", "--epochs", "5", "--keep", "last",
+            "--head-only", os.path.join(d, "head.onnx"))
+    ep = epochs_of(r.stdout)
+    report(r.returncode == 0 and len(ep) == 5 and ep[-1][0] < ep[0][0], "workflow fit-head: training loss falls",
+           f"losses {[e[0] for e in ep]}; {r.stderr.strip()[-200:]}")
+    r = run(onnxtl, "eval", mdl, os.path.join(data, "test"), "--json")
+    ev = json.loads(r.stdout) if r.returncode == 0 else {}
+    report(ev and ep and abs(ev["accuracy"] - ep[-1][1]) < 1e-9, "workflow eval agrees with fit-head's test accuracy",
+           f"eval {ev.get('accuracy')}, fit-head {ep[-1][1] if ep else None}")
+    r = run(onnxtl, "run", mdl, os.path.join(data, "test"))
+    got = {}
+    for line in r.stdout.splitlines():
+        path, cls, _ = line.split("\t")
+        got[os.path.relpath(path, os.path.join(data, "test"))] = cls
+    same = ev and all(got.get(p["path"]) == p["predicted"] for p in ev["predictions"]) and len(got) == len(ev["predictions"])
+    report(r.returncode == 0 and same, "workflow run agrees with eval image by image", f"{len(got)} images")
+    images = sorted(os.path.join(data, "test", c, f) for c in ("cat", "dog") for f in os.listdir(os.path.join(data, "test", c)))[:24]
+    r = run(onnxtl, "run", mdl, *images, "--json", "--top", "2")
+    ours = np.array([[p["probability"] for p in sorted(json.loads(l)["predictions"], key=lambda q: q["class"])]
+                     for l in r.stdout.splitlines()]) if r.returncode == 0 else None
+    try:
+        theirs = ort_probabilities(mdl, images)
+        err = float(np.abs(ours - theirs).max()) if ours is not None else float("inf")
+    except Exception as e:  # noqa: BLE001
+        err, theirs = float("inf"), str(e)
+    report(err <= 1e-4, "ONNX Runtime 1.30 on the exported model gives onnxtl run's probabilities",
+           f"{len(images)} photos, max |diff| {err:.2e} (limit 1e-4)")
+    return feats, mdl
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def test_bad_inputs(onnxtl, shared, d, feats, mdl):
+    blob = open(feats, "rb").read()
+    bad = os.path.join(d, "bad.bin")
+    open(bad, "wb").write(blob[:-777])
+    r = run(onnxtl, "fit-head", bad, "-o", os.path.join(d, "x.onnx"))
+    report(r.returncode == 1 and "truncated" in r.stderr and bad in r.stderr, "fit-head refuses a truncated features file",
+           r.stderr.strip())
+    # a NaN in the first row, with its checksum fixed so only the value is wrong
+    hdr = struct.unpack_from("<8sIIQQQII", blob)
+    rows_offset, dim, row_bytes = hdr[4], hdr[6], hdr[7]
+    row = bytearray(blob[rows_offset:rows_offset + row_bytes])
+    row[0:4] = struct.pack("<f", float("nan"))
+    row[-4:] = struct.pack("<I", crc32c(bytes(row[:-4])))
+    open(bad, "wb").write(blob[:rows_offset] + bytes(row) + blob[rows_offset + row_bytes:])
+    r = run(onnxtl, "fit-head", bad, "-o", os.path.join(d, "x.onnx"))
+    report(r.returncode == 1 and "non-finite" in r.stderr, "fit-head refuses non-finite features", r.stderr.strip())
+    one = os.path.join(d, "one")
+    os.makedirs(os.path.join(one, "cat"))
+    src = os.path.join(os.path.abspath(shared), "dogscats", "train", "cat")
+    for f in sorted(os.listdir(src))[:4]:
+        os.symlink(os.path.join(src, f), os.path.join(one, "cat", f))
+    run(onnxtl, "extract", model(), one, "-o", os.path.join(d, "one.bin"), "--quiet")
+    r = run(onnxtl, "fit-head", os.path.join(d, "one.bin"), "-o", os.path.join(d, "x.onnx"))
+    report(r.returncode == 1 and "only one class" in r.stderr, "fit-head refuses a features file with one class", r.stderr.strip())
+    r = run(onnxtl, "fit-head", feats, "--frobnicate", "1")
+    report(r.returncode == 2 and "unknown option '--frobnicate'" in r.stderr, "fit-head refuses unknown flags", r.stderr.strip().splitlines()[0])
+    r = run(onnxtl, "fit-head", feats, "--backbone", os.path.join(ROOT, "build", "models", "resnet18_op17_nofold.onnx"))
+    report(r.returncode == 1 and "not the model the features were extracted with" in r.stderr,
+           "fit-head refuses a backbone other than the features' model", r.stderr.strip())
+    good = sorted(os.path.join(src, f) for f in os.listdir(src))[:2]
+    broken = os.path.join(d, "broken.jpg")
+    open(broken, "wb").write(open(good[0], "rb").read()[:3000])
+    r = run(onnxtl, "run", mdl, good[0], broken, good[1])
+    report(r.returncode == 1 and "broken.jpg" in r.stderr and len(r.stdout.splitlines()) == 2,
+           "run names a bad image, classifies the others and exits 1", r.stderr.strip().splitlines()[0] if r.stderr else "")
+
+
+def main():
+    onnxtl, shared = sys.argv[1], sys.argv[2]
+    if not os.path.isdir(os.path.join(shared, "dogscats")):
+        print(f"SKIP workflow tests: {shared}/dogscats is missing (real photos live in ../shared)")
+        return 0
+    subprocess.run([os.path.join(ROOT, "tools", "install_ort.sh")], check=True)
+    with tempfile.TemporaryDirectory() as d:
+        feats, mdl = test_workflow(onnxtl, shared, d)
+        test_bad_inputs(onnxtl, shared, d, feats, mdl)
+    return 1 if failed_count() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
