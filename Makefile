@@ -4,6 +4,9 @@
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 CC ?= cc
 
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+
 ifeq ($(SANITIZE),1)
 BUILD := build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -12,6 +15,9 @@ else
 BUILD := build
 SANFLAGS :=
 OPT := -O2 -g
+endif
+ifeq ($(CUDA),1)
+BUILD := build-cuda
 endif
 
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
@@ -25,7 +31,15 @@ LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/
 CLI_SRC := src/main.c $(wildcard src/cmd_*.c)
 PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
-LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o
+ifeq ($(CUDA),1)
+# CUDA=1: the cuDNN/cuBLAS backend (kernels for Hopper, sm_90, plus PTX for newer GPUs).
+LIB_SRC += $(wildcard runtime/cuda/*.c)
+CFLAGS += -DONNXTL_CUDA -I$(CUDA_HOME)/include -Iruntime/cuda
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+CUDA_OBJ := $(BUILD)/obj/runtime/cuda/kernels.o
+endif
+
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o $(CUDA_OBJ)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/bench_backbone $(BUILD)/synth_features
 
@@ -45,6 +59,10 @@ $(BUILD)/obj/onnx/onnx.pb-c.o: $(PB_C)
 $(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/runtime/cuda/kernels.o: runtime/cuda/kernels.cu runtime/cuda/kernels.h
+	@mkdir -p $(@D)
+	$(NVCC) -O2 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
 
 $(BUILD)/libonnxtl.a: $(LIB_OBJ)
 	ar rcs $@ $^
@@ -77,7 +95,7 @@ bench: deps
 	tools/bench.sh
 
 clean:
-	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san
+	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-cuda
 
 .PHONY: all deps demo test bench clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -5,7 +5,9 @@
 #include "plan.h"
 
 typedef struct {
-    int threads; /* 0: all cores */
+    int threads;      /* 0: all cores */
+    int device_index; /* for GPU backends */
+    int precision;    /* onnxtl_precision */
 } otl_backend_config;
 
 typedef struct {
@@ -19,6 +21,9 @@ typedef struct {
 } otl_backend;
 
 extern const otl_backend otl_backend_cpu;
+#ifdef ONNXTL_CUDA
+extern const otl_backend otl_backend_cuda;
+#endif
 
 /* Evaluates one node on the CPU from constant inputs (an otl_eval_fn for plan folding). */
 onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, void *const *out);

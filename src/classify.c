@@ -31,8 +31,8 @@ static onnxtl_status *read_classes(otl_classifier *c, const otl_graph *g, int64_
     return NULL;
 }
 
-onnxtl_status *otl_classifier_open(const char *model_path, int threads, const char *resize, const char *crop,
-                                   const char *mean, const char *std, otl_classifier *c) {
+onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const char *resize,
+                                   const char *crop, const char *mean, const char *std, otl_classifier *c) {
     memset(c, 0, sizeof *c);
     OTL_TRY(onnxtl_model_load(model_path, &c->model));
     const otl_graph *g = onnxtl_model_graph(c->model);
@@ -47,8 +47,7 @@ onnxtl_status *otl_classifier_open(const char *model_path, int threads, const ch
     if (n_out < 1)
         return otl_error(ONNXTL_ERR_MODEL, "%s: output '%s' is not N x classes (is it a model from fit-head?)", model_path, out->name);
     OTL_TRY(read_classes(c, g, n_out));
-    onnxtl_options o = {.threads = threads};
-    return onnxtl_session_create(c->model, &o, &c->session);
+    return onnxtl_session_create(c->model, opts, &c->session);
 }
 
 void otl_classifier_close(otl_classifier *c) {

@@ -17,8 +17,8 @@ typedef struct {
 } otl_classifier;
 
 /* Loads model; preprocessing comes from its metadata unless overridden (NULL keeps it). */
-onnxtl_status *otl_classifier_open(const char *model_path, int threads, const char *resize, const char *crop,
-                                   const char *mean, const char *std, otl_classifier *c);
+onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const char *resize,
+                                   const char *crop, const char *mean, const char *std, otl_classifier *c);
 void otl_classifier_close(otl_classifier *c);
 
 /* Called per readable image with its class probabilities, and per unreadable one with why. */

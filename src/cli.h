@@ -16,6 +16,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Parses a positive integer option value; false (with a message) if it is not one. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out);
 
+/* Handles --device and --precision into opts; returns 1 if opt was one of
+ * them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */
+int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc);
+#define CLI_DEVICE_HELP                                                                                 \
+    "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \
+    "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16\n"
+
 /* Rows per split and class and value ranges; with header, also what made the file. */
 void cli_print_feature_stats(const otl_features *f, bool header);
 

@@ -9,7 +9,7 @@
 #include "status.h"
 
 static const char eval_help[] =
-    "usage: onnxtl eval MODEL DATA_DIR [--json] [--batch N] [--threads N]\n"
+    "usage: onnxtl eval MODEL DATA_DIR [--json] [--batch N] [--threads N] [--device D] [--precision P]\n"
     "\n"
     "Classifies every image of a labelled folder (the layouts extract reads; with\n"
     "splits, all of them) and prints accuracy, per-class precision and recall and\n"
@@ -113,12 +113,12 @@ static void print_json(const eval_ctx *e, size_t scored) {
     printf("]}\n");
 }
 
-static onnxtl_status *evaluate(const char *model, const char *data, int batch, int threads, bool json) {
+static onnxtl_status *evaluate(const char *model, const char *data, int batch, const onnxtl_options *opts, bool json) {
     otl_classifier c = {0};
     otl_dataset *ds = NULL;
     char **paths = NULL;
     eval_ctx e = {0};
-    onnxtl_status *st = otl_classifier_open(model, threads, NULL, NULL, NULL, NULL, &c);
+    onnxtl_status *st = otl_classifier_open(model, opts, NULL, NULL, NULL, NULL, &c);
     if (!st) st = otl_dataset_scan(data, &ds);
     if (!st) {
         e = (eval_ctx){&c, ds, calloc((size_t)ds->n_classes, sizeof(int)),
@@ -152,19 +152,23 @@ int cmd_eval(int argc, char **argv) {
         return 0;
     }
     const char *pos[2] = {0};
-    int n_pos = 0, batch = 16, threads = 0;
+    int n_pos = 0, batch = 16, rc = 0;
+    onnxtl_options opts = {0};
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--batch") || !strcmp(a, "--threads")) {
+        else if (a[0] == '-' && i + 1 < argc && cli_device_option("eval", a, argv[i + 1], &opts, &rc)) {
+            if (rc) return rc;
+            i++;
+        } else if (!strcmp(a, "--batch") || !strcmp(a, "--threads")) {
             if (i + 1 >= argc) return cli_usage("eval", "%s needs a value", a);
-            if (!cli_parse_int("eval", a, argv[++i], 1, 4096, !strcmp(a, "--batch") ? &batch : &threads)) return EXIT_USAGE;
+            if (!cli_parse_int("eval", a, argv[++i], 1, 4096, !strcmp(a, "--batch") ? &batch : &opts.threads)) return EXIT_USAGE;
         } else if (a[0] == '-') return cli_usage("eval", "unknown option '%s'", a);
         else if (n_pos < 2) pos[n_pos++] = a;
         else return cli_usage("eval", "unexpected argument '%s'", a);
     }
     if (n_pos != 2) return cli_usage("eval", "expected MODEL and DATA_DIR");
-    onnxtl_status *st = evaluate(pos[0], pos[1], batch, threads, json);
+    onnxtl_status *st = evaluate(pos[0], pos[1], batch, &opts, json);
     return st ? cli_fail(st) : 0;
 }

@@ -31,7 +31,7 @@ static const char extract_help[] =
     "  --shard K/N      extract the K-th of N deterministic shares (merge them with onnxtl merge)\n"
     "  --strict         stop at the first unreadable image instead of skipping it\n"
     "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
-    "  --quiet          no progress or summary\n"
+    "  --quiet          no progress or summary\n" CLI_DEVICE_HELP
     "\n"
     "An interrupted run (Ctrl-C, kill, power loss) leaves FILE.partial; running the\n"
     "same command again resumes it.  FILE itself only appears once complete.\n";
@@ -56,6 +56,14 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw
     if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return o->quiet = true, 0;
     if (!strcmp(a, "--restart")) return o->restart = true, 0;
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    onnxtl_options dev = {.device = o->device, .precision = o->precision};
+    int rc = 0;
+    if (v && cli_device_option("extract", a, v, &dev, &rc)) {
+        o->device = dev.device;
+        o->precision = dev.precision;
+        (*i)++;
+        return rc;
+    }
     static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--resize",
                                              "--crop", "--mean", "--std", "--shard"};
     bool known = false;

@@ -186,7 +186,7 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
         r->resumed = (size_t)resumed;
         r->ignored = ds->ignored;
         if (!st) announce(o, ds, bb, total, r->resumed);
-        onnxtl_options so = {.threads = o->threads};
+        onnxtl_options so = {.threads = o->threads, .device = o->device, .precision = o->precision};
         if (!st) st = onnxtl_session_create(bb->model, &so, &bb->session);
         extraction x = {.o = o, .bb = bb, .ds = ds, .w = w, .r = r};
         if (!st) st = run_extraction(&x, todo, n_todo);

@@ -9,6 +9,8 @@ typedef struct {
     const char *cut; /* NULL: the tensor that feeds the classifier head */
     otl_preprocess pre;
     int batch, threads, decoders;
+    const char *device;
+    onnxtl_precision precision;
     int shard_k, shard_n; /* 1-based shard of n */
     bool strict, quiet, restart;
 } otl_extract_options;

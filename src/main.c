@@ -54,6 +54,25 @@ int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int h
     return 1;
 }
 
+int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc) {
+    static const char *const names[] = {"fp32", "tf32", "fp16", "bf16"};
+    if (!strcmp(opt, "--device")) {
+        opts->device = value;
+        if (!strncmp(value, "cuda", 4) && opts->precision == ONNXTL_PRECISION_FP32 && !opts->precision_set)
+            opts->precision = ONNXTL_PRECISION_FP16;
+        return 1;
+    }
+    if (strcmp(opt, "--precision")) return 0;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(value, names[i])) {
+            opts->precision = (onnxtl_precision)i;
+            opts->precision_set = 1;
+            return 1;
+        }
+    *rc = cli_usage(cmd, "--precision is fp32, tf32, fp16 or bf16, got '%s'", value);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(usage_text, argc < 2 ? stderr : stdout);

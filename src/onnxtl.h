@@ -61,8 +61,19 @@ size_t onnxtl_model_output_count(const onnxtl_model *model);
 void onnxtl_model_input(const onnxtl_model *model, size_t i, onnxtl_tensor *desc);
 void onnxtl_model_output(const onnxtl_model *model, size_t i, onnxtl_tensor *desc);
 
+/* Arithmetic on the CUDA backend; the CPU backend always computes in fp32. */
+typedef enum {
+    ONNXTL_PRECISION_FP32 = 0, /* true fp32: no tensor-core rounding */
+    ONNXTL_PRECISION_TF32,
+    ONNXTL_PRECISION_FP16,
+    ONNXTL_PRECISION_BF16,
+} onnxtl_precision;
+
 typedef struct {
-    int threads; /* 0: all cores */
+    int threads;        /* 0: all cores */
+    const char *device; /* NULL or "cpu", "cuda", "cuda:N" */
+    onnxtl_precision precision;
+    int precision_set; /* set by the caller, not defaulted */
 } onnxtl_options;
 
 typedef struct onnxtl_session onnxtl_session;

@@ -1,7 +1,9 @@
 /* Backbone throughput: runs MODEL on a fixed batch after a warm-up and prints
- * images per second.  usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] */
+ * images per second.
+ * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "onnxtl.h"
@@ -24,7 +26,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     int batch = argc > 2 ? atoi(argv[2]) : 16, iters = argc > 3 ? atoi(argv[3]) : 5;
-    onnxtl_options opts = {.threads = argc > 4 ? atoi(argv[4]) : 0};
+    onnxtl_options opts = {.threads = argc > 4 ? atoi(argv[4]) : 0, .device = argc > 6 ? argv[6] : NULL,
+                           .precision = argc > 7 ? (onnxtl_precision)atoi(argv[7]) : ONNXTL_PRECISION_FP32};
     onnxtl_model *m;
     onnxtl_session *s;
     onnxtl_status *st = onnxtl_model_load(argv[1], &m);
@@ -33,7 +36,7 @@ int main(int argc, char **argv) {
     onnxtl_tensor in, out = {0};
     onnxtl_model_input(m, 0, &in);
     onnxtl_model_output(m, 0, &out);
-    if (argc > 5) out.name = argv[5];
+    if (argc > 5 && strcmp(argv[5], "-")) out.name = argv[5];
     in.dims[0] = batch;
     size_t n = (size_t)batch * 3 * (size_t)in.dims[2] * (size_t)in.dims[3];
     float *x = malloc(n * sizeof *x);

@@ -16,6 +16,7 @@ the eval-mode model, which keeps BatchNormalization nodes and the exporter's
 Shape/Gather/Unsqueeze/Concat arithmetic in the graph.
 """
 import argparse
+import inspect
 import os
 import sys
 
@@ -44,9 +45,11 @@ def export(model, path, opset, fold):
     x = torch.randn(1, 3, 224, 224)
     mode = torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE
     tmp = path + ".tmp"
+    # Newer torch defaults to the dynamo exporter; the TorchScript one matches torch 1.13's files.
+    extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(model, x, tmp, opset_version=opset, do_constant_folding=fold,
                       training=mode, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **extra)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,486 @@
+/* The CUDA backend: cuDNN convolutions and pooling in NHWC (tensor cores in
+ * TF32, fp16 and bf16), cuBLAS for Gemm, small kernels for the rest; the
+ * steps are captured once into a CUDA graph and replayed. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "dtype.h"
+#include "kernels.h"
+
+#define CUDA_TRY(call)                                                                                  \
+    do {                                                                                                \
+        cudaError_t e_ = (call);                                                                        \
+        if (e_ != cudaSuccess)                                                                          \
+            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: CUDA: %s", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+    } while (0)
+#define CUDNN_TRY(call)                                                                                 \
+    do {                                                                                                \
+        cudnnStatus_t e_ = (call);                                                                      \
+        if (e_ != CUDNN_STATUS_SUCCESS)                                                                 \
+            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: cuDNN: %s", __FILE__, __LINE__, cudnnGetErrorString(e_)); \
+    } while (0)
+#define CUBLAS_TRY(call)                                                                                \
+    do {                                                                                                \
+        cublasStatus_t e_ = (call);                                                                     \
+        if (e_ != CUBLAS_STATUS_SUCCESS)                                                                \
+            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: cuBLAS: %s", __FILE__, __LINE__, cublasGetStatusString(e_)); \
+    } while (0)
+
+#define MAX_WORKSPACE ((size_t)1 << 30)
+
+typedef struct {
+    cudnnTensorDescriptor_t x, y, bias;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionFwdAlgo_t algo;
+    cudnnPoolingDescriptor_t pool;
+    cudnnActivationDescriptor_t act;
+    void *weights, *bias_data; /* device, in the compute type */
+    bool to_nchw;              /* a copy op that must reorder an NHWC input */
+} cuda_step;
+
+typedef struct {
+    const otl_plan *plan;
+    int dtype, precision;
+    size_t esize;
+    cudaStream_t stream;
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    void *arena, *workspace;
+    size_t workspace_bytes;
+    float *staging; /* float32 inputs and outputs on their way */
+    size_t staging_bytes;
+    void **ptr;  /* per value: device pointer */
+    bool *nhwc;  /* per value: 4-D and channels-last */
+    void **owned; /* device buffers to free */
+    int n_owned;
+    cuda_step *steps;
+    cudaGraphExec_t graph;
+    bool graph_tried;
+} cuda_state;
+
+static onnxtl_status *dev_alloc(cuda_state *s, size_t bytes, void **out) {
+    void **o = realloc(s->owned, sizeof *o * (size_t)(s->n_owned + 1));
+    if (!o) return otl_nomem();
+    s->owned = o;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e == cudaErrorMemoryAllocation)
+        return otl_error(ONNXTL_ERR_NOMEM, "out of GPU memory allocating %.1f MiB for batch %lld; try a batch of %lld",
+                         (double)bytes / 1048576.0, (long long)s->plan->t[s->plan->g->inputs[0]].dims[0],
+                         (long long)(s->plan->t[s->plan->g->inputs[0]].dims[0] / 2 > 0 ? s->plan->t[s->plan->g->inputs[0]].dims[0] / 2 : 1));
+    CUDA_TRY(e);
+    s->owned[s->n_owned++] = *out;
+    return NULL;
+}
+
+static cudnnDataType_t dnn_type(int dtype) {
+    return dtype == ONNXTL_FLOAT16 ? CUDNN_DATA_HALF : dtype == ONNXTL_BFLOAT16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+static cudaDataType_t blas_type(int dtype) {
+    return dtype == ONNXTL_FLOAT16 ? CUDA_R_16F : dtype == ONNXTL_BFLOAT16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+/* Uploads float32 host data in the compute type (through the staging buffer). */
+static onnxtl_status *upload(cuda_state *s, const float *host, size_t count, void **dev) {
+    OTL_TRY(dev_alloc(s, count * s->esize, dev));
+    float *tmp;
+    CUDA_TRY(cudaMalloc((void **)&tmp, count * sizeof(float) + 1));
+    cudaError_t e = cudaMemcpy(tmp, host, count * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = otl_cuda_from_f32(tmp, *dev, s->dtype, 1, 1, (int64_t)count, 0, s->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
+    cudaFree(tmp);
+    CUDA_TRY(e);
+    return NULL;
+}
+
+static bool is_4d(const otl_tinfo *t) { return t->rank == 4; }
+static int64_t hw(const otl_tinfo *t) { return t->dims[2] * t->dims[3]; }
+
+static onnxtl_status *unsupported(const otl_node *n, const char *why) {
+    return otl_error(ONNXTL_ERR_UNSUPPORTED, "node '%s' (%s): %s on the CUDA backend; run it with --device cpu",
+                     n->name, otl_op_name(n->op), why);
+}
+
+static onnxtl_status *tensor_nhwc(cudnnTensorDescriptor_t *d, int dtype, const int64_t *dims) {
+    CUDNN_TRY(cudnnCreateTensorDescriptor(d));
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(*d, CUDNN_TENSOR_NHWC, dnn_type(dtype), (int)dims[0], (int)dims[1], (int)dims[2],
+                                         (int)dims[3]));
+    return NULL;
+}
+
+/* Filters go to KRSC order (cuDNN's NHWC filter layout). */
+static onnxtl_status *upload_filter(cuda_state *s, const otl_tinfo *w, void **dev) {
+    const int64_t k = w->dims[0], c = w->dims[1], rs = w->dims[2] * w->dims[3];
+    float *krsc = malloc(sizeof(float) * (size_t)(k * c * rs) + 1);
+    if (!krsc) return otl_nomem();
+    const float *oihw = w->data;
+    for (int64_t o = 0; o < k; o++)
+        for (int64_t i = 0; i < c; i++)
+            for (int64_t p = 0; p < rs; p++) krsc[(o * rs + p) * c + i] = oihw[(o * c + i) * rs + p];
+    onnxtl_status *st = upload(s, krsc, (size_t)(k * c * rs), dev);
+    free(krsc);
+    return st;
+}
+
+static onnxtl_status *choose_algo(cuda_state *s, cuda_step *cs, size_t *ws) {
+    cudnnConvolutionFwdAlgoPerf_t perf[16];
+    int n = 0;
+    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(s->dnn, cs->x, cs->w, cs->conv, cs->y, 16, &n, perf));
+    for (int i = 0; i < n; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > MAX_WORKSPACE) continue;
+        if (s->precision == 0 && perf[i].mathType != CUDNN_FMA_MATH) continue; /* true fp32 */
+        cs->algo = perf[i].algo;
+        CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, perf[i].mathType));
+        *ws = perf[i].memory;
+        return NULL;
+    }
+    return otl_error(ONNXTL_ERR_RUNTIME, "cuDNN offers no convolution algorithm for this layer");
+}
+
+static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
+    const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
+    if (!is_4d(x) || !w->data) return unsupported(n, "only 2-D convolutions with constant weights run");
+    otl_window win;
+    OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
+    for (int i = 1; i < 3; i++)
+        if (win.pad_begin[i] != win.pad_end[i]) return unsupported(n, "asymmetric padding does not run");
+    OTL_TRY(tensor_nhwc(&cs->x, s->dtype, x->dims));
+    OTL_TRY(tensor_nhwc(&cs->y, s->dtype, y->dims));
+    int64_t bias_dims[4] = {1, y->dims[1], 1, 1};
+    OTL_TRY(tensor_nhwc(&cs->bias, s->dtype, bias_dims));
+    CUDNN_TRY(cudnnCreateFilterDescriptor(&cs->w));
+    CUDNN_TRY(cudnnSetFilter4dDescriptor(cs->w, dnn_type(s->dtype), CUDNN_TENSOR_NHWC, (int)w->dims[0], (int)w->dims[1],
+                                         (int)w->dims[2], (int)w->dims[3]));
+    CUDNN_TRY(cudnnCreateConvolutionDescriptor(&cs->conv));
+    CUDNN_TRY(cudnnSetConvolution2dDescriptor(cs->conv, (int)win.pad_begin[1], (int)win.pad_begin[2], (int)win.stride[1],
+                                              (int)win.stride[2], (int)win.dilation[1], (int)win.dilation[2],
+                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_TRY(cudnnSetConvolutionGroupCount(cs->conv, (int)n->attrs.group));
+    /* fp32: FMA only; tf32: the default, which allows TF32; fp16/bf16: tensor cores. */
+    cudnnMathType_t math = s->precision == 0 ? CUDNN_FMA_MATH : s->precision == 1 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
+    CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, math));
+    CUDNN_TRY(cudnnCreateActivationDescriptor(&cs->act));
+    CUDNN_TRY(cudnnSetActivationDescriptor(cs->act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    OTL_TRY(choose_algo(s, cs, ws));
+    OTL_TRY(upload_filter(s, w, &cs->weights));
+    bool has_bias = n->n_in > 2 && n->in[2] >= 0;
+    float *zeros = has_bias ? NULL : calloc((size_t)y->dims[1], sizeof(float));
+    if (!has_bias && !zeros) return otl_nomem();
+    onnxtl_status *st = upload(s, has_bias ? t[n->in[2]].data : zeros, (size_t)y->dims[1], &cs->bias_data);
+    free(zeros);
+    return st;
+}
+
+static onnxtl_status *prepare_pool(cuda_state *s, const otl_node *n, cuda_step *cs) {
+    const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
+    if (!is_4d(x)) return unsupported(n, "only 2-D pooling runs");
+    int kh = (int)x->dims[2], kw = (int)x->dims[3], ph = 0, pw = 0, sh = 1, sw = 1;
+    cudnnPoolingMode_t mode = CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+    if (n->op != OP_GLOBALAVGPOOL) {
+        const otl_attrs *a = &n->attrs;
+        otl_window win;
+        OTL_TRY(otl_window_init(a, 2, x->dims + 2, a->kernel, a->ceil_mode, &win));
+        if (a->ceil_mode || win.dilation[1] != 1 || win.dilation[2] != 1 || win.pad_begin[1] != win.pad_end[1] ||
+            win.pad_begin[2] != win.pad_end[2])
+            return unsupported(n, "ceil_mode, dilations and asymmetric pads do not run");
+        kh = (int)win.kernel[1], kw = (int)win.kernel[2], ph = (int)win.pad_begin[1], pw = (int)win.pad_begin[2];
+        sh = (int)win.stride[1], sw = (int)win.stride[2];
+        mode = n->op == OP_MAXPOOL ? CUDNN_POOLING_MAX
+               : a->count_include_pad ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+    }
+    CUDNN_TRY(cudnnCreatePoolingDescriptor(&cs->pool));
+    CUDNN_TRY(cudnnSetPooling2dDescriptor(cs->pool, mode, CUDNN_NOT_PROPAGATE_NAN, kh, kw, ph, pw, sh, sw));
+    OTL_TRY(tensor_nhwc(&cs->x, s->dtype, x->dims));
+    return tensor_nhwc(&cs->y, s->dtype, y->dims);
+}
+
+static onnxtl_status *prepare_gemm(cuda_state *s, const otl_node *n, cuda_step *cs) {
+    const otl_tinfo *t = s->plan->t, *b = &t[n->in[1]], *y = &t[n->out[0]];
+    if (!b->data) return unsupported(n, "Gemm needs constant weights");
+    OTL_TRY(upload(s, b->data, (size_t)otl_tinfo_count(b), &cs->weights));
+    if (n->n_in > 2 && n->in[2] >= 0) {
+        const otl_tinfo *c = &t[n->in[2]];
+        if (!c->data || otl_tinfo_count(c) != y->dims[1] || n->attrs.beta != 1.0f)
+            return unsupported(n, "Gemm's C must be a constant row vector with beta 1");
+        OTL_TRY(upload(s, c->data, (size_t)y->dims[1], &cs->bias_data));
+    }
+    return NULL;
+}
+
+static onnxtl_status *prepare_softmax(cuda_state *s, const otl_node *n, cuda_step *cs) {
+    const otl_tinfo *x = &s->plan->t[n->in[0]];
+    int64_t axis = n->attrs.axis < 0 ? n->attrs.axis + x->rank : n->attrs.axis;
+    if (x->rank != 2 || axis != 1) return unsupported(n, "only Softmax over the last axis of 2-D tensors runs");
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&cs->x));
+    return cudnnSetTensor4dDescriptor(cs->x, CUDNN_TENSOR_NCHW, dnn_type(s->dtype), (int)x->dims[0], (int)x->dims[1], 1, 1)
+               ? otl_error(ONNXTL_ERR_RUNTIME, "cuDNN softmax descriptor failed")
+               : NULL;
+}
+
+static onnxtl_status *prepare_step(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
+    const otl_tinfo *t = s->plan->t;
+    switch (n->op) {
+    case OP_CONV: return prepare_conv(s, n, cs, ws);
+    case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL: return prepare_pool(s, n, cs);
+    case OP_GEMM: return n->attrs.trans_a || n->attrs.alpha != 1.0f ? unsupported(n, "transA and alpha do not run")
+                                                                      : prepare_gemm(s, n, cs);
+    case OP_SOFTMAX: return prepare_softmax(s, n, cs);
+    case OP_RELU: return NULL;
+    case OP_ADD:
+        return !t[n->in[0]].data && !t[n->in[1]].data &&
+                       otl_tinfo_count(&t[n->in[0]]) == otl_tinfo_count(&t[n->out[0]]) &&
+                       otl_tinfo_count(&t[n->in[1]]) == otl_tinfo_count(&t[n->out[0]])
+                   ? NULL
+                   : unsupported(n, "broadcasting or constant Add does not run");
+    case OP_FLATTEN: case OP_RESHAPE: case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_IDENTITY: case OP_DROPOUT:
+        /* channels-last data read in ONNX order needs reordering first */
+        cs->to_nchw = s->nhwc[n->in[0]] && hw(&t[n->in[0]]) > 1;
+        if (cs->to_nchw && is_4d(&t[n->out[0]])) return unsupported(n, "reshaping to another 4-D shape does not run");
+        return NULL;
+    default: return unsupported(n, "this op does not run");
+    }
+}
+
+static void free_step(cuda_step *cs) {
+    if (cs->x) cudnnDestroyTensorDescriptor(cs->x);
+    if (cs->y) cudnnDestroyTensorDescriptor(cs->y);
+    if (cs->bias) cudnnDestroyTensorDescriptor(cs->bias);
+    if (cs->w) cudnnDestroyFilterDescriptor(cs->w);
+    if (cs->conv) cudnnDestroyConvolutionDescriptor(cs->conv);
+    if (cs->pool) cudnnDestroyPoolingDescriptor(cs->pool);
+    if (cs->act) cudnnDestroyActivationDescriptor(cs->act);
+}
+
+static void cuda_release(void *state) {
+    cuda_state *s = state;
+    if (!s) return;
+    if (s->graph) cudaGraphExecDestroy(s->graph);
+    for (int i = 0; s->steps && i < s->plan->n_steps; i++) free_step(&s->steps[i]);
+    for (int i = 0; i < s->n_owned; i++) cudaFree(s->owned[i]);
+    if (s->blas) cublasDestroy(s->blas);
+    if (s->dnn) cudnnDestroy(s->dnn);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    free(s->owned);
+    free(s->steps);
+    free(s->ptr);
+    free(s->nhwc);
+    free(s);
+}
+
+static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0)
+        return otl_error(ONNXTL_ERR_RUNTIME, "no CUDA GPU is available (%s); use --device cpu",
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    if (cfg->device_index >= count)
+        return otl_error(ONNXTL_ERR_ARG, "cuda:%d does not exist: this machine has %d GPU%s", cfg->device_index, count,
+                         count == 1 ? "" : "s");
+    CUDA_TRY(cudaSetDevice(cfg->device_index));
+    CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
+    CUDNN_TRY(cudnnCreate(&s->dnn));
+    CUDNN_TRY(cudnnSetStream(s->dnn, s->stream));
+    CUBLAS_TRY(cublasCreate(&s->blas));
+    CUBLAS_TRY(cublasSetStream(s->blas, s->stream));
+    return NULL;
+}
+
+/* Device buffers: the planned arena, inputs, and staging for float32 transfers. */
+static onnxtl_status *alloc_buffers(cuda_state *s) {
+    const otl_plan *p = s->plan;
+    const otl_graph *g = p->g;
+    OTL_TRY(dev_alloc(s, p->arena_bytes, &s->arena));
+    size_t staging = 0;
+    for (int i = 0; i < g->n_inputs; i++) {
+        const otl_tinfo *t = &p->t[g->inputs[i]];
+        if (t->dtype != ONNXTL_FLOAT) return otl_error(ONNXTL_ERR_UNSUPPORTED, "the CUDA backend takes float32 inputs");
+        OTL_TRY(dev_alloc(s, otl_tinfo_bytes(t), &s->ptr[g->inputs[i]]));
+        s->nhwc[g->inputs[i]] = is_4d(t);
+        staging = otl_tinfo_bytes(t) > staging ? otl_tinfo_bytes(t) : staging;
+    }
+    for (int i = 0; i < p->n_outputs; i++)
+        staging = otl_tinfo_bytes(&p->t[p->outputs[i]]) > staging ? otl_tinfo_bytes(&p->t[p->outputs[i]]) : staging;
+    s->staging_bytes = staging;
+    OTL_TRY(dev_alloc(s, staging, (void **)&s->staging));
+    for (int v = 0; v < g->n_values; v++)
+        if (p->offset[v] >= 0) s->ptr[v] = (char *)s->arena + p->offset[v];
+    for (int i = 0; i < p->n_outputs; i++)
+        if (p->t[p->outputs[i]].data) return otl_error(ONNXTL_ERR_UNSUPPORTED, "constant outputs do not run on CUDA");
+    return NULL;
+}
+
+static onnxtl_status *prepare_steps(cuda_state *s) {
+    const otl_plan *p = s->plan;
+    size_t ws = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = &p->g->nodes[p->steps[i]];
+        size_t w = 0;
+        OTL_TRY(prepare_step(s, n, &s->steps[i], &w));
+        ws = w > ws ? w : ws;
+        const otl_tinfo *y = &p->t[n->out[0]];
+        bool layout_op = n->op == OP_CONV || n->op == OP_MAXPOOL || n->op == OP_AVGPOOL || n->op == OP_GLOBALAVGPOOL ||
+                         n->op == OP_RELU || n->op == OP_ADD;
+        s->nhwc[n->out[0]] = is_4d(y) && (layout_op || (!s->steps[i].to_nchw && s->nhwc[n->in[0]]));
+    }
+    s->workspace_bytes = ws;
+    return dev_alloc(s, ws, &s->workspace);
+}
+
+static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
+    cuda_state *s = calloc(1, sizeof *s);
+    if (!s) return otl_nomem();
+    s->plan = plan;
+    s->precision = cfg->precision;
+    s->dtype = cfg->precision == 2 ? ONNXTL_FLOAT16 : cfg->precision == 3 ? ONNXTL_BFLOAT16 : ONNXTL_FLOAT;
+    s->esize = otl_dtype_size(s->dtype);
+    s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
+    s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
+    s->steps = calloc((size_t)plan->n_steps + 1, sizeof *s->steps);
+    onnxtl_status *st = s->ptr && s->nhwc && s->steps ? NULL : otl_nomem();
+    if (!st) st = init_handles(s, cfg);
+    if (!st) st = alloc_buffers(s);
+    if (!st) st = prepare_steps(s);
+    if (!st && cfg->precision != 0 && cfg->precision != 1) /* fp16/bf16 math in cuBLAS; TF32 only when asked */
+        st = cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
+    if (!st && cfg->precision == 1)
+        st = cublasSetMathMode(s->blas, CUBLAS_TF32_TENSOR_OP_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
+    if (st) {
+        cuda_release(s);
+        return st;
+    }
+    *state = s;
+    return NULL;
+}
+
+static onnxtl_status *run_conv(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const float one = 1.0f, zero = 0.0f;
+    void *y = s->ptr[n->out[0]];
+    const void *x = s->ptr[n->in[0]];
+    bool residual = n->attrs.fused_add;
+    if (residual && s->ptr[n->in[3]] != y)
+        CUDA_TRY(cudaMemcpyAsync(y, s->ptr[n->in[3]], (size_t)otl_tinfo_count(&s->plan->t[n->out[0]]) * s->esize,
+                                 cudaMemcpyDeviceToDevice, s->stream));
+    if (n->attrs.fused_relu) { /* y = relu(conv + (residual ? y : 0) + bias) */
+        CUDNN_TRY(cudnnConvolutionBiasActivationForward(s->dnn, &one, cs->x, x, cs->w, cs->weights, cs->conv, cs->algo,
+                                                        s->workspace, s->workspace_bytes, residual ? &one : &zero, cs->y, y,
+                                                        cs->bias, cs->bias_data, cs->act, cs->y, y));
+        return NULL;
+    }
+    CUDNN_TRY(cudnnConvolutionForward(s->dnn, &one, cs->x, x, cs->w, cs->weights, cs->conv, cs->algo, s->workspace,
+                                      s->workspace_bytes, residual ? &one : &zero, cs->y, y));
+    CUDNN_TRY(cudnnAddTensor(s->dnn, &one, cs->bias, cs->bias_data, &one, cs->y, y));
+    return NULL;
+}
+
+/* Row-major Y[m,n] = A[m,k] op(B) as column-major Y^T = op(B)^T A^T. */
+static onnxtl_status *run_gemm(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const otl_tinfo *a = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
+    const int m = (int)y->dims[0], nn = (int)y->dims[1], k = (int)a->dims[1];
+    const float one = 1.0f, zero = 0.0f;
+    bool tb = n->attrs.trans_b;
+    cublasComputeType_t compute = s->precision == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                  : s->precision == 0 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+    CUBLAS_TRY(cublasGemmEx(s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, nn, m, k, &one, cs->weights,
+                            blas_type(s->dtype), tb ? k : nn, s->ptr[n->in[0]], blas_type(s->dtype), k, &zero,
+                            s->ptr[n->out[0]], blas_type(s->dtype), nn, compute, CUBLAS_GEMM_DEFAULT));
+    if (cs->bias_data) CUDA_TRY(otl_cuda_add_bias_rows(s->ptr[n->out[0]], cs->bias_data, s->dtype, m, nn, s->stream));
+    return NULL;
+}
+
+static onnxtl_status *run_step(cuda_state *s, int i) {
+    const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+    const cuda_step *cs = &s->steps[i];
+    const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
+    const float one = 1.0f, zero = 0.0f;
+    void *out = s->ptr[n->out[0]];
+    const void *in = s->ptr[n->in[0]];
+    switch (n->op) {
+    case OP_CONV: return run_conv(s, n, cs);
+    case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL:
+        CUDNN_TRY(cudnnPoolingForward(s->dnn, cs->pool, &one, cs->x, in, &zero, cs->y, out));
+        return NULL;
+    case OP_GEMM: return run_gemm(s, n, cs);
+    case OP_SOFTMAX:
+        CUDNN_TRY(cudnnSoftmaxForward(s->dnn, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_INSTANCE, &one, cs->x, in, &zero,
+                                      cs->x, out));
+        return NULL;
+    case OP_RELU: CUDA_TRY(otl_cuda_relu(in, out, s->dtype, otl_tinfo_count(y), s->stream)); return NULL;
+    case OP_ADD:
+        CUDA_TRY(otl_cuda_add(in, s->ptr[n->in[1]], out, s->dtype, otl_tinfo_count(y), n->attrs.fused_relu, s->stream));
+        return NULL;
+    default: /* the copy ops */
+        if (cs->to_nchw) CUDA_TRY(otl_cuda_nhwc_to_nchw(in, out, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
+        else if (in != out)
+            CUDA_TRY(cudaMemcpyAsync(out, in, (size_t)otl_tinfo_count(y) * s->esize, cudaMemcpyDeviceToDevice, s->stream));
+        return NULL;
+    }
+}
+
+static onnxtl_status *run_steps(cuda_state *s) {
+    for (int i = 0; i < s->plan->n_steps; i++) {
+        onnxtl_status *st = run_step(s, i);
+        if (st) {
+            const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+            return otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op));
+        }
+    }
+    return NULL;
+}
+
+/* After one eager run, the steps are captured as a CUDA graph and replayed:
+ * one launch instead of hundreds.  Where capture fails, runs stay eager. */
+static void try_capture(cuda_state *s) {
+    s->graph_tried = true;
+    cudaGraph_t g;
+    if (cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return;
+    onnxtl_status *st = run_steps(s);
+    cudaError_t e = cudaStreamEndCapture(s->stream, &g);
+    if (!st && e == cudaSuccess && cudaGraphInstantiate(&s->graph, g, 0) != cudaSuccess) s->graph = NULL;
+    if (e == cudaSuccess) cudaGraphDestroy(g);
+    onnxtl_status_release(st);
+    cudaGetLastError(); /* a failed capture leaves an error behind */
+}
+
+static onnxtl_status *upload_inputs(cuda_state *s, const void *const *inputs) {
+    const otl_graph *g = s->plan->g;
+    for (int i = 0; i < g->n_inputs; i++) {
+        const otl_tinfo *t = &s->plan->t[g->inputs[i]];
+        CUDA_TRY(cudaMemcpyAsync(s->staging, inputs[i], otl_tinfo_bytes(t), cudaMemcpyHostToDevice, s->stream));
+        bool nhwc = s->nhwc[g->inputs[i]];
+        CUDA_TRY(otl_cuda_from_f32(s->staging, s->ptr[g->inputs[i]], s->dtype, t->dims[0], nhwc ? t->dims[1] : 1,
+                                   nhwc ? hw(t) : otl_tinfo_count(t) / t->dims[0], nhwc, s->stream));
+    }
+    return NULL;
+}
+
+static onnxtl_status *download_outputs(cuda_state *s, void *const *outputs) {
+    const otl_plan *p = s->plan;
+    for (int i = 0; i < p->n_outputs; i++) {
+        int v = p->outputs[i];
+        const otl_tinfo *t = &p->t[v];
+        bool nhwc = s->nhwc[v] && hw(t) > 1;
+        CUDA_TRY(otl_cuda_to_f32(s->ptr[v], s->staging, s->dtype, t->dims[0], nhwc ? t->dims[1] : 1,
+                                 nhwc ? hw(t) : otl_tinfo_count(t) / t->dims[0], nhwc, s->stream));
+        CUDA_TRY(cudaMemcpyAsync(outputs[i], s->staging, otl_tinfo_bytes(t), cudaMemcpyDeviceToHost, s->stream));
+        CUDA_TRY(cudaStreamSynchronize(s->stream));
+    }
+    return NULL;
+}
+
+static onnxtl_status *cuda_run(void *state, const void *const *inputs, void *const *outputs) {
+    cuda_state *s = state;
+    OTL_TRY(upload_inputs(s, inputs));
+    if (s->graph) CUDA_TRY(cudaGraphLaunch(s->graph, s->stream));
+    else OTL_TRY(run_steps(s));
+    OTL_TRY(download_outputs(s, outputs));
+    if (!s->graph_tried) try_capture(s);
+    return NULL;
+}
+
+const otl_backend otl_backend_cuda = {"cuda", cuda_prepare, cuda_run, cuda_release};

@@ -1,0 +1,83 @@
+#!/usr/bin/python3
+"""PyTorch peers for tools/gpu_bench.sh, on the same GPU in the same run.
+
+  backbone ARCH PRECISION BATCH [compile]   img/s of the backbone up to the head input
+                                            (eager, channels_last; or torch.compile)
+  pipeline DATA_DIR BATCH WORKERS           ImageFolder + transforms + DataLoader + fp16 model
+  mkjpegs SRC_DIR OUT_DIR COUNT             500x375 JPEGs made from the photos in SRC_DIR
+"""
+import os
+import sys
+import time
+
+import torch
+import torchvision
+
+
+def backbone(arch):
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, arch)()
+    if arch.startswith("resnet"):
+        m.fc = torch.nn.Identity()
+    else:
+        m.classifier = torch.nn.Identity()
+    return m.eval()
+
+
+def dtype_of(prec):
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = prec == "tf32"
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
+
+
+def bench_backbone(arch, prec, batch, compiled):
+    dt = dtype_of(prec)
+    m = backbone(arch).cuda().to(dt).to(memory_format=torch.channels_last)
+    if compiled:
+        m = torch.compile(m)
+    x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=dt).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            m(x)
+        torch.cuda.synchronize()
+        iters, start = 10, time.time()
+        for _ in range(iters):
+            m(x)
+        torch.cuda.synchronize()
+    return batch * iters / (time.time() - start)
+
+
+def bench_pipeline(data, batch, workers):
+    t = torchvision.transforms
+    tf = t.Compose([t.Resize(256), t.CenterCrop(224), t.ToTensor(), t.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ds = torchvision.datasets.ImageFolder(data, tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, pin_memory=True)
+    m = backbone("resnet50").cuda().half().to(memory_format=torch.channels_last)
+    start, n = time.time(), 0
+    with torch.inference_mode():
+        for x, _ in loader:
+            m(x.cuda(non_blocking=True).half().to(memory_format=torch.channels_last)).float().cpu()
+            n += x.shape[0]
+    return n / (time.time() - start)
+
+
+def make_jpegs(src, out, count):
+    from PIL import Image
+    photos = [os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs if f.endswith(".jpg")]
+    for i in range(count):
+        d = os.path.join(out, "cat" if i % 2 else "dog")
+        os.makedirs(d, exist_ok=True)
+        Image.open(photos[i % len(photos)]).convert("RGB").resize((500, 375)).save(os.path.join(d, f"{i}.jpg"), quality=90)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "backbone":
+        print(f"{bench_backbone(sys.argv[2], sys.argv[3], int(sys.argv[4]), len(sys.argv) > 5):.0f}")
+    elif cmd == "pipeline":
+        print(f"{bench_pipeline(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])):.0f}")
+    else:
+        make_jpegs(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+
+
+if __name__ == "__main__":
+    main()
