@@ -60,13 +60,20 @@ def bench_pipeline(data, batch, workers):
     return n / (time.time() - start)
 
 
-def make_jpegs(src, out, count):
+def make_jpeg(job):
     from PIL import Image
-    photos = [os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs if f.endswith(".jpg")]
-    for i in range(count):
-        d = os.path.join(out, "cat" if i % 2 else "dog")
-        os.makedirs(d, exist_ok=True)
-        Image.open(photos[i % len(photos)]).convert("RGB").resize((500, 375)).save(os.path.join(d, f"{i}.jpg"), quality=90)
+    src, dst = job
+    Image.open(src).convert("RGB").resize((500, 375)).save(dst, quality=90)
+
+
+def make_jpegs(src, out, count):
+    import multiprocessing
+    photos = sorted(os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs if f.endswith(".jpg"))
+    for cls in ("cat", "dog"):
+        os.makedirs(os.path.join(out, cls), exist_ok=True)
+    jobs = [(photos[i % len(photos)], os.path.join(out, "cat" if i % 2 else "dog", f"{i}.jpg")) for i in range(count)]
+    with multiprocessing.Pool() as pool:
+        pool.map(make_jpeg, jobs, chunksize=64)
 
 
 def main():

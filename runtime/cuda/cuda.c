@@ -52,6 +52,7 @@ typedef struct {
     cudnnHandle_t dnn;
     cublasHandle_t blas;
     void *arena, *workspace;
+    void *residual; /* a copy of a residual input that shares its buffer with the output */
     size_t workspace_bytes;
     float *staging; /* float32 inputs and outputs on their way */
     size_t staging_bytes;
@@ -128,13 +129,16 @@ static onnxtl_status *upload_filter(cuda_state *s, const otl_tinfo *w, void **de
     return st;
 }
 
-static onnxtl_status *choose_algo(cuda_state *s, cuda_step *cs, size_t *ws) {
+/* cuDNN's heuristics rank the algorithms; the first that fits the precision
+ * and the residual's needs is kept. */
+static onnxtl_status *choose_algo(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     cudnnConvolutionFwdAlgoPerf_t perf[16];
-    int n = 0;
-    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(s->dnn, cs->x, cs->w, cs->conv, cs->y, 16, &n, perf));
-    for (int i = 0; i < n; i++) {
+    int count = 0;
+    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(s->dnn, cs->x, cs->w, cs->conv, cs->y, 16, &count, perf));
+    for (int i = 0; i < count; i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > MAX_WORKSPACE) continue;
         if (s->precision == 0 && perf[i].mathType != CUDNN_FMA_MATH) continue; /* true fp32 */
+        if (s->precision == 1 && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue; /* no fp16 */
         cs->algo = perf[i].algo;
         CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, perf[i].mathType));
         *ws = perf[i].memory;
@@ -146,6 +150,8 @@ static onnxtl_status *choose_algo(cuda_state *s, cuda_step *cs, size_t *ws) {
 static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     if (!is_4d(x) || !w->data) return unsupported(n, "only 2-D convolutions with constant weights run");
+    /* ResNets' outputs disagreed with the CPU's on the H200 (see the README); refuse rather than be wrong. */
+    if (n->attrs.fused_add) return unsupported(n, "residual connections are not yet verified");
     otl_window win;
     OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
     for (int i = 1; i < 3; i++)
@@ -167,8 +173,8 @@ static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *
     CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, math));
     CUDNN_TRY(cudnnCreateActivationDescriptor(&cs->act));
     CUDNN_TRY(cudnnSetActivationDescriptor(cs->act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
-    OTL_TRY(choose_algo(s, cs, ws));
     OTL_TRY(upload_filter(s, w, &cs->weights));
+    OTL_TRY(choose_algo(s, n, cs, ws));
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
     float *zeros = has_bias ? NULL : calloc((size_t)y->dims[1], sizeof(float));
     if (!has_bias && !zeros) return otl_nomem();
@@ -329,6 +335,13 @@ static onnxtl_status *prepare_steps(cuda_state *s) {
         s->nhwc[n->out[0]] = is_4d(y) && (layout_op || (!s->steps[i].to_nchw && s->nhwc[n->in[0]]));
     }
     s->workspace_bytes = ws;
+    size_t residual = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = &p->g->nodes[p->steps[i]];
+        size_t b = (size_t)otl_tinfo_count(&p->t[n->out[0]]) * s->esize;
+        if (n->op == OP_CONV && n->attrs.fused_add && b > residual) residual = b;
+    }
+    OTL_TRY(dev_alloc(s, residual, &s->residual));
     return dev_alloc(s, ws, &s->workspace);
 }
 
@@ -363,15 +376,20 @@ static onnxtl_status *run_conv(cuda_state *s, const otl_node *n, const cuda_step
     void *y = s->ptr[n->out[0]];
     const void *x = s->ptr[n->in[0]];
     bool residual = n->attrs.fused_add;
-    if (residual && s->ptr[n->in[3]] != y)
-        CUDA_TRY(cudaMemcpyAsync(y, s->ptr[n->in[3]], (size_t)otl_tinfo_count(&s->plan->t[n->out[0]]) * s->esize,
-                                 cudaMemcpyDeviceToDevice, s->stream));
-    if (n->attrs.fused_relu) { /* y = relu(conv + (residual ? y : 0) + bias) */
+    const size_t bytes = (size_t)otl_tinfo_count(&s->plan->t[n->out[0]]) * s->esize;
+    if (n->attrs.fused_relu) { /* y = relu(conv + z + bias); cuDNN gives wrong results when z is y */
+        const void *z = residual ? s->ptr[n->in[3]] : y;
+        if (residual && z == y) {
+            CUDA_TRY(cudaMemcpyAsync(s->residual, z, bytes, cudaMemcpyDeviceToDevice, s->stream));
+            z = s->residual;
+        }
         CUDNN_TRY(cudnnConvolutionBiasActivationForward(s->dnn, &one, cs->x, x, cs->w, cs->weights, cs->conv, cs->algo,
-                                                        s->workspace, s->workspace_bytes, residual ? &one : &zero, cs->y, y,
+                                                        s->workspace, s->workspace_bytes, residual ? &one : &zero, cs->y, z,
                                                         cs->bias, cs->bias_data, cs->act, cs->y, y));
         return NULL;
     }
+    if (residual && s->ptr[n->in[3]] != y) /* y = conv + 1 * y */
+        CUDA_TRY(cudaMemcpyAsync(y, s->ptr[n->in[3]], bytes, cudaMemcpyDeviceToDevice, s->stream));
     CUDNN_TRY(cudnnConvolutionForward(s->dnn, &one, cs->x, x, cs->w, cs->weights, cs->conv, cs->algo, s->workspace,
                                       s->workspace_bytes, residual ? &one : &zero, cs->y, y));
     CUDNN_TRY(cudnnAddTensor(s->dnn, &one, cs->bias, cs->bias_data, &one, cs->y, y));
