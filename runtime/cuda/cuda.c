@@ -92,7 +92,9 @@ static onnxtl_status *upload(cuda_state *s, const float *host, size_t count, voi
     OTL_TRY(dev_alloc(s, count * s->esize, dev));
     float *tmp;
     CUDA_TRY(cudaMalloc((void **)&tmp, count * sizeof(float) + 1));
-    cudaError_t e = cudaMemcpy(tmp, host, count * sizeof(float), cudaMemcpyHostToDevice);
+    /* On our stream: a plain cudaMemcpy from pageable memory may return before its DMA
+     * lands, and our non-blocking stream would not wait for it. */
+    cudaError_t e = cudaMemcpyAsync(tmp, host, count * sizeof(float), cudaMemcpyHostToDevice, s->stream);
     if (e == cudaSuccess) e = otl_cuda_from_f32(tmp, *dev, s->dtype, 1, 1, (int64_t)count, 0, s->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
     cudaFree(tmp);
@@ -150,8 +152,6 @@ static onnxtl_status *choose_algo(cuda_state *s, const otl_node *n, cuda_step *c
 static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     if (!is_4d(x) || !w->data) return unsupported(n, "only 2-D convolutions with constant weights run");
-    /* ResNets' outputs disagreed with the CPU's on the H200 (see the README); refuse rather than be wrong. */
-    if (n->attrs.fused_add) return unsupported(n, "residual connections are not yet verified");
     otl_window win;
     OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
     for (int i = 1; i < 3; i++)
