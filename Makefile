@@ -27,7 +27,7 @@ LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
 
 LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/*.c) \
            src/session.c src/npy.c src/image.c src/preprocess.c \
-           src/dataset.c src/hash.c src/feature_file.c src/progress.c src/extract.c src/batches.c src/image_model.c src/train.c src/classify.c
+           src/dataset.c src/hash.c src/feature_file.c src/progress.c src/extract.c src/batches.c src/image_model.c src/train.c src/classify.c src/strlist.c
 CLI_SRC := src/main.c $(wildcard src/cmd_*.c)
 PB_C := $(BUILD)/onnx/onnx.pb-c.c
 

@@ -8,6 +8,7 @@
 #include "classify.h"
 #include "cli.h"
 #include "status.h"
+#include "strlist.h"
 
 static const char run_help[] =
     "usage: onnxtl run MODEL IMAGE_OR_DIR... [options]\n"
@@ -26,23 +27,6 @@ static const char run_help[] =
     "A bad image gets a message naming it; the others are still classified and\n"
     "the exit status is 1.\n";
 
-typedef struct {
-    char **items;
-    size_t n, cap;
-} path_list;
-
-static onnxtl_status *add_path(path_list *l, const char *p) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        char **items = realloc(l->items, cap * sizeof *items);
-        if (!items) return otl_nomem();
-        l->items = items;
-        l->cap = cap;
-    }
-    return (l->items[l->n++] = strdup(p)) ? NULL : otl_nomem();
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static bool image_name(const char *path) {
     const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *dot = strrchr(base, '.');
@@ -50,25 +34,24 @@ static bool image_name(const char *path) {
 }
 
 /* Image files under dir, recursively, in sorted order. */
-static onnxtl_status *collect_dir(path_list *l, const char *dir) {
+static onnxtl_status *collect_dir(otl_strlist *l, const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder", dir);
-    path_list here = {0};
+    otl_strlist here = {0};
     onnxtl_status *st = NULL;
     for (struct dirent *e; !st && (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         char full[4096];
-        if (snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < (int)sizeof full) st = add_path(&here, full);
+        if (snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < (int)sizeof full) st = otl_strlist_push(&here, full);
     }
     closedir(d);
-    if (here.n) qsort(here.items, here.n, sizeof(char *), cmp_str);
+    otl_strlist_sort(&here);
     for (size_t i = 0; !st && i < here.n; i++) {
         struct stat sb;
         if (stat(here.items[i], &sb) == 0 && S_ISDIR(sb.st_mode)) st = collect_dir(l, here.items[i]);
-        else if (image_name(here.items[i])) st = add_path(l, here.items[i]);
+        else if (image_name(here.items[i])) st = otl_strlist_push(l, here.items[i]);
     }
-    for (size_t i = 0; i < here.n; i++) free(here.items[i]);
-    free(here.items);
+    otl_strlist_free(&here);
     return st;
 }
 
@@ -139,14 +122,14 @@ int cmd_run(int argc, char **argv) {
     int top = 1, batch = 16;
     onnxtl_options opts = {0};
     bool json = false;
-    path_list inputs = {0};
+    otl_strlist inputs = {0};
     onnxtl_status *st = NULL;
     for (int i = 1; i < argc && !st; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {
             json = true;
         } else if (a[0] != '-') {
-            if (model) st = add_path(&inputs, a);
+            if (model) st = otl_strlist_push(&inputs, a);
             else model = a;
         } else {
             if (i + 1 >= argc) return cli_usage("run", "%s needs a value", a);
@@ -165,11 +148,11 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (!st && (!model || !inputs.n)) return cli_usage("run", "expected MODEL and at least one image or folder");
-    path_list files = {0};
+    otl_strlist files = {0};
     for (size_t i = 0; !st && i < inputs.n; i++) {
         struct stat sb;
         bool dir = stat(inputs.items[i], &sb) == 0 && S_ISDIR(sb.st_mode);
-        st = dir ? collect_dir(&files, inputs.items[i]) : add_path(&files, inputs.items[i]);
+        st = dir ? collect_dir(&files, inputs.items[i]) : otl_strlist_push(&files, inputs.items[i]);
     }
     otl_classifier c = {0};
     if (!st) st = otl_classifier_open(model, &opts, resize, crop, mean, std, &c);
@@ -177,10 +160,8 @@ int cmd_run(int argc, char **argv) {
     otl_classify_sink sink = {print_prediction, print_error, &r};
     if (!st) st = otl_classify_files(&c, (const char *const *)files.items, files.n, batch, &sink);
     otl_classifier_close(&c);
-    for (size_t i = 0; i < inputs.n; i++) free(inputs.items[i]);
-    for (size_t i = 0; i < files.n; i++) free(files.items[i]);
-    free(inputs.items);
-    free(files.items);
+    otl_strlist_free(&inputs);
+    otl_strlist_free(&files);
     if (st) return cli_fail(st);
     if (r.errors) fprintf(stderr, "onnxtl: %zu image%s could not be classified\n", r.errors, r.errors == 1 ? "" : "s");
     return r.errors ? EXIT_FAIL : 0;

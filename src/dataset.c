@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "status.h"
+#include "strlist.h"
 
 const char *const otl_split_names[SPLIT_COUNT] = {"train", "val", "test", "all"};
 
@@ -31,31 +32,6 @@ static bool is_image_name(const char *name) {
     return false;
 }
 
-typedef struct {
-    char **items;
-    size_t n, cap;
-} str_list;
-
-static onnxtl_status *list_push(str_list *l, const char *s) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        char **items = realloc(l->items, cap * sizeof *items);
-        if (!items) return otl_nomem();
-        l->items = items;
-        l->cap = cap;
-    }
-    if (!(l->items[l->n] = strdup(s))) return otl_nomem();
-    l->n++;
-    return NULL;
-}
-
-static void list_free(str_list *l) {
-    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
-    free(l->items);
-    memset(l, 0, sizeof *l);
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static bool is_dir(const char *path) {
     struct stat sb;
@@ -63,7 +39,7 @@ static bool is_dir(const char *path) {
 }
 
 /* Sorted entry names of a folder, split into subfolders and files. */
-static onnxtl_status *list_dir(const char *path, str_list *dirs, str_list *files) {
+static onnxtl_status *list_dir(const char *path, otl_strlist *dirs, otl_strlist *files) {
     DIR *d = opendir(path);
     if (!d) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder: %s", path, strerror(errno));
     onnxtl_status *st = NULL;
@@ -71,11 +47,11 @@ static onnxtl_status *list_dir(const char *path, str_list *dirs, str_list *files
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char full[4096];
         if (snprintf(full, sizeof full, "%s/%s", path, e->d_name) >= (int)sizeof full) continue;
-        st = list_push(is_dir(full) ? dirs : files, e->d_name);
+        st = otl_strlist_push(is_dir(full) ? dirs : files, e->d_name);
     }
     closedir(d);
-    if (dirs->n) qsort(dirs->items, dirs->n, sizeof(char *), cmp_str);
-    if (files->n) qsort(files->items, files->n, sizeof(char *), cmp_str);
+    otl_strlist_sort(dirs);
+    otl_strlist_sort(files);
     return st;
 }
 
@@ -99,7 +75,7 @@ static onnxtl_status *add_sample(otl_dataset *ds, size_t *cap, const char *rel, 
 static onnxtl_status *walk_class(otl_dataset *ds, size_t *cap, const char *rel, int label, int split) {
     char full[8300];
     snprintf(full, sizeof full, "%s/%s", ds->root, rel);
-    str_list dirs = {0}, files = {0};
+    otl_strlist dirs = {0}, files = {0};
     onnxtl_status *st = list_dir(full, &dirs, &files);
     for (size_t i = 0; !st && i < files.n; i++) {
         char path[4096];
@@ -112,8 +88,8 @@ static onnxtl_status *walk_class(otl_dataset *ds, size_t *cap, const char *rel, 
         if (snprintf(path, sizeof path, "%s/%s", rel, dirs.items[i]) < (int)sizeof path)
             st = walk_class(ds, cap, path, label, split);
     }
-    list_free(&dirs);
-    list_free(&files);
+    otl_strlist_free(&dirs);
+    otl_strlist_free(&files);
     return st;
 }
 
@@ -123,8 +99,8 @@ static int class_index(const otl_dataset *ds, const char *name) {
     return -1;
 }
 
-static onnxtl_status *set_classes(otl_dataset *ds, str_list *names) {
-    qsort(names->items, names->n, sizeof(char *), cmp_str);
+static onnxtl_status *set_classes(otl_dataset *ds, otl_strlist *names) {
+    otl_strlist_sort(names);
     ds->classes = calloc(names->n + 1, sizeof(char *));
     if (!ds->classes) return otl_nomem();
     for (size_t i = 0; i < names->n; i++) {
@@ -141,20 +117,20 @@ static int split_of(const char *name) {
     return -1;
 }
 
-static onnxtl_status *scan_splits(otl_dataset *ds, const str_list *top) {
-    str_list names = {0};
+static onnxtl_status *scan_splits(otl_dataset *ds, const otl_strlist *top) {
+    otl_strlist names = {0};
     onnxtl_status *st = NULL;
     size_t cap = 0;
     for (size_t i = 0; !st && i < top->n; i++) { /* classes: the union over splits */
         if (split_of(top->items[i]) < 0) continue;
         char p[8300];
         snprintf(p, sizeof p, "%s/%s", ds->root, top->items[i]);
-        str_list dirs = {0}, files = {0};
+        otl_strlist dirs = {0}, files = {0};
         st = list_dir(p, &dirs, &files);
-        for (size_t k = 0; !st && k < dirs.n; k++) st = list_push(&names, dirs.items[k]);
+        for (size_t k = 0; !st && k < dirs.n; k++) st = otl_strlist_push(&names, dirs.items[k]);
         ds->ignored += files.n;
-        list_free(&dirs);
-        list_free(&files);
+        otl_strlist_free(&dirs);
+        otl_strlist_free(&files);
     }
     if (!st) st = set_classes(ds, &names);
     for (int split = 0; !st && split < SPLIT_ALL; split++) {
@@ -168,11 +144,11 @@ static onnxtl_status *scan_splits(otl_dataset *ds, const str_list *top) {
             }
         }
     }
-    list_free(&names);
+    otl_strlist_free(&names);
     return st;
 }
 
-static onnxtl_status *scan_folders(otl_dataset *ds, str_list *top, size_t top_files) {
+static onnxtl_status *scan_folders(otl_dataset *ds, otl_strlist *top, size_t top_files) {
     size_t cap = 0;
     ds->ignored += top_files;
     OTL_TRY(set_classes(ds, top));
@@ -181,15 +157,15 @@ static onnxtl_status *scan_folders(otl_dataset *ds, str_list *top, size_t top_fi
 }
 
 /* Kaggle's train/ folder: cat.123.jpg, dog.456.jpg; the label is the name up to the first dot. */
-static onnxtl_status *scan_flat(otl_dataset *ds, const str_list *files) {
-    str_list names = {0};
+static onnxtl_status *scan_flat(otl_dataset *ds, const otl_strlist *files) {
+    otl_strlist names = {0};
     onnxtl_status *st = NULL;
     for (size_t i = 0; !st && i < files->n; i++) {
         const char *f = files->items[i], *dot = strchr(f, '.');
         if (!is_image_name(f) || dot == f) continue;
         char label[256];
         snprintf(label, sizeof label, "%.*s", (int)(dot - f), f);
-        st = list_push(&names, label);
+        st = otl_strlist_push(&names, label);
     }
     if (!st) st = set_classes(ds, &names);
     size_t cap = 0;
@@ -203,7 +179,7 @@ static onnxtl_status *scan_flat(otl_dataset *ds, const str_list *files) {
         snprintf(label, sizeof label, "%.*s", (int)(dot - f), f);
         st = add_sample(ds, &cap, f, class_index(ds, label), SPLIT_ALL);
     }
-    list_free(&names);
+    otl_strlist_free(&names);
     return st;
 }
 
@@ -213,7 +189,7 @@ static int by_label(const void *a, const void *b) {
 }
 
 static onnxtl_status *detect_and_scan(otl_dataset *ds) {
-    str_list dirs = {0}, files = {0};
+    otl_strlist dirs = {0}, files = {0};
     OTL_TRY(list_dir(ds->root, &dirs, &files));
     bool has_split = false;
     for (size_t i = 0; i < dirs.n; i++) has_split |= split_of(dirs.items[i]) >= 0;
@@ -230,8 +206,8 @@ static onnxtl_status *detect_and_scan(otl_dataset *ds) {
         st = scan_flat(ds, &files);
         if (!st && ds->n_samples) qsort(ds->samples, ds->n_samples, sizeof *ds->samples, by_label);
     }
-    list_free(&dirs);
-    list_free(&files);
+    otl_strlist_free(&dirs);
+    otl_strlist_free(&files);
     return st;
 }
 

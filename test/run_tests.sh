@@ -40,6 +40,18 @@ run_suite extract $PY test/extract_tests.py build/onnxtl "$SHARED"
 run_suite trainer_parity $PY test/trainer_parity.py build/onnxtl "$SHARED"
 run_suite workflow $PY test/workflow_tests.py build/onnxtl "$SHARED"
 
+# The CUDA backend is always compiled and linked; its parity test needs a GPU and says so.
+if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+    if make -s CUDA=1 build-cuda/onnxtl >"$LOG/cuda-build.log" 2>&1; then
+        echo "PASS CUDA build (make CUDA=1) compiles and links" | tee "$LOG/cuda-result.log"
+        run_suite gpu_parity $PY test/gpu_parity.py build-cuda/onnxtl
+    else
+        echo "FAIL CUDA build (see $LOG/cuda-build.log)" | tee "$LOG/cuda-result.log"
+    fi
+else
+    echo "SKIP CUDA build: no nvcc under ${CUDA_HOME:-/usr/local/cuda}" | tee "$LOG/cuda-result.log"
+fi
+
 # Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
 if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
     if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance >"$LOG/sanitize-build.log" 2>&1; then
