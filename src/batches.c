@@ -1,6 +1,9 @@
 #include "batches.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,9 @@ static void fill_slot(pipeline *pl, otl_jpeg_decoder *dec, size_t b, slot *s) {
 
 static void *decoder_main(void *arg) {
     pipeline *pl = arg;
+    /* Below the compute threads: a decoder that preempts one of them stalls
+     * all of them at the next barrier. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10); /* best effort: only speed depends on it */
     otl_jpeg_decoder *dec = NULL;
     onnxtl_status *st = otl_jpeg_decoder_create(&dec);
     for (;;) {

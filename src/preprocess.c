@@ -163,21 +163,45 @@ static uint8_t clip8(int32_t ss) {
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-/* One pass along an axis: src has `lines` lines of `in_len` pixels spaced by
- * `pixel_step` bytes and `line_step` bytes between lines; likewise dst. */
-static void resample_pass(const uint8_t *src, int lines, ptrdiff_t s_line, ptrdiff_t s_pix,
-                          uint8_t *dst, int out_len, ptrdiff_t d_line, ptrdiff_t d_pix,
-                          const resample_coeffs *c) {
-    for (int y = 0; y < lines; y++) {
-        for (int xx = 0; xx < out_len; xx++) {
+/* Horizontal pass: each output pixel sums its taps over the three channels at once. */
+static void resample_horizontal(const uint8_t *src, int w, int h, uint8_t *dst, int out_w, const resample_coeffs *c) {
+    for (int y = 0; y < h; y++) {
+        const uint8_t *row = src + (size_t)y * w * 3;
+        uint8_t *out = dst + (size_t)y * out_w * 3;
+        for (int xx = 0; xx < out_w; xx++) {
             const int xmin = c->bounds[2 * xx], xmax = c->bounds[2 * xx + 1];
             const int32_t *k = &c->kk[xx * c->ksize];
-            for (int ch = 0; ch < 3; ch++) {
-                int32_t ss = 1 << (PRECISION_BITS - 1);
-                for (int x = 0; x < xmax; x++) ss += src[y * s_line + (x + xmin) * s_pix + ch] * k[x];
-                dst[y * d_line + xx * d_pix + ch] = clip8(ss);
+            const uint8_t *p = row + (size_t)xmin * 3;
+            int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
+            for (int x = 0; x < xmax; x++, p += 3) {
+                s0 += p[0] * k[x];
+                s1 += p[1] * k[x];
+                s2 += p[2] * k[x];
             }
+            out[3 * xx] = clip8(s0);
+            out[3 * xx + 1] = clip8(s1);
+            out[3 * xx + 2] = clip8(s2);
         }
+    }
+}
+
+/* Vertical pass: whole rows are accumulated tap by tap, so memory is read in order. */
+static void resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h, const resample_coeffs *c, int32_t *acc) {
+    const size_t row_bytes = (size_t)w * 3;
+    for (int yy = 0; yy < out_h; yy++) {
+        const int ymin = c->bounds[2 * yy], ymax = c->bounds[2 * yy + 1];
+        const int32_t *k = &c->kk[yy * c->ksize];
+#pragma omp simd
+        for (size_t i = 0; i < row_bytes; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+        for (int t = 0; t < ymax; t++) {
+            const uint8_t *row = src + (size_t)(ymin + t) * row_bytes;
+            const int32_t kt = k[t];
+#pragma omp simd
+            for (size_t i = 0; i < row_bytes; i++) acc[i] += row[i] * kt;
+        }
+        uint8_t *out = dst + (size_t)yy * row_bytes;
+#pragma omp simd
+        for (size_t i = 0; i < row_bytes; i++) out[i] = clip8(acc[i]);
     }
 }
 
@@ -194,7 +218,7 @@ static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, otl_
             st = otl_nomem();
             goto done;
         }
-        resample_pass(cur, h, (ptrdiff_t)w * 3, 3, tmp, out_w, (ptrdiff_t)out_w * 3, 3, &c);
+        resample_horizontal(cur, w, h, tmp, out_w, &c);
         free_coeffs(&c);
         memset(&c, 0, sizeof c);
         cur = tmp;
@@ -208,8 +232,13 @@ static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, otl_
     out->height = out_h;
     if (out_h != h) {
         OTL_TRY_GOTO(st, precompute_coeffs(h, out_h, &c), done);
-        /* Vertical pass: lines are columns, pixels step by a row. */
-        resample_pass(cur, w, 3, (ptrdiff_t)w * 3, out->rgb, out_h, 3, (ptrdiff_t)w * 3, &c);
+        int32_t *acc = malloc(sizeof(int32_t) * (size_t)w * 3);
+        if (!acc) {
+            st = otl_nomem();
+            goto done;
+        }
+        resample_vertical(cur, w, out->rgb, out_h, &c, acc);
+        free(acc);
     } else {
         memcpy(out->rgb, cur, (size_t)w * h * 3);
     }
@@ -244,19 +273,23 @@ static int crop_start(int size, int crop) {
     return size >= crop ? (int)nearbyint((size - crop) / 2.0) : -((crop - size) / 2);
 }
 
-/* CenterCrop fused with ToTensor and Normalize. */
+/* CenterCrop fused with ToTensor and Normalize.  A byte has 256 values, so
+ * each channel's (v / 255 - mean) / std -- the same float32 operations as
+ * ToTensor and Normalize -- is computed once per value. */
 static void crop_normalize(const otl_preprocess *p, const otl_image *img, int ch, int cw, float *chw) {
     int top = crop_start(img->height, ch), left = crop_start(img->width, cw);
+    float table[3][256];
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++) table[c][v] = ((float)v / 255.0f - p->mean[c]) / p->std[c];
     for (int c = 0; c < 3; c++) {
         float *plane = chw + (size_t)c * ch * cw;
+        const float pad = table[c][0]; /* torchvision pads with zeros before ToTensor */
         for (int y = 0; y < ch; y++) {
             int sy = y + top;
             for (int x = 0; x < cw; x++) {
                 int sx = x + left;
                 bool inside = sy >= 0 && sy < img->height && sx >= 0 && sx < img->width;
-                float v = inside ? img->rgb[((size_t)sy * img->width + sx) * 3 + c] : 0.0f;
-                /* the same float32 operations as ToTensor and Normalize */
-                plane[(size_t)y * cw + x] = (v / 255.0f - p->mean[c]) / p->std[c];
+                plane[(size_t)y * cw + x] = inside ? table[c][img->rgb[((size_t)sy * img->width + sx) * 3 + c]] : pad;
             }
         }
     }

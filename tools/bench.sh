@@ -16,11 +16,15 @@ MODEL=build/models/resnet50_op17_fold.onnx
 
 DATA=build/bench/data
 rm -rf build/bench && mkdir -p "$DATA"
-per=$(( (IMAGES + 3) / 4 ))
+# The first IMAGES photos in ImageFolder order (train, then test; cat, then dog).
+i=0
 for split in train test; do for cls in cat dog; do
     mkdir -p "$DATA/$split/$cls"
-    ls "$SHARED/$split/$cls" | sort | head -n "$per" | while read -r f; do
-        ln -s "$(realpath "$SHARED/$split/$cls/$f")" "$DATA/$split/$cls/$f"; done
+    for f in $(ls "$SHARED/$split/$cls" | sort); do
+        [ "$i" -lt "$IMAGES" ] || break
+        ln -s "$(realpath "$SHARED/$split/$cls/$f")" "$DATA/$split/$cls/$f"
+        i=$((i + 1))
+    done
 done; done
 n=$(find -L "$DATA" -name '*.jpg' | wc -l)
 CUT=$(build/onnxtl info "$MODEL" | sed -n "s/^head input (cached by extract): '\([^']*\)'.*/\1/p")
