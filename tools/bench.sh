@@ -16,15 +16,14 @@ MODEL=build/models/resnet50_op17_fold.onnx
 
 DATA=build/bench/data
 rm -rf build/bench && mkdir -p "$DATA"
-# The first IMAGES photos in ImageFolder order (train, then test; cat, then dog).
-i=0
+# IMAGES photos, each split and class in proportion (both classes stay for fit-head).
+total=$(find -L "$SHARED" -name '*.jpg' | wc -l)
 for split in train test; do for cls in cat dog; do
     mkdir -p "$DATA/$split/$cls"
-    for f in $(ls "$SHARED/$split/$cls" | sort); do
-        [ "$i" -lt "$IMAGES" ] || break
-        ln -s "$(realpath "$SHARED/$split/$cls/$f")" "$DATA/$split/$cls/$f"
-        i=$((i + 1))
-    done
+    have=$(ls "$SHARED/$split/$cls" | wc -l)
+    take=$(( (IMAGES * have + total - 1) / total ))
+    ls "$SHARED/$split/$cls" | sort | head -n "$take" | while read -r f; do
+        ln -s "$(realpath "$SHARED/$split/$cls/$f")" "$DATA/$split/$cls/$f"; done
 done; done
 n=$(find -L "$DATA" -name '*.jpg' | wc -l)
 CUT=$(build/onnxtl info "$MODEL" | sed -n "s/^head input (cached by extract): '\([^']*\)'.*/\1/p")
