@@ -11,9 +11,7 @@ int64_t otl_tinfo_count(const otl_tinfo *t) {
     return n;
 }
 
-static onnxtl_status *bad(const char *fmt, const char *a) {
-    return otl_error(ONNXTL_ERR_MODEL, fmt, a);
-}
+static onnxtl_status *bad(const char *msg) { return otl_error(ONNXTL_ERR_MODEL, "%s", msg); }
 
 onnxtl_status *otl_norm_axis(int64_t axis, int r, int64_t *out) {
     *out = 0;
@@ -132,19 +130,19 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(need_float(x, "Conv"));
     int n = x->rank - 2;
     if (n < 1 || wt->rank != x->rank)
-        return bad("Conv expects input and weight of the same rank >= 3%s", "");
+        return bad("Conv expects input and weight of the same rank >= 3");
     const otl_attrs *a = &nd->attrs;
     if (a->group < 1 || x->dims[1] != wt->dims[1] * a->group || wt->dims[0] % a->group)
         return otl_error(ONNXTL_ERR_MODEL,
                          "Conv channels do not match: input has %lld, weight expects %lld x group %lld",
                          (long long)x->dims[1], (long long)wt->dims[1], (long long)a->group);
-    if (a->n_kernel && a->n_kernel != n) return bad("Conv kernel_shape has the wrong length%s", "");
+    if (a->n_kernel && a->n_kernel != n) return bad("Conv kernel_shape has the wrong length");
     for (int i = 0; i < a->n_kernel; i++)
-        if (a->kernel[i] != wt->dims[2 + i]) return bad("Conv kernel_shape disagrees with W%s", "");
+        if (a->kernel[i] != wt->dims[2 + i]) return bad("Conv kernel_shape disagrees with W");
     if (nd->n_in > 2 && nd->in[2] >= 0) {
         const otl_tinfo *b = &t[nd->in[2]];
         if (b->rank != 1 || b->dims[0] != wt->dims[0])
-            return bad("Conv bias must be 1-D with one value per output channel%s", "");
+            return bad("Conv bias must be 1-D with one value per output channel");
     }
     otl_window w;
     OTL_TRY(otl_window_init(a, n, x->dims + 2, wt->dims + 2, false, &w));
@@ -153,7 +151,7 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     if (a->fused_add) {
         const otl_tinfo *skip = &t[nd->in[3]];
         if (skip->rank != x->rank || memcmp(skip->dims, dims, sizeof(int64_t) * (size_t)x->rank))
-            return bad("the residual Add fused into this Conv adds tensors of different shapes%s", "");
+            return bad("the residual Add fused into this Conv adds tensors of different shapes");
     }
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
     return NULL;
@@ -166,7 +164,7 @@ static onnxtl_status *infer_pool(const otl_node *nd, otl_tinfo *t) {
     if (nd->n_out > 1 && nd->out[1] >= 0)
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "MaxPool's Indices output is not supported");
     if (nd->attrs.n_kernel != n)
-        return bad("pooling needs kernel_shape with one entry per spatial dimension%s", "");
+        return bad("pooling needs kernel_shape with one entry per spatial dimension");
     otl_window w;
     OTL_TRY(otl_window_init(&nd->attrs, n, x->dims + 2, nd->attrs.kernel, nd->attrs.ceil_mode, &w));
     int64_t dims[ONNXTL_MAX_RANK];
@@ -178,7 +176,7 @@ static onnxtl_status *infer_pool(const otl_node *nd, otl_tinfo *t) {
 static onnxtl_status *infer_global_pool(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
     OTL_TRY(need_float(x, otl_op_name(nd->op)));
-    if (x->rank < 3) return bad("global pooling needs an N x C x spatial input%s", "");
+    if (x->rank < 3) return bad("global pooling needs an N x C x spatial input");
     int64_t dims[ONNXTL_MAX_RANK];
     for (int i = 0; i < x->rank; i++) dims[i] = i < 2 ? x->dims[i] : 1;
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
@@ -205,11 +203,11 @@ static onnxtl_status *infer_batchnorm(const otl_node *nd, otl_tinfo *t) {
         if (nd->out[i] >= 0)
             return otl_error(ONNXTL_ERR_UNSUPPORTED,
                              "BatchNormalization's training outputs are not supported");
-    if (x->rank < 2) return bad("BatchNormalization needs an N x C x ... input%s", "");
+    if (x->rank < 2) return bad("BatchNormalization needs an N x C x ... input");
     for (int i = 1; i < 5; i++) {
         const otl_tinfo *p = &t[nd->in[i]];
         if (p->rank != 1 || p->dims[0] != x->dims[1])
-            return bad("BatchNormalization parameters must be 1-D with one value per channel%s", "");
+            return bad("BatchNormalization parameters must be 1-D with one value per channel");
     }
     return infer_same(nd, t);
 }
@@ -218,7 +216,7 @@ static onnxtl_status *infer_clip(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(need_float(&t[nd->in[0]], "Clip"));
     for (int i = 1; i < nd->n_in; i++)
         if (nd->in[i] >= 0 && otl_tinfo_count(&t[nd->in[i]]) != 1)
-            return bad("Clip's min and max must be scalars%s", "");
+            return bad("Clip's min and max must be scalars");
     return infer_same(nd, t);
 }
 
@@ -242,7 +240,7 @@ static onnxtl_status *infer_binary(const otl_node *nd, otl_tinfo *t) {
 static onnxtl_status *infer_gemm(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *a = &t[nd->in[0]], *b = &t[nd->in[1]];
     OTL_TRY(need_float(a, "Gemm"));
-    if (a->rank != 2 || b->rank != 2) return bad("Gemm needs 2-D A and B%s", "");
+    if (a->rank != 2 || b->rank != 2) return bad("Gemm needs 2-D A and B");
     int64_t m = nd->attrs.trans_a ? a->dims[1] : a->dims[0];
     int64_t ka = nd->attrs.trans_a ? a->dims[0] : a->dims[1];
     int64_t kb = nd->attrs.trans_b ? b->dims[1] : b->dims[0];
@@ -256,7 +254,7 @@ static onnxtl_status *infer_gemm(const otl_node *nd, otl_tinfo *t) {
         otl_tinfo bc;
         OTL_TRY(otl_broadcast_shape(&y, &t[nd->in[2]], &bc));
         if (bc.rank != 2 || bc.dims[0] != m || bc.dims[1] != n)
-            return bad("Gemm's C does not broadcast to the output shape%s", "");
+            return bad("Gemm's C does not broadcast to the output shape");
     }
     set_out(&t[nd->out[0]], a->dtype, 2, dims);
     return NULL;
@@ -265,7 +263,7 @@ static onnxtl_status *infer_gemm(const otl_node *nd, otl_tinfo *t) {
 static onnxtl_status *infer_matmul(const otl_node *nd, otl_tinfo *t) {
     otl_tinfo a = t[nd->in[0]], b = t[nd->in[1]];
     OTL_TRY(need_float(&a, "MatMul"));
-    if (a.rank < 1 || b.rank < 1) return bad("MatMul inputs must have rank >= 1%s", "");
+    if (a.rank < 1 || b.rank < 1) return bad("MatMul inputs must have rank >= 1");
     bool a_vec = a.rank == 1, b_vec = b.rank == 1;
     if (a_vec) { a.rank = 2; a.dims[1] = a.dims[0]; a.dims[0] = 1; }
     if (b_vec) { b.rank = 2; b.dims[1] = 1; }
@@ -312,7 +310,7 @@ static onnxtl_status *axes_mask(const int64_t *axes, int n, int rank, bool *mask
     for (int i = 0; i < n; i++) {
         int64_t ax;
         OTL_TRY(otl_norm_axis(axes[i], rank, &ax));
-        if (mask[ax]) return bad("an axis is repeated%s", "");
+        if (mask[ax]) return bad("an axis is repeated");
         mask[ax] = true;
     }
     return NULL;
@@ -348,7 +346,7 @@ static onnxtl_status *infer_reducemean(const otl_node *nd, otl_tinfo *t) {
 static onnxtl_status *infer_flatten(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
     int64_t axis = nd->attrs.axis;
-    if (axis < -x->rank || axis > x->rank) return bad("Flatten axis is out of range%s", "");
+    if (axis < -x->rank || axis > x->rank) return bad("Flatten axis is out of range");
     if (axis < 0) axis += x->rank;
     int64_t dims[2] = {1, 1};
     for (int i = 0; i < x->rank; i++) dims[i >= axis] *= x->dims[i];
@@ -364,21 +362,21 @@ static onnxtl_status *infer_reshape(const otl_node *nd, otl_tinfo *t) {
     int64_t known = 1;
     for (int i = 0; i < r; i++) {
         if (dims[i] == 0 && !nd->attrs.allowzero) {
-            if (i >= x->rank) return bad("Reshape copies a dimension the input lacks%s", "");
+            if (i >= x->rank) return bad("Reshape copies a dimension the input lacks");
             dims[i] = x->dims[i];
         }
         if (dims[i] == -1) {
-            if (infer_at >= 0) return bad("Reshape has more than one -1%s", "");
+            if (infer_at >= 0) return bad("Reshape has more than one -1");
             infer_at = i;
         } else if (dims[i] < 0) {
-            return bad("Reshape has a negative dimension%s", "");
+            return bad("Reshape has a negative dimension");
         } else if (!otl_mul_i64(known, dims[i], &known)) {
-            return bad("Reshape dimensions overflow%s", "");
+            return bad("Reshape dimensions overflow");
         }
     }
     int64_t count = otl_tinfo_count(x);
     if (infer_at >= 0) {
-        if (known == 0 || count % known) return bad("Reshape cannot infer the -1 dimension%s", "");
+        if (known == 0 || count % known) return bad("Reshape cannot infer the -1 dimension");
         dims[infer_at] = count / known;
     } else if (known != count) {
         return otl_error(ONNXTL_ERR_MODEL, "Reshape changes the element count (%lld to %lld)",
@@ -397,7 +395,7 @@ static onnxtl_status *infer_squeeze(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(axes_mask(axes, n, x->rank, mask));
     for (int i = 0; i < x->rank; i++) {
         bool drop = n ? mask[i] : x->dims[i] == 1;
-        if (drop && x->dims[i] != 1) return bad("Squeeze of a dimension that is not 1%s", "");
+        if (drop && x->dims[i] != 1) return bad("Squeeze of a dimension that is not 1");
         if (!drop) dims[r++] = x->dims[i];
     }
     set_out(&t[nd->out[0]], x->dtype, r, dims);
@@ -411,7 +409,7 @@ static onnxtl_status *infer_unsqueeze(const otl_node *nd, otl_tinfo *t) {
     bool given, mask[ONNXTL_MAX_RANK];
     OTL_TRY(node_axes(nd, t, axes, &n, &given));
     int r = x->rank + n;
-    if (!given || r > ONNXTL_MAX_RANK) return bad("Unsqueeze needs axes and a result rank <= 8%s", "");
+    if (!given || r > ONNXTL_MAX_RANK) return bad("Unsqueeze needs axes and a result rank <= 8");
     OTL_TRY(axes_mask(axes, n, r, mask));
     for (int i = 0, j = 0; i < r; i++) dims[i] = mask[i] ? 1 : x->dims[j++];
     set_out(&t[nd->out[0]], x->dtype, r, dims);
@@ -452,9 +450,9 @@ static onnxtl_status *infer_gather(const otl_node *nd, otl_tinfo *t) {
     int64_t axis, dims[ONNXTL_MAX_RANK];
     OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
     if (idx->dtype != ONNXTL_INT64 && idx->dtype != ONNXTL_INT32)
-        return bad("Gather indices must be int32 or int64%s", "");
+        return bad("Gather indices must be int32 or int64");
     int r = x->rank - 1 + idx->rank;
-    if (r > ONNXTL_MAX_RANK) return bad("Gather result rank exceeds 8%s", "");
+    if (r > ONNXTL_MAX_RANK) return bad("Gather result rank exceeds 8");
     int k = 0;
     for (int i = 0; i < axis; i++) dims[k++] = x->dims[i];
     for (int i = 0; i < idx->rank; i++) dims[k++] = idx->dims[i];
@@ -471,10 +469,10 @@ static onnxtl_status *infer_concat(const otl_node *nd, otl_tinfo *t) {
     for (int i = 1; i < nd->n_in; i++) {
         const otl_tinfo *y = &t[nd->in[i]];
         if (y->rank != x->rank || y->dtype != x->dtype)
-            return bad("Concat inputs differ in rank or type%s", "");
+            return bad("Concat inputs differ in rank or type");
         for (int d = 0; d < x->rank; d++)
             if (d != axis && y->dims[d] != x->dims[d])
-                return bad("Concat inputs differ outside the concatenation axis%s", "");
+                return bad("Concat inputs differ outside the concatenation axis");
         dims[axis] += y->dims[axis];
     }
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
@@ -486,10 +484,10 @@ static onnxtl_status *infer_transpose(const otl_node *nd, otl_tinfo *t) {
     int64_t dims[ONNXTL_MAX_RANK];
     bool seen[ONNXTL_MAX_RANK] = {0};
     if (nd->attrs.n_perm >= 0 && nd->attrs.n_perm != x->rank)
-        return bad("Transpose perm has the wrong length%s", "");
+        return bad("Transpose perm has the wrong length");
     for (int i = 0; i < x->rank; i++) {
         int64_t p = nd->attrs.n_perm >= 0 ? nd->attrs.perm[i] : x->rank - 1 - i;
-        if (p < 0 || p >= x->rank || seen[p]) return bad("Transpose perm is not a permutation%s", "");
+        if (p < 0 || p >= x->rank || seen[p]) return bad("Transpose perm is not a permutation");
         seen[p] = true;
         dims[i] = x->dims[p];
     }
@@ -512,7 +510,7 @@ onnxtl_status *otl_pad_amounts(const otl_node *nd, const otl_tinfo *t, int rank,
     } else {
         for (int i = 0; i < rank; i++) axes[i] = i;
     }
-    if (n != 2 * n_axes) return bad("Pad needs two amounts per padded axis%s", "");
+    if (n != 2 * n_axes) return bad("Pad needs two amounts per padded axis");
     memset(pads, 0, sizeof(int64_t) * 2 * (size_t)rank);
     for (int i = 0; i < n_axes; i++) {
         int64_t ax;
@@ -529,7 +527,7 @@ static onnxtl_status *infer_pad(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(otl_pad_amounts(nd, t, x->rank, pads));
     for (int i = 0; i < x->rank; i++) {
         dims[i] = x->dims[i] + pads[i] + pads[x->rank + i];
-        if (dims[i] < 0) return bad("Pad removes more than the dimension holds%s", "");
+        if (dims[i] < 0) return bad("Pad removes more than the dimension holds");
     }
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
     return NULL;
