@@ -43,6 +43,7 @@ onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options 
     OTL_TRY(otl_preprocess_parse(&c->pre, resize, crop, mean, std));
     OTL_TRY(otl_image_model_input(c->model, &c->pre, &c->input));
     const otl_value *out = &g->values[g->outputs[0]];
+    c->output = out->name;
     int64_t n_out = out->rank == 2 && out->dims[1] > 0 ? out->dims[1] : -1;
     if (n_out < 1)
         return otl_error(ONNXTL_ERR_MODEL, "%s: output '%s' is not N x classes (is it a model from fit-head?)", model_path, out->name);
@@ -69,7 +70,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
     if (!b->good) return NULL;
     onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
                         .dims = {(int64_t)b->count, 3, x->c->input.height, x->c->input.width}, .data = b->pixels};
-    onnxtl_tensor out = {.name = onnxtl_model_graph(x->c->model)->values[onnxtl_model_graph(x->c->model)->outputs[0]].name};
+    onnxtl_tensor out = {.name = x->c->output};
     OTL_TRY(onnxtl_session_run(x->c->session, &in, 1, &out, 1));
     for (size_t i = 0; i < b->good; i++)
         x->sink->on_image(x->sink->ctx, b->index[i], (const float *)out.data + i * (size_t)x->c->n_classes);

@@ -10,6 +10,7 @@ typedef struct {
     onnxtl_model *model;
     onnxtl_session *session;
     otl_image_input input;
+    const char *output; /* the model's output tensor, its probabilities */
     otl_preprocess pre;
     char **classes; /* from metadata, or "0", "1", ... */
     int n_classes;

@@ -116,7 +116,7 @@ static void print_json(const eval_ctx *e, size_t scored) {
 static onnxtl_status *evaluate(const char *model, const char *data, int batch, const onnxtl_options *opts, bool json) {
     otl_classifier c = {0};
     otl_dataset *ds = NULL;
-    char **paths = NULL;
+    otl_strlist paths = {0};
     eval_ctx e = {0};
     onnxtl_status *st = otl_classifier_open(model, opts, NULL, NULL, NULL, NULL, &c);
     if (!st) st = otl_dataset_scan(data, &ds);
@@ -124,20 +124,14 @@ static onnxtl_status *evaluate(const char *model, const char *data, int batch, c
         e = (eval_ctx){&c, ds, calloc((size_t)ds->n_classes, sizeof(int)),
                        calloc((size_t)c.n_classes * (size_t)c.n_classes, sizeof(int64_t)),
                        calloc(ds->n_samples, sizeof(int)), 0};
-        paths = calloc(ds->n_samples, sizeof *paths);
-        if (!e.to_model || !e.confusion || !e.predicted || !paths) st = otl_nomem();
+        if (!e.to_model || !e.confusion || !e.predicted) st = otl_nomem();
     }
     if (!st) st = map_classes(&c, ds, (int *)e.to_model);
-    for (size_t i = 0; !st && i < ds->n_samples; i++) {
-        size_t len = strlen(ds->root) + strlen(ds->samples[i].path) + 2;
-        if (!(paths[i] = malloc(len))) st = otl_nomem();
-        else snprintf(paths[i], len, "%s/%s", ds->root, ds->samples[i].path);
-    }
+    if (!st) st = otl_dataset_paths(ds, NULL, ds->n_samples, &paths);
     otl_classify_sink sink = {record, record_error, &e};
-    if (!st) st = otl_classify_files(&c, (const char *const *)paths, ds->n_samples, batch, &sink);
+    if (!st) st = otl_classify_files(&c, (const char *const *)paths.items, ds->n_samples, batch, &sink);
     if (!st) (json ? print_json : print_text)(&e, ds->n_samples - e.errors);
-    for (size_t i = 0; paths && i < ds->n_samples; i++) free(paths[i]);
-    free(paths);
+    otl_strlist_free(&paths);
     free((int *)e.to_model);
     free(e.confusion);
     free(e.predicted);

@@ -238,3 +238,14 @@ void otl_dataset_free(otl_dataset *ds) {
     free(ds->root);
     free(ds);
 }
+
+onnxtl_status *otl_dataset_paths(const otl_dataset *ds, const size_t *indices, size_t n, otl_strlist *out) {
+    for (size_t i = 0; i < n; i++) {
+        char path[8300];
+        const char *rel = ds->samples[indices ? indices[i] : i].path;
+        if (snprintf(path, sizeof path, "%s/%s", ds->root, rel) >= (int)sizeof path)
+            return otl_error(ONNXTL_ERR_ARG, "%s/%s: path too long", ds->root, rel);
+        OTL_TRY(otl_strlist_push(out, path));
+    }
+    return NULL;
+}

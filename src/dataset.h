@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "onnxtl.h"
+#include "strlist.h"
 
 enum { SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST, SPLIT_ALL, SPLIT_COUNT };
 extern const char *const otl_split_names[SPLIT_COUNT];
@@ -29,6 +30,10 @@ typedef struct {
 
 onnxtl_status *otl_dataset_scan(const char *root, otl_dataset **out);
 void otl_dataset_free(otl_dataset *ds);
+
+/* The full paths (root/path) of the samples listed in indices, or of every
+ * sample when indices is NULL, appended to out. */
+onnxtl_status *otl_dataset_paths(const otl_dataset *ds, const size_t *indices, size_t n, otl_strlist *out);
 const char *otl_layout_name(otl_layout l);
 
 #endif

@@ -102,24 +102,18 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
 
 /* Runs the pipeline over the samples left to extract. */
 static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n_todo) {
-    char **paths = calloc(n_todo + 1, sizeof *paths);
+    otl_strlist paths = {0};
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
-    onnxtl_status *st = paths && x->tags ? NULL : otl_nomem();
-    for (size_t i = 0; !st && i < n_todo; i++) {
-        size_t len = strlen(x->ds->root) + strlen(x->ds->samples[todo[i]].path) + 2;
-        if (!(paths[i] = malloc(len))) st = otl_nomem();
-        else snprintf(paths[i], len, "%s/%s", x->ds->root, x->ds->samples[todo[i]].path);
-    }
-    otl_batch_source src = {(const char *const *)paths, n_todo, &x->o->pre, x->bb->input.height, x->bb->input.width,
-                            x->o->batch, x->o->decoders};
+    onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
+    otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->o->pre, x->bb->input.height,
+                            x->bb->input.width, x->o->batch, x->o->decoders};
     x->todo = todo;
     otl_progress_start(&x->prog, "extract", "img", n_todo, x->o->quiet);
     if (!st) st = otl_batches_run(&src, on_batch, x);
     if (!st) otl_progress_end(&x->prog);
     x->r->seconds = otl_now() - x->prog.start;
     x->r->images_per_second = x->r->seconds > 0 ? (double)n_todo / x->r->seconds : 0;
-    for (size_t i = 0; paths && i < n_todo; i++) free(paths[i]);
-    free(paths);
+    otl_strlist_free(&paths);
     free(x->tags);
     return st;
 }
@@ -147,11 +141,9 @@ static onnxtl_status *check_existing(const char *out_path, const char *meta, siz
     otl_features *old;
     onnxtl_status *st = otl_features_open(out_path, &old);
     if (!st) {
-        char *text;
         size_t len;
-        st = otl_features_meta_text(otl_features_meta_of(old), &text, &len);
-        if (!st) *done = len == meta_len && !memcmp(text, meta, len);
-        if (!st) free(text);
+        const char *text = otl_features_meta_raw(old, &len);
+        *done = len == meta_len && !memcmp(text, meta, len);
         otl_features_close(old);
     }
     onnxtl_status_release(st);

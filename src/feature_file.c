@@ -484,6 +484,11 @@ uint64_t otl_features_rows(const otl_features *f) { return f->h.n_rows; }
 const uint64_t *otl_features_split_rows(const otl_features *f) { return f->h.split_rows; }
 const char *otl_features_path(const otl_features *f) { return f->path; }
 
+const char *otl_features_meta_raw(const otl_features *f, size_t *len) {
+    *len = f->h.meta_bytes;
+    return (const char *)f->map + HEADER_BYTES;
+}
+
 const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *tag) {
     const unsigned char *row = f->map + f->h.rows_offset + i * f->h.row_bytes;
     if (tag) {
@@ -497,11 +502,12 @@ const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *ta
 /* The metadata text with its shard line left out. */
 static size_t meta_without_shard(const otl_features *f, const char **before, size_t *before_len,
                                  const char **after) {
-    const char *m = (const char *)f->map + HEADER_BYTES, *end = m + f->h.meta_bytes;
-    const char *s = memmem(m, f->h.meta_bytes, "\nshard=", 7);
+    size_t len;
+    const char *m = otl_features_meta_raw(f, &len), *end = m + len;
+    const char *s = memmem(m, len, "\nshard=", 7);
     const char *nl = s ? memchr(s + 1, '\n', (size_t)(end - s - 1)) : NULL;
     *before = m;
-    *before_len = s ? (size_t)(s - m) : f->h.meta_bytes;
+    *before_len = s ? (size_t)(s - m) : len;
     *after = nl ? nl : end;
     return (size_t)(end - *after);
 }

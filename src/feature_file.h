@@ -65,6 +65,8 @@ uint64_t otl_features_rows(const otl_features *f);
 const uint64_t *otl_features_split_rows(const otl_features *f);
 const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *tag);
 const char *otl_features_path(const otl_features *f);
+/* The metadata text exactly as stored (*len bytes, not NUL-terminated). */
+const char *otl_features_meta_raw(const otl_features *f, size_t *len);
 
 /* Metadata text without the shard line: equal for shards of one extraction. */
 bool otl_features_same_extraction(const otl_features *a, const otl_features *b);

@@ -101,8 +101,8 @@ static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
     switch (n->op) {
     case OP_CONV: return otl_dnnl_conv_supported(n, t);
     case OP_RELU: case OP_SIGMOID: case OP_CLIP: case OP_BATCHNORM: case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL:
+    case OP_MAXPOOL: case OP_AVGPOOL:
         return x->rank == 4 && s->nhwc[n->in[0]];
-    case OP_MAXPOOL: case OP_AVGPOOL: return x->rank == 4 && s->nhwc[n->in[0]];
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM:
         for (int k = 0; k < n->n_in; k++) {
             const otl_tinfo *y = &t[n->in[k]];
@@ -162,19 +162,13 @@ static void cpu_release(void *state) {
 }
 
 static onnxtl_status *alloc_state(const otl_plan *plan, cpu_state *s) {
-    size_t ws = 0;
-    for (int i = 0; i < plan->n_steps; i++) {
-        size_t w = otl_cpu_workspace_floats(&plan->g->nodes[plan->steps[i]], plan->t);
-        if (w > ws) ws = w;
-    }
     s->arena = plan->arena_bytes ? aligned_alloc(64, plan->arena_bytes) : NULL;
-    s->workspace = ws ? aligned_alloc(64, ((ws * sizeof(float)) + 63) & ~(size_t)63) : NULL;
     s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
     s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
     s->steps = calloc((size_t)plan->n_steps + 1, sizeof *s->steps);
-    if ((plan->arena_bytes && !s->arena) || (ws && !s->workspace) || !s->ptr || !s->nhwc || !s->steps)
-        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of activations and %zu of workspace; "
-                                           "try a smaller batch", plan->arena_bytes, ws * sizeof(float));
+    if ((plan->arena_bytes && !s->arena) || !s->ptr || !s->nhwc || !s->steps)
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of activations; try a smaller batch",
+                         plan->arena_bytes);
     if (dnnl_engine_create(&s->engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&s->stream, s->engine, dnnl_stream_default_flags) != dnnl_success)
         return otl_error(ONNXTL_ERR_RUNTIME, "cannot create a oneDNN CPU engine");
@@ -182,6 +176,20 @@ static onnxtl_status *alloc_state(const otl_plan *plan, cpu_state *s) {
         if (plan->t[v].data) s->ptr[v] = (void *)plan->t[v].data;
         else if (plan->offset[v] >= 0) s->ptr[v] = (char *)s->arena + plan->offset[v];
     }
+    return NULL;
+}
+
+/* im2col scratch, sized for the convolutions that do not run on oneDNN. */
+static onnxtl_status *alloc_workspace(cpu_state *s) {
+    const otl_plan *p = s->plan;
+    size_t ws = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        size_t w = s->steps[i].conv ? 0 : otl_cpu_workspace_floats(&p->g->nodes[p->steps[i]], p->t);
+        if (w > ws) ws = w;
+    }
+    if (ws && !(s->workspace = aligned_alloc(64, ((ws * sizeof(float)) + 63) & ~(size_t)63)))
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of convolution workspace; try a smaller batch",
+                         ws * sizeof(float));
     return NULL;
 }
 
@@ -193,6 +201,7 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
     omp_set_num_threads(s->threads);
     onnxtl_status *st = alloc_state(plan, s);
     if (!st) st = plan_layouts(s);
+    if (!st) st = alloc_workspace(s);
     if (st) {
         cpu_release(s);
         return st;

@@ -1,5 +1,6 @@
 /* Element-wise ops: activations, broadcasting arithmetic, BatchNorm, Cast. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -40,14 +41,17 @@ onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
     const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2], *mean = a->in[3], *var = a->in[4];
     float *Y = a->out[0];
     const double eps = a->n->attrs.epsilon;
-    if (a->nhwc) {
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n * plane; i++) {
-            for (int64_t ch = 0; ch < c; ch++) {
-                float k = (float)(scale[ch] / sqrt((double)var[ch] + eps));
-                Y[i * c + ch] = X[i * c + ch] * k + (shift[ch] - mean[ch] * k);
-            }
+    if (a->nhwc) { /* channels vary fastest: per-channel factors are computed once */
+        float *k = malloc(sizeof(float) * 2 * (size_t)c + 1);
+        if (!k) return otl_nomem();
+        for (int64_t ch = 0; ch < c; ch++) {
+            k[ch] = (float)(scale[ch] / sqrt((double)var[ch] + eps));
+            k[c + ch] = shift[ch] - mean[ch] * k[ch];
         }
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n * plane; i++)
+            for (int64_t ch = 0; ch < c; ch++) Y[i * c + ch] = X[i * c + ch] * k[ch] + k[c + ch];
+        free(k);
         return NULL;
     }
 #pragma omp parallel for collapse(2) schedule(static)
