@@ -70,10 +70,11 @@ static onnxtl_status *dev_alloc(cuda_state *s, size_t bytes, void **out) {
     if (!o) return otl_nomem();
     s->owned = o;
     cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
-    if (e == cudaErrorMemoryAllocation)
+    if (e == cudaErrorMemoryAllocation) {
+        const int64_t batch = s->plan->t[s->plan->g->inputs[0]].dims[0];
         return otl_error(ONNXTL_ERR_NOMEM, "out of GPU memory allocating %.1f MiB for batch %lld; try a batch of %lld",
-                         (double)bytes / 1048576.0, (long long)s->plan->t[s->plan->g->inputs[0]].dims[0],
-                         (long long)(s->plan->t[s->plan->g->inputs[0]].dims[0] / 2 > 0 ? s->plan->t[s->plan->g->inputs[0]].dims[0] / 2 : 1));
+                         (double)bytes / 1048576.0, (long long)batch, (long long)(batch > 1 ? batch / 2 : 1));
+    }
     CUDA_TRY(e);
     s->owned[s->n_owned++] = *out;
     return NULL;
