@@ -18,6 +18,9 @@ typedef struct {
      * plan->outputs[i] in host memory. */
     onnxtl_status *(*run)(void *state, const void *const *inputs, void *const *outputs);
     void (*release)(void *state);
+    /* Host memory that uploads fastest (pinned); NULL: plain malloc will do. */
+    onnxtl_status *(*host_alloc)(const otl_backend_config *cfg, size_t bytes, void **out);
+    void (*host_free)(void *p);
 } otl_backend;
 
 extern const otl_backend otl_backend_cpu;

@@ -8,19 +8,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "status.h"
 
 typedef struct {
     float *pixels;
     char **errors;     /* per image: NULL, or why it was skipped */
     size_t *index, *bad;
+    size_t pending;     /* images of its batch not decoded yet */
     size_t ready_batch; /* SIZE_MAX while empty or being filled */
 } slot;
 
+/* Decoders take images one at a time, so all of them fill the oldest batch
+ * together: the first batch is ready early and none idles at the end. */
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    size_t next_batch, consumed, n_batches;
+    size_t next_image, consumed, n_batches;
     bool stop;
     const otl_batch_source *src;
     size_t image_floats;
@@ -33,19 +37,17 @@ static size_t batch_count(const pipeline *pl, size_t b) {
     return left < (size_t)pl->src->batch ? left : (size_t)pl->src->batch;
 }
 
-static void fill_slot(pipeline *pl, otl_jpeg_decoder *dec, size_t b, slot *s) {
-    size_t first = b * (size_t)pl->src->batch;
-    for (size_t i = 0; i < batch_count(pl, b); i++) {
-        otl_image img;
-        onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[first + i], &img);
-        if (!st) st = otl_preprocess_image(pl->src->pre, &img, s->pixels + i * pl->image_floats);
-        otl_image_free(&img);
-        s->errors[i] = NULL;
-        if (st) {
-            s->errors[i] = strdup(onnxtl_status_message(st));
-            if (!s->errors[i]) s->errors[i] = strdup("out of memory");
-            onnxtl_status_release(st);
-        }
+static void decode_one(pipeline *pl, otl_jpeg_decoder *dec, size_t image, slot *s) {
+    const size_t i = image % (size_t)pl->src->batch;
+    otl_image img;
+    onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[image], &img);
+    if (!st) st = otl_preprocess_image(pl->src->pre, &img, s->pixels + i * pl->image_floats);
+    otl_image_free(&img);
+    s->errors[i] = NULL;
+    if (st) {
+        s->errors[i] = strdup(onnxtl_status_message(st));
+        if (!s->errors[i]) s->errors[i] = strdup("out of memory");
+        onnxtl_status_release(st);
     }
 }
 
@@ -56,21 +58,24 @@ static void *decoder_main(void *arg) {
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10); /* best effort: only speed depends on it */
     otl_jpeg_decoder *dec = NULL;
     onnxtl_status *st = otl_jpeg_decoder_create(&dec);
+    const size_t per = (size_t)pl->src->batch;
     for (;;) {
         pthread_mutex_lock(&pl->mu);
-        while (!pl->stop && pl->next_batch < pl->n_batches && pl->next_batch >= pl->consumed + (size_t)pl->n_slots)
+        while (!pl->stop && pl->next_image < pl->src->n && pl->next_image / per >= pl->consumed + (size_t)pl->n_slots)
             pthread_cond_wait(&pl->cv, &pl->mu);
-        if (pl->stop || pl->next_batch >= pl->n_batches || st) {
+        if (pl->stop || pl->next_image >= pl->src->n || st) {
             pthread_mutex_unlock(&pl->mu);
             break;
         }
-        size_t b = pl->next_batch++;
+        size_t image = pl->next_image++, b = image / per;
         pthread_mutex_unlock(&pl->mu);
         slot *s = &pl->slots[b % (size_t)pl->n_slots];
-        fill_slot(pl, dec, b, s);
+        decode_one(pl, dec, image, s);
         pthread_mutex_lock(&pl->mu);
-        s->ready_batch = b;
-        pthread_cond_broadcast(&pl->cv);
+        if (--s->pending == 0) {
+            s->ready_batch = b;
+            pthread_cond_broadcast(&pl->cv);
+        }
         pthread_mutex_unlock(&pl->mu);
     }
     otl_jpeg_decoder_release(dec);
@@ -88,7 +93,9 @@ static slot *wait_for_batch(pipeline *pl, size_t b) {
 
 static void release_batch(pipeline *pl, size_t b) {
     pthread_mutex_lock(&pl->mu);
-    pl->slots[b % (size_t)pl->n_slots].ready_batch = SIZE_MAX;
+    slot *s = &pl->slots[b % (size_t)pl->n_slots];
+    s->ready_batch = SIZE_MAX;
+    s->pending = b + (size_t)pl->n_slots < pl->n_batches ? batch_count(pl, b + (size_t)pl->n_slots) : 0;
     pl->consumed = b + 1;
     pthread_cond_broadcast(&pl->cv);
     pthread_mutex_unlock(&pl->mu);
@@ -142,11 +149,16 @@ static onnxtl_status *alloc_slots(pipeline *pl) {
     for (int i = 0; i < pl->n_slots; i++) {
         slot *s = &pl->slots[i];
         s->ready_batch = SIZE_MAX;
-        s->pixels = malloc(sizeof(float) * pl->image_floats * per);
+        s->pending = (size_t)i < pl->n_batches ? batch_count(pl, (size_t)i) : 0;
+        size_t bytes;
+        if (!otl_mul_size(sizeof(float) * pl->image_floats, per, &bytes))
+            return otl_error(ONNXTL_ERR_ARG, "a batch of %zu images is too large", per);
+        if (pl->src->session) OTL_TRY(onnxtl_session_alloc_host(pl->src->session, bytes, (void **)&s->pixels));
+        else if (!(s->pixels = malloc(bytes))) return otl_nomem();
         s->errors = calloc(per, sizeof *s->errors);
         s->index = calloc(per, sizeof *s->index);
         s->bad = calloc(per, sizeof *s->bad);
-        if (!s->pixels || !s->errors || !s->index || !s->bad) return otl_nomem();
+        if (!s->errors || !s->index || !s->bad) return otl_nomem();
     }
     return NULL;
 }
@@ -154,7 +166,8 @@ static onnxtl_status *alloc_slots(pipeline *pl) {
 static void free_slots(pipeline *pl) {
     for (int i = 0; pl->slots && i < pl->n_slots; i++) {
         if (pl->slots[i].errors) clear_errors(&pl->slots[i], (size_t)pl->src->batch);
-        free(pl->slots[i].pixels);
+        if (pl->src->session) onnxtl_session_free_host(pl->src->session, pl->slots[i].pixels);
+        else free(pl->slots[i].pixels);
         free(pl->slots[i].errors);
         free(pl->slots[i].index);
         free(pl->slots[i].bad);
@@ -164,7 +177,8 @@ static void free_slots(pipeline *pl) {
 
 onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *ctx) {
     if (src->batch < 1 || src->decoders < 1) return otl_error(ONNXTL_ERR_ARG, "batch and decoders must be positive");
-    pipeline pl = {.src = src, .n_slots = 2 * src->decoders + 1,
+    /* One batch being consumed and two being filled, or more where the decoders outnumber a batch's images. */
+    pipeline pl = {.src = src, .n_slots = 3 + (src->decoders + src->batch - 1) / src->batch,
                    .n_batches = (src->n + (size_t)src->batch - 1) / (size_t)src->batch,
                    .image_floats = (size_t)3 * (size_t)src->height * (size_t)src->width};
     pthread_mutex_init(&pl.mu, NULL);

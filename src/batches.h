@@ -4,6 +4,7 @@
 #ifndef OTL_BATCHES_H
 #define OTL_BATCHES_H
 
+#include "onnxtl.h"
 #include "preprocess.h"
 
 typedef struct {
@@ -12,6 +13,7 @@ typedef struct {
     const otl_preprocess *pre;
     int height, width; /* the preprocessed size */
     int batch, decoders;
+    onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
 } otl_batch_source;
 
 typedef struct {

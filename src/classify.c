@@ -79,7 +79,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
 
 onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, size_t n, int batch,
                                   const otl_classify_sink *sink) {
-    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1};
+    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1, c->session};
     batch_ctx x = {c, sink};
     return n ? otl_batches_run(&src, on_batch, &x) : NULL;
 }

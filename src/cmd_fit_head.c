@@ -34,6 +34,8 @@ static const char fit_head_help[] =
     "  --seed S             initialisation, shuffling and dropout (default 0)\n"
     "  --keep best|last     the epoch with the best test accuracy (default) or the last\n"
     "  --threads N          default: all cores\n"
+    "  --device D           cpu (default), cuda or cuda:N (cuBLAS; needs a build with make CUDA=1)\n"
+    "  --precision P        on cuda: fp32 (default, true fp32) or tf32\n"
     "  --backbone FILE      the backbone model, if it moved (checked against its SHA-256)\n"
     "  --init-from DIR      start from DIR/w0.npy, b0.npy, ... instead of a random init\n"
     "  --save-weights DIR   also write the trained weights as DIR/w0.npy, b0.npy, ...\n"
@@ -44,6 +46,7 @@ static const char fit_head_help[] =
 typedef struct {
     const char *features, *out, *head_only, *head, *hidden, *optim, *keep, *backbone, *init_from, *save_weights;
     otl_train_options t;
+    onnxtl_options dev; /* --device and --precision */
 } fit_args;
 
 static int parse_float(const char *opt, const char *v, float *out) {
@@ -55,7 +58,8 @@ static int parse_float(const char *opt, const char *v, float *out) {
 }
 
 static int parse_value(fit_args *a, const char *opt, const char *v) {
-    int n;
+    int n, rc = 0;
+    if (cli_device_option("fit-head", opt, v, &a->dev, &rc)) return rc;
     if (!strcmp(opt, "-o")) a->out = v;
     else if (!strcmp(opt, "--head-only")) a->head_only = v;
     else if (!strcmp(opt, "--head")) a->head = v;
@@ -100,6 +104,9 @@ static int parse_args(int argc, char **argv, fit_args *a) {
     if (!(a->t.lr > 0) || a->t.dropout < 0 || a->t.dropout >= 1 || a->t.momentum < 0 || a->t.weight_decay < 0)
         return cli_usage("fit-head", "--lr must be positive, --dropout in [0, 1), --momentum and --weight-decay >= 0");
     a->t.adam = !strcmp(a->optim, "adam");
+    a->t.device = a->dev.device;
+    /* Training updates float32 weights: fp32 unless tf32 is asked for. */
+    a->t.precision = a->dev.precision_set ? (int)a->dev.precision : ONNXTL_PRECISION_FP32;
     a->t.keep_last = !strcmp(a->keep, "last");
     return 0;
 }

@@ -106,7 +106,7 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
     onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
     otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->o->pre, x->bb->input.height,
-                            x->bb->input.width, x->o->batch, x->o->decoders};
+                            x->bb->input.width, x->o->batch, x->o->decoders, x->bb->session};
     x->todo = todo;
     otl_progress_start(&x->prog, "extract", "img", n_todo, x->o->quiet);
     if (!st) st = otl_batches_run(&src, on_batch, x);

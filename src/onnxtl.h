@@ -87,6 +87,11 @@ onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_opt
 onnxtl_status *onnxtl_session_run(onnxtl_session *s, const onnxtl_tensor *inputs, size_t n_inputs,
                                   onnxtl_tensor *outputs, size_t n_outputs);
 void onnxtl_session_release(onnxtl_session *s);
+/* Host memory the session's device reads fastest: pinned on CUDA, where
+ * inputs from it upload at full speed; plain memory on the CPU.  Free it
+ * with onnxtl_session_free_host before releasing the session. */
+onnxtl_status *onnxtl_session_alloc_host(onnxtl_session *s, size_t bytes, void **out);
+void onnxtl_session_free_host(onnxtl_session *s, void *p);
 
 #ifdef __cplusplus
 }

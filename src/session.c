@@ -67,15 +67,23 @@ void onnxtl_model_output(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {
     describe(&m->g->values[m->g->outputs[i]], d);
 }
 
-/* "cpu", "cuda" or "cuda:N" to a backend and device index. */
-static onnxtl_status *pick_backend(const char *device, const otl_backend **b, int *index) {
-    *b = &otl_backend_cpu;
+onnxtl_status *otl_parse_device(const char *device, bool *cuda, int *index) {
+    *cuda = false;
     *index = 0;
     if (!device || !strcmp(device, "cpu")) return NULL;
     char *end = NULL;
     if (strncmp(device, "cuda", 4) || (device[4] && (device[4] != ':' || (*index = (int)strtol(device + 5, &end, 10)) < 0 ||
                                                       end == device + 5 || *end)))
         return otl_error(ONNXTL_ERR_ARG, "unknown device '%s' (cpu, cuda or cuda:N)", device);
+    *cuda = true;
+    return NULL;
+}
+
+static onnxtl_status *pick_backend(const char *device, const otl_backend **b, int *index) {
+    bool cuda;
+    *b = &otl_backend_cpu;
+    OTL_TRY(otl_parse_device(device, &cuda, index));
+    if (!cuda) return NULL;
 #ifdef ONNXTL_CUDA
     *b = &otl_backend_cuda;
     return NULL;
@@ -109,6 +117,19 @@ static void free_cached(const onnxtl_session *s, cached_plan *c) {
     otl_plan_free(c->plan);
     free(c->inputs);
     free(c);
+}
+
+onnxtl_status *onnxtl_session_alloc_host(onnxtl_session *s, size_t bytes, void **out) {
+    if (!s || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_session_alloc_host: NULL argument");
+    if (s->backend->host_alloc) return s->backend->host_alloc(&s->cfg, bytes, out);
+    *out = malloc(bytes ? bytes : 1);
+    return *out ? NULL : otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes", bytes);
+}
+
+void onnxtl_session_free_host(onnxtl_session *s, void *p) {
+    if (!s || !p) return;
+    if (s->backend->host_free) s->backend->host_free(p);
+    else free(p);
 }
 
 void onnxtl_session_release(onnxtl_session *s) {

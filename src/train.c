@@ -1,13 +1,13 @@
 #include "train.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checked.h"
-#include "cpu.h"
+#include "head_backend.h"
+#include "model.h"
 #include "npy.h"
 #include "progress.h"
 #include "status.h"
@@ -29,20 +29,6 @@ static float rng_uniform(rng *r) { return (float)((rng_next(r) >> 40) * (1.0 / 1
 
 /* ---- the head and its parameters ---- */
 
-static size_t layer_params(const otl_head *h, int l) {
-    return (size_t)h->dims[l + 1] * (size_t)h->dims[l] + (size_t)h->dims[l + 1];
-}
-
-/* Points w[l] and b[l] into a flat parameter array laid out w0 b0 w1 b1 ... */
-static void layer_views(const otl_head *h, float *base, float **w, float **b) {
-    size_t off = 0;
-    for (int l = 0; l < h->n_layers; l++) {
-        w[l] = base + off;
-        b[l] = base + off + (size_t)h->dims[l + 1] * (size_t)h->dims[l];
-        off += layer_params(h, l);
-    }
-}
-
 onnxtl_status *otl_head_create(otl_head *h, int n_layers, const int *dims, uint64_t seed) {
     memset(h, 0, sizeof *h);
     if (n_layers < 1 || n_layers > OTL_HEAD_MAX_LAYERS)
@@ -53,16 +39,16 @@ onnxtl_status *otl_head_create(otl_head *h, int n_layers, const int *dims, uint6
         h->dims[l] = dims[l];
     }
     for (int l = 0; l < n_layers; l++)
-        if (!otl_add_size(h->n_params, layer_params(h, l), &h->n_params))
+        if (!otl_add_size(h->n_params, otl_head_layer_params(h->dims, l), &h->n_params))
             return otl_error(ONNXTL_ERR_ARG, "head too large");
     if (!(h->params = malloc(h->n_params * sizeof(float))))
         return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu head parameters", h->n_params);
-    layer_views(h, h->params, h->w, h->b);
+    otl_head_layer_views(h->dims, h->n_layers, h->params, h->w, h->b);
     rng r = {seed};
     for (int l = 0; l < n_layers; l++) { /* nn.Linear: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) */
         float bound = 1.0f / sqrtf((float)h->dims[l]);
         float *p = h->w[l];
-        for (size_t i = 0; i < layer_params(h, l); i++) p[i] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
+        for (size_t i = 0; i < otl_head_layer_params(h->dims, l); i++) p[i] = (2.0f * rng_uniform(&r) - 1.0f) * bound;
     }
     return NULL;
 }
@@ -108,59 +94,7 @@ onnxtl_status *otl_head_save_npy(const otl_head *h, const char *dir) {
     return NULL;
 }
 
-/* ---- forward and backward for one batch ---- */
-
-/* Activations of one batch: a[l] is layer l's input (a[0] the features),
- * z[l] its output before Relu, mask[l] the dropout scale after hidden layer l. */
-typedef struct {
-    int cap; /* rows */
-    float *a[OTL_HEAD_MAX_LAYERS], *z[OTL_HEAD_MAX_LAYERS], *mask[OTL_HEAD_MAX_LAYERS];
-    float *dz, *da; /* gradient scratch, widest layer */
-    float *mem;     /* one allocation behind all of the above */
-} batch_acts;
-
-static onnxtl_status *acts_create(batch_acts *b, const otl_head *h, int cap) {
-    memset(b, 0, sizeof *b);
-    b->cap = cap;
-    size_t widest = 0, total = 0;
-    for (int l = 0; l <= h->n_layers; l++) widest = (size_t)h->dims[l] > widest ? (size_t)h->dims[l] : widest;
-    for (int l = 0; l < h->n_layers; l++) total += (size_t)h->dims[l] + 2 * (size_t)h->dims[l + 1];
-    total = (total + 2 * widest) * (size_t)cap;
-    if (!(b->mem = malloc(total * sizeof(float)))) return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate batch activations");
-    float *p = b->mem;
-    for (int l = 0; l < h->n_layers; l++) {
-        b->a[l] = p, p += (size_t)h->dims[l] * cap;
-        b->z[l] = p, p += (size_t)h->dims[l + 1] * cap;
-        b->mask[l] = p, p += (size_t)h->dims[l + 1] * cap;
-    }
-    b->dz = p, p += widest * cap;
-    b->da = p;
-    return NULL;
-}
-
-static void linear_forward(const float *x, const float *w, const float *b, int n, int in, int out, float *y) {
-    otl_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < out; j++) y[(size_t)i * out + j] += b[j];
-}
-
-/* z[l] -> a[l+1]: Relu, then inverted dropout in training. */
-static void relu_dropout_forward(batch_acts *ba, int l, int n, int width, float p, rng *r) {
-    const float keep = 1.0f - p, scale = keep > 0 ? 1.0f / keep : 0.0f;
-    for (size_t i = 0; i < (size_t)n * width; i++) {
-        float m = p > 0 ? (rng_uniform(r) < keep ? scale : 0.0f) : 1.0f;
-        ba->mask[l][i] = ba->z[l][i] > 0.0f ? m : 0.0f;
-        ba->a[l + 1][i] = ba->z[l][i] * ba->mask[l][i];
-    }
-}
-
-static void head_forward(const otl_head *h, batch_acts *ba, int n, float dropout, rng *r) {
-    for (int l = 0; l < h->n_layers; l++) {
-        linear_forward(ba->a[l], h->w[l], h->b[l], n, h->dims[l], h->dims[l + 1], ba->z[l]);
-        if (l + 1 < h->n_layers) relu_dropout_forward(ba, l, n, h->dims[l + 1], dropout, r);
-    }
-}
+/* ---- the loss ---- */
 
 /* Mean softmax cross-entropy of logits against labels; dlogits gets its gradient.
  * Returns the summed loss; *correct counts argmax hits. */
@@ -183,97 +117,54 @@ static double cross_entropy(const float *logits, const int *labels, int n, int c
     return loss;
 }
 
-/* Gradients of every parameter into grads (laid out like params) from dz of the last layer. */
-static void head_backward(const otl_head *h, batch_acts *ba, int n, float *grads) {
-    float *gw[OTL_HEAD_MAX_LAYERS], *gb[OTL_HEAD_MAX_LAYERS];
-    layer_views(h, grads, gw, gb);
-    for (int l = h->n_layers - 1; l >= 0; l--) {
-        const int in = h->dims[l], out = h->dims[l + 1];
-        otl_sgemm(true, false, out, in, n, 1.0f, ba->dz, out, ba->a[l], in, 0.0f, gw[l], in);
-        for (int j = 0; j < out; j++) {
-            float s = 0;
-            for (int i = 0; i < n; i++) s += ba->dz[(size_t)i * out + j];
-            gb[l][j] = s;
-        }
-        if (l == 0) break; /* the features are frozen */
-        otl_sgemm(false, false, n, in, out, 1.0f, ba->dz, out, h->w[l], in, 0.0f, ba->da, in);
-        for (size_t i = 0; i < (size_t)n * in; i++) ba->dz[i] = ba->da[i] * ba->mask[l - 1][i];
-    }
-}
-
-/* ---- optimizers, as torch.optim applies them ---- */
-
-typedef struct {
-    float *grads, *m, *v; /* one allocation each */
-    int64_t step;
-} optim_state;
-
-static void adam_step(const otl_train_options *o, optim_state *s, float *p, size_t n) {
-    s->step++;
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    const double bc1 = 1.0 - pow(0.9, (double)s->step), bc2 = 1.0 - pow(0.999, (double)s->step);
-    const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float one_b1 = (float)(1.0 - 0.9), one_b2 = (float)(1.0 - 0.999), wd = o->weight_decay;
-    float *g = s->grads, *m = s->m, *v = s->v;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
-        m[i] = m[i] * b1 + one_b1 * gi;
-        v[i] = v[i] * b2 + one_b2 * gi * gi;
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        p[i] = p[i] + -step_size * (m[i] / denom);
-    }
-}
-
-static void sgd_step(const otl_train_options *o, optim_state *s, float *p, size_t n) {
-    const bool first = s->step++ == 0;
-    const float lr = o->lr, mom = o->momentum, wd = o->weight_decay;
-    float *g = s->grads, *buf = s->m;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
-        if (mom != 0.0f) {
-            buf[i] = first ? d : buf[i] * mom + d;
-            d = buf[i];
-        }
-        p[i] = p[i] + -lr * d;
-    }
-}
-
 /* ---- the training loop ---- */
 
 typedef struct {
     const otl_features *f;
     const otl_head *h;
+    const otl_head_backend *be;
+    void *state;
+    int cap;                /* rows per batch buffer */
     uint64_t *train, *eval; /* row indices */
     size_t n_train, n_eval;
-    batch_acts ba;
+    float *x, *logits, *dlogits, *scales[OTL_HEAD_MAX_LAYERS - 1];
     int *labels;
-    float *logits_grad;
 } trainer;
 
-/* Copies rows (by index) into a[0] and their labels. */
+/* Copies rows (by index) into x and their labels. */
 static void gather(trainer *t, const uint64_t *rows, int n) {
     const int dim = t->h->dims[0];
     for (int i = 0; i < n; i++) {
         otl_row_tag tag;
-        memcpy(t->ba.a[0] + (size_t)i * dim, otl_features_row(t->f, rows[i], &tag), sizeof(float) * dim);
+        memcpy(t->x + (size_t)i * dim, otl_features_row(t->f, rows[i], &tag), sizeof(float) * dim);
         t->labels[i] = tag.label;
     }
 }
 
-static void evaluate(trainer *t, double *loss, double *acc) {
+/* Inverted-dropout scales for every hidden value of n rows, layer by layer:
+ * 0 or 1/(1-p). */
+static float *const *dropout_scales(trainer *t, int n, float p, rng *r) {
+    if (p <= 0) return NULL;
+    const float keep = 1.0f - p, scale = 1.0f / keep;
+    for (int l = 0; l + 1 < t->h->n_layers; l++)
+        for (size_t i = 0; i < (size_t)n * (size_t)t->h->dims[l + 1]; i++)
+            t->scales[l][i] = rng_uniform(r) < keep ? scale : 0.0f;
+    return t->scales;
+}
+
+static onnxtl_status *evaluate(trainer *t, double *loss, double *acc) {
     int correct = 0;
     double sum = 0;
     const int c = t->h->dims[t->h->n_layers];
-    for (size_t s = 0; s < t->n_eval; s += (size_t)t->ba.cap) {
-        int n = t->n_eval - s < (size_t)t->ba.cap ? (int)(t->n_eval - s) : t->ba.cap;
+    for (size_t s = 0; s < t->n_eval; s += (size_t)t->cap) {
+        int n = t->n_eval - s < (size_t)t->cap ? (int)(t->n_eval - s) : t->cap;
         gather(t, t->eval + s, n);
-        head_forward(t->h, &t->ba, n, 0.0f, NULL);
-        sum += cross_entropy(t->ba.z[t->h->n_layers - 1], t->labels, n, c, NULL, &correct);
+        OTL_TRY(t->be->forward(t->state, t->x, n, NULL, t->logits));
+        sum += cross_entropy(t->logits, t->labels, n, c, NULL, &correct);
     }
     *loss = t->n_eval ? sum / (double)t->n_eval : -1;
     *acc = t->n_eval ? (double)correct / (double)t->n_eval : -1;
+    return NULL;
 }
 
 static void shuffle(uint64_t *x, size_t n, rng *r) {
@@ -312,9 +203,9 @@ static FILE *open_step_log(const otl_train_options *o) {
 }
 
 /* One epoch over the training rows; returns mean loss and accuracy. */
-static onnxtl_status *train_epoch(trainer *t, otl_head *h, optim_state *os, const otl_train_options *o, rng *r,
-                                  FILE *log, int epoch, double *loss, double *acc) {
-    const int c = h->dims[h->n_layers];
+static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r, FILE *log, int epoch, int64_t *steps,
+                                  double *loss, double *acc) {
+    const int c = t->h->dims[t->h->n_layers];
     otl_progress prog;
     char what[32];
     snprintf(what, sizeof what, "epoch %d", epoch);
@@ -325,14 +216,12 @@ static onnxtl_status *train_epoch(trainer *t, otl_head *h, optim_state *os, cons
     for (size_t s = 0, step = 0; s < t->n_train; s += (size_t)o->batch, step++) {
         int n = t->n_train - s < (size_t)o->batch ? (int)(t->n_train - s) : o->batch;
         gather(t, t->train + s, n);
-        head_forward(h, &t->ba, n, o->dropout, r);
-        double l = cross_entropy(t->ba.z[h->n_layers - 1], t->labels, n, c, t->ba.dz, &correct);
+        OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
+        double l = cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
         if (!isfinite(l)) return otl_error(ONNXTL_ERR_RUNTIME, "the loss became non-finite at epoch %d; lower --lr", epoch);
         sum += l;
-        if (log) fprintf(log, "%lld %.9g\n", (long long)os->step + 1, l / n);
-        head_backward(h, &t->ba, n, os->grads);
-        if (o->adam) adam_step(o, os, h->params, h->n_params);
-        else sgd_step(o, os, h->params, h->n_params);
+        if (log) fprintf(log, "%lld %.9g\n", (long long)++*steps, l / n);
+        OTL_TRY(t->be->step(t->state, t->dlogits, n));
         if (prog.total > 50) otl_progress_update(&prog, step + 1);
     }
     if (prog.total > 50 && !o->quiet) otl_progress_end(&prog);
@@ -354,18 +243,18 @@ static onnxtl_status *check_finite(const otl_features *f) {
     return NULL;
 }
 
-static onnxtl_status *run_epochs(trainer *t, otl_head *h, optim_state *os, const otl_train_options *o,
-                                 otl_train_result *r, float *best) {
+static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_options *o, otl_train_result *r, float *best) {
     rng rr = {o->seed ^ 0x5eed};
     FILE *log = open_step_log(o);
     if (o->step_log && !log) return otl_error(ONNXTL_ERR_IO, "%s: cannot create", o->step_log);
     onnxtl_status *st = NULL;
     double best_acc = -1;
+    int64_t steps = 0;
     for (int e = 1; e <= o->epochs && !st; e++) {
-        double loss = 0, acc = 0, tl, ta;
-        st = train_epoch(t, h, os, o, &rr, log, e, &loss, &acc);
+        double loss = 0, acc = 0, tl = -1, ta = -1;
+        st = train_epoch(t, o, &rr, log, e, &steps, &loss, &acc);
+        if (!st) st = evaluate(t, &tl, &ta);
         if (st) break;
-        evaluate(t, &tl, &ta);
         if (!o->quiet) {
             printf("epoch %d/%d: train loss %.4f acc %.4f", e, o->epochs, loss, acc);
             if (t->n_eval) printf(", %s loss %.4f acc %.4f", otl_split_names[r->eval_split], tl, ta);
@@ -375,7 +264,7 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, optim_state *os, const
         bool keep = o->keep_last || !t->n_eval || ta > best_acc;
         if (keep) {
             best_acc = ta;
-            memcpy(best, h->params, h->n_params * sizeof(float));
+            st = t->be->read(t->state, best);
             *r = (otl_train_result){e, loss, acc, tl, ta, r->eval_split, r->train_rows, r->eval_rows};
         }
     }
@@ -384,52 +273,90 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, optim_state *os, const
     return st;
 }
 
+/* "cpu" or "cuda[:N]" to the head backend that trains there. */
+static onnxtl_status *pick_head_backend(const otl_train_options *o, otl_head_config *c, const otl_head_backend **be) {
+    bool cuda;
+    OTL_TRY(otl_parse_device(o->device, &cuda, &c->device_index));
+    c->precision = o->precision;
+    if (!cuda) {
+        *be = &otl_head_cpu;
+        return o->precision == ONNXTL_PRECISION_FP32
+                   ? NULL
+                   : otl_error(ONNXTL_ERR_ARG, "fit-head on the CPU trains in fp32 only; --precision needs --device cuda");
+    }
+    if (o->precision != ONNXTL_PRECISION_FP32 && o->precision != ONNXTL_PRECISION_TF32)
+        return otl_error(ONNXTL_ERR_ARG, "fit-head trains in fp32 or tf32 (the head's weights need float32 updates)");
+#ifdef ONNXTL_CUDA
+    *be = &otl_head_cuda;
+    return NULL;
+#else
+    return otl_error(ONNXTL_ERR_UNSUPPORTED, "this onnxtl was built without CUDA; rebuild with 'make CUDA=1'");
+#endif
+}
+
+static onnxtl_status *alloc_batch_buffers(trainer *t) {
+    const otl_head *h = t->h;
+    const size_t cap = (size_t)t->cap;
+    t->x = malloc(sizeof(float) * cap * (size_t)h->dims[0]);
+    t->logits = malloc(sizeof(float) * cap * (size_t)h->dims[h->n_layers]);
+    t->dlogits = malloc(sizeof(float) * cap * (size_t)h->dims[h->n_layers]);
+    t->labels = calloc(cap, sizeof(int));
+    bool ok = t->x && t->logits && t->dlogits && t->labels;
+    for (int l = 0; l + 1 < h->n_layers; l++) ok = ok && (t->scales[l] = malloc(sizeof(float) * cap * (size_t)h->dims[l + 1]));
+    return ok ? NULL : otl_error(ONNXTL_ERR_NOMEM, "cannot allocate batch buffers");
+}
+
+static void free_trainer(trainer *t) {
+    if (t->state) t->be->release(t->state);
+    free(t->train);
+    free(t->eval);
+    free(t->x);
+    free(t->logits);
+    free(t->dlogits);
+    free(t->labels);
+    for (int l = 0; l < OTL_HEAD_MAX_LAYERS - 1; l++) free(t->scales[l]);
+}
+
+static otl_head_config head_config(const otl_head *h, const otl_train_options *o, int cap) {
+    otl_head_config c = {.n_layers = h->n_layers, .adam = o->adam, .lr = o->lr, .momentum = o->momentum,
+                         .weight_decay = o->weight_decay, .cap = cap, .threads = o->threads};
+    memcpy(c.dims, h->dims, sizeof c.dims);
+    return c;
+}
+
 onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_options *o, otl_train_result *r) {
     memset(r, 0, sizeof *r);
     if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0) || o->dropout < 0 || o->dropout >= 1)
         return otl_error(ONNXTL_ERR_ARG, "bad training options (batch, epochs, lr > 0, 0 <= dropout < 1)");
-    if (o->threads > 0) omp_set_num_threads(o->threads);
     OTL_TRY(check_finite(f));
-    trainer t = {.f = f, .h = h};
-    optim_state os = {0};
-    float *best = NULL;
-    onnxtl_status *st = split_rows(&t, r);
-    if (!st) st = acts_create(&t.ba, h, o->batch > 256 ? o->batch : 256);
-    if (!st) {
-        os.grads = calloc(h->n_params, sizeof(float));
-        os.m = calloc(h->n_params, sizeof(float));
-        os.v = o->adam ? calloc(h->n_params, sizeof(float)) : NULL;
-        best = malloc(h->n_params * sizeof(float));
-        t.labels = calloc((size_t)t.ba.cap, sizeof(int));
-        if (!os.grads || !os.m || (o->adam && !os.v) || !best || !t.labels)
-            st = otl_error(ONNXTL_ERR_NOMEM, "cannot allocate optimizer state for %zu parameters", h->n_params);
-    }
-    if (!st) st = run_epochs(&t, h, &os, o, r, best);
-    free(t.train);
-    free(t.eval);
-    free(t.labels);
-    free(t.ba.mem);
-    free(os.grads);
-    free(os.m);
-    free(os.v);
+    trainer t = {.f = f, .h = h, .cap = o->batch > 256 ? o->batch : 256};
+    otl_head_config c = head_config(h, o, t.cap);
+    float *best = malloc(h->n_params * sizeof(float));
+    onnxtl_status *st = best ? pick_head_backend(o, &c, &t.be) : otl_nomem();
+    if (!st) st = split_rows(&t, r);
+    if (!st) st = alloc_batch_buffers(&t);
+    if (!st) st = t.be->create(&c, h->params, &t.state);
+    if (!st) st = run_epochs(&t, h, o, r, best);
+    free_trainer(&t);
     free(best);
     return st;
 }
 
 onnxtl_status *otl_head_predict(const otl_head *h, const float *x, int n, float *probs) {
-    batch_acts ba;
-    OTL_TRY(acts_create(&ba, h, n));
-    memcpy(ba.a[0], x, sizeof(float) * (size_t)n * h->dims[0]);
-    head_forward(h, &ba, n, 0.0f, NULL);
-    const int c = h->dims[h->n_layers];
-    for (int i = 0; i < n; i++) {
-        const float *z = ba.z[h->n_layers - 1] + (size_t)i * c;
-        float mx = z[0];
-        for (int j = 1; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+    const otl_train_options o = {.lr = 1};
+    const otl_head_config c = head_config(h, &o, n);
+    void *state;
+    OTL_TRY(otl_head_cpu.create(&c, h->params, &state));
+    onnxtl_status *st = otl_head_cpu.forward(state, x, n, NULL, probs);
+    otl_head_cpu.release(state);
+    OTL_TRY(st);
+    const int classes = h->dims[h->n_layers];
+    for (int i = 0; i < n; i++) { /* softmax in place */
+        float *z = probs + (size_t)i * classes, mx = z[0];
+        for (int j = 1; j < classes; j++) mx = z[j] > mx ? z[j] : mx;
         double sum = 0;
-        for (int j = 0; j < c; j++) sum += exp((double)z[j] - mx);
-        for (int j = 0; j < c; j++) probs[(size_t)i * c + j] = (float)(exp((double)z[j] - mx) / sum);
+        for (int j = 0; j < classes; j++) sum += exp((double)z[j] - mx);
+        for (int j = 0; j < classes; j++) z[j] = (float)(exp((double)z[j] - mx) / sum);
     }
-    free(ba.mem);
     return NULL;
 }

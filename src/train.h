@@ -8,8 +8,7 @@
 #include <stdint.h>
 
 #include "feature_file.h"
-
-#define OTL_HEAD_MAX_LAYERS 3
+#include "head_backend.h"
 
 typedef struct {
     int n_layers;
@@ -32,6 +31,8 @@ typedef struct {
     bool adam;      /* else SGD */
     float lr, momentum, weight_decay, dropout;
     int batch, epochs, threads;
+    const char *device; /* NULL or "cpu", "cuda", "cuda:N" */
+    int precision;      /* onnxtl_precision: fp32 or tf32 */
     uint64_t seed;
     bool shuffle;   /* reshuffle the training rows every epoch */
     bool keep_last; /* else keep the epoch with the best test accuracy */

@@ -45,6 +45,7 @@ if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
     if make -s CUDA=1 build-cuda/onnxtl >"$LOG/cuda-build.log" 2>&1; then
         echo "PASS CUDA build (make CUDA=1) compiles and links" | tee "$LOG/cuda-result.log"
         run_suite gpu_parity $PY test/gpu_parity.py build-cuda/onnxtl
+        run_suite gpu_trainer $PY test/trainer_parity.py build-cuda/onnxtl "$SHARED" --device cuda
     else
         echo "FAIL CUDA build (see $LOG/cuda-build.log)" | tee "$LOG/cuda-result.log"
     fi

@@ -5,7 +5,12 @@ losses and final weights must match torch.optim.Adam, and SGD with momentum
 and weight decay, within 1e-5 relative over at least 100 steps, for a linear
 head and a small MLP head.
 
-usage: trainer_parity.py ONNXTL SHARED_DATA
+With --device cuda the same comparisons run the GPU trainer (limit 1e-4:
+cuBLAS sums in another order), and an MLP trained with dropout and shuffling
+on the GPU must match the CPU trainer, which draws the same masks.  Skips,
+saying so, without a GPU.
+
+usage: trainer_parity.py ONNXTL SHARED_DATA [--device cuda]
 """
 import os
 import subprocess
@@ -52,8 +57,42 @@ def torch_train(x, y, dims, init_dir, make_opt):
     return np.array(losses), [p.detach().numpy() for p in head.parameters()]
 
 
+def no_gpu(stderr):
+    return "no CUDA GPU" in stderr or "built without CUDA" in stderr
+
+
+def weights_error(dir_a, dir_b, layers):
+    err = 0.0
+    for i in range(layers):
+        for kind in "wb":
+            a, b = np.load(os.path.join(dir_a, f"{kind}{i}.npy")), np.load(os.path.join(dir_b, f"{kind}{i}.npy"))
+            err = max(err, float(np.max(np.abs(a - b)) / np.max(np.abs(b))))
+    return err
+
+
+def dropout_case(onnxtl, feats, d, device):
+    """The same MLP with dropout and shuffling, trained on the GPU and on the CPU."""
+    outs = {}
+    for dev in ("cpu", device):
+        outs[dev] = os.path.join(d, f"dropout_{dev}")
+        os.makedirs(outs[dev], exist_ok=True)
+        r = subprocess.run([onnxtl, "fit-head", feats, "-o", "none", "--quiet", "--head", "mlp", "--hidden", "64,32",
+                            "--dropout", "0.5", "--lr", "1e-4", "--epochs", "3", "--seed", "7", "--keep", "last",
+                            "--save-weights", outs[dev], "--device", dev], capture_output=True, text=True)
+        if r.returncode:
+            print(f"FAIL trainer parity {device} against cpu with dropout: {r.stderr.strip()}")
+            return 1
+    err = weights_error(outs[device], outs["cpu"], 3)
+    ok = err <= 1e-4
+    print(f"{'PASS' if ok else 'FAIL'} trainer parity MLP with dropout 0.5 and shuffling, {device} against cpu: "
+          f"weights rel. error {err:.2e} (limit 1e-4)", flush=True)
+    return not ok
+
+
 def main():
     onnxtl, shared = sys.argv[1], sys.argv[2]
+    device = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--device" else "cpu"
+    limit = 1e-5 if device == "cpu" else 1e-4
     if not os.path.isdir(os.path.join(shared, "dogscats")):
         print(f"SKIP trainer parity: {shared}/dogscats is missing (real photos live in ../shared)")
         return 0
@@ -81,8 +120,11 @@ def main():
                 log = os.path.join(d, "steps.txt")
                 r = subprocess.run([onnxtl, "fit-head", feats, "-o", os.path.join(d, "m.onnx"), "--quiet", "--no-shuffle",
                                     "--dropout", "0", "--keep", "last", "--batch", str(BATCH), "--epochs", str(EPOCHS),
-                                    "--init-from", init, "--save-weights", out, "--step-log", log] + head_flags + opt_flags,
-                                   capture_output=True, text=True)
+                                    "--init-from", init, "--save-weights", out, "--step-log", log, "--device", device]
+                                   + head_flags + opt_flags, capture_output=True, text=True)
+                if r.returncode and no_gpu(r.stderr):
+                    print(f"SKIP trainer parity on {device}: {r.stderr.strip()}")
+                    return 0
                 if r.returncode:
                     print(f"FAIL trainer parity {head_label} {opt_label}: {r.stderr.strip()}")
                     failed += 1
@@ -96,11 +138,13 @@ def main():
                     for kind, ref in (("w", ref_params[2 * i]), ("b", ref_params[2 * i + 1])):
                         ours = np.load(os.path.join(out, f"{kind}{i}.npy"))
                         w_err = max(w_err, float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref))))
-                ok = len(ours_loss) == len(ref_loss) >= 100 and loss_err <= 1e-5 and w_err <= 1e-5
-                print(f"{'PASS' if ok else 'FAIL'} trainer parity {head_label}, {opt_label}: {len(ours_loss)} steps, "
-                      f"loss rel. error {loss_err:.2e}, weights rel. error {w_err:.2e} (limit 1e-5); "
-                      f"loss {ref_loss[0]:.4f} -> {ref_loss[-1]:.4f}", flush=True)
+                ok = len(ours_loss) == len(ref_loss) >= 100 and loss_err <= limit and w_err <= limit
+                print(f"{'PASS' if ok else 'FAIL'} trainer parity {head_label}, {opt_label}{'' if device == 'cpu' else ' on ' + device}: "
+                      f"{len(ours_loss)} steps, loss rel. error {loss_err:.2e}, weights rel. error {w_err:.2e} "
+                      f"(limit {limit:g}); loss {ref_loss[0]:.4f} -> {ref_loss[-1]:.4f}", flush=True)
                 failed += not ok
+        if device != "cpu":
+            failed += dropout_case(onnxtl, feats, d, device)
     return 1 if failed else 0
 
 

@@ -1,5 +1,6 @@
 /* Backbone throughput: runs MODEL on a fixed batch after a warm-up and prints
- * images per second.
+ * images per second.  The input sits in the session's fastest host memory
+ * (pinned on CUDA), as extract's batches do.
  * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +40,8 @@ int main(int argc, char **argv) {
     if (argc > 5 && strcmp(argv[5], "-")) out.name = argv[5];
     in.dims[0] = batch;
     size_t n = (size_t)batch * 3 * (size_t)in.dims[2] * (size_t)in.dims[3];
-    float *x = malloc(n * sizeof *x);
-    if (!x) return 1;
+    float *x;
+    if ((st = onnxtl_session_alloc_host(s, n * sizeof *x, (void **)&x))) return fail(st);
     for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     in.data = x;
     if ((st = onnxtl_session_run(s, &in, 1, &out, 1))) return fail(st); /* warm-up: plan and primitives */
@@ -49,7 +50,7 @@ int main(int argc, char **argv) {
         if ((st = onnxtl_session_run(s, &in, 1, &out, 1))) return fail(st);
     t = now() - t;
     printf("%.2f\n", (double)batch * iters / t);
-    free(x);
+    onnxtl_session_free_host(s, x);
     onnxtl_session_release(s);
     onnxtl_model_release(m);
     return 0;

@@ -250,4 +250,4 @@ static onnxtl_status *cpu_run(void *state, const void *const *inputs, void *cons
     return NULL;
 }
 
-const otl_backend otl_backend_cpu = {"cpu", cpu_prepare, cpu_run, cpu_release};
+const otl_backend otl_backend_cpu = {.name = "cpu", .prepare = cpu_prepare, .run = cpu_run, .release = cpu_release};

@@ -1,39 +1,24 @@
 /* The CUDA backend: cuDNN convolutions and pooling in NHWC (tensor cores in
  * TF32, fp16 and bf16), cuBLAS for Gemm, small kernels for the rest; the
- * steps are captured once into a CUDA graph and replayed. */
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#include <cudnn.h>
+ * steps are captured once into a CUDA graph and replayed.  Convolutions go
+ * through cuDNN's graph API with timed engine choice (conv.c); the legacy
+ * API runs those the graph API refuses, or all of them with
+ * ONNXTL_CUDNN=legacy. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
+#include "check.h"
+#include "conv.h"
 #include "dtype.h"
 #include "kernels.h"
-
-#define CUDA_TRY(call)                                                                                  \
-    do {                                                                                                \
-        cudaError_t e_ = (call);                                                                        \
-        if (e_ != cudaSuccess)                                                                          \
-            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: CUDA: %s", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-    } while (0)
-#define CUDNN_TRY(call)                                                                                 \
-    do {                                                                                                \
-        cudnnStatus_t e_ = (call);                                                                      \
-        if (e_ != CUDNN_STATUS_SUCCESS)                                                                 \
-            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: cuDNN: %s", __FILE__, __LINE__, cudnnGetErrorString(e_)); \
-    } while (0)
-#define CUBLAS_TRY(call)                                                                                \
-    do {                                                                                                \
-        cublasStatus_t e_ = (call);                                                                     \
-        if (e_ != CUBLAS_STATUS_SUCCESS)                                                                \
-            return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: cuBLAS: %s", __FILE__, __LINE__, cublasGetStatusString(e_)); \
-    } while (0)
 
 #define MAX_WORKSPACE ((size_t)1 << 30)
 
 typedef struct {
+    const otl_conv *tuned; /* a convolution on the graph API; else the legacy fields below */
     cudnnTensorDescriptor_t x, y, bias;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
@@ -51,6 +36,9 @@ typedef struct {
     cudaStream_t stream;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
+    otl_conv_tuner *tuner;
+    bool legacy_only;
+    char refusal[256]; /* why the graph API refused the first convolution it refused */
     void *arena, *workspace;
     void *residual; /* a copy of a residual input that shares its buffer with the output */
     size_t workspace_bytes;
@@ -150,13 +138,9 @@ static onnxtl_status *choose_algo(cuda_state *s, const otl_node *n, cuda_step *c
     return otl_error(ONNXTL_ERR_RUNTIME, "cuDNN offers no convolution algorithm for this layer");
 }
 
-static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
+static onnxtl_status *prepare_legacy_conv(cuda_state *s, const otl_node *n, const otl_window *win, cuda_step *cs,
+                                          size_t *ws) {
     const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
-    if (!is_4d(x) || !w->data) return unsupported(n, "only 2-D convolutions with constant weights run");
-    otl_window win;
-    OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
-    for (int i = 1; i < 3; i++)
-        if (win.pad_begin[i] != win.pad_end[i]) return unsupported(n, "asymmetric padding does not run");
     OTL_TRY(tensor_nhwc(&cs->x, s->dtype, x->dims));
     OTL_TRY(tensor_nhwc(&cs->y, s->dtype, y->dims));
     int64_t bias_dims[4] = {1, y->dims[1], 1, 1};
@@ -165,8 +149,8 @@ static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *
     CUDNN_TRY(cudnnSetFilter4dDescriptor(cs->w, dnn_type(s->dtype), CUDNN_TENSOR_NHWC, (int)w->dims[0], (int)w->dims[1],
                                          (int)w->dims[2], (int)w->dims[3]));
     CUDNN_TRY(cudnnCreateConvolutionDescriptor(&cs->conv));
-    CUDNN_TRY(cudnnSetConvolution2dDescriptor(cs->conv, (int)win.pad_begin[1], (int)win.pad_begin[2], (int)win.stride[1],
-                                              (int)win.stride[2], (int)win.dilation[1], (int)win.dilation[2],
+    CUDNN_TRY(cudnnSetConvolution2dDescriptor(cs->conv, (int)win->pad_begin[1], (int)win->pad_begin[2], (int)win->stride[1],
+                                              (int)win->stride[2], (int)win->dilation[1], (int)win->dilation[2],
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_TRY(cudnnSetConvolutionGroupCount(cs->conv, (int)n->attrs.group));
     /* fp32: FMA only; tf32: the default, which allows TF32; fp16/bf16: tensor cores. */
@@ -174,14 +158,41 @@ static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *
     CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, math));
     CUDNN_TRY(cudnnCreateActivationDescriptor(&cs->act));
     CUDNN_TRY(cudnnSetActivationDescriptor(cs->act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    return choose_algo(s, n, cs, ws);
+}
+
+/* Through the graph API where cuDNN accepts the convolution, else the legacy API. */
+static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
+    const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
+    if (!is_4d(x) || !w->data) return unsupported(n, "only 2-D convolutions with constant weights run");
+    otl_window win;
+    OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
+    for (int i = 1; i < 3; i++)
+        if (win.pad_begin[i] != win.pad_end[i]) return unsupported(n, "asymmetric padding does not run");
     OTL_TRY(upload_filter(s, w, &cs->weights));
-    OTL_TRY(choose_algo(s, n, cs, ws));
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
     float *zeros = has_bias ? NULL : calloc((size_t)y->dims[1], sizeof(float));
     if (!has_bias && !zeros) return otl_nomem();
     onnxtl_status *st = upload(s, has_bias ? t[n->in[2]].data : zeros, (size_t)y->dims[1], &cs->bias_data);
     free(zeros);
-    return st;
+    OTL_TRY(st);
+    if (!s->legacy_only) {
+        otl_conv_shape sh = {.io = dnn_type(s->dtype), .precision = s->precision, .residual = n->attrs.fused_add,
+                             .relu = n->attrs.fused_relu};
+        memcpy(sh.x, x->dims, sizeof sh.x), memcpy(sh.w, w->dims, sizeof sh.w), memcpy(sh.y, y->dims, sizeof sh.y);
+        for (int i = 0; i < 2; i++)
+            sh.pad[i] = win.pad_begin[i + 1], sh.stride[i] = win.stride[i + 1], sh.dilation[i] = win.dilation[i + 1];
+        const otl_conv_args args = {.x = s->ptr[n->in[0]], .w = cs->weights, .bias = cs->bias_data,
+                                    .z = sh.residual ? s->ptr[n->in[3]] : NULL, .y = s->ptr[n->out[0]]};
+        st = otl_conv_plan(s->tuner, &sh, &args, &cs->tuned);
+        if (!st) {
+            *ws = otl_conv_workspace(cs->tuned);
+            return NULL;
+        }
+        if (!*s->refusal) snprintf(s->refusal, sizeof s->refusal, "%s", onnxtl_status_message(st));
+        onnxtl_status_release(st); /* the legacy API may still run it */
+    }
+    return prepare_legacy_conv(s, n, &win, cs, ws);
 }
 
 static onnxtl_status *prepare_pool(cuda_state *s, const otl_node *n, cuda_step *cs) {
@@ -270,6 +281,7 @@ static void cuda_release(void *state) {
     if (s->graph) cudaGraphExecDestroy(s->graph);
     for (int i = 0; s->steps && i < s->plan->n_steps; i++) free_step(&s->steps[i]);
     for (int i = 0; i < s->n_owned; i++) cudaFree(s->owned[i]);
+    otl_conv_tuner_release(s->tuner);
     if (s->blas) cublasDestroy(s->blas);
     if (s->dnn) cudnnDestroy(s->dnn);
     if (s->stream) cudaStreamDestroy(s->stream);
@@ -278,6 +290,17 @@ static void cuda_release(void *state) {
     free(s->ptr);
     free(s->nhwc);
     free(s);
+}
+
+/* $ONNXTL_CACHE_DIR, else $XDG_CACHE_HOME/onnxtl, else ~/.cache/onnxtl; NULL
+ * when none is set. */
+static const char *tuning_cache_path(char *buf, size_t size) {
+    const char *dir = getenv("ONNXTL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n = dir && *dir ? snprintf(buf, size, "%s/cudnn-plans.tsv", dir)
+            : xdg && *xdg ? snprintf(buf, size, "%s/onnxtl/cudnn-plans.tsv", xdg)
+            : home && *home ? snprintf(buf, size, "%s/.cache/onnxtl/cudnn-plans.tsv", home)
+            : -1;
+    return n > 0 && (size_t)n < size ? buf : NULL;
 }
 
 static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg) {
@@ -295,7 +318,10 @@ static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg)
     CUDNN_TRY(cudnnSetStream(s->dnn, s->stream));
     CUBLAS_TRY(cublasCreate(&s->blas));
     CUBLAS_TRY(cublasSetStream(s->blas, s->stream));
-    return NULL;
+    const char *api = getenv("ONNXTL_CUDNN");
+    s->legacy_only = api && !strcmp(api, "legacy");
+    char path[4096];
+    return otl_conv_tuner_create(s->dnn, s->stream, tuning_cache_path(path, sizeof path), &s->tuner);
 }
 
 /* Device buffers: the planned arena, inputs, and staging for float32 transfers. */
@@ -346,6 +372,32 @@ static onnxtl_status *prepare_steps(cuda_state *s) {
     return dev_alloc(s, ws, &s->workspace);
 }
 
+/* Engine timing reads the buffers before any real data: noise, not zeros,
+ * which can run faster than real data does. */
+static onnxtl_status *fill_noise(cuda_state *s) {
+    const otl_graph *g = s->plan->g;
+    CUDA_TRY(otl_cuda_fill_noise(s->arena, s->dtype, (int64_t)(s->plan->arena_bytes / s->esize), s->stream));
+    for (int i = 0; i < g->n_inputs; i++)
+        CUDA_TRY(otl_cuda_fill_noise(s->ptr[g->inputs[i]], ONNXTL_FLOAT, otl_tinfo_count(&s->plan->t[g->inputs[i]]),
+                                     s->stream));
+    CUDA_TRY(cudaStreamSynchronize(s->stream));
+    return NULL;
+}
+
+/* ONNXTL_CUDA_LOG: how each convolution runs, and the time choosing took. */
+static void log_convolutions(const cuda_state *s, double seconds) {
+    int fused = 0, epilogue = 0, legacy = 0;
+    for (int i = 0; i < s->plan->n_steps; i++) {
+        const cuda_step *cs = &s->steps[i];
+        if (cs->tuned) otl_conv_fused(cs->tuned) ? fused++ : epilogue++;
+        else if (cs->conv) legacy++;
+    }
+    fprintf(stderr, "onnxtl: cuda: %d convolutions fused with their epilogue, %d followed by an epilogue kernel, %d on the "
+                    "legacy API; %d timed, %.1f s to prepare\n",
+            fused, epilogue, legacy, otl_conv_tuner_timed(s->tuner), seconds);
+    if (*s->refusal) fprintf(stderr, "onnxtl: cuda: the graph API refused a convolution: %s\n", s->refusal);
+}
+
 static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
     cuda_state *s = calloc(1, sizeof *s);
     if (!s) return otl_nomem();
@@ -359,7 +411,15 @@ static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_confi
     onnxtl_status *st = s->ptr && s->nhwc && s->steps ? NULL : otl_nomem();
     if (!st) st = init_handles(s, cfg);
     if (!st) st = alloc_buffers(s);
+    if (!st) st = fill_noise(s);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!st) st = prepare_steps(s);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!st) {
+        otl_conv_tuner_save(s->tuner);
+        if (getenv("ONNXTL_CUDA_LOG")) log_convolutions(s, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    }
     if (!st && cfg->precision != 0 && cfg->precision != 1) /* fp16/bf16 math in cuBLAS; TF32 only when asked */
         st = cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
     if (!st && cfg->precision == 1)
@@ -372,18 +432,30 @@ static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_confi
     return NULL;
 }
 
+/* A residual input that shares the output's buffer is copied first: the
+ * convolution overwrites it before the epilogue reads it. */
+static onnxtl_status *residual_input(cuda_state *s, const otl_node *n, size_t bytes, const void **z) {
+    *z = s->ptr[n->in[3]];
+    if (*z != s->ptr[n->out[0]]) return NULL;
+    CUDA_TRY(cudaMemcpyAsync(s->residual, *z, bytes, cudaMemcpyDeviceToDevice, s->stream));
+    *z = s->residual;
+    return NULL;
+}
+
 static onnxtl_status *run_conv(cuda_state *s, const otl_node *n, const cuda_step *cs) {
     const float one = 1.0f, zero = 0.0f;
     void *y = s->ptr[n->out[0]];
     const void *x = s->ptr[n->in[0]];
     bool residual = n->attrs.fused_add;
     const size_t bytes = (size_t)otl_tinfo_count(&s->plan->t[n->out[0]]) * s->esize;
-    if (n->attrs.fused_relu) { /* y = relu(conv + z + bias); cuDNN gives wrong results when z is y */
-        const void *z = residual ? s->ptr[n->in[3]] : y;
-        if (residual && z == y) {
-            CUDA_TRY(cudaMemcpyAsync(s->residual, z, bytes, cudaMemcpyDeviceToDevice, s->stream));
-            z = s->residual;
-        }
+    const void *z = y;
+    if (residual && (cs->tuned || n->attrs.fused_relu)) OTL_TRY(residual_input(s, n, bytes, &z));
+    if (cs->tuned) {
+        const otl_conv_args a = {.x = x, .w = cs->weights, .bias = cs->bias_data, .z = residual ? z : NULL, .y = y,
+                                 .workspace = s->workspace};
+        return otl_conv_run(s->dnn, cs->tuned, &a);
+    }
+    if (n->attrs.fused_relu) { /* y = relu(conv + z + bias) */
         CUDNN_TRY(cudnnConvolutionBiasActivationForward(s->dnn, &one, cs->x, x, cs->w, cs->weights, cs->conv, cs->algo,
                                                         s->workspace, s->workspace_bytes, residual ? &one : &zero, cs->y, z,
                                                         cs->bias, cs->bias_data, cs->act, cs->y, y));
@@ -408,7 +480,7 @@ static onnxtl_status *run_gemm(cuda_state *s, const otl_node *n, const cuda_step
     CUBLAS_TRY(cublasGemmEx(s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, nn, m, k, &one, cs->weights,
                             blas_type(s->dtype), tb ? k : nn, s->ptr[n->in[0]], blas_type(s->dtype), k, &zero,
                             s->ptr[n->out[0]], blas_type(s->dtype), nn, compute, CUBLAS_GEMM_DEFAULT));
-    if (cs->bias_data) CUDA_TRY(otl_cuda_add_bias_rows(s->ptr[n->out[0]], cs->bias_data, s->dtype, m, nn, s->stream));
+    if (cs->bias_data) CUDA_TRY(otl_cuda_add_bias(s->ptr[n->out[0]], cs->bias_data, NULL, s->dtype, m, nn, 0, s->stream));
     return NULL;
 }
 
@@ -462,6 +534,9 @@ static void try_capture(cuda_state *s) {
     cudaError_t e = cudaStreamEndCapture(s->stream, &g);
     if (!st && e == cudaSuccess && cudaGraphInstantiate(&s->graph, g, 0) != cudaSuccess) s->graph = NULL;
     if (e == cudaSuccess) cudaGraphDestroy(g);
+    if (!s->graph && getenv("ONNXTL_CUDA_LOG"))
+        fprintf(stderr, "onnxtl: cuda: capturing a CUDA graph failed (%s); runs stay eager\n",
+                st ? onnxtl_status_message(st) : cudaGetErrorString(e));
     onnxtl_status_release(st);
     cudaGetLastError(); /* a failed capture leaves an error behind */
 }
@@ -502,4 +577,16 @@ static onnxtl_status *cuda_run(void *state, const void *const *inputs, void *con
     return NULL;
 }
 
-const otl_backend otl_backend_cuda = {"cuda", cuda_prepare, cuda_run, cuda_release};
+static onnxtl_status *cuda_host_alloc(const otl_backend_config *cfg, size_t bytes, void **out) {
+    CUDA_TRY(cudaSetDevice(cfg->device_index));
+    cudaError_t e = cudaHostAlloc(out, bytes ? bytes : 1, cudaHostAllocPortable);
+    if (e == cudaErrorMemoryAllocation)
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot pin %.1f MiB of host memory; try a smaller --batch",
+                         (double)bytes / 1048576.0);
+    CUDA_TRY(e);
+    return NULL;
+}
+
+static void cuda_host_free(void *p) { cudaFreeHost(p); }
+
+const otl_backend otl_backend_cuda = {"cuda", cuda_prepare, cuda_run, cuda_release, cuda_host_alloc, cuda_host_free};

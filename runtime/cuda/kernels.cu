@@ -75,9 +75,13 @@ template <typename T> __global__ void add(const T *a, const T *b, T *y, int64_t 
     store(y, i, with_relu ? fmaxf(v, 0.0f) : v);
 }
 
-template <typename T> __global__ void add_bias_rows(T *y, const T *bias, int64_t rows, int64_t cols) {
+/* y = act(y + bias[col] + z): rows x cols, bias per column, z optional. */
+template <typename T> __global__ void add_bias(T *y, const T *bias, const T *z, int64_t rows, int64_t cols, int with_relu) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < rows * cols) store(y, i, load(y, i) + load(bias, i % cols));
+    if (i >= rows * cols) return;
+    float v = load(y, i) + load(bias, i % cols);
+    if (z) v += load(z, i);
+    store(y, i, with_relu ? fmaxf(v, 0.0f) : v);
 }
 
 extern "C" cudaError_t otl_cuda_relu(const void *x, void *y, int dtype, int64_t n, cudaStream_t s) {
@@ -99,12 +103,108 @@ extern "C" cudaError_t otl_cuda_add(const void *a, const void *b, void *y, int d
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t otl_cuda_add_bias_rows(void *y, const void *bias, int dtype, int64_t rows, int64_t cols, cudaStream_t s) {
+extern "C" cudaError_t otl_cuda_add_bias(void *y, const void *bias, const void *z, int dtype, int64_t rows, int64_t cols,
+                                         int with_relu, cudaStream_t s) {
     int64_t n = rows * cols;
     if (!n) return cudaSuccess;
-    if (dtype == DT_FLOAT16) add_bias_rows<<<blocks(n), 256, 0, s>>>((__half *)y, (const __half *)bias, rows, cols);
+    if (dtype == DT_FLOAT16)
+        add_bias<<<blocks(n), 256, 0, s>>>((__half *)y, (const __half *)bias, (const __half *)z, rows, cols, with_relu);
     else if (dtype == DT_BFLOAT16)
-        add_bias_rows<<<blocks(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)bias, rows, cols);
-    else add_bias_rows<<<blocks(n), 256, 0, s>>>((float *)y, (const float *)bias, rows, cols);
+        add_bias<<<blocks(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)bias, (const __nv_bfloat16 *)z, rows,
+                                            cols, with_relu);
+    else add_bias<<<blocks(n), 256, 0, s>>>((float *)y, (const float *)bias, (const float *)z, rows, cols, with_relu);
+    return cudaGetLastError();
+}
+
+/* Values in [-1, 1) from a hash of the index: data for timing, never zeros. */
+template <typename T> __global__ void fill_noise(T *p, int64_t n) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    uint32_t h = (uint32_t)i * 2654435761u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    store(p, i, (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+}
+
+extern "C" cudaError_t otl_cuda_fill_noise(void *p, int dtype, int64_t n, cudaStream_t s) {
+    if (!n) return cudaSuccess;
+    if (dtype == DT_FLOAT16) fill_noise<<<blocks(n), 256, 0, s>>>((__half *)p, n);
+    else if (dtype == DT_BFLOAT16) fill_noise<<<blocks(n), 256, 0, s>>>((__nv_bfloat16 *)p, n);
+    else fill_noise<<<blocks(n), 256, 0, s>>>((float *)p, n);
+    return cudaGetLastError();
+}
+
+/* ---- head training (float32) ---- */
+
+/* mask = ReLU's gate times the dropout scale (1 without scales); a = z * mask. */
+__global__ void relu_dropout(const float *z, float *mask, float *a, int64_t n, int has_scales) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    mask[i] = z[i] > 0.0f ? (has_scales ? mask[i] : 1.0f) : 0.0f;
+    a[i] = z[i] * mask[i];
+}
+
+__global__ void multiply(const float *x, const float *y, float *out, int64_t n) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i] * y[i];
+}
+
+/* One thread per column, summing rows in order, as the CPU does. */
+__global__ void column_sums(const float *x, float *sums, int64_t rows, int64_t cols) {
+    int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    float s = 0.0f;
+    for (int64_t i = 0; i < rows; i++) s += x[i * cols + j];
+    sums[j] = s;
+}
+
+__global__ void adam(float *p, const float *g, float *m, float *v, int64_t n, otl_adam_step k) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float gi = k.weight_decay != 0.0f ? g[i] + k.weight_decay * p[i] : g[i];
+    m[i] = m[i] * k.beta1 + k.one_minus_beta1 * gi;
+    v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;
+    float denom = sqrtf(v[i]) / k.bias_correction2_sqrt + k.eps;
+    p[i] = p[i] + -k.step_size * (m[i] / denom);
+}
+
+__global__ void sgd(float *p, const float *g, float *buf, int64_t n, float lr, float momentum, float weight_decay,
+                    int first) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float d = weight_decay != 0.0f ? g[i] + weight_decay * p[i] : g[i];
+    if (momentum != 0.0f) {
+        buf[i] = first ? d : buf[i] * momentum + d;
+        d = buf[i];
+    }
+    p[i] = p[i] + -lr * d;
+}
+
+extern "C" cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, int has_scales,
+                                             cudaStream_t s) {
+    if (n) relu_dropout<<<blocks(n), 256, 0, s>>>(z, mask, a, n, has_scales);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t otl_cuda_multiply(const float *x, const float *y, float *out, int64_t n, cudaStream_t s) {
+    if (n) multiply<<<blocks(n), 256, 0, s>>>(x, y, out, n);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t otl_cuda_column_sums(const float *x, float *sums, int64_t rows, int64_t cols, cudaStream_t s) {
+    if (cols) column_sums<<<blocks(cols), 256, 0, s>>>(x, sums, rows, cols);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t otl_cuda_adam(float *p, const float *g, float *m, float *v, int64_t n, otl_adam_step k,
+                                     cudaStream_t s) {
+    if (n) adam<<<blocks(n), 256, 0, s>>>(p, g, m, v, n, k);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t otl_cuda_sgd(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+                                    float weight_decay, int first, cudaStream_t s) {
+    if (n) sgd<<<blocks(n), 256, 0, s>>>(p, g, buf, n, lr, momentum, weight_decay, first);
     return cudaGetLastError();
 }

@@ -1,0 +1,179 @@
+/* Head training on the CPU: oneDNN's sgemm for the Linear layers, and
+ * torch.optim's Adam and SGD updates, in place on the caller's parameters. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "cpu.h"
+#include "head_backend.h"
+
+typedef struct {
+    otl_head_config c;
+    float *params, *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
+    float *gw[OTL_HEAD_MAX_LAYERS], *gb[OTL_HEAD_MAX_LAYERS];
+    size_t n_params;
+    /* a[l]: layer l's input (a[0] the features); z[l]: its output before
+     * ReLU; mask[l]: ReLU and dropout together, as one scale per value. */
+    float *a[OTL_HEAD_MAX_LAYERS], *z[OTL_HEAD_MAX_LAYERS], *mask[OTL_HEAD_MAX_LAYERS];
+    float *dz, *da; /* gradient scratch, widest layer */
+    float *acts;    /* one allocation behind the activations */
+    float *grads, *m, *v;
+    int64_t steps;
+} cpu_head;
+
+static onnxtl_status *alloc_activations(cpu_head *h) {
+    const otl_head_config *c = &h->c;
+    size_t widest = 0, total = 0;
+    for (int l = 0; l <= c->n_layers; l++) widest = (size_t)c->dims[l] > widest ? (size_t)c->dims[l] : widest;
+    for (int l = 0; l < c->n_layers; l++) total += (size_t)c->dims[l] + 2 * (size_t)c->dims[l + 1];
+    if (!otl_add_size(total, 2 * widest, &total) || !otl_mul_size(total, (size_t)c->cap, &total) ||
+        !(h->acts = malloc(total * sizeof(float) + 1)))
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate batch activations");
+    float *p = h->acts;
+    for (int l = 0; l < c->n_layers; l++) {
+        h->a[l] = p, p += (size_t)c->dims[l] * c->cap;
+        h->z[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
+        h->mask[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
+    }
+    h->dz = p, p += widest * c->cap;
+    h->da = p;
+    return NULL;
+}
+
+static void cpu_head_release(void *state) {
+    cpu_head *h = state;
+    if (!h) return;
+    free(h->acts);
+    free(h->grads);
+    free(h->m);
+    free(h->v);
+    free(h);
+}
+
+static onnxtl_status *cpu_head_create(const otl_head_config *c, float *params, void **state) {
+    cpu_head *h = calloc(1, sizeof *h);
+    if (!h) return otl_nomem();
+    h->c = *c;
+    h->params = params;
+    for (int l = 0; l < c->n_layers; l++) h->n_params += otl_head_layer_params(c->dims, l);
+    otl_head_layer_views(c->dims, c->n_layers, params, h->w, h->b);
+    onnxtl_status *st = alloc_activations(h);
+    if (!st) {
+        h->grads = calloc(h->n_params, sizeof(float));
+        h->m = calloc(h->n_params, sizeof(float));
+        h->v = c->adam ? calloc(h->n_params, sizeof(float)) : NULL;
+        if (!h->grads || !h->m || (c->adam && !h->v))
+            st = otl_error(ONNXTL_ERR_NOMEM, "cannot allocate optimizer state for %zu parameters", h->n_params);
+    }
+    if (st) {
+        cpu_head_release(h);
+        return st;
+    }
+    otl_head_layer_views(c->dims, c->n_layers, h->grads, h->gw, h->gb);
+    if (c->threads > 0) omp_set_num_threads(c->threads);
+    *state = h;
+    return NULL;
+}
+
+static onnxtl_status *linear_forward(const float *x, const float *w, const float *b, int n, int in, int out, float *y) {
+    OTL_TRY(otl_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out));
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < out; j++) y[(size_t)i * out + j] += b[j];
+    return NULL;
+}
+
+/* z[l] -> a[l+1]: ReLU, then inverted dropout. */
+static void relu_dropout_forward(cpu_head *h, int l, size_t count, const float *scales) {
+    for (size_t i = 0; i < count; i++) {
+        h->mask[l][i] = h->z[l][i] > 0.0f ? (scales ? scales[i] : 1.0f) : 0.0f;
+        h->a[l + 1][i] = h->z[l][i] * h->mask[l][i];
+    }
+}
+
+static onnxtl_status *cpu_head_forward(void *state, const float *x, int n, float *const *scales, float *logits) {
+    cpu_head *h = state;
+    const otl_head_config *c = &h->c;
+    memcpy(h->a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0]);
+    for (int l = 0; l < c->n_layers; l++) {
+        OTL_TRY(linear_forward(h->a[l], h->w[l], h->b[l], n, c->dims[l], c->dims[l + 1], h->z[l]));
+        if (l + 1 < c->n_layers) relu_dropout_forward(h, l, (size_t)n * (size_t)c->dims[l + 1], scales ? scales[l] : NULL);
+    }
+    memcpy(logits, h->z[c->n_layers - 1], sizeof(float) * (size_t)n * (size_t)c->dims[c->n_layers]);
+    return NULL;
+}
+
+static onnxtl_status *backward(cpu_head *h, int n) {
+    const otl_head_config *c = &h->c;
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const int in = c->dims[l], out = c->dims[l + 1];
+        OTL_TRY(otl_sgemm(true, false, out, in, n, 1.0f, h->dz, out, h->a[l], in, 0.0f, h->gw[l], in));
+        for (int j = 0; j < out; j++) {
+            float s = 0;
+            for (int i = 0; i < n; i++) s += h->dz[(size_t)i * out + j];
+            h->gb[l][j] = s;
+        }
+        if (l == 0) break; /* the features are frozen */
+        OTL_TRY(otl_sgemm(false, false, n, in, out, 1.0f, h->dz, out, h->w[l], in, 0.0f, h->da, in));
+        for (size_t i = 0; i < (size_t)n * in; i++) h->dz[i] = h->da[i] * h->mask[l - 1][i];
+    }
+    return NULL;
+}
+
+/* torch.optim.Adam's update, in float as torch computes it. */
+static void adam_step(cpu_head *h) {
+    const otl_head_config *c = &h->c;
+    h->steps++;
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    const double bc1 = 1.0 - pow(0.9, (double)h->steps), bc2 = 1.0 - pow(0.999, (double)h->steps);
+    const float step_size = (float)(c->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    const float one_b1 = (float)(1.0 - 0.9), one_b2 = (float)(1.0 - 0.999), wd = c->weight_decay;
+    float *g = h->grads, *m = h->m, *v = h->v, *p = h->params;
+    const size_t n = h->n_params;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+        m[i] = m[i] * b1 + one_b1 * gi;
+        v[i] = v[i] * b2 + one_b2 * gi * gi;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        p[i] = p[i] + -step_size * (m[i] / denom);
+    }
+}
+
+/* torch.optim.SGD's update: the first step seeds the momentum buffer. */
+static void sgd_step(cpu_head *h) {
+    const otl_head_config *c = &h->c;
+    const bool first = h->steps++ == 0;
+    const float lr = c->lr, mom = c->momentum, wd = c->weight_decay;
+    float *g = h->grads, *buf = h->m, *p = h->params;
+    const size_t n = h->n_params;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+        if (mom != 0.0f) {
+            buf[i] = first ? d : buf[i] * mom + d;
+            d = buf[i];
+        }
+        p[i] = p[i] + -lr * d;
+    }
+}
+
+static onnxtl_status *cpu_head_step(void *state, const float *dlogits, int n) {
+    cpu_head *h = state;
+    memcpy(h->dz, dlogits, sizeof(float) * (size_t)n * (size_t)h->c.dims[h->c.n_layers]);
+    OTL_TRY(backward(h, n));
+    if (h->c.adam) adam_step(h);
+    else sgd_step(h);
+    return NULL;
+}
+
+static onnxtl_status *cpu_head_read(void *state, float *params) {
+    cpu_head *h = state;
+    if (params != h->params) memcpy(params, h->params, h->n_params * sizeof(float));
+    return NULL;
+}
+
+const otl_head_backend otl_head_cpu = {"cpu", cpu_head_create, cpu_head_forward, cpu_head_step, cpu_head_read,
+                                       cpu_head_release};

@@ -1,0 +1,58 @@
+/* The interface a classifier head's training arithmetic implements: forward,
+ * backward and the optimizer step.  src/train.c keeps the loop, the loss,
+ * shuffling and dropout's random numbers on the host, so every backend trains
+ * on the same batches with the same dropout masks. */
+#ifndef OTL_HEAD_BACKEND_H
+#define OTL_HEAD_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "status.h"
+
+#define OTL_HEAD_MAX_LAYERS 3
+
+typedef struct {
+    int n_layers;
+    int dims[OTL_HEAD_MAX_LAYERS + 1]; /* in, hidden..., out */
+    bool adam;                         /* else SGD */
+    float lr, momentum, weight_decay;
+    int cap;                           /* rows per call, at most */
+    int threads, device_index, precision;
+} otl_head_config;
+
+typedef struct {
+    const char *name;
+    /* params: weights [out, in] and biases, laid out w0 b0 w1 b1 ...; the
+     * backend reads them now and hands them back through read. */
+    onnxtl_status *(*create)(const otl_head_config *c, float *params, void **state);
+    /* logits (n x classes) of the n feature rows x; scales[l] holds hidden
+     * layer l's n x width inverted-dropout scales, or scales is NULL (no dropout). */
+    onnxtl_status *(*forward)(void *state, const float *x, int n, float *const *scales, float *logits);
+    /* Gradients from dlogits (n x classes) of the last forward, then one optimizer step. */
+    onnxtl_status *(*step)(void *state, const float *dlogits, int n);
+    onnxtl_status *(*read)(void *state, float *params);
+    void (*release)(void *state);
+} otl_head_backend;
+
+extern const otl_head_backend otl_head_cpu;
+#ifdef ONNXTL_CUDA
+extern const otl_head_backend otl_head_cuda;
+#endif
+
+/* Parameters in layer l of a head with these dims: weights and bias. */
+static inline size_t otl_head_layer_params(const int *dims, int l) {
+    return (size_t)dims[l + 1] * (size_t)dims[l] + (size_t)dims[l + 1];
+}
+
+/* Points w[l] and b[l] into a flat array laid out w0 b0 w1 b1 ... */
+static inline void otl_head_layer_views(const int *dims, int n_layers, float *base, float **w, float **b) {
+    size_t off = 0;
+    for (int l = 0; l < n_layers; l++) {
+        w[l] = base + off;
+        b[l] = base + off + (size_t)dims[l + 1] * (size_t)dims[l];
+        off += otl_head_layer_params(dims, l);
+    }
+}
+
+#endif
