@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "checked.h"
 #include "status.h"
 
 #define OTL_HEAD_MAX_LAYERS 3
@@ -53,6 +54,38 @@ static inline void otl_head_layer_views(const int *dims, int n_layers, float *ba
         b[l] = base + off + (size_t)dims[l + 1] * (size_t)dims[l];
         off += otl_head_layer_params(dims, l);
     }
+}
+
+/* A batch's activations: a[l] is layer l's input (a[0] the features), z[l]
+ * its output before ReLU, mask[l] ReLU and dropout together as one scale per
+ * value; dz and da are gradient scratch as wide as the widest layer. */
+typedef struct {
+    float *a[OTL_HEAD_MAX_LAYERS], *z[OTL_HEAD_MAX_LAYERS], *mask[OTL_HEAD_MAX_LAYERS], *dz, *da;
+} otl_head_acts;
+
+static inline size_t otl_head_widest(const otl_head_config *c) {
+    size_t widest = 0;
+    for (int l = 0; l <= c->n_layers; l++) widest = (size_t)c->dims[l] > widest ? (size_t)c->dims[l] : widest;
+    return widest;
+}
+
+/* Floats for c->cap rows of activations; false on overflow. */
+static inline bool otl_head_activation_floats(const otl_head_config *c, size_t *out) {
+    size_t per_row = 2 * otl_head_widest(c);
+    for (int l = 0; l < c->n_layers; l++) per_row += (size_t)c->dims[l] + 2 * (size_t)c->dims[l + 1];
+    return otl_mul_size(per_row, (size_t)c->cap, out);
+}
+
+/* Carves the activations out of base (otl_head_activation_floats floats). */
+static inline void otl_head_activation_views(const otl_head_config *c, float *base, otl_head_acts *v) {
+    float *p = base;
+    for (int l = 0; l < c->n_layers; l++) {
+        v->a[l] = p, p += (size_t)c->dims[l] * c->cap;
+        v->z[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
+        v->mask[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
+    }
+    v->dz = p, p += otl_head_widest(c) * c->cap;
+    v->da = p;
 }
 
 #endif

@@ -163,12 +163,22 @@ static uint8_t clip8(int32_t ss) {
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-/* Horizontal pass: each output pixel sums its taps over the three channels at once. */
-static void resample_horizontal(const uint8_t *src, int w, int h, uint8_t *dst, int out_w, const resample_coeffs *c) {
-    for (int y = 0; y < h; y++) {
+/* The part of the resized image that the crop reads: columns [x0, x1) and
+ * rows [y0, y1).  Only it is computed; each of its pixels comes out exactly
+ * as in the full resize, since every output pixel has its own taps. */
+typedef struct {
+    int x0, y0, x1, y1;
+} window;
+
+/* Horizontal pass over input rows [r0, r1), output columns [win->x0, win->x1):
+ * each output pixel sums its taps over the three channels at once. */
+static void resample_horizontal(const uint8_t *src, int w, int r0, int r1, uint8_t *dst, const window *win,
+                                const resample_coeffs *c) {
+    const int out_w = win->x1 - win->x0;
+    for (int y = r0; y < r1; y++) {
         const uint8_t *row = src + (size_t)y * w * 3;
-        uint8_t *out = dst + (size_t)y * out_w * 3;
-        for (int xx = 0; xx < out_w; xx++) {
+        uint8_t *out = dst + (size_t)(y - r0) * out_w * 3;
+        for (int xx = win->x0; xx < win->x1; xx++, out += 3) {
             const int xmin = c->bounds[2 * xx], xmax = c->bounds[2 * xx + 1];
             const int32_t *k = &c->kk[xx * c->ksize];
             const uint8_t *p = row + (size_t)xmin * 3;
@@ -178,73 +188,75 @@ static void resample_horizontal(const uint8_t *src, int w, int h, uint8_t *dst, 
                 s1 += p[1] * k[x];
                 s2 += p[2] * k[x];
             }
-            out[3 * xx] = clip8(s0);
-            out[3 * xx + 1] = clip8(s1);
-            out[3 * xx + 2] = clip8(s2);
+            out[0] = clip8(s0);
+            out[1] = clip8(s1);
+            out[2] = clip8(s2);
         }
     }
 }
 
-/* Vertical pass: whole rows are accumulated tap by tap, so memory is read in order. */
-static void resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h, const resample_coeffs *c, int32_t *acc) {
-    const size_t row_bytes = (size_t)w * 3;
-    for (int yy = 0; yy < out_h; yy++) {
+/* Vertical pass for output rows [win->y0, win->y1) from src, which holds
+ * input rows from r0 on: whole rows are accumulated tap by tap, so memory is
+ * read in order. */
+static void resample_vertical(const uint8_t *src, int r0, uint8_t *dst, const window *win, const resample_coeffs *c,
+                              int32_t *acc) {
+    const size_t row_bytes = (size_t)(win->x1 - win->x0) * 3;
+    for (int yy = win->y0; yy < win->y1; yy++) {
         const int ymin = c->bounds[2 * yy], ymax = c->bounds[2 * yy + 1];
         const int32_t *k = &c->kk[yy * c->ksize];
 #pragma omp simd
         for (size_t i = 0; i < row_bytes; i++) acc[i] = 1 << (PRECISION_BITS - 1);
         for (int t = 0; t < ymax; t++) {
-            const uint8_t *row = src + (size_t)(ymin + t) * row_bytes;
+            const uint8_t *row = src + (size_t)(ymin - r0 + t) * row_bytes;
             const int32_t kt = k[t];
 #pragma omp simd
             for (size_t i = 0; i < row_bytes; i++) acc[i] += row[i] * kt;
         }
-        uint8_t *out = dst + (size_t)yy * row_bytes;
+        uint8_t *out = dst + (size_t)(yy - win->y0) * row_bytes;
 #pragma omp simd
         for (size_t i = 0; i < row_bytes; i++) out[i] = clip8(acc[i]);
     }
 }
 
-/* Resizes RGB8 to out_w x out_h, horizontal pass first, as Pillow does. */
-static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, otl_image *out) {
-    const uint8_t *cur = in->rgb;
-    int w = in->width, h = in->height;
+/* Copies columns [win->x0, win->x1) of rows [r0, r1): the horizontal pass when the width does not change. */
+static void copy_columns(const uint8_t *src, int w, int r0, int r1, uint8_t *dst, const window *win) {
+    const size_t bytes = (size_t)(win->x1 - win->x0) * 3;
+    for (int y = r0; y < r1; y++) memcpy(dst + (size_t)(y - r0) * bytes, src + ((size_t)y * w + (size_t)win->x0) * 3, bytes);
+}
+
+/* Resizes RGB8 to out_w x out_h, horizontal pass first, as Pillow does, and
+ * keeps only the window: out is (x1 - x0) x (y1 - y0). */
+static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, const window *win, otl_image *out) {
+    const int w = in->width, h = in->height, win_w = win->x1 - win->x0, win_h = win->y1 - win->y0;
+    resample_coeffs hc = {0}, vc = {0};
     uint8_t *tmp = NULL;
-    resample_coeffs c = {0};
+    int32_t *acc = NULL;
     onnxtl_status *st = NULL;
-    if (out_w != w) {
-        OTL_TRY_GOTO(st, precompute_coeffs(w, out_w, &c), done);
-        if (!(tmp = malloc((size_t)out_w * h * 3))) {
-            st = otl_nomem();
-            goto done;
-        }
-        resample_horizontal(cur, w, h, tmp, out_w, &c);
-        free_coeffs(&c);
-        memset(&c, 0, sizeof c);
-        cur = tmp;
-        w = out_w;
+    int r0 = win->y0, r1 = win->y1; /* the input rows the vertical pass reads */
+    if (out_h != h) {
+        OTL_TRY_GOTO(st, precompute_coeffs(h, out_h, &vc), done);
+        r0 = vc.bounds[2 * win->y0];
+        r1 = vc.bounds[2 * (win->y1 - 1)] + vc.bounds[2 * (win->y1 - 1) + 1];
     }
-    if (!(out->rgb = malloc((size_t)out_w * out_h * 3))) {
+    if (out_w != w) OTL_TRY_GOTO(st, precompute_coeffs(w, out_w, &hc), done);
+    tmp = malloc((size_t)win_w * (size_t)(r1 - r0) * 3 + 1);
+    out->rgb = malloc((size_t)win_w * (size_t)win_h * 3 + 1);
+    acc = malloc(sizeof(int32_t) * (size_t)win_w * 3 + 1);
+    if (!tmp || !out->rgb || !acc) {
         st = otl_nomem();
         goto done;
     }
-    out->width = out_w;
-    out->height = out_h;
-    if (out_h != h) {
-        OTL_TRY_GOTO(st, precompute_coeffs(h, out_h, &c), done);
-        int32_t *acc = malloc(sizeof(int32_t) * (size_t)w * 3);
-        if (!acc) {
-            st = otl_nomem();
-            goto done;
-        }
-        resample_vertical(cur, w, out->rgb, out_h, &c, acc);
-        free(acc);
-    } else {
-        memcpy(out->rgb, cur, (size_t)w * h * 3);
-    }
+    out->width = win_w;
+    out->height = win_h;
+    if (out_w != w) resample_horizontal(in->rgb, w, r0, r1, tmp, win, &hc);
+    else copy_columns(in->rgb, w, r0, r1, tmp, win);
+    if (out_h != h) resample_vertical(tmp, r0, out->rgb, win, &vc, acc);
+    else memcpy(out->rgb, tmp, (size_t)win_w * (size_t)win_h * 3);
 done:
-    free_coeffs(&c);
+    free_coeffs(&hc);
+    free_coeffs(&vc);
     free(tmp);
+    free(acc);
     if (st) otl_image_free(out);
     return st;
 }
@@ -273,39 +285,50 @@ static int crop_start(int size, int crop) {
     return size >= crop ? (int)nearbyint((size - crop) / 2.0) : -((crop - size) / 2);
 }
 
-/* CenterCrop fused with ToTensor and Normalize.  A byte has 256 values, so
- * each channel's (v / 255 - mean) / std -- the same float32 operations as
- * ToTensor and Normalize -- is computed once per value. */
-static void crop_normalize(const otl_preprocess *p, const otl_image *img, int ch, int cw, float *chw) {
-    int top = crop_start(img->height, ch), left = crop_start(img->width, cw);
+/* The crop's window on an image of w x h: the part of it inside the image. */
+static window crop_window(int w, int h, int ch, int cw) {
+    const int top = crop_start(h, ch), left = crop_start(w, cw);
+    window win = {left < 0 ? 0 : left, top < 0 ? 0 : top, left + cw > w ? w : left + cw, top + ch > h ? h : top + ch};
+    return win;
+}
+
+/* CenterCrop fused with ToTensor and Normalize, reading the window src of an
+ * image of w x h.  A byte has 256 values, so each channel's
+ * (v / 255 - mean) / std -- the same float32 operations as ToTensor and
+ * Normalize -- is computed once per value. */
+static void crop_normalize(const otl_preprocess *p, const otl_image *src, const window *win, int w, int h, int ch,
+                           int cw, float *chw) {
+    const int top = crop_start(h, ch), left = crop_start(w, cw);
     float table[3][256];
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) table[c][v] = ((float)v / 255.0f - p->mean[c]) / p->std[c];
-    for (int c = 0; c < 3; c++) {
-        float *plane = chw + (size_t)c * ch * cw;
-        const float pad = table[c][0]; /* torchvision pads with zeros before ToTensor */
-        for (int y = 0; y < ch; y++) {
-            int sy = y + top;
-            for (int x = 0; x < cw; x++) {
-                int sx = x + left;
-                bool inside = sy >= 0 && sy < img->height && sx >= 0 && sx < img->width;
-                plane[(size_t)y * cw + x] = inside ? table[c][img->rgb[((size_t)sy * img->width + sx) * 3 + c]] : pad;
-            }
-        }
+    const size_t plane = (size_t)ch * (size_t)cw;
+    for (int y = 0; y < ch; y++) {
+        const int sy = y + top;
+        const bool row_inside = sy >= win->y0 && sy < win->y1;
+        /* the crop's columns inside the image; the rest is padding, zeros before ToTensor */
+        const int x_begin = row_inside ? win->x0 - left : cw, x_end = row_inside ? win->x1 - left : cw;
+        float *r = chw + (size_t)y * cw, *g = r + plane, *b = g + plane;
+        for (int x = 0; x < x_begin; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
+        const uint8_t *px = row_inside ? src->rgb + (size_t)(sy - win->y0) * src->width * 3 : NULL;
+        for (int x = x_begin; x < x_end; x++, px += 3) r[x] = table[0][px[0]], g[x] = table[1][px[1]], b[x] = table[2][px[2]];
+        for (int x = x_end; x < cw; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
     }
 }
 
 onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw) {
     int rw, rh;
     resized_size(p, img->width, img->height, &rw, &rh);
+    const int ch = p->crop_h ? p->crop_h : rh, cw = p->crop_w ? p->crop_w : rw;
+    const window win = crop_window(rw, rh, ch, cw);
     otl_image resized = {0};
     const otl_image *src = img;
+    window at = {0, 0, img->width, img->height};
     if (rw != img->width || rh != img->height) {
-        OTL_TRY(resize_rgb(img, rw, rh, &resized));
-        src = &resized;
+        OTL_TRY(resize_rgb(img, rw, rh, &win, &resized));
+        src = &resized, at = win;
     }
-    int ch = p->crop_h ? p->crop_h : src->height, cw = p->crop_w ? p->crop_w : src->width;
-    crop_normalize(p, src, ch, cw, chw);
+    crop_normalize(p, src, &at, rw, rh, ch, cw, chw);
     otl_image_free(&resized);
     return NULL;
 }

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checked.h"
 #include "cpu.h"
 #include "head_backend.h"
 
@@ -14,31 +13,17 @@ typedef struct {
     float *params, *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
     float *gw[OTL_HEAD_MAX_LAYERS], *gb[OTL_HEAD_MAX_LAYERS];
     size_t n_params;
-    /* a[l]: layer l's input (a[0] the features); z[l]: its output before
-     * ReLU; mask[l]: ReLU and dropout together, as one scale per value. */
-    float *a[OTL_HEAD_MAX_LAYERS], *z[OTL_HEAD_MAX_LAYERS], *mask[OTL_HEAD_MAX_LAYERS];
-    float *dz, *da; /* gradient scratch, widest layer */
-    float *acts;    /* one allocation behind the activations */
+    otl_head_acts act;
+    float *acts; /* one allocation behind the activations */
     float *grads, *m, *v;
     int64_t steps;
 } cpu_head;
 
 static onnxtl_status *alloc_activations(cpu_head *h) {
-    const otl_head_config *c = &h->c;
-    size_t widest = 0, total = 0;
-    for (int l = 0; l <= c->n_layers; l++) widest = (size_t)c->dims[l] > widest ? (size_t)c->dims[l] : widest;
-    for (int l = 0; l < c->n_layers; l++) total += (size_t)c->dims[l] + 2 * (size_t)c->dims[l + 1];
-    if (!otl_add_size(total, 2 * widest, &total) || !otl_mul_size(total, (size_t)c->cap, &total) ||
-        !(h->acts = malloc(total * sizeof(float) + 1)))
+    size_t floats;
+    if (!otl_head_activation_floats(&h->c, &floats) || !(h->acts = malloc(floats * sizeof(float) + 1)))
         return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate batch activations");
-    float *p = h->acts;
-    for (int l = 0; l < c->n_layers; l++) {
-        h->a[l] = p, p += (size_t)c->dims[l] * c->cap;
-        h->z[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
-        h->mask[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
-    }
-    h->dz = p, p += widest * c->cap;
-    h->da = p;
+    otl_head_activation_views(&h->c, h->acts, &h->act);
     return NULL;
 }
 
@@ -88,20 +73,20 @@ static onnxtl_status *linear_forward(const float *x, const float *w, const float
 /* z[l] -> a[l+1]: ReLU, then inverted dropout. */
 static void relu_dropout_forward(cpu_head *h, int l, size_t count, const float *scales) {
     for (size_t i = 0; i < count; i++) {
-        h->mask[l][i] = h->z[l][i] > 0.0f ? (scales ? scales[i] : 1.0f) : 0.0f;
-        h->a[l + 1][i] = h->z[l][i] * h->mask[l][i];
+        h->act.mask[l][i] = h->act.z[l][i] > 0.0f ? (scales ? scales[i] : 1.0f) : 0.0f;
+        h->act.a[l + 1][i] = h->act.z[l][i] * h->act.mask[l][i];
     }
 }
 
 static onnxtl_status *cpu_head_forward(void *state, const float *x, int n, float *const *scales, float *logits) {
     cpu_head *h = state;
     const otl_head_config *c = &h->c;
-    memcpy(h->a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0]);
+    memcpy(h->act.a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0]);
     for (int l = 0; l < c->n_layers; l++) {
-        OTL_TRY(linear_forward(h->a[l], h->w[l], h->b[l], n, c->dims[l], c->dims[l + 1], h->z[l]));
+        OTL_TRY(linear_forward(h->act.a[l], h->w[l], h->b[l], n, c->dims[l], c->dims[l + 1], h->act.z[l]));
         if (l + 1 < c->n_layers) relu_dropout_forward(h, l, (size_t)n * (size_t)c->dims[l + 1], scales ? scales[l] : NULL);
     }
-    memcpy(logits, h->z[c->n_layers - 1], sizeof(float) * (size_t)n * (size_t)c->dims[c->n_layers]);
+    memcpy(logits, h->act.z[c->n_layers - 1], sizeof(float) * (size_t)n * (size_t)c->dims[c->n_layers]);
     return NULL;
 }
 
@@ -109,15 +94,15 @@ static onnxtl_status *backward(cpu_head *h, int n) {
     const otl_head_config *c = &h->c;
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const int in = c->dims[l], out = c->dims[l + 1];
-        OTL_TRY(otl_sgemm(true, false, out, in, n, 1.0f, h->dz, out, h->a[l], in, 0.0f, h->gw[l], in));
+        OTL_TRY(otl_sgemm(true, false, out, in, n, 1.0f, h->act.dz, out, h->act.a[l], in, 0.0f, h->gw[l], in));
         for (int j = 0; j < out; j++) {
             float s = 0;
-            for (int i = 0; i < n; i++) s += h->dz[(size_t)i * out + j];
+            for (int i = 0; i < n; i++) s += h->act.dz[(size_t)i * out + j];
             h->gb[l][j] = s;
         }
         if (l == 0) break; /* the features are frozen */
-        OTL_TRY(otl_sgemm(false, false, n, in, out, 1.0f, h->dz, out, h->w[l], in, 0.0f, h->da, in));
-        for (size_t i = 0; i < (size_t)n * in; i++) h->dz[i] = h->da[i] * h->mask[l - 1][i];
+        OTL_TRY(otl_sgemm(false, false, n, in, out, 1.0f, h->act.dz, out, h->w[l], in, 0.0f, h->act.da, in));
+        for (size_t i = 0; i < (size_t)n * in; i++) h->act.dz[i] = h->act.da[i] * h->act.mask[l - 1][i];
     }
     return NULL;
 }
@@ -162,7 +147,7 @@ static void sgd_step(cpu_head *h) {
 
 static onnxtl_status *cpu_head_step(void *state, const float *dlogits, int n) {
     cpu_head *h = state;
-    memcpy(h->dz, dlogits, sizeof(float) * (size_t)n * (size_t)h->c.dims[h->c.n_layers]);
+    memcpy(h->act.dz, dlogits, sizeof(float) * (size_t)n * (size_t)h->c.dims[h->c.n_layers]);
     OTL_TRY(backward(h, n));
     if (h->c.adam) adam_step(h);
     else sgd_step(h);

@@ -20,8 +20,8 @@ typedef struct {
     float *state; /* device: params, grads, m, v, one allocation */
     float *params, *grads, *m, *v;
     float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS], *gw[OTL_HEAD_MAX_LAYERS], *gb[OTL_HEAD_MAX_LAYERS];
-    float *acts; /* device: a, z, mask per layer, then dz and da */
-    float *a[OTL_HEAD_MAX_LAYERS], *z[OTL_HEAD_MAX_LAYERS], *mask[OTL_HEAD_MAX_LAYERS], *dz, *da;
+    float *acts; /* device: the activations, one allocation */
+    otl_head_acts act;
     int64_t steps;
 } cuda_head;
 
@@ -53,19 +53,10 @@ static onnxtl_status *alloc_state(cuda_head *h) {
     CUDA_TRY(cudaMemsetAsync(h->m, 0, 2 * n * sizeof(float), h->stream));
     otl_head_layer_views(c->dims, c->n_layers, h->params, h->w, h->b);
     otl_head_layer_views(c->dims, c->n_layers, h->grads, h->gw, h->gb);
-    size_t widest = 0, total = 0;
-    for (int l = 0; l <= c->n_layers; l++) widest = (size_t)c->dims[l] > widest ? (size_t)c->dims[l] : widest;
-    for (int l = 0; l < c->n_layers; l++) total += (size_t)c->dims[l] + 2 * (size_t)c->dims[l + 1];
-    total = (total + 2 * widest) * (size_t)c->cap;
-    OTL_TRY(device_alloc(&h->acts, total, "batch activations"));
-    float *p = h->acts;
-    for (int l = 0; l < c->n_layers; l++) {
-        h->a[l] = p, p += (size_t)c->dims[l] * c->cap;
-        h->z[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
-        h->mask[l] = p, p += (size_t)c->dims[l + 1] * c->cap;
-    }
-    h->dz = p, p += widest * c->cap;
-    h->da = p;
+    size_t floats;
+    if (!otl_head_activation_floats(c, &floats)) return otl_error(ONNXTL_ERR_NOMEM, "the head's batch is too large");
+    OTL_TRY(device_alloc(&h->acts, floats, "batch activations"));
+    otl_head_activation_views(c, h->acts, &h->act);
     return NULL;
 }
 
@@ -117,19 +108,19 @@ static onnxtl_status *gemm(cuda_head *h, bool ta, bool tb, int m, int n, int k, 
 static onnxtl_status *cuda_head_forward(void *state, const float *x, int n, float *const *scales, float *logits) {
     cuda_head *h = state;
     const otl_head_config *c = &h->c;
-    CUDA_TRY(cudaMemcpyAsync(h->a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0], cudaMemcpyHostToDevice, h->stream));
+    CUDA_TRY(cudaMemcpyAsync(h->act.a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0], cudaMemcpyHostToDevice, h->stream));
     for (int l = 0; l < c->n_layers; l++) {
         const int in = c->dims[l], out = c->dims[l + 1];
-        OTL_TRY(gemm(h, false, true, n, out, in, h->a[l], in, h->w[l], in, h->z[l], out));
-        CUDA_TRY(otl_cuda_add_bias(h->z[l], h->b[l], NULL, ONNXTL_FLOAT, n, out, 0, h->stream));
+        OTL_TRY(gemm(h, false, true, n, out, in, h->act.a[l], in, h->w[l], in, h->act.z[l], out));
+        CUDA_TRY(otl_cuda_add_bias(h->act.z[l], h->b[l], NULL, ONNXTL_FLOAT, n, out, 0, h->stream));
         if (l + 1 == c->n_layers) break;
         const size_t count = (size_t)n * (size_t)out;
         if (scales)
-            CUDA_TRY(cudaMemcpyAsync(h->mask[l], scales[l], count * sizeof(float), cudaMemcpyHostToDevice, h->stream));
-        CUDA_TRY(otl_cuda_relu_dropout(h->z[l], h->mask[l], h->a[l + 1], (int64_t)count, scales != NULL, h->stream));
+            CUDA_TRY(cudaMemcpyAsync(h->act.mask[l], scales[l], count * sizeof(float), cudaMemcpyHostToDevice, h->stream));
+        CUDA_TRY(otl_cuda_relu_dropout(h->act.z[l], h->act.mask[l], h->act.a[l + 1], (int64_t)count, scales != NULL, h->stream));
     }
     const size_t classes = (size_t)c->dims[c->n_layers];
-    CUDA_TRY(cudaMemcpyAsync(logits, h->z[c->n_layers - 1], sizeof(float) * (size_t)n * classes, cudaMemcpyDeviceToHost,
+    CUDA_TRY(cudaMemcpyAsync(logits, h->act.z[c->n_layers - 1], sizeof(float) * (size_t)n * classes, cudaMemcpyDeviceToHost,
                              h->stream));
     CUDA_TRY(cudaStreamSynchronize(h->stream));
     return NULL;
@@ -139,11 +130,11 @@ static onnxtl_status *backward(cuda_head *h, int n) {
     const otl_head_config *c = &h->c;
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const int in = c->dims[l], out = c->dims[l + 1];
-        OTL_TRY(gemm(h, true, false, out, in, n, h->dz, out, h->a[l], in, h->gw[l], in));
-        CUDA_TRY(otl_cuda_column_sums(h->dz, h->gb[l], n, out, h->stream));
+        OTL_TRY(gemm(h, true, false, out, in, n, h->act.dz, out, h->act.a[l], in, h->gw[l], in));
+        CUDA_TRY(otl_cuda_column_sums(h->act.dz, h->gb[l], n, out, h->stream));
         if (l == 0) break; /* the features are frozen */
-        OTL_TRY(gemm(h, false, false, n, in, out, h->dz, out, h->w[l], in, h->da, in));
-        CUDA_TRY(otl_cuda_multiply(h->da, h->mask[l - 1], h->dz, (int64_t)n * in, h->stream));
+        OTL_TRY(gemm(h, false, false, n, in, out, h->act.dz, out, h->w[l], in, h->act.da, in));
+        CUDA_TRY(otl_cuda_multiply(h->act.da, h->act.mask[l - 1], h->act.dz, (int64_t)n * in, h->stream));
     }
     return NULL;
 }
@@ -167,7 +158,7 @@ static onnxtl_status *optimizer_step(cuda_head *h) {
 static onnxtl_status *cuda_head_step(void *state, const float *dlogits, int n) {
     cuda_head *h = state;
     const size_t classes = (size_t)h->c.dims[h->c.n_layers];
-    CUDA_TRY(cudaMemcpyAsync(h->dz, dlogits, sizeof(float) * (size_t)n * classes, cudaMemcpyHostToDevice, h->stream));
+    CUDA_TRY(cudaMemcpyAsync(h->act.dz, dlogits, sizeof(float) * (size_t)n * classes, cudaMemcpyHostToDevice, h->stream));
     OTL_TRY(backward(h, n));
     return optimizer_step(h);
 }
