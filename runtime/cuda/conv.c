@@ -51,7 +51,8 @@ struct otl_conv_tuner {
     int n_plans;
     choice *choices;
     int n_choices;
-    int timed; /* convolutions whose engines were timed in this run */
+    int timed;     /* convolutions whose engines were timed in this run */
+    int log_level; /* ONNXTL_CUDA_LOG: 2 lists every candidate */
     bool dirty;
 };
 
@@ -209,24 +210,52 @@ static onnxtl_status *engines_get(cudnnBackendDescriptor_t graph, engine_list *l
     return NULL;
 }
 
+/* The engine behind cfg: its numerical notes, and its global index (-1 if unknown). */
+static bool engine_notes(cudnnBackendDescriptor_t cfg, int64_t *global, cudnnBackendNumericalNote_t *notes, int64_t *n) {
+    cudnnBackendDescriptor_t engine;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return false;
+    int64_t got = 0;
+    bool ok = !cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &engine) &&
+              !cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                        CUDNN_NUMERICAL_NOTE_TYPE_COUNT, n, notes);
+    if (!ok || cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, global))
+        *global = -1; /* only for the log */
+    cudnnBackendDestroyDescriptor(engine);
+    return ok;
+}
+
 /* fp32 means true fp32: no tensor cores and no inputs rounded to a smaller
  * type; and no engine accumulates in half precision. */
 static bool engine_allowed(cudnnBackendDescriptor_t cfg, int precision) {
-    cudnnBackendDescriptor_t engine;
-    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return false;
-    int64_t n = 0;
+    int64_t global, n = 0;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-    bool ok = !cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &engine) &&
-              !cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                        CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes);
+    bool ok = engine_notes(cfg, &global, notes, &n);
     for (int64_t i = 0; ok && i < n; i++) {
         if (notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) ok = false;
         if (precision == ONNXTL_PRECISION_FP32 &&
             (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
             ok = false;
     }
-    cudnnBackendDestroyDescriptor(engine);
     return ok;
+}
+
+/* ONNXTL_CUDA_LOG=2: one line per candidate, to see why an engine was or was not chosen. */
+static void log_candidate(const otl_conv_tuner *t, const char *key, char kind, int64_t i, cudnnBackendDescriptor_t cfg,
+                          const char *outcome) {
+    static const char *const names[] = {"tensor_core", "down_convert", "reduced_precision_reduction", "fft",
+                                        "nondeterministic", "winograd", "winograd_4x4", "winograd_6x6",
+                                        "winograd_13x13", "strict_nan"};
+    if (t->log_level < 2) return;
+    int64_t global = -1, n = 0;
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    char text[256] = "";
+    if (engine_notes(cfg, &global, notes, &n))
+        for (int64_t k = 0; k < n; k++)
+            if ((int)notes[k] >= 0 && (int)notes[k] < (int)(sizeof names / sizeof *names))
+                snprintf(text + strlen(text), sizeof text - strlen(text), " %s", names[notes[k]]);
+    fprintf(stderr, "onnxtl: cuda: [%s] %s candidate %lld (engine %lld;%s): %s\n", key,
+            kind == KIND_FUSED ? "fused" : "conv-only", (long long)i, (long long)global, *text ? text : " no notes",
+            outcome);
 }
 
 /* An execution plan for cfg, or NULL where this engine cannot run the graph. */
@@ -343,8 +372,8 @@ static onnxtl_status *adopt(otl_conv_tuner *t, const otl_conv_shape *sh, char ki
 
 /* Times up to MAX_TIMED allowed candidates of kind's graph; best_ms and
  * best_index improve where one beats them. */
-static void time_candidates(otl_conv_tuner *t, const otl_conv_shape *sh, const otl_conv_args *args, char kind,
-                            float *best_ms, char *best_kind, int *best_index) {
+static void time_candidates(otl_conv_tuner *t, const char *key, const otl_conv_shape *sh, const otl_conv_args *args,
+                            char kind, float *best_ms, char *best_kind, int *best_index) {
     desc_set s = {0};
     cudnnBackendDescriptor_t graph;
     engine_list l = {0};
@@ -353,15 +382,28 @@ static void time_candidates(otl_conv_tuner *t, const otl_conv_shape *sh, const o
     const int64_t max_timed = kind == KIND_FUSED ? MAX_TIMED_FUSED : MAX_TIMED;
     for (int64_t i = 0, timed = 0; !st && i < l.n && timed < max_timed; i++) {
         int64_t ws = 0;
-        cudnnBackendDescriptor_t plan = engine_allowed(l.cfg[i], sh->precision) ? plan_for(t->dnn, l.cfg[i], &ws) : NULL;
-        if (!plan) continue;
+        if (!engine_allowed(l.cfg[i], sh->precision)) {
+            log_candidate(t, key, kind, i, l.cfg[i], "refused for this precision");
+            continue;
+        }
+        cudnnBackendDescriptor_t plan = plan_for(t->dnn, l.cfg[i], &ws);
+        if (!plan) {
+            log_candidate(t, key, kind, i, l.cfg[i], "no plan (unsupported, or workspace over the cap)");
+            continue;
+        }
         timed++;
         otl_conv candidate = {.plan = plan, .fused = kind == KIND_FUSED, .workspace = (size_t)ws};
         describe_epilogue(&candidate, sh);
         float ms = time_plan(t, &candidate, args);
+        char outcome[96];
+        snprintf(outcome, sizeof outcome, "%.3f ms for %d runs, workspace %.1f MiB", ms, TIMED_RUNS, (double)ws / 1048576.0);
+        log_candidate(t, key, kind, i, l.cfg[i], ms < 0.0f ? "failed to run" : outcome);
         if (ms >= 0.0f && (*best_ms < 0.0f || ms < *best_ms)) *best_ms = ms, *best_kind = kind, *best_index = (int)i;
         cudnnBackendDestroyDescriptor(plan);
     }
+    if (st && t->log_level >= 2)
+        fprintf(stderr, "onnxtl: cuda: [%s] no %s candidates: %s\n", key, kind == KIND_FUSED ? "fused" : "conv-only",
+                onnxtl_status_message(st));
     onnxtl_status_release(st); /* a graph cuDNN cannot build has no candidates */
     cudaGetLastError();
     engines_free(&l);
@@ -398,8 +440,8 @@ static onnxtl_status *tune(otl_conv_tuner *t, const otl_conv_shape *sh, const ot
     float best_ms = -1.0f;
     char kind = 0;
     int index = -1;
-    time_candidates(t, sh, args, KIND_FUSED, &best_ms, &kind, &index);
-    time_candidates(t, sh, args, KIND_CONV, &best_ms, &kind, &index);
+    time_candidates(t, c->key, sh, args, KIND_FUSED, &best_ms, &kind, &index);
+    time_candidates(t, c->key, sh, args, KIND_CONV, &best_ms, &kind, &index);
     t->timed++;
     if (best_ms < 0.0f) return otl_error(ONNXTL_ERR_RUNTIME, "cuDNN has no engine for this convolution");
     OTL_TRY(adopt(t, sh, kind, index, c));
@@ -486,11 +528,11 @@ void otl_conv_tuner_save(otl_conv_tuner *t) {
     t->dirty = !ok;
 }
 
-onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path,
+onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path, int log_level,
                                      otl_conv_tuner **out) {
     otl_conv_tuner *t = calloc(1, sizeof *t);
     if (!t) return otl_nomem();
-    t->dnn = dnn, t->stream = stream;
+    t->dnn = dnn, t->stream = stream, t->log_level = log_level;
     int dev = 0;
     struct cudaDeviceProp prop;
     cudaError_t e = cudaGetDevice(&dev);

@@ -29,8 +29,9 @@ typedef struct {
 typedef struct otl_conv_tuner otl_conv_tuner;
 typedef struct otl_conv otl_conv; /* one execution plan, owned by its tuner */
 
-/* cache_path may be NULL: choices then last as long as the tuner. */
-onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path,
+/* cache_path may be NULL: choices then last as long as the tuner.  At
+ * log_level 2 every candidate engine is listed on stderr with its outcome. */
+onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path, int log_level,
                                      otl_conv_tuner **out);
 /* The plan for shape: from memory, else from the cache file, else timed on
  * args (its workspace is not used; timing allocates its own). */

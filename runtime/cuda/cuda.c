@@ -321,7 +321,8 @@ static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg)
     const char *api = getenv("ONNXTL_CUDNN");
     s->legacy_only = api && !strcmp(api, "legacy");
     char path[4096];
-    return otl_conv_tuner_create(s->dnn, s->stream, tuning_cache_path(path, sizeof path), &s->tuner);
+    const char *log = getenv("ONNXTL_CUDA_LOG");
+    return otl_conv_tuner_create(s->dnn, s->stream, tuning_cache_path(path, sizeof path), log ? atoi(log) : 0, &s->tuner);
 }
 
 /* Device buffers: the planned arena, inputs, and staging for float32 transfers. */
@@ -384,7 +385,7 @@ static onnxtl_status *fill_noise(cuda_state *s) {
     return NULL;
 }
 
-/* ONNXTL_CUDA_LOG: how each convolution runs, and the time choosing took. */
+/* ONNXTL_CUDA_LOG (1 or more): how each convolution runs, and the time choosing took. */
 static void log_convolutions(const cuda_state *s, double seconds) {
     int fused = 0, epilogue = 0, legacy = 0;
     for (int i = 0; i < s->plan->n_steps; i++) {
