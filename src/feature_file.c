@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,13 +192,24 @@ static onnxtl_status *parse_meta(const char *text, size_t len, otl_features_meta
 
 /* ---- writing ---- */
 
+/* Rows are written and synced by a thread of their own while the caller
+ * computes the next batch: one batch in flight, in two buffers. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap, bytes;
+    off_t offset;
+} row_block;
+
 struct otl_features_writer {
     int fd;
     char *final_path, *partial_path;
     file_header h;
     size_t row_bytes;
-    unsigned char *buf;
-    size_t buf_cap;
+    row_block block[2];
+    int next;                  /* the block to fill next */
+    pthread_t committer;       /* writing block[next ^ 1] while in_flight */
+    bool in_flight;
+    onnxtl_status *commit_err; /* what the last commit returned */
 };
 
 static onnxtl_status *write_all(int fd, const void *p, size_t n, off_t off, const char *path) {
@@ -320,19 +332,43 @@ fail:
     return st;
 }
 
-onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
-                                          const otl_row_tag *tags, size_t n) {
+static onnxtl_status *commit(otl_features_writer *w, const row_block *b) {
+    OTL_TRY(write_all(w->fd, b->buf, b->bytes, b->offset, w->partial_path));
+    if (fdatasync(w->fd) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: sync failed: %s", w->partial_path, strerror(errno));
+    return NULL;
+}
+
+static void *commit_main(void *arg) {
+    otl_features_writer *w = arg;
+    w->commit_err = commit(w, &w->block[w->next ^ 1]);
+    return NULL;
+}
+
+/* Waits for the block in flight; returns what its commit returned. */
+static onnxtl_status *wait_commit(otl_features_writer *w) {
+    if (!w->in_flight) return NULL;
+    pthread_join(w->committer, NULL);
+    w->in_flight = false;
+    onnxtl_status *st = w->commit_err;
+    w->commit_err = NULL;
+    return st;
+}
+
+/* Serialises rows (features, tag, checksum) into block b. */
+static onnxtl_status *stage(otl_features_writer *w, row_block *b, const float *feats, const otl_row_tag *tags,
+                            size_t n) {
     size_t need;
     if (!otl_mul_size(n, w->row_bytes, &need)) return otl_nomem();
-    if (need > w->buf_cap) {
-        unsigned char *b = realloc(w->buf, need);
-        if (!b) return otl_nomem();
-        w->buf = b;
-        w->buf_cap = need;
+    if (need > b->cap) {
+        unsigned char *p = realloc(b->buf, need);
+        if (!p) return otl_nomem();
+        b->buf = p;
+        b->cap = need;
     }
     const size_t fbytes = (size_t)w->h.dim * sizeof(float);
     for (size_t i = 0; i < n; i++) {
-        unsigned char *row = w->buf + i * w->row_bytes;
+        unsigned char *row = b->buf + i * w->row_bytes;
         memcpy(row, feats + i * w->h.dim, fbytes);
         row_trailer t = {.image = tags[i].image, .label = tags[i].label, .split = tags[i].split};
         memcpy(row + fbytes, &t, sizeof t);
@@ -340,15 +376,26 @@ onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *f
         memcpy(row + fbytes, &t, sizeof t);
         w->h.split_rows[tags[i].split]++;
     }
-    off_t off = (off_t)(w->h.rows_offset + w->h.n_rows * w->row_bytes);
-    OTL_TRY(write_all(w->fd, w->buf, need, off, w->partial_path));
-    if (fdatasync(w->fd) != 0)
-        return otl_error(ONNXTL_ERR_IO, "%s: sync failed: %s", w->partial_path, strerror(errno));
+    b->bytes = need;
+    b->offset = (off_t)(w->h.rows_offset + w->h.n_rows * w->row_bytes);
     w->h.n_rows += n;
     return NULL;
 }
 
+onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
+                                          const otl_row_tag *tags, size_t n) {
+    OTL_TRY(wait_commit(w));
+    OTL_TRY(stage(w, &w->block[w->next], feats, tags, n));
+    w->next ^= 1;
+    if (pthread_create(&w->committer, NULL, commit_main, w) == 0) {
+        w->in_flight = true;
+        return NULL;
+    }
+    return commit(w, &w->block[w->next ^ 1]); /* no thread: write it here */
+}
+
 onnxtl_status *otl_features_writer_finish(otl_features_writer *w) {
+    OTL_TRY(wait_commit(w));
     w->h.flags |= FLAG_COMPLETE;
     w->h.header_crc = header_crc(&w->h);
     OTL_TRY(write_all(w->fd, &w->h, sizeof w->h, 0, w->partial_path));
@@ -362,10 +409,12 @@ onnxtl_status *otl_features_writer_finish(otl_features_writer *w) {
 
 void otl_features_writer_release(otl_features_writer *w) {
     if (!w) return;
+    onnxtl_status_release(wait_commit(w)); /* the rows so far stay for a resume */
     if (w->fd >= 0) close(w->fd);
     free(w->final_path);
     free(w->partial_path);
-    free(w->buf);
+    free(w->block[0].buf);
+    free(w->block[1].buf);
     free(w);
 }
 

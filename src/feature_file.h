@@ -46,7 +46,9 @@ typedef struct otl_features_writer otl_features_writer;
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta_text, size_t meta_len,
                                         uint32_t dim, bool restart, otl_features_writer **w,
                                         uint32_t *next_image, uint64_t *rows_done);
-/* Appends n rows (n x dim floats) and makes them durable. */
+/* Appends n rows (n x dim floats).  They are written and synced in the
+ * background while the caller goes on; an error in that shows at the next
+ * append or at finish. */
 onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
                                           const otl_row_tag *tags, size_t n);
 /* Finalises the header, syncs, and renames the partial file into place. */
