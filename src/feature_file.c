@@ -461,17 +461,24 @@ static onnxtl_status *validate_header(otl_features *f) {
     return NULL;
 }
 
+static bool row_ok(const otl_features *f, uint64_t i) {
+    const unsigned char *row = f->map + f->h.rows_offset + i * f->h.row_bytes;
+    row_trailer t;
+    memcpy(&t, row + f->h.row_bytes - ROW_TRAILER, sizeof t);
+    return otl_crc32c(row, f->h.row_bytes - 4) == t.crc && t.split < SPLIT_COUNT && t.image < f->meta.n_images &&
+           t.label >= 0 && t.label < f->meta.n_classes;
+}
+
+/* Every row's checksum and fields, on all cores: a 2.5 GB file is read once
+ * at memory speed rather than at one core's CRC speed. */
 static onnxtl_status *validate_rows(const otl_features *f) {
-    for (uint64_t i = 0; i < f->h.n_rows; i++) {
-        const unsigned char *row = f->map + f->h.rows_offset + i * f->h.row_bytes;
-        row_trailer t;
-        memcpy(&t, row + f->h.row_bytes - ROW_TRAILER, sizeof t);
-        if (otl_crc32c(row, f->h.row_bytes - 4) != t.crc || t.split >= SPLIT_COUNT ||
-            t.image >= f->meta.n_images || t.label < 0 || t.label >= f->meta.n_classes)
-            return otl_error(ONNXTL_ERR_FORMAT, "%s: row %llu is corrupt (checksum or fields)",
-                             f->path, (unsigned long long)i);
-    }
-    return NULL;
+    const int64_t n = (int64_t)f->h.n_rows;
+    int64_t first_bad = n;
+#pragma omp parallel for schedule(static) reduction(min : first_bad)
+    for (int64_t i = 0; i < n; i++)
+        if (i < first_bad && !row_ok(f, (uint64_t)i)) first_bad = i;
+    if (first_bad == n) return NULL;
+    return otl_error(ONNXTL_ERR_FORMAT, "%s: row %lld is corrupt (checksum or fields)", f->path, (long long)first_bad);
 }
 
 onnxtl_status *otl_features_open(const char *path, otl_features **out) {

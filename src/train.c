@@ -230,17 +230,27 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     return NULL;
 }
 
+static bool row_finite(const float *x, uint32_t dim) {
+    for (uint32_t k = 0; k < dim; k++)
+        if (!isfinite(x[k])) return false;
+    return true;
+}
+
+/* Every feature finite, checked on all cores before any training. */
 static onnxtl_status *check_finite(const otl_features *f) {
     const uint32_t dim = otl_features_meta_of(f)->dim;
-    for (uint64_t i = 0; i < otl_features_rows(f); i++) {
+    const int64_t n = (int64_t)otl_features_rows(f);
+    int64_t first_bad = n;
+#pragma omp parallel for schedule(static) reduction(min : first_bad)
+    for (int64_t i = 0; i < n; i++) {
         otl_row_tag tag;
-        const float *x = otl_features_row(f, i, &tag);
-        for (uint32_t k = 0; k < dim; k++)
-            if (!isfinite(x[k]))
-                return otl_error(ONNXTL_ERR_FORMAT, "%s: row %llu (%s) holds non-finite values", otl_features_path(f),
-                                 (unsigned long long)i, otl_features_meta_of(f)->images[tag.image].path);
+        if (i < first_bad && !row_finite(otl_features_row(f, (uint64_t)i, &tag), dim)) first_bad = i;
     }
-    return NULL;
+    if (first_bad == n) return NULL;
+    otl_row_tag tag;
+    otl_features_row(f, (uint64_t)first_bad, &tag);
+    return otl_error(ONNXTL_ERR_FORMAT, "%s: row %lld (%s) holds non-finite values", otl_features_path(f),
+                     (long long)first_bad, otl_features_meta_of(f)->images[tag.image].path);
 }
 
 static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_options *o, otl_train_result *r, float *best) {
