@@ -2,7 +2,8 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <nmmintrin.h>
+#include <cpuid.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,11 +22,15 @@ uint32_t otl_crc32c(const void *data, size_t len) {
     return ~c;
 }
 
+/* Compresses count 64-byte blocks into the state h. */
+typedef void (*sha256_blocks_fn)(uint32_t h[8], const unsigned char *p, size_t count);
+
 typedef struct {
     uint32_t h[8];
     uint64_t bytes;
     unsigned char block[64];
     size_t fill;
+    sha256_blocks_fn blocks;
 } sha256_ctx;
 
 static const uint32_t sha256_k[64] = {
@@ -62,27 +67,68 @@ static void sha256_block(uint32_t *h, const unsigned char *b) {
     for (int i = 0; i < 8; i++) h[i] += s[i];
 }
 
-static void sha256_init(sha256_ctx *c) {
+static void sha256_blocks_portable(uint32_t h[8], const unsigned char *p, size_t count) {
+    for (; count; count--, p += 64) sha256_block(h, p);
+}
+
+/* The same compression with the SHA extensions (SHA-NI): two rounds per
+ * sha256rnds2, the message schedule by sha256msg1/msg2.  The state lives in
+ * two registers as ABEF and CDGH, A in the highest lane. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_shani(uint32_t h[8], const unsigned char *p,
+                                                                              size_t count) {
+    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1); /* B A D C */
+    __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* H G F E */
+    __m128i abef = _mm_alignr_epi8(abcd, efgh, 8);                                  /* F E B A */
+    __m128i cdgh = _mm_blend_epi16(efgh, abcd, 0xF0);                               /* H G D C */
+    for (; count; count--, p += 64) {
+        const __m128i abef_in = abef, cdgh_in = cdgh;
+        __m128i w[16]; /* w[g]: message words 4g .. 4g+3 */
+        for (int g = 0; g < 4; g++) w[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), byte_swap);
+        for (int g = 4; g < 16; g++)
+            w[g] = _mm_sha256msg2_epu32(
+                _mm_add_epi32(_mm_sha256msg1_epu32(w[g - 4], w[g - 3]), _mm_alignr_epi8(w[g - 1], w[g - 2], 4)), w[g - 1]);
+        for (int g = 0; g < 16; g++) {
+            __m128i wk = _mm_add_epi32(w[g], _mm_loadu_si128((const __m128i *)&sha256_k[4 * g]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk); /* rounds 4g, 4g+1: cdgh now holds ABEF */
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef_in);
+        cdgh = _mm_add_epi32(cdgh, cdgh_in);
+    }
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B); /* A B E F */
+    __m128i ghcd = _mm_shuffle_epi32(cdgh, 0xB1); /* G H C D */
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(feba, ghcd, 0xF0)); /* A B C D */
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(ghcd, feba, 8));   /* E F G H */
+}
+
+static bool cpu_has_sha(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 29 & 1);
+}
+
+static void sha256_init(sha256_ctx *c, bool sha_ni) {
     static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(c->h, iv, sizeof iv);
     c->bytes = 0;
     c->fill = 0;
+    c->blocks = sha_ni ? sha256_blocks_shani : sha256_blocks_portable;
 }
 
 static void sha256_update(sha256_ctx *c, const unsigned char *p, size_t n) {
     c->bytes += n;
-    while (n) {
+    if (c->fill) { /* complete the pending block first */
         size_t take = 64 - c->fill < n ? 64 - c->fill : n;
         memcpy(c->block + c->fill, p, take);
-        c->fill += take;
-        p += take;
-        n -= take;
-        if (c->fill == 64) {
-            sha256_block(c->h, c->block);
-            c->fill = 0;
-        }
+        c->fill += take, p += take, n -= take;
+        if (c->fill < 64) return;
+        c->blocks(c->h, c->block, 1);
+        c->fill = 0;
     }
+    c->blocks(c->h, p, n / 64);
+    memcpy(c->block, p + n / 64 * 64, n % 64);
+    c->fill = n % 64;
 }
 
 static void sha256_final(sha256_ctx *c, char hex[65]) {
@@ -94,11 +140,13 @@ static void sha256_final(sha256_ctx *c, char hex[65]) {
     for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", c->h[i]);
 }
 
-onnxtl_status *otl_sha256_file(const char *path, char hex[65]) {
+onnxtl_status *otl_sha256_file(const char *path, char hex[65]) { return otl_sha256_file_with(path, hex, cpu_has_sha()); }
+
+onnxtl_status *otl_sha256_file_with(const char *path, char hex[65], bool sha_ni) {
     FILE *f = fopen(path, "rb");
     if (!f) return otl_error(ONNXTL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     sha256_ctx c;
-    sha256_init(&c);
+    sha256_init(&c, sha_ni && cpu_has_sha());
     unsigned char buf[1 << 16];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f))) sha256_update(&c, buf, n);

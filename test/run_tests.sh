@@ -34,6 +34,7 @@ fi
 run_suite bad_models $PY test/bad_models.py build/onnxtl
 run_suite cli $PY test/cli_errors.py build/onnxtl
 run_suite parity $PY test/parity.py build/onnxtl
+run_suite sha256 $PY test/sha256_parity.py build/test_sha256 build/models/resnet18_op17_fold.onnx
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
 run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"
 run_suite extract $PY test/extract_tests.py build/onnxtl "$SHARED"
