@@ -24,8 +24,11 @@ typedef struct {
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    size_t next_image, consumed, n_batches;
+    size_t next_image, n_batches;
+    size_t next_claim; /* the next batch a consumer takes */
+    size_t consumed;   /* batches finished, in order; batch `consumed` has the turn */
     bool stop;
+    onnxtl_status *err; /* the first consumer's error */
     const otl_batch_source *src;
     size_t image_floats;
     int n_slots;
@@ -83,12 +86,28 @@ static void *decoder_main(void *arg) {
     return NULL;
 }
 
+/* Batch b's slot once decoded, or NULL if the run stopped. */
 static slot *wait_for_batch(pipeline *pl, size_t b) {
     slot *s = &pl->slots[b % (size_t)pl->n_slots];
     pthread_mutex_lock(&pl->mu);
-    while (s->ready_batch != b) pthread_cond_wait(&pl->cv, &pl->mu);
+    while (s->ready_batch != b && !pl->stop) pthread_cond_wait(&pl->cv, &pl->mu);
+    bool ready = s->ready_batch == b;
     pthread_mutex_unlock(&pl->mu);
-    return s;
+    return ready ? s : NULL;
+}
+
+struct otl_batch_turn {
+    pipeline *pl;
+    size_t batch;
+};
+
+bool otl_batch_wait_turn(otl_batch_turn *turn) {
+    pipeline *pl = turn->pl;
+    pthread_mutex_lock(&pl->mu);
+    while (pl->consumed != turn->batch && !pl->stop) pthread_cond_wait(&pl->cv, &pl->mu);
+    bool mine = pl->consumed == turn->batch && !pl->stop;
+    pthread_mutex_unlock(&pl->mu);
+    return mine;
 }
 
 static void release_batch(pipeline *pl, size_t b) {
@@ -131,15 +150,80 @@ static void clear_errors(slot *s, size_t count) {
     }
 }
 
-static onnxtl_status *consume(pipeline *pl, otl_batch_fn fn, void *ctx) {
-    onnxtl_status *st = NULL;
-    for (size_t b = 0; b < pl->n_batches && !st; b++) {
+static void fail(pipeline *pl, onnxtl_status *st) {
+    pthread_mutex_lock(&pl->mu);
+    if (!pl->err) pl->err = st;
+    else onnxtl_status_release(st);
+    pl->stop = true;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+/* Takes the next batch, or false when none is left or the run stopped.  A
+ * consumer other than the first starts after the first batch, so that one
+ * session prepares (and on CUDA tunes) before the others reuse its choices. */
+static bool claim(pipeline *pl, int consumer, size_t *b) {
+    pthread_mutex_lock(&pl->mu);
+    while (consumer > 0 && pl->consumed == 0 && pl->next_claim < pl->n_batches && !pl->stop)
+        pthread_cond_wait(&pl->cv, &pl->mu);
+    bool ok = !pl->stop && pl->next_claim < pl->n_batches;
+    if (ok) *b = pl->next_claim++;
+    pthread_mutex_unlock(&pl->mu);
+    return ok;
+}
+
+typedef struct {
+    pipeline *pl;
+    otl_batch_fn fn;
+    void *ctx;
+    int index;
+} consumer;
+
+static void *consumer_main(void *arg) {
+    consumer *c = arg;
+    pipeline *pl = c->pl;
+    size_t b;
+    while (claim(pl, c->index, &b)) {
         slot *s = wait_for_batch(pl, b);
+        if (!s) break;
         otl_batch batch = compact(pl, s, b);
-        st = fn(ctx, &batch);
+        otl_batch_turn turn = {pl, b};
+        onnxtl_status *st = c->fn(c->ctx, &batch, &turn);
+        bool in_order = otl_batch_wait_turn(&turn); /* batches finish in order */
         clear_errors(s, batch.count);
+        if (st) {
+            fail(pl, st);
+            break;
+        }
+        if (!in_order) break;
         release_batch(pl, b);
     }
+    return NULL;
+}
+
+/* consumers threads (the caller's among them) run fn, each with its ctx. */
+static onnxtl_status *consume(pipeline *pl, otl_batch_fn fn, void *const *ctxs) {
+    const int n = pl->src->consumers;
+    consumer *cs = calloc((size_t)n, sizeof *cs);
+    pthread_t *threads = calloc((size_t)n, sizeof *threads);
+    if (!cs || !threads) {
+        free(cs);
+        free(threads);
+        return otl_nomem();
+    }
+    int started = 1;
+    for (int i = 0; i < n; i++) cs[i] = (consumer){pl, fn, ctxs[i], i};
+    for (; started < n; started++)
+        if (pthread_create(&threads[started], NULL, consumer_main, &cs[started])) {
+            fail(pl, otl_error(ONNXTL_ERR_RUNTIME, "cannot start consumer threads"));
+            break;
+        }
+    consumer_main(&cs[0]);
+    for (int i = 1; i < started; i++) pthread_join(threads[i], NULL);
+    free(cs);
+    free(threads);
+    onnxtl_status *st = pl->err;
+    pl->err = NULL;
     return st;
 }
 
@@ -175,10 +259,11 @@ static void free_slots(pipeline *pl) {
     free(pl->slots);
 }
 
-onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *ctx) {
-    if (src->batch < 1 || src->decoders < 1) return otl_error(ONNXTL_ERR_ARG, "batch and decoders must be positive");
-    /* One batch being consumed and two being filled, or more where the decoders outnumber a batch's images. */
-    pipeline pl = {.src = src, .n_slots = 3 + (src->decoders + src->batch - 1) / src->batch,
+onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *const *ctxs) {
+    if (src->batch < 1 || src->decoders < 1 || src->consumers < 1)
+        return otl_error(ONNXTL_ERR_ARG, "batch, decoders and consumers must be positive");
+    /* A batch per consumer and two being filled, or more where the decoders outnumber a batch's images. */
+    pipeline pl = {.src = src, .n_slots = src->consumers + 2 + (src->decoders + src->batch - 1) / src->batch,
                    .n_batches = (src->n + (size_t)src->batch - 1) / (size_t)src->batch,
                    .image_floats = (size_t)3 * (size_t)src->height * (size_t)src->width};
     pthread_mutex_init(&pl.mu, NULL);
@@ -192,7 +277,7 @@ onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, voi
             st = otl_error(ONNXTL_ERR_RUNTIME, "cannot start decoder threads");
             break;
         }
-    if (!st) st = consume(&pl, fn, ctx);
+    if (!st) st = consume(&pl, fn, ctxs);
     pthread_mutex_lock(&pl.mu);
     pl.stop = true;
     pthread_cond_broadcast(&pl.cv);

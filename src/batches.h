@@ -1,5 +1,5 @@
 /* Decoded, preprocessed image batches from a list of files: decoder threads
- * fill a bounded ring of batch slots while the caller consumes them in order.
+ * fill a bounded ring of batch slots while consumer threads take them.
  * Memory stays at a few batches whatever the number of images. */
 #ifndef OTL_BATCHES_H
 #define OTL_BATCHES_H
@@ -13,6 +13,7 @@ typedef struct {
     const otl_preprocess *pre;
     int height, width; /* the preprocessed size */
     int batch, decoders;
+    int consumers;           /* threads running the callback, each batch on one of them */
     onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
 } otl_batch_source;
 
@@ -27,9 +28,17 @@ typedef struct {
     char *const *why;    /* ... and why, naming the file */
 } otl_batch;
 
-/* Called once per batch, in order; a returned error stops the run. */
-typedef onnxtl_status *(*otl_batch_fn)(void *ctx, const otl_batch *b);
+/* Batches finish in order.  Where work must also happen in order (writing
+ * results), the callback waits for its turn: true once every earlier batch
+ * has finished, false if the run stopped (then it returns at once). */
+typedef struct otl_batch_turn otl_batch_turn;
+bool otl_batch_wait_turn(otl_batch_turn *turn);
 
-onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *ctx);
+/* Called once per batch by one of src->consumers threads, with that thread's
+ * ctx (ctxs[i]): with several, batches run at once (on CUDA, one batch's
+ * upload and compute overlap another's).  A returned error stops the run. */
+typedef onnxtl_status *(*otl_batch_fn)(void *ctx, const otl_batch *b, otl_batch_turn *turn);
+
+onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, void *const *ctxs);
 
 #endif

@@ -64,14 +64,17 @@ typedef struct {
     const otl_classify_sink *sink;
 } batch_ctx;
 
-static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
+/* The network runs first; the sink hears of the batch's images in order. */
+static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *turn) {
     batch_ctx *x = ctx;
-    for (size_t i = 0; i < b->n_bad; i++) x->sink->on_error(x->sink->ctx, b->bad[i], b->why[i]);
-    if (!b->good) return NULL;
-    onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
-                        .dims = {(int64_t)b->count, 3, x->c->input.height, x->c->input.width}, .data = b->pixels};
     onnxtl_tensor out = {.name = x->c->output};
-    OTL_TRY(onnxtl_session_run(x->c->session, &in, 1, &out, 1));
+    if (b->good) {
+        onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
+                            .dims = {(int64_t)b->count, 3, x->c->input.height, x->c->input.width}, .data = b->pixels};
+        OTL_TRY(onnxtl_session_run(x->c->session, &in, 1, &out, 1));
+    }
+    if (!otl_batch_wait_turn(turn)) return NULL;
+    for (size_t i = 0; i < b->n_bad; i++) x->sink->on_error(x->sink->ctx, b->bad[i], b->why[i]);
     for (size_t i = 0; i < b->good; i++)
         x->sink->on_image(x->sink->ctx, b->index[i], (const float *)out.data + i * (size_t)x->c->n_classes);
     return NULL;
@@ -79,7 +82,8 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
 
 onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, size_t n, int batch,
                                   const otl_classify_sink *sink) {
-    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1, c->session};
+    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1, 1, c->session};
     batch_ctx x = {c, sink};
-    return n ? otl_batches_run(&src, on_batch, &x) : NULL;
+    void *ctxs[1] = {&x};
+    return n ? otl_batches_run(&src, on_batch, ctxs) : NULL;
 }

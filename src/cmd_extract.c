@@ -24,6 +24,8 @@ static const char extract_help[] =
     "  --batch N        images per backbone run (default 16)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "  --decoders N     JPEG decoding threads (default 1)\n"
+    "  --streams N      batches in flight, each on its own session (default 2 on cuda, where one\n"
+    "                   batch's upload overlaps another's compute; 1 on the cpu)\n"
     "  --resize R       N (shorter side, default 256), HxW, or none\n"
     "  --crop C         N (default 224), HxW, or none\n"
     "  --mean a,b,c     default 0.485,0.456,0.406 (ImageNet)\n"
@@ -64,8 +66,8 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw
         (*i)++;
         return rc;
     }
-    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--resize",
-                                             "--crop", "--mean", "--std", "--shard"};
+    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams",
+                                             "--resize", "--crop", "--mean", "--std", "--shard"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return cli_usage("extract", "unknown option '%s'", a);
@@ -76,6 +78,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--streams")) return cli_parse_int("extract", a, v, 1, 8, &o->streams) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--resize")) f->resize = v;
     else if (!strcmp(a, "--crop")) f->crop = v;
     else if (!strcmp(a, "--mean")) f->mean = v;

@@ -17,9 +17,12 @@
 #include "status.h"
 
 /* The model, the cut and what is known of them. */
+#define MAX_STREAMS 8
+
 typedef struct {
     onnxtl_model *model;
-    onnxtl_session *session;
+    onnxtl_session *sessions[MAX_STREAMS]; /* one per batch in flight */
+    int n_sessions;
     otl_image_input input;
     const char *cut_name;
     int cut;
@@ -38,6 +41,12 @@ typedef struct {
     otl_progress prog;
     otl_extract_result *r;
 } extraction;
+
+/* One consumer of batches: the shared extraction and its own session. */
+typedef struct {
+    extraction *x;
+    onnxtl_session *session;
+} stream;
 
 static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
     *cut = name ? otl_graph_find(g, name) : otl_graph_head_input(g);
@@ -78,18 +87,24 @@ static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b
     return otl_features_meta_text(&m, text, len);
 }
 
-static onnxtl_status *on_batch(void *ctx, const otl_batch *b) {
-    extraction *x = ctx;
+/* The network runs on the stream's session, batches side by side; rows,
+ * warnings and progress follow in order. */
+static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *turn) {
+    const stream *sc = ctx;
+    extraction *x = sc->x;
+    onnxtl_tensor out = {.name = x->bb->cut_name};
+    if (b->good && !(x->o->strict && b->n_bad)) {
+        onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
+                            .dims = {(int64_t)b->count, 3, x->bb->input.height, x->bb->input.width}, .data = b->pixels};
+        OTL_TRY(onnxtl_session_run(sc->session, &in, 1, &out, 1));
+    }
+    if (!otl_batch_wait_turn(turn)) return NULL;
     for (size_t i = 0; i < b->n_bad; i++) fprintf(stderr, "onnxtl: warning: skipped %s\n", b->why[i]);
     x->r->skipped += b->n_bad;
     if (x->o->strict && b->n_bad)
         return otl_error(ONNXTL_ERR_FORMAT, "stopping at a bad image (--strict): %s; the rows so far are kept for a resume",
                          b->why[0]);
     if (b->good) {
-        onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
-                            .dims = {(int64_t)b->count, 3, x->bb->input.height, x->bb->input.width}, .data = b->pixels};
-        onnxtl_tensor out = {.name = x->bb->cut_name};
-        OTL_TRY(onnxtl_session_run(x->bb->session, &in, 1, &out, 1));
         for (size_t i = 0; i < b->good; i++) {
             const otl_sample *s = &x->ds->samples[x->todo[b->index[i]]];
             x->tags[i] = (otl_row_tag){(uint32_t)x->todo[b->index[i]], s->label, (uint8_t)s->split};
@@ -106,10 +121,13 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
     onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
     otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->o->pre, x->bb->input.height,
-                            x->bb->input.width, x->o->batch, x->o->decoders, x->bb->session};
+                            x->bb->input.width, x->o->batch, x->o->decoders, x->bb->n_sessions, x->bb->sessions[0]};
+    stream streams[MAX_STREAMS];
+    void *ctxs[MAX_STREAMS];
+    for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
     x->todo = todo;
     otl_progress_start(&x->prog, "extract", "img", n_todo, x->o->quiet);
-    if (!st) st = otl_batches_run(&src, on_batch, x);
+    if (!st) st = otl_batches_run(&src, on_batch, ctxs);
     if (!st) otl_progress_end(&x->prog);
     x->r->seconds = otl_now() - x->prog.start;
     x->r->images_per_second = x->r->seconds > 0 ? (double)n_todo / x->r->seconds : 0;
@@ -163,6 +181,17 @@ static void announce(const otl_extract_options *o, const otl_dataset *ds, const 
     if (resumed) fprintf(stderr, "resuming %s.partial: %zu rows already extracted\n", o->out_path, resumed);
 }
 
+/* --streams sessions (default: 2 on CUDA, where one batch's upload overlaps
+ * another's compute; 1 on the CPU, whose one session uses every core). */
+static onnxtl_status *create_sessions(const otl_extract_options *o, backbone *bb) {
+    onnxtl_options so = {.threads = o->threads, .device = o->device, .precision = o->precision};
+    const bool cuda = o->device && !strncmp(o->device, "cuda", 4);
+    const int n = o->streams > 0 ? o->streams : cuda ? 2 : 1;
+    if (n > MAX_STREAMS) return otl_error(ONNXTL_ERR_ARG, "--streams is at most %d", MAX_STREAMS);
+    for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &so, &bb->sessions[bb->n_sessions]));
+    return NULL;
+}
+
 static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, otl_dataset *ds, otl_extract_result *r) {
     char *meta = NULL;
     size_t meta_len = 0, *todo = NULL, n_todo = 0, total = 0;
@@ -178,8 +207,7 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
         r->resumed = (size_t)resumed;
         r->ignored = ds->ignored;
         if (!st) announce(o, ds, bb, total, r->resumed);
-        onnxtl_options so = {.threads = o->threads, .device = o->device, .precision = o->precision};
-        if (!st) st = onnxtl_session_create(bb->model, &so, &bb->session);
+        if (!st) st = create_sessions(o, bb);
         extraction x = {.o = o, .bb = bb, .ds = ds, .w = w, .r = r};
         if (!st) st = run_extraction(&x, todo, n_todo);
         if (!st && r->skipped == r->images && !r->resumed)
@@ -203,7 +231,7 @@ onnxtl_status *otl_extract(const otl_extract_options *o, otl_extract_result *r) 
     if (!st) st = describe_backbone(&bb, o);
     if (!st) st = otl_dataset_scan(o->data_dir, &ds);
     if (!st) st = extract_with(o, &bb, ds, r);
-    onnxtl_session_release(bb.session);
+    for (int i = 0; i < bb.n_sessions; i++) onnxtl_session_release(bb.sessions[i]);
     onnxtl_model_release(bb.model);
     otl_dataset_free(ds);
     return st;

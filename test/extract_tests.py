@@ -131,6 +131,24 @@ def test_bad_files(onnxtl, shared, d):
            "extract --strict stops at a bad file with exit 1", r.stderr.strip().splitlines()[-1] if r.stderr else "")
     r = run(onnxtl, "extract", model(), os.path.join(d, "nowhere"))
     report(r.returncode == 1 and "not a folder" in r.stderr, "extract on a missing folder", r.stderr.strip())
+    # Three batches in flight at once, each on its own session: the same rows, the same warnings, in order.
+    out3 = os.path.join(d, "badfeat3.bin")
+    r3 = run(onnxtl, "extract", model(), root, "-o", out3, "--streams", "3", "--batch", "2", "--decoders", "2",
+             "--threads", "1")
+    warnings1 = [l for l in run(onnxtl, "extract", model(), root, "-o", os.path.join(d, "badfeat1.bin"), "--batch", "2",
+                                "--quiet").stderr.splitlines() if "warning" in l]
+    warnings3 = [l for l in r3.stderr.splitlines() if "warning" in l]
+    report(r3.returncode == 0 and same_file(out3, os.path.join(d, "badfeat1.bin")) and warnings3 == warnings1,
+           "extract --streams 3 writes the rows and warnings of one stream, in order",
+           f"{len(warnings3)} warnings; {r3.stderr.strip()[-200:] if r3.returncode else ''}")
+
+
+def test_streams(onnxtl, data, d, ref):
+    out = os.path.join(d, "streams.bin")
+    r = run(onnxtl, "extract", model(), data, "-o", out, "--batch", "8", "--streams", "3", "--threads", "1",
+            "--decoders", "2", "--quiet")
+    report(r.returncode == 0 and same_file(out, ref), "extract --streams 3 equals one stream byte for byte",
+           r.stderr.strip()[-200:])
 
 
 def test_shards(onnxtl, data, d, ref):
@@ -188,6 +206,7 @@ def main():
         data = subset(shared, d, 40, 12)
         ref = test_resume(onnxtl, data, d)
         test_bad_files(onnxtl, shared, d)
+        test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)
         test_damaged_files(onnxtl, d, ref)
     return 1 if failed else 0
