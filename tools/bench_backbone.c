@@ -1,10 +1,13 @@
 /* Backbone throughput: runs MODEL on a fixed batch after a warm-up and prints
  * images per second.  The input sits in the session's fastest host memory
  * (pinned on CUDA), as extract's batches do.
- * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] */
+ * With STREAMS above 1, that many sessions run side by side, each on its own
+ * thread (on CUDA, one batch's upload overlaps another's compute).
+ * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] [STREAMS] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "onnxtl.h"
@@ -21,37 +24,72 @@ static int fail(onnxtl_status *st) {
     return 1;
 }
 
+/* One stream: a session, its input and its runs. */
+typedef struct {
+    onnxtl_session *s;
+    onnxtl_tensor in, out;
+    int iters;
+    onnxtl_status *st;
+} stream;
+
+static void *run_stream(void *arg) {
+    stream *b = arg;
+    for (int i = 0; i < b->iters && !b->st; i++) b->st = onnxtl_session_run(b->s, &b->in, 1, &b->out, 1);
+    return NULL;
+}
+
+static onnxtl_status *stream_init(stream *b, const onnxtl_model *m, const onnxtl_options *opts, int batch, const char *output) {
+    onnxtl_status *st = onnxtl_session_create(m, opts, &b->s);
+    if (st) return st;
+    onnxtl_model_input(m, 0, &b->in);
+    onnxtl_model_output(m, 0, &b->out);
+    if (output && strcmp(output, "-")) b->out.name = output;
+    b->in.dims[0] = batch;
+    size_t n = (size_t)batch * 3 * (size_t)b->in.dims[2] * (size_t)b->in.dims[3];
+    float *x;
+    if ((st = onnxtl_session_alloc_host(b->s, n * sizeof *x, (void **)&x))) return st;
+    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    b->in.data = x;
+    return onnxtl_session_run(b->s, &b->in, 1, &b->out, 1); /* warm-up: plan and primitives */
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL [BATCH] [ITERS] [THREADS] [OUTPUT]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] [STREAMS]\n", argv[0]);
         return 2;
     }
     int batch = argc > 2 ? atoi(argv[2]) : 16, iters = argc > 3 ? atoi(argv[3]) : 5;
+    int n_streams = argc > 8 ? atoi(argv[8]) : 1;
     onnxtl_options opts = {.threads = argc > 4 ? atoi(argv[4]) : 0, .device = argc > 6 ? argv[6] : NULL,
                            .precision = argc > 7 ? (onnxtl_precision)atoi(argv[7]) : ONNXTL_PRECISION_FP32};
+    if (batch < 1 || iters < 1 || n_streams < 1 || n_streams > 8) {
+        fprintf(stderr, "bench_backbone: BATCH and ITERS must be positive, STREAMS 1 to 8\n");
+        return 2;
+    }
     onnxtl_model *m;
-    onnxtl_session *s;
     onnxtl_status *st = onnxtl_model_load(argv[1], &m);
     if (st) return fail(st);
-    if ((st = onnxtl_session_create(m, &opts, &s))) return fail(st);
-    onnxtl_tensor in, out = {0};
-    onnxtl_model_input(m, 0, &in);
-    onnxtl_model_output(m, 0, &out);
-    if (argc > 5 && strcmp(argv[5], "-")) out.name = argv[5];
-    in.dims[0] = batch;
-    size_t n = (size_t)batch * 3 * (size_t)in.dims[2] * (size_t)in.dims[3];
-    float *x;
-    if ((st = onnxtl_session_alloc_host(s, n * sizeof *x, (void **)&x))) return fail(st);
-    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    in.data = x;
-    if ((st = onnxtl_session_run(s, &in, 1, &out, 1))) return fail(st); /* warm-up: plan and primitives */
+    stream streams[8] = {0};
+    for (int i = 0; i < n_streams; i++) /* one after another: the first one's engine choices are cached for the rest */
+        if ((st = stream_init(&streams[i], m, &opts, batch, argc > 5 ? argv[5] : NULL))) return fail(st);
+    pthread_t threads[8];
     double t = now();
-    for (int i = 0; i < iters; i++)
-        if ((st = onnxtl_session_run(s, &in, 1, &out, 1))) return fail(st);
+    for (int i = 0; i < n_streams; i++) {
+        streams[i].iters = iters;
+        if (pthread_create(&threads[i], NULL, run_stream, &streams[i])) {
+            fprintf(stderr, "bench_backbone: cannot start a thread\n");
+            return 1;
+        }
+    }
+    for (int i = 0; i < n_streams; i++) pthread_join(threads[i], NULL);
     t = now() - t;
-    printf("%.2f\n", (double)batch * iters / t);
-    onnxtl_session_free_host(s, x);
-    onnxtl_session_release(s);
+    for (int i = 0; i < n_streams; i++)
+        if (streams[i].st) return fail(streams[i].st);
+    printf("%.2f\n", (double)batch * iters * n_streams / t);
+    for (int i = 0; i < n_streams; i++) {
+        onnxtl_session_free_host(streams[i].s, (void *)streams[i].in.data);
+        onnxtl_session_release(streams[i].s);
+    }
     onnxtl_model_release(m);
     return 0;
 }

@@ -29,34 +29,35 @@ log "== parity: CUDA against CPU"
 ONNXTL_CUDA_LOG=1 timeout 300 $PY test/gpu_parity.py $BIN 2>&1 | tee -a "$RES/results.txt"
 
 # img/s of the backbone up to the head input, batch 256, input in pinned memory.
-ours() { # arch precision-index [env...]
+ours() { # arch precision-index streams [env...]
     local cut
     cut=$($BIN info build/models/$1_op17_fold.onnx | sed -n "s/^head input (cached by extract): '\([^']*\)'.*/\1/p")
-    env ONNXTL_CUDA_LOG=1 "${@:3}" timeout 120 build-cuda/bench_backbone build/models/$1_op17_fold.onnx 256 20 $THREADS \
-        "$cut" cuda $2 2>>"$RES/cuda_log.txt" | tail -1
+    env ONNXTL_CUDA_LOG=1 "${@:4}" timeout 120 build-cuda/bench_backbone build/models/$1_op17_fold.onnx 256 20 $THREADS \
+        "$cut" cuda $2 $3 2>>"$RES/cuda_log.txt" | tail -1
 }
 log "== backbone throughput, batch 256, img/s (up to the head input)"
-log "$(printf '%-9s %-5s %9s %13s %12s %14s' model prec onnxtl 'legacy cuDNN' 'torch eager' 'torch.compile')"
+log "$(printf '%-9s %-5s %9s %10s %13s %12s %14s' model prec onnxtl '2 streams' 'legacy cuDNN' 'torch eager' 'torch.compile')"
 for arch in resnet50 vgg16; do
     for i in 0 1 2 3; do
         p=(fp32 tf32 fp16 bf16); p=${p[$i]}
         echo "-- $arch $p" >> "$RES/cuda_log.txt"
         # VGG16 fp32 lists every candidate engine in cuda_log.txt: it is the row still behind torch
-        if [ $arch = vgg16 ] && [ $p = fp32 ]; then mine=$(ours $arch $i ONNXTL_CUDA_LOG=2); else mine=$(ours $arch $i); fi
+        if [ $arch = vgg16 ] && [ $p = fp32 ]; then mine=$(ours $arch $i 1 ONNXTL_CUDA_LOG=2); else mine=$(ours $arch $i 1); fi
+        two=$(ours $arch $i 2) # two sessions side by side: one batch's upload overlaps the other's compute
         legacy="-"
         if { [ $arch = resnet50 ] && [ $p = fp16 ]; } || { [ $arch = vgg16 ] && [ $p = fp32 ]; }; then
-            legacy=$(ours $arch $i ONNXTL_CUDNN=legacy)
+            legacy=$(ours $arch $i 1 ONNXTL_CUDNN=legacy)
         fi
         eager=$(timeout 120 $PY tools/gpu_torch_bench.py backbone $arch $p 256 2>&1 | tail -1)
         comp="-"
         [ $arch = resnet50 ] && [ $p = fp16 ] && comp=$(timeout 300 $PY tools/gpu_torch_bench.py backbone $arch $p 256 compile 2>&1 | tail -1)
-        log "$(printf '%-9s %-5s %9s %13s %12s %14s' $arch $p "$mine" "$legacy" "$eager" "$comp")"
+        log "$(printf '%-9s %-5s %9s %10s %13s %12s %14s' $arch $p "$mine" "$two" "$legacy" "$eager" "$comp")"
     done
 done
 log "engine choice (first run of each shape timed cuDNN's candidates; see cuda_log.txt):"
 grep "onnxtl: cuda" "$RES/cuda_log.txt" | sort | uniq -c | tee -a "$RES/results.txt"
 echo "-- resnet50 fp16 again, from the cache file" >> "$RES/cuda_log.txt"
-log "resnet50 fp16 from the cache file: $(ours resnet50 2) img/s; $(tail -1 "$RES/cuda_log.txt")"
+log "resnet50 fp16 from the cache file: $(ours resnet50 2 1) img/s; $(tail -1 "$RES/cuda_log.txt")"
 
 log "== trainer on the GPU: against torch.optim, and against the CPU trainer with dropout"
 timeout 300 $PY test/trainer_parity.py $BIN .gpu/data --device cuda 2>&1 | tee -a "$RES/results.txt"
@@ -90,4 +91,4 @@ timeout 300 $BIN extract build/models/resnet50_op17_fold.onnx $W/jpegs -o $W/e2e
     --precision fp16 --batch 256 --decoders $((THREADS - 1)) --quiet
 e2e=$($PY -c "print(f'{$n / ($(date +%s.%N) - $s):.0f}')")
 torch_e2e=$(timeout 300 $PY tools/gpu_torch_bench.py pipeline $W/jpegs 256 16 2>&1 | tail -1)
-log "onnxtl extract (TurboJPEG, $((THREADS - 1)) decoders): $e2e img/s;  PyTorch ImageFolder+DataLoader(16 workers)+fp16: $torch_e2e img/s ($n images)"
+log "onnxtl extract (TurboJPEG, $((THREADS - 1)) decoders, 2 streams): $e2e img/s;  PyTorch ImageFolder+DataLoader(16 workers)+fp16: $torch_e2e img/s ($n images)"
