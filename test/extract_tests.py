@@ -141,6 +141,11 @@ def test_bad_files(onnxtl, shared, d):
     report(r3.returncode == 0 and same_file(out3, os.path.join(d, "badfeat1.bin")) and warnings3 == warnings1,
            "extract --streams 3 writes the rows and warnings of one stream, in order",
            f"{len(warnings3)} warnings; {r3.stderr.strip()[-200:] if r3.returncode else ''}")
+    r = run(onnxtl, "extract", model(), root, "-o", os.path.join(d, "strict3.bin"), "--strict", "--quiet", "--streams", "3",
+            "--batch", "2", "--threads", "1", timeout=120)
+    report(r.returncode == 1 and "--strict" in r.stderr and os.path.exists(os.path.join(d, "strict3.bin.partial")),
+           "extract --strict --streams 3 stops at the first bad file in order, keeping the rows before it",
+           r.stderr.strip().splitlines()[-1] if r.stderr else "")
 
 
 def test_streams(onnxtl, data, d, ref):
