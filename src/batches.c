@@ -54,6 +54,16 @@ static void decode_one(pipeline *pl, otl_jpeg_decoder *dec, size_t image, slot *
     }
 }
 
+/* Stops the run with st (the first error wins). */
+static void fail(pipeline *pl, onnxtl_status *st) {
+    pthread_mutex_lock(&pl->mu);
+    if (!pl->err) pl->err = st;
+    else onnxtl_status_release(st);
+    pl->stop = true;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
 static void *decoder_main(void *arg) {
     pipeline *pl = arg;
     /* Below the compute threads: a decoder that preempts one of them stalls
@@ -61,12 +71,16 @@ static void *decoder_main(void *arg) {
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10); /* best effort: only speed depends on it */
     otl_jpeg_decoder *dec = NULL;
     onnxtl_status *st = otl_jpeg_decoder_create(&dec);
+    if (st) {
+        fail(pl, st);
+        return NULL;
+    }
     const size_t per = (size_t)pl->src->batch;
     for (;;) {
         pthread_mutex_lock(&pl->mu);
         while (!pl->stop && pl->next_image < pl->src->n && pl->next_image / per >= pl->consumed + (size_t)pl->n_slots)
             pthread_cond_wait(&pl->cv, &pl->mu);
-        if (pl->stop || pl->next_image >= pl->src->n || st) {
+        if (pl->stop || pl->next_image >= pl->src->n) {
             pthread_mutex_unlock(&pl->mu);
             break;
         }
@@ -82,7 +96,6 @@ static void *decoder_main(void *arg) {
         pthread_mutex_unlock(&pl->mu);
     }
     otl_jpeg_decoder_release(dec);
-    onnxtl_status_release(st);
     return NULL;
 }
 
@@ -150,14 +163,6 @@ static void clear_errors(slot *s, size_t count) {
     }
 }
 
-static void fail(pipeline *pl, onnxtl_status *st) {
-    pthread_mutex_lock(&pl->mu);
-    if (!pl->err) pl->err = st;
-    else onnxtl_status_release(st);
-    pl->stop = true;
-    pthread_cond_broadcast(&pl->cv);
-    pthread_mutex_unlock(&pl->mu);
-}
 
 /* Takes the next batch, or false when none is left or the run stopped.  A
  * consumer other than the first starts after the first batch, so that one
@@ -283,6 +288,8 @@ onnxtl_status *otl_batches_run(const otl_batch_source *src, otl_batch_fn fn, voi
     pthread_cond_broadcast(&pl.cv);
     pthread_mutex_unlock(&pl.mu);
     for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    if (!st) st = pl.err; /* a decoder that could not start, after the consumers had finished */
+    else onnxtl_status_release(pl.err);
     free(threads);
     free_slots(&pl);
     pthread_mutex_destroy(&pl.mu);

@@ -351,22 +351,3 @@ onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_opt
     free(best);
     return st;
 }
-
-onnxtl_status *otl_head_predict(const otl_head *h, const float *x, int n, float *probs) {
-    const otl_train_options o = {.lr = 1};
-    const otl_head_config c = head_config(h, &o, n);
-    void *state;
-    OTL_TRY(otl_head_cpu.create(&c, h->params, &state));
-    onnxtl_status *st = otl_head_cpu.forward(state, x, n, NULL, probs);
-    otl_head_cpu.release(state);
-    OTL_TRY(st);
-    const int classes = h->dims[h->n_layers];
-    for (int i = 0; i < n; i++) { /* softmax in place */
-        float *z = probs + (size_t)i * classes, mx = z[0];
-        for (int j = 1; j < classes; j++) mx = z[j] > mx ? z[j] : mx;
-        double sum = 0;
-        for (int j = 0; j < classes; j++) sum += exp((double)z[j] - mx);
-        for (int j = 0; j < classes; j++) z[j] = (float)(exp((double)z[j] - mx) / sum);
-    }
-    return NULL;
-}

@@ -52,7 +52,4 @@ typedef struct {
  * evaluates each epoch on the test (else val) split. */
 onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_options *o, otl_train_result *r);
 
-/* Forward pass without dropout: probabilities (n x classes) for n feature rows. */
-onnxtl_status *otl_head_predict(const otl_head *h, const float *x, int n, float *probs);
-
 #endif
