@@ -163,27 +163,18 @@ static uint8_t clip8(int32_t ss) {
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-/* The part of the resized image that the crop reads: columns [x0, x1) and
- * rows [y0, y1).  Only it is computed; each of its pixels comes out exactly
- * as in the full resize, since every output pixel has its own taps. */
-typedef struct {
-    int x0, y0, x1, y1;
-} window;
-
-/* Horizontal pass over input rows [r0, r1), output columns [win->x0, win->x1):
- * each output pixel sums its taps over the three channels at once. */
-static void resample_horizontal(const uint8_t *src, int w, int r0, int r1, uint8_t *dst, const window *win,
-                                const resample_coeffs *c) {
-    const int out_w = win->x1 - win->x0;
-    for (int y = r0; y < r1; y++) {
+/* Horizontal pass over source rows [r0, r1) into the window's columns: each
+ * output pixel sums its taps over the three channels at once. */
+static void resample_horizontal(const uint8_t *src, int w, const otl_resample_plan *pl, uint8_t *dst) {
+    const int out_w = pl->x1 - pl->x0, stride = pl->hk + 2;
+    for (int y = pl->r0; y < pl->r1; y++) {
         const uint8_t *row = src + (size_t)y * w * 3;
-        uint8_t *out = dst + (size_t)(y - r0) * out_w * 3;
-        for (int xx = win->x0; xx < win->x1; xx++, out += 3) {
-            const int xmin = c->bounds[2 * xx], xmax = c->bounds[2 * xx + 1];
-            const int32_t *k = &c->kk[xx * c->ksize];
-            const uint8_t *p = row + (size_t)xmin * 3;
+        uint8_t *out = dst + (size_t)(y - pl->r0) * out_w * 3;
+        for (int j = 0; j < out_w; j++, out += 3) {
+            const int32_t *c = pl->h_taps + (size_t)j * stride, *k = c + 2;
+            const uint8_t *p = row + (size_t)c[0] * 3;
             int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-            for (int x = 0; x < xmax; x++, p += 3) {
+            for (int x = 0; x < c[1]; x++, p += 3) {
                 s0 += p[0] * k[x];
                 s1 += p[1] * k[x];
                 s2 += p[2] * k[x];
@@ -195,71 +186,57 @@ static void resample_horizontal(const uint8_t *src, int w, int r0, int r1, uint8
     }
 }
 
-/* Vertical pass for output rows [win->y0, win->y1) from src, which holds
- * input rows from r0 on: whole rows are accumulated tap by tap, so memory is
- * read in order. */
-static void resample_vertical(const uint8_t *src, int r0, uint8_t *dst, const window *win, const resample_coeffs *c,
-                              int32_t *acc) {
-    const size_t row_bytes = (size_t)(win->x1 - win->x0) * 3;
-    for (int yy = win->y0; yy < win->y1; yy++) {
-        const int ymin = c->bounds[2 * yy], ymax = c->bounds[2 * yy + 1];
-        const int32_t *k = &c->kk[yy * c->ksize];
+/* Vertical pass into the window's rows from src, which holds source rows
+ * from r0 on: whole rows are accumulated tap by tap, so memory is read in
+ * order. */
+static void resample_vertical(const uint8_t *src, const otl_resample_plan *pl, uint8_t *dst, int32_t *acc) {
+    const size_t row_bytes = (size_t)(pl->x1 - pl->x0) * 3;
+    const int stride = pl->vk + 2;
+    for (int j = 0; j < pl->y1 - pl->y0; j++) {
+        const int32_t *c = pl->v_taps + (size_t)j * stride, *k = c + 2;
 #pragma omp simd
         for (size_t i = 0; i < row_bytes; i++) acc[i] = 1 << (PRECISION_BITS - 1);
-        for (int t = 0; t < ymax; t++) {
-            const uint8_t *row = src + (size_t)(ymin - r0 + t) * row_bytes;
+        for (int t = 0; t < c[1]; t++) {
+            const uint8_t *row = src + (size_t)(c[0] - pl->r0 + t) * row_bytes;
             const int32_t kt = k[t];
 #pragma omp simd
             for (size_t i = 0; i < row_bytes; i++) acc[i] += row[i] * kt;
         }
-        uint8_t *out = dst + (size_t)(yy - win->y0) * row_bytes;
+        uint8_t *out = dst + (size_t)j * row_bytes;
 #pragma omp simd
         for (size_t i = 0; i < row_bytes; i++) out[i] = clip8(acc[i]);
     }
 }
 
-/* Copies columns [win->x0, win->x1) of rows [r0, r1): the horizontal pass when the width does not change. */
-static void copy_columns(const uint8_t *src, int w, int r0, int r1, uint8_t *dst, const window *win) {
-    const size_t bytes = (size_t)(win->x1 - win->x0) * 3;
-    for (int y = r0; y < r1; y++) memcpy(dst + (size_t)(y - r0) * bytes, src + ((size_t)y * w + (size_t)win->x0) * 3, bytes);
+/* Copies the window's columns of rows [r0, r1): the horizontal pass when the width does not change. */
+static void copy_columns(const uint8_t *src, int w, const otl_resample_plan *pl, uint8_t *dst) {
+    const size_t bytes = (size_t)(pl->x1 - pl->x0) * 3;
+    for (int y = pl->r0; y < pl->r1; y++)
+        memcpy(dst + (size_t)(y - pl->r0) * bytes, src + ((size_t)y * w + (size_t)pl->x0) * 3, bytes);
 }
 
-/* Resizes RGB8 to out_w x out_h, horizontal pass first, as Pillow does, and
- * keeps only the window: out is (x1 - x0) x (y1 - y0). */
-static onnxtl_status *resize_rgb(const otl_image *in, int out_w, int out_h, const window *win, otl_image *out) {
-    const int w = in->width, h = in->height, win_w = win->x1 - win->x0, win_h = win->y1 - win->y0;
-    resample_coeffs hc = {0}, vc = {0};
-    uint8_t *tmp = NULL;
-    int32_t *acc = NULL;
-    onnxtl_status *st = NULL;
-    int r0 = win->y0, r1 = win->y1; /* the input rows the vertical pass reads */
-    if (out_h != h) {
-        OTL_TRY_GOTO(st, precompute_coeffs(h, out_h, &vc), done);
-        r0 = vc.bounds[2 * win->y0];
-        r1 = vc.bounds[2 * (win->y1 - 1)] + vc.bounds[2 * (win->y1 - 1) + 1];
-    }
-    if (out_w != w) OTL_TRY_GOTO(st, precompute_coeffs(w, out_w, &hc), done);
-    tmp = malloc((size_t)win_w * (size_t)(r1 - r0) * 3 + 1);
+/* Resizes RGB8 as Pillow does, horizontal pass first, keeping only the
+ * plan's window: out is (x1 - x0) x (y1 - y0). */
+static onnxtl_status *resize_rgb(const otl_image *in, const otl_resample_plan *pl, otl_image *out) {
+    const int win_w = pl->x1 - pl->x0, win_h = pl->y1 - pl->y0;
+    uint8_t *tmp = malloc((size_t)win_w * (size_t)(pl->r1 - pl->r0) * 3 + 1);
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)win_w * 3 + 1);
     out->rgb = malloc((size_t)win_w * (size_t)win_h * 3 + 1);
-    acc = malloc(sizeof(int32_t) * (size_t)win_w * 3 + 1);
-    if (!tmp || !out->rgb || !acc) {
-        st = otl_nomem();
-        goto done;
+    onnxtl_status *st = tmp && acc && out->rgb ? NULL : otl_nomem();
+    if (!st) {
+        out->width = win_w;
+        out->height = win_h;
+        if (pl->hk) resample_horizontal(in->rgb, in->width, pl, tmp);
+        else copy_columns(in->rgb, in->width, pl, tmp);
+        if (pl->vk) resample_vertical(tmp, pl, out->rgb, acc);
+        else memcpy(out->rgb, tmp, (size_t)win_w * (size_t)win_h * 3);
     }
-    out->width = win_w;
-    out->height = win_h;
-    if (out_w != w) resample_horizontal(in->rgb, w, r0, r1, tmp, win, &hc);
-    else copy_columns(in->rgb, w, r0, r1, tmp, win);
-    if (out_h != h) resample_vertical(tmp, r0, out->rgb, win, &vc, acc);
-    else memcpy(out->rgb, tmp, (size_t)win_w * (size_t)win_h * 3);
-done:
-    free_coeffs(&hc);
-    free_coeffs(&vc);
     free(tmp);
     free(acc);
     if (st) otl_image_free(out);
     return st;
 }
+
 
 /* torchvision's output size for Resize(N): the shorter side becomes N, the longer int(N * long / short). */
 static void resized_size(const otl_preprocess *p, int w, int h, int *ow, int *oh) {
@@ -285,50 +262,95 @@ static int crop_start(int size, int crop) {
     return size >= crop ? (int)nearbyint((size - crop) / 2.0) : -((crop - size) / 2);
 }
 
-/* The crop's window on an image of w x h: the part of it inside the image. */
-static window crop_window(int w, int h, int ch, int cw) {
-    const int top = crop_start(h, ch), left = crop_start(w, cw);
-    window win = {left < 0 ? 0 : left, top < 0 ? 0 : top, left + cw > w ? w : left + cw, top + ch > h ? h : top + ch};
-    return win;
+/* The window's taps along one axis: per output index in [lo, hi), its first
+ * source index, count and k weights, into taps (stride k + 2). */
+static void copy_taps(const resample_coeffs *c, int lo, int hi, int32_t *taps) {
+    for (int o = lo; o < hi; o++, taps += c->ksize + 2) {
+        taps[0] = c->bounds[2 * o];
+        taps[1] = c->bounds[2 * o + 1];
+        memcpy(taps + 2, c->kk + (size_t)o * c->ksize, sizeof(int32_t) * (size_t)c->ksize);
+    }
 }
 
-/* CenterCrop fused with ToTensor and Normalize, reading the window src of an
- * image of w x h.  A byte has 256 values, so each channel's
+static onnxtl_status *plan_taps(otl_resample_plan *pl, int w, int h) {
+    resample_coeffs hc = {0}, vc = {0};
+    onnxtl_status *st = NULL;
+    const size_t win_w = (size_t)(pl->x1 - pl->x0), win_h = (size_t)(pl->y1 - pl->y0);
+    if (pl->resized_w != w) OTL_TRY_GOTO(st, precompute_coeffs(w, pl->resized_w, &hc), done);
+    if (pl->resized_h != h) OTL_TRY_GOTO(st, precompute_coeffs(h, pl->resized_h, &vc), done);
+    pl->hk = hc.ksize, pl->vk = vc.ksize;
+    pl->h_taps = malloc(sizeof(int32_t) * (win_w * (size_t)(pl->hk + 2) + win_h * (size_t)(pl->vk + 2)) + 1);
+    if (!pl->h_taps) {
+        st = otl_nomem();
+        goto done;
+    }
+    pl->v_taps = pl->h_taps + win_w * (size_t)(pl->hk + 2);
+    if (pl->hk) copy_taps(&hc, pl->x0, pl->x1, pl->h_taps);
+    if (pl->vk) {
+        copy_taps(&vc, pl->y0, pl->y1, pl->v_taps);
+        pl->r0 = vc.bounds[2 * pl->y0];
+        pl->r1 = vc.bounds[2 * (pl->y1 - 1)] + vc.bounds[2 * (pl->y1 - 1) + 1];
+    }
+done:
+    free_coeffs(&hc);
+    free_coeffs(&vc);
+    return st;
+}
+
+onnxtl_status *otl_resample_plan_make(const otl_preprocess *p, int w, int h, otl_resample_plan *pl) {
+    memset(pl, 0, sizeof *pl);
+    resized_size(p, w, h, &pl->resized_w, &pl->resized_h);
+    const int rw = pl->resized_w, rh = pl->resized_h;
+    pl->crop_h = p->crop_h ? p->crop_h : rh, pl->crop_w = p->crop_w ? p->crop_w : rw;
+    pl->top = crop_start(rh, pl->crop_h), pl->left = crop_start(rw, pl->crop_w);
+    pl->x0 = pl->left < 0 ? 0 : pl->left, pl->y0 = pl->top < 0 ? 0 : pl->top;
+    pl->x1 = pl->left + pl->crop_w > rw ? rw : pl->left + pl->crop_w;
+    pl->y1 = pl->top + pl->crop_h > rh ? rh : pl->top + pl->crop_h;
+    pl->r0 = pl->y0, pl->r1 = pl->y1;
+    return plan_taps(pl, w, h);
+}
+
+void otl_resample_plan_free(otl_resample_plan *pl) {
+    free(pl->h_taps);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* CenterCrop fused with ToTensor and Normalize, reading src: the plan's
+ * window of the resized image.  A byte has 256 values, so each channel's
  * (v / 255 - mean) / std -- the same float32 operations as ToTensor and
  * Normalize -- is computed once per value. */
-static void crop_normalize(const otl_preprocess *p, const otl_image *src, const window *win, int w, int h, int ch,
-                           int cw, float *chw) {
-    const int top = crop_start(h, ch), left = crop_start(w, cw);
+static void crop_normalize(const otl_preprocess *p, const otl_image *src, const otl_resample_plan *pl, float *chw) {
+    const int ch = pl->crop_h, cw = pl->crop_w;
     float table[3][256];
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) table[c][v] = ((float)v / 255.0f - p->mean[c]) / p->std[c];
     const size_t plane = (size_t)ch * (size_t)cw;
     for (int y = 0; y < ch; y++) {
-        const int sy = y + top;
-        const bool row_inside = sy >= win->y0 && sy < win->y1;
+        const int sy = y + pl->top;
+        const bool row_inside = sy >= pl->y0 && sy < pl->y1;
         /* the crop's columns inside the image; the rest is padding, zeros before ToTensor */
-        const int x_begin = row_inside ? win->x0 - left : cw, x_end = row_inside ? win->x1 - left : cw;
+        const int x_begin = row_inside ? pl->x0 - pl->left : cw, x_end = row_inside ? pl->x1 - pl->left : cw;
         float *r = chw + (size_t)y * cw, *g = r + plane, *b = g + plane;
         for (int x = 0; x < x_begin; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
-        const uint8_t *px = row_inside ? src->rgb + (size_t)(sy - win->y0) * src->width * 3 : NULL;
+        const uint8_t *px = row_inside ? src->rgb + ((size_t)(sy - pl->y0) * src->width + (size_t)(x_begin + pl->left - pl->x0)) * 3 : NULL;
         for (int x = x_begin; x < x_end; x++, px += 3) r[x] = table[0][px[0]], g[x] = table[1][px[1]], b[x] = table[2][px[2]];
         for (int x = x_end; x < cw; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
     }
 }
 
 onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw) {
-    int rw, rh;
-    resized_size(p, img->width, img->height, &rw, &rh);
-    const int ch = p->crop_h ? p->crop_h : rh, cw = p->crop_w ? p->crop_w : rw;
-    const window win = crop_window(rw, rh, ch, cw);
-    otl_image resized = {0};
-    const otl_image *src = img;
-    window at = {0, 0, img->width, img->height};
-    if (rw != img->width || rh != img->height) {
-        OTL_TRY(resize_rgb(img, rw, rh, &win, &resized));
-        src = &resized, at = win;
+    otl_resample_plan pl;
+    OTL_TRY(otl_resample_plan_make(p, img->width, img->height, &pl));
+    otl_image window = {0};
+    onnxtl_status *st = NULL;
+    if (pl.hk || pl.vk) {
+        st = resize_rgb(img, &pl, &window);
+    } else { /* no resize: the window is read in place */
+        window = *img;
+        window.rgb = img->rgb + ((size_t)pl.y0 * img->width + (size_t)pl.x0) * 3;
     }
-    crop_normalize(p, src, &at, rw, rh, ch, cw, chw);
-    otl_image_free(&resized);
-    return NULL;
+    if (!st) crop_normalize(p, &window, &pl, chw);
+    if (pl.hk || pl.vk) otl_image_free(&window);
+    otl_resample_plan_free(&pl);
+    return st;
 }

@@ -4,6 +4,7 @@
 #define OTL_PREPROCESS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "image.h"
 
@@ -27,6 +28,24 @@ bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w);
 
 /* Writes 3 x out_h x out_w floats to chw. */
 onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw);
+
+/* How one w x h image becomes the network's input: Resize to resized_w x
+ * resized_h, then the crop_w x crop_h crop at (left, top) (negative: zero
+ * padding).  Only the window [x0, x1) x [y0, y1) of the resized image is
+ * inside the crop, so only it is computed, from source rows [r0, r1).  Per
+ * window column h_taps holds Pillow's first source column, tap count and hk
+ * fixed-point weights (stride hk + 2), and v_taps the same per window row;
+ * hk or vk is 0 where that axis keeps its size.  The CPU resampler uses it,
+ * and it is what a resampler elsewhere (the GPU's) needs to match it. */
+typedef struct {
+    int resized_w, resized_h, crop_w, crop_h, top, left;
+    int x0, y0, x1, y1, r0, r1;
+    int hk, vk;
+    int32_t *h_taps, *v_taps; /* one allocation */
+} otl_resample_plan;
+
+onnxtl_status *otl_resample_plan_make(const otl_preprocess *p, int w, int h, otl_resample_plan *plan);
+void otl_resample_plan_free(otl_resample_plan *plan);
 
 /* The four CLI-form strings (resize, crop, mean, std) that otl_preprocess_parse reads back. */
 typedef struct {
