@@ -56,13 +56,15 @@ fi
 
 # Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
 if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
-    if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance >"$LOG/sanitize-build.log" 2>&1; then
+    if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance build-san/test_preprocess_dump \
+        >"$LOG/sanitize-build.log" 2>&1; then
         export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
         run_suite asan_bad_models $PY test/bad_models.py build-san/onnxtl
         [ -d "$SHARED/onnx-node" ] &&
             run_suite asan_conformance build-san/test_conformance test/conformance.manifest "$SHARED/onnx-node"
         run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
         run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
+        run_suite asan_preprocess $PY test/preprocess_parity.py build-san/test_preprocess_dump "$SHARED"
     else
         echo "FAIL sanitizer build (see $LOG/sanitize-build.log)" | tee "$LOG/sanitize-result.log"
     fi
