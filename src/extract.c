@@ -181,12 +181,11 @@ static void announce(const otl_extract_options *o, const otl_dataset *ds, const 
     if (resumed) fprintf(stderr, "resuming %s.partial: %zu rows already extracted\n", o->out_path, resumed);
 }
 
-/* --streams sessions (default: 2 on CUDA, where one batch's upload overlaps
- * another's compute; 1 on the CPU, whose one session uses every core). */
+/* --streams sessions, one by default.  On CUDA two let one batch's upload
+ * overlap another's compute; on the CPU one session already uses every core. */
 static onnxtl_status *create_sessions(const otl_extract_options *o, backbone *bb) {
     onnxtl_options so = {.threads = o->threads, .device = o->device, .precision = o->precision};
-    const bool cuda = o->device && !strncmp(o->device, "cuda", 4);
-    const int n = o->streams > 0 ? o->streams : cuda ? 2 : 1;
+    const int n = o->streams > 0 ? o->streams : 1;
     if (n > MAX_STREAMS) return otl_error(ONNXTL_ERR_ARG, "--streams is at most %d", MAX_STREAMS);
     for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &so, &bb->sessions[bb->n_sessions]));
     return NULL;

@@ -9,7 +9,7 @@ typedef struct {
     const char *cut; /* NULL: the tensor that feeds the classifier head */
     otl_preprocess pre;
     int batch, threads, decoders;
-    int streams; /* batches in flight, each on its own session; 0: 2 on CUDA, 1 on the CPU */
+    int streams; /* batches in flight, each on its own session; 0: one */
     const char *device;
     onnxtl_precision precision;
     int shard_k, shard_n; /* 1-based shard of n */

@@ -88,7 +88,7 @@ $PY tools/gpu_torch_bench.py mkjpegs .gpu/data/dogscats $W/jpegs ${GPU_BENCH_IMA
 n=$(find $W/jpegs -name '*.jpg' | wc -l)
 s=$(date +%s.%N)
 timeout 300 $BIN extract build/models/resnet50_op17_fold.onnx $W/jpegs -o $W/e2e.bin --device cuda \
-    --precision fp16 --batch 256 --decoders $((THREADS - 1)) --quiet
+    --precision fp16 --batch 256 --decoders $((THREADS - 1)) --streams 2 --quiet
 e2e=$($PY -c "print(f'{$n / ($(date +%s.%N) - $s):.0f}')")
 torch_e2e=$(timeout 300 $PY tools/gpu_torch_bench.py pipeline $W/jpegs 256 16 2>&1 | tail -1)
 log "onnxtl extract (TurboJPEG, $((THREADS - 1)) decoders, 2 streams): $e2e img/s;  PyTorch ImageFolder+DataLoader(16 workers)+fp16: $torch_e2e img/s ($n images)"
