@@ -18,6 +18,8 @@ int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int h
 
 /* Handles --device and --precision into opts; returns 1 if opt was one of
  * them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */
+/* Prints help to stdout when the first argument is --help or -h; true if it did. */
+bool cli_help_asked(int argc, char **argv, const char *help);
 int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc);
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \

@@ -141,10 +141,7 @@ static onnxtl_status *evaluate(const char *model, const char *data, int batch, c
 }
 
 int cmd_eval(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(eval_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, eval_help)) return 0;
     const char *pos[2] = {0};
     int n_pos = 0, batch = 16, rc = 0;
     onnxtl_options opts = {0};

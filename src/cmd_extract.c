@@ -104,10 +104,7 @@ static void print_summary(const otl_extract_options *o, const otl_extract_result
 }
 
 int cmd_extract(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(extract_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, extract_help)) return 0;
     otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1};
     otl_preprocess_default(&o.pre);
     raw_flags f = {0};

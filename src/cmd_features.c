@@ -101,10 +101,7 @@ static onnxtl_status *write_paths(const otl_features *f, const char *prefix) {
 }
 
 int cmd_features(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(features_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, features_help)) return 0;
     const char *file = NULL, *prefix = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--npy")) {

@@ -223,10 +223,7 @@ static onnxtl_status *fit(const fit_args *a) {
 }
 
 int cmd_fit_head(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(fit_head_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, fit_head_help)) return 0;
     fit_args a = {.out = "model.onnx", .head = "auto", .optim = "adam", .keep = "best",
                   .t = {.lr = 1e-5f, .dropout = 0.5f, .batch = 16, .epochs = 5, .shuffle = true}};
     int rc = parse_args(argc, argv, &a);

@@ -101,10 +101,7 @@ static onnxtl_status *run_infer(const char *model_path, binding *ins, int n_in, 
 }
 
 int cmd_infer(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(infer_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, infer_help)) return 0;
     if (argc < 2 || argv[1][0] == '-') return cli_usage("infer", "expected MODEL first");
     binding ins[MAX_ARGS], outs[MAX_ARGS];
     int n_in = 0, n_out = 0;

@@ -87,10 +87,7 @@ static onnxtl_status *print_plan_facts(const otl_graph *g) {
 }
 
 int cmd_info(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(info_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, info_help)) return 0;
     if (argc != 2) return cli_usage("info", "expected exactly one MODEL argument");
     onnxtl_model *m;
     onnxtl_status *st = onnxtl_model_load(argv[1], &m);

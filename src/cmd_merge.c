@@ -38,10 +38,7 @@ static onnxtl_status *check_shards(otl_features *const *in, int n) {
 }
 
 int cmd_merge(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(merge_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, merge_help)) return 0;
     if (argc < 3) return cli_usage("merge", "expected OUT and at least one IN file");
     for (int i = 1; i < argc; i++)
         if (argv[i][0] == '-') return cli_usage("merge", "unknown option '%s'", argv[i]);

@@ -114,10 +114,7 @@ static void print_error(void *ctx, size_t index, const char *why) {
 }
 
 int cmd_run(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(run_help, stdout);
-        return 0;
-    }
+    if (cli_help_asked(argc, argv, run_help)) return 0;
     const char *model = NULL, *resize = NULL, *crop = NULL, *mean = NULL, *std = NULL;
     int top = 1, batch = 16;
     onnxtl_options opts = {0};

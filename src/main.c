@@ -54,6 +54,12 @@ int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int h
     return 1;
 }
 
+bool cli_help_asked(int argc, char **argv, const char *help) {
+    if (argc < 2 || (strcmp(argv[1], "--help") && strcmp(argv[1], "-h"))) return false;
+    fputs(help, stdout);
+    return true;
+}
+
 int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc) {
     static const char *const names[] = {"fp32", "tf32", "fp16", "bf16"};
     if (!strcmp(opt, "--device")) {
