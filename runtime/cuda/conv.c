@@ -419,13 +419,20 @@ static void shape_key(const otl_conv_tuner *t, const otl_conv_shape *sh, char *k
              (long long)sh->dilation[1], sh->residual, sh->relu);
 }
 
-static const choice *find_choice(const otl_conv_tuner *t, const char *key) {
+static choice *find_choice(const otl_conv_tuner *t, const char *key) {
     for (int i = 0; i < t->n_choices; i++)
         if (!strcmp(t->choices[i].key, key)) return &t->choices[i];
     return NULL;
 }
 
+/* Records key's choice, replacing a stale one (a cached engine that no longer runs). */
 static onnxtl_status *remember(otl_conv_tuner *t, const char *key, char kind, int index) {
+    choice *known = find_choice(t, key);
+    if (known) {
+        known->kind = kind, known->index = index;
+        t->dirty = true;
+        return NULL;
+    }
     choice *c = realloc(t->choices, sizeof *c * (size_t)(t->n_choices + 1));
     if (!c) return otl_nomem();
     t->choices = c;
@@ -497,7 +504,7 @@ static void load_choices(otl_conv_tuner *t) {
         if (!tab || sscanf(tab + 1, "%c %d", &kind, &index) != 2 || index < 0 || (kind != KIND_FUSED && kind != KIND_CONV))
             continue; /* a damaged line costs one tuning, nothing else */
         *tab = '\0';
-        if (!find_choice(t, line) && remember(t, line, kind, index)) break;
+        if (!find_choice(t, line) && remember(t, line, kind, index)) break; /* the first line of a key counts */
     }
     fclose(f);
     t->dirty = false;
