@@ -28,4 +28,19 @@
             return otl_error(ONNXTL_ERR_RUNTIME, "%s:%d: cuBLAS: %s", __FILE__, __LINE__, cublasGetStatusString(e_)); \
     } while (0)
 
+/* Makes cuda:index the calling thread's device; the error says what to do
+ * where there is no GPU or no such one. */
+static inline onnxtl_status *otl_cuda_use_device(int index) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0)
+        return otl_error(ONNXTL_ERR_RUNTIME, "no CUDA GPU is available (%s); use --device cpu",
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    if (index >= count)
+        return otl_error(ONNXTL_ERR_ARG, "cuda:%d does not exist: this machine has %d GPU%s", index, count,
+                         count == 1 ? "" : "s");
+    CUDA_TRY(cudaSetDevice(index));
+    return NULL;
+}
+
 #endif

@@ -304,15 +304,7 @@ static const char *tuning_cache_path(char *buf, size_t size) {
 }
 
 static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return otl_error(ONNXTL_ERR_RUNTIME, "no CUDA GPU is available (%s); use --device cpu",
-                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    if (cfg->device_index >= count)
-        return otl_error(ONNXTL_ERR_ARG, "cuda:%d does not exist: this machine has %d GPU%s", cfg->device_index, count,
-                         count == 1 ? "" : "s");
-    CUDA_TRY(cudaSetDevice(cfg->device_index));
+    OTL_TRY(otl_cuda_use_device(cfg->device_index));
     CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
     CUDNN_TRY(cudnnCreate(&s->dnn));
     CUDNN_TRY(cudnnSetStream(s->dnn, s->stream));

@@ -61,15 +61,7 @@ static onnxtl_status *alloc_state(cuda_head *h) {
 }
 
 static onnxtl_status *init(cuda_head *h, float *params) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return otl_error(ONNXTL_ERR_RUNTIME, "no CUDA GPU is available (%s); use --device cpu",
-                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    if (h->c.device_index >= count)
-        return otl_error(ONNXTL_ERR_ARG, "cuda:%d does not exist: this machine has %d GPU%s", h->c.device_index, count,
-                         count == 1 ? "" : "s");
-    CUDA_TRY(cudaSetDevice(h->c.device_index));
+    OTL_TRY(otl_cuda_use_device(h->c.device_index));
     CUDA_TRY(cudaStreamCreateWithFlags(&h->stream, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&h->blas));
     CUBLAS_TRY(cublasSetStream(h->blas, h->stream));
