@@ -54,8 +54,10 @@ typedef struct {
     /* Set by otl_pass_fuse_relu: the op applies Relu to its output. */
     int fused_relu;
     /* Set by otl_pass_fuse_residual: a Conv adds input 3 (a tensor of its
-     * output's shape) to its result before any fused Relu. */
-    int fused_add;
+     * output's shape) to its result before any fused Relu; residual_add is
+     * the node index of the Add it took in, which a plan runs again where the
+     * shapes differ. */
+    int fused_add, residual_add;
 } otl_attrs;
 
 typedef struct {

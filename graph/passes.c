@@ -143,12 +143,16 @@ static bool produced_by(const otl_graph *g, int v, otl_op op) {
 
 /* Add(Conv(x), skip) becomes Conv(x, W, B, skip) with fused_add: the residual
  * connection of ResNets.  Only between two computed activations (a Conv's and
- * another Conv's, Add's or MaxPool's), which have the same shape in such networks. */
+ * another Conv's, Add's or MaxPool's), which have the same shape in such
+ * networks; a plan whose shapes differ runs the Add apart (plan.c).  The skip
+ * must be computed before the Conv runs: with two Conv branches (RegNet's
+ * projection), the later Conv takes the Add in. */
 static void fuse_one_residual(otl_graph *g, otl_node *add) {
     for (int k = 0; k < 2; k++) {
         int conv_out = add->in[k], skip = add->in[1 - k], p = g->values[conv_out].producer;
         if (!produced_by(g, conv_out, OP_CONV) || count_uses(g, conv_out) != 1) continue;
         if (!produced_by(g, skip, OP_CONV) && !produced_by(g, skip, OP_ADD) && !produced_by(g, skip, OP_MAXPOOL)) continue;
+        if (g->values[skip].producer > p) continue;
         otl_node *conv = &g->nodes[p];
         if (conv->attrs.fused_relu || conv->attrs.fused_add) continue;
         int *in = realloc(conv->in, 4 * sizeof *in);
@@ -158,6 +162,7 @@ static void fuse_one_residual(otl_graph *g, otl_node *add) {
         conv->in[3] = skip;
         conv->n_in = 4;
         conv->attrs.fused_add = 1;
+        conv->attrs.residual_add = (int)(add - g->nodes);
         conv->attrs.fused_relu = add->attrs.fused_relu;
         g->values[add->out[0]].producer = p;
         conv->out[0] = add->out[0];

@@ -16,6 +16,7 @@ void otl_plan_free(otl_plan *p) {
     if (!p) return;
     for (int i = 0; i < p->n_owned; i++) free(p->owned[i]);
     free(p->owned);
+    free(p->nodes);
     free(p->t);
     free(p->offset);
     free(p->steps);
@@ -86,7 +87,7 @@ static onnxtl_status *mark_needed(const otl_plan *p, bool *node_needed) {
     if (!value_needed) return otl_nomem();
     for (int i = 0; i < p->n_outputs; i++) value_needed[p->outputs[i]] = true;
     for (int i = g->n_nodes - 1; i >= 0; i--) {
-        const otl_node *n = &g->nodes[i];
+        const otl_node *n = &p->nodes[i];
         if (n->removed) continue;
         for (int k = 0; k < n->n_out; k++) node_needed[i] |= n->out[k] >= 0 && value_needed[n->out[k]];
         for (int k = 0; k < n->n_in && node_needed[i]; k++)
@@ -133,12 +134,44 @@ static onnxtl_status *check_outputs(const otl_plan *p, const otl_node *n) {
     return NULL;
 }
 
-static onnxtl_status *infer_and_fold(otl_plan *p, const bool *needed, otl_eval_fn eval, void *ctx) {
+/* Keeps a plan-owned copy of n ints. */
+static onnxtl_status *own_ints(otl_plan *p, const int *v, int n, int **out) {
+    void **owned = realloc(p->owned, (size_t)(p->n_owned + 1) * sizeof *owned);
+    if (!owned) return otl_nomem();
+    p->owned = owned;
+    if (!(*out = malloc(sizeof **out * (size_t)n))) return otl_nomem();
+    memcpy(*out, v, sizeof **out * (size_t)n);
+    p->owned[p->n_owned++] = *out;
+    return NULL;
+}
+
+/* The load-time residual fusion assumed that the Add's two inputs have one
+ * shape.  Where they do not (a broadcasting Add, or a skip not yet computed),
+ * this plan runs the Conv and the Add apart, as the model wrote them. */
+static onnxtl_status *check_residual(otl_plan *p, int i, bool *needed) {
+    otl_node *conv = &p->nodes[i], *add = &p->nodes[conv->attrs.residual_add];
+    int skip = conv->in[3], conv_out = add->in[add->in[0] == skip];
+    otl_node plain = *conv;
+    plain.n_in = 3;
+    plain.out = &conv_out;
+    plain.attrs.fused_add = plain.attrs.fused_relu = 0;
+    OTL_TRY(otl_infer_node(&plain, p->t));
+    const otl_tinfo *y = &p->t[conv_out], *x = &p->t[skip];
+    if (x->rank == y->rank && !memcmp(x->dims, y->dims, sizeof(int64_t) * (size_t)y->rank)) return NULL;
+    OTL_TRY(own_ints(p, &conv_out, 1, &plain.out));
+    *conv = plain;
+    add->removed = false;
+    needed[conv->attrs.residual_add] = true;
+    return NULL;
+}
+
+static onnxtl_status *infer_and_fold(otl_plan *p, bool *needed, otl_eval_fn eval, void *ctx) {
     const otl_graph *g = p->g;
     for (int i = 0; i < g->n_nodes; i++) {
-        const otl_node *n = &g->nodes[i];
+        const otl_node *n = &p->nodes[i];
         if (!needed[i]) continue;
-        onnxtl_status *st = otl_infer_node(n, p->t);
+        onnxtl_status *st = n->op == OP_CONV && n->attrs.fused_add ? check_residual(p, i, needed) : NULL;
+        if (!st) st = otl_infer_node(n, p->t);
         if (!st) st = check_outputs(p, n);
         bool foldable = n->op == OP_SHAPE || inputs_constant(n, p->t);
         if (!st && foldable) st = fold_node(p, n, eval, ctx);
@@ -164,7 +197,7 @@ static void last_uses(const otl_plan *p, int *last) {
     const otl_graph *g = p->g;
     for (int v = 0; v < g->n_values; v++) last[v] = -1;
     for (int s = 0; s < p->n_steps; s++) {
-        const otl_node *n = &g->nodes[p->steps[s]];
+        const otl_node *n = otl_plan_step(p, s);
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) last[n->in[k]] = s;
     }
@@ -193,7 +226,7 @@ static onnxtl_status *collect_lifetimes(otl_plan *p, lifetime *lt, int *n_lt, in
     for (int v = 0; v < g->n_values; v++) slot[v] = -1;
     *n_lt = *n_alias = 0;
     for (int s = 0; s < p->n_steps; s++) {
-        const otl_node *n = &g->nodes[p->steps[s]];
+        const otl_node *n = otl_plan_step(p, s);
         int base = inplace_base(p, n, s, slot, last);
         for (int k = 0; k < n->n_out; k++) {
             int v = n->out[k];
@@ -255,11 +288,13 @@ static onnxtl_status *plan_memory(otl_plan *p) {
 
 static onnxtl_status *plan_init(otl_plan *p, const otl_graph *g, const int *outputs, int n_outputs) {
     p->g = g;
+    p->nodes = malloc(((size_t)g->n_nodes + 1) * sizeof *p->nodes);
     p->t = calloc((size_t)g->n_values + 1, sizeof *p->t);
     p->offset = calloc((size_t)g->n_values + 1, sizeof *p->offset);
     p->steps = calloc((size_t)g->n_nodes + 1, sizeof *p->steps);
     p->outputs = calloc((size_t)n_outputs + 1, sizeof *p->outputs);
-    if (!p->t || !p->offset || !p->steps || !p->outputs) return otl_nomem();
+    if (!p->nodes || !p->t || !p->offset || !p->steps || !p->outputs) return otl_nomem();
+    memcpy(p->nodes, g->nodes, sizeof *p->nodes * (size_t)g->n_nodes);
     p->n_outputs = n_outputs;
     memcpy(p->outputs, outputs, sizeof(int) * (size_t)n_outputs);
     for (int v = 0; v < g->n_values; v++) {

@@ -12,10 +12,11 @@ typedef onnxtl_status *(*otl_eval_fn)(void *ctx, const otl_node *n, const otl_ti
 
 typedef struct {
     const otl_graph *g;
+    otl_node *nodes;    /* the graph's nodes as this plan runs them (a fusion may be undone) */
     otl_tinfo *t;       /* per value */
     int64_t *offset;    /* per value: byte offset in the arena, or -1 */
     size_t arena_bytes; /* peak activation memory */
-    int *steps;         /* nodes to run, in order */
+    int *steps;         /* indices into nodes of those to run, in order */
     int n_steps;
     int *outputs;       /* requested values */
     int n_outputs;
@@ -32,6 +33,9 @@ bool otl_input_is_shape_like(const otl_tinfo *t);
 onnxtl_status *otl_plan_build(const otl_graph *g, const otl_tinfo *inputs, const int *outputs,
                               int n_outputs, otl_eval_fn eval, void *eval_ctx, otl_plan **out);
 void otl_plan_free(otl_plan *p);
+
+/* The node that step i runs. */
+static inline const otl_node *otl_plan_step(const otl_plan *p, int i) { return &p->nodes[p->steps[i]]; }
 
 /* Input descriptions with every symbolic dimension set to batch. */
 onnxtl_status *otl_plan_batch_inputs(const otl_graph *g, int64_t batch, otl_tinfo *inputs);

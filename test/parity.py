@@ -7,6 +7,7 @@ at batch 4 and batch 1 and requires max|ours - ref| <= 1e-4 * max|ref|.
 Exports and references are cached in build/models.
 
 usage: parity.py ONNXTL [--archs resnet18,resnet50,vgg16] [--opsets 11,13,17] [--batches 4,1]
+                 [--folds fold,nofold]
 """
 import argparse
 import os
@@ -51,6 +52,7 @@ def main():
     ap.add_argument("--archs", default="resnet18,resnet50,vgg16")
     ap.add_argument("--opsets", default="11,13,17")
     ap.add_argument("--batches", default="4,1")
+    ap.add_argument("--folds", default="fold,nofold")
     a = ap.parse_args()
     os.makedirs(MODELS, exist_ok=True)
     failed = 0
@@ -61,7 +63,7 @@ def main():
             if not os.path.exists(ref):
                 ensure(ref, ["--arch", arch, "--reference"])
             for opset in a.opsets.split(","):
-                for fold in ("fold", "nofold"):
+                for fold in a.folds.split(","):
                     model = os.path.join(MODELS, f"{arch}_op{opset}_{fold}.onnx")
                     extra = ["--no-fold"] if fold == "nofold" else []
                     ensure(model, ["--arch", arch, "--opset", opset] + extra)

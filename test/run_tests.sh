@@ -34,6 +34,10 @@ fi
 run_suite bad_models $PY test/bad_models.py build/onnxtl
 run_suite cli $PY test/cli_errors.py build/onnxtl
 run_suite parity $PY test/parity.py build/onnxtl
+# Networks that concatenate, branch and broadcast: the layout planner's whole-model check.
+run_suite parity_branches $PY test/parity.py build/onnxtl --opsets 17 --folds fold --batches 1,2 \
+    --archs squeezenet1_1,densenet121,googlenet,inception_v3,regnet_y_400mf
+run_suite layout $PY test/layout_tests.py build/onnxtl
 run_suite sha256 $PY test/sha256_parity.py build/test_sha256 build/models/resnet18_op17_fold.onnx
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
 run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"
@@ -46,6 +50,7 @@ if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
     if make -s CUDA=1 build-cuda/onnxtl >"$LOG/cuda-build.log" 2>&1; then
         echo "PASS CUDA build (make CUDA=1) compiles and links" | tee "$LOG/cuda-result.log"
         run_suite gpu_parity $PY test/gpu_parity.py build-cuda/onnxtl
+        run_suite gpu_layout $PY test/layout_tests.py build-cuda/onnxtl --device cuda
         run_suite gpu_trainer $PY test/trainer_parity.py build-cuda/onnxtl "$SHARED" --device cuda
     else
         echo "FAIL CUDA build (see $LOG/cuda-build.log)" | tee "$LOG/cuda-result.log"
@@ -63,6 +68,7 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
         [ -d "$SHARED/onnx-node" ] &&
             run_suite asan_conformance build-san/test_conformance test/conformance.manifest "$SHARED/onnx-node"
         run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
+        run_suite asan_layout $PY test/layout_tests.py build-san/onnxtl
         run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
         run_suite asan_preprocess $PY test/preprocess_parity.py build-san/test_preprocess_dump "$SHARED"
     else

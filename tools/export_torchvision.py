@@ -25,6 +25,10 @@ import torch
 import torchvision
 
 
+# Architectures whose torchvision input is not 224x224.
+INPUT_SIZE = {"inception_v3": 299}
+
+
 def build_model(arch, pretrained):
     torch.manual_seed(0)
     ctor = getattr(torchvision.models, arch)
@@ -41,8 +45,8 @@ def build_model(arch, pretrained):
     return model.eval()
 
 
-def export(model, path, opset, fold):
-    x = torch.randn(1, 3, 224, 224)
+def export(model, path, opset, fold, size):
+    x = torch.randn(1, 3, size, size)
     mode = torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE
     tmp = path + ".tmp"
     # Newer torch defaults to the dynamo exporter; the TorchScript one matches torch 1.13's files.
@@ -53,9 +57,9 @@ def export(model, path, opset, fold):
     os.replace(tmp, path)
 
 
-def reference(model, out_dir, arch, batch):
+def reference(model, out_dir, arch, batch, size):
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(batch, 3, 224, 224, generator=gen)
+    x = torch.randn(batch, 3, size, size, generator=gen)
     with torch.no_grad():
         y = model.double()(x.double())
     np.save(os.path.join(out_dir, f"{arch}_input.npy"), x.numpy())
@@ -70,18 +74,20 @@ def main():
     ap.add_argument("--no-fold", action="store_true", help="keep BatchNorm and shape arithmetic")
     ap.add_argument("--reference", action="store_true", help="write input and float64 output")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, help="input height and width (default: the architecture's, 224 or 299)")
     ap.add_argument("--pretrained", action="store_true", help="ImageNet weights (needs network)")
     ap.add_argument("--output", help="exact .onnx path (default: derived from the options)")
     ap.add_argument("--out", default=".", help="output folder")
     args = ap.parse_args()
+    args.size = args.size or INPUT_SIZE.get(args.arch, 224)
     os.makedirs(args.out, exist_ok=True)
     model = build_model(args.arch, args.pretrained)
     if args.reference:
-        reference(model, args.out, args.arch, args.batch)
+        reference(model, args.out, args.arch, args.batch, args.size)
         return 0
     path = args.output or os.path.join(
         args.out, f"{args.arch}_op{args.opset}_{'nofold' if args.no_fold else 'fold'}.onnx")
-    export(model, path, args.opset, not args.no_fold)
+    export(model, path, args.opset, not args.no_fold, args.size)
     print(path)
     return 0
 

@@ -58,8 +58,8 @@ onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, vo
 
 /* One input that must change layout before its step runs. */
 typedef struct {
-    int k;      /* node input index */
-    float *buf; /* converted copy */
+    int k;         /* node input index */
+    size_t offset; /* of its converted copy in the conversion scratch */
     bool to_nhwc;
 } conversion;
 
@@ -68,12 +68,14 @@ typedef struct {
     otl_dnnl_conv *conv;  /* a Conv on oneDNN's primitive */
     conversion *conv_in;  /* inputs to convert first */
     int n_conv_in;
+    size_t conv_bytes;    /* scratch their copies take */
 } step_plan;
 
 typedef struct {
     const otl_plan *plan;
     void *arena;
     float *workspace;
+    char *conv_scratch; /* converted inputs of the running step; steps run one at a time */
     void **ptr;    /* per value */
     bool *nhwc;    /* per value: stored channels-last */
     step_plan *steps;
@@ -82,14 +84,17 @@ typedef struct {
     int threads;
 } cpu_state;
 
-/* A 4-D float activation whose two layouts differ in memory. */
+/* A 4-D float tensor whose two layouts differ in memory.  Constants are
+ * stored in ONNX order; a kernel that reads one channels-last gets a copy. */
 static bool layout_matters(const otl_tinfo *t) {
-    return t->rank == 4 && t->dtype == ONNXTL_FLOAT && !t->data && t->dims[2] * t->dims[3] > 1 && t->dims[1] > 1;
+    return t->rank == 4 && t->dtype == ONNXTL_FLOAT && t->dims[2] * t->dims[3] > 1 && t->dims[1] > 1;
 }
 
-static bool is_activation_input(const otl_node *n, int k) {
+/* The inputs that a channels-last step's kernel reads channels-last; it reads
+ * every other input, like every input of an NCHW step, in ONNX order. */
+static bool reads_nhwc(const otl_node *n, int k) {
     switch (n->op) {
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: return true;
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: case OP_CONCAT: return true;
     case OP_CONV: return k == 0 || k == 3; /* the input and a fused residual */
     default: return k == 0;
     }
@@ -110,6 +115,11 @@ static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
                 return false;
         }
         return true;
+    case OP_CONCAT: /* channels-last when one of its inputs already is */
+        if (t[n->out[0]].rank != 4) return false;
+        for (int k = 0; k < n->n_in; k++)
+            if (s->nhwc[n->in[k]]) return true;
+        return false;
     default: return false;
     }
 }
@@ -118,9 +128,8 @@ static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, b
     conversion *c = realloc(sp->conv_in, sizeof *c * (size_t)(sp->n_conv_in + 1));
     if (!c) return otl_nomem();
     sp->conv_in = c;
-    float *buf = aligned_alloc(64, (otl_tinfo_bytes(t) + 63) & ~(size_t)63);
-    if (!buf) return otl_nomem();
-    sp->conv_in[sp->n_conv_in++] = (conversion){k, buf, to_nhwc};
+    sp->conv_in[sp->n_conv_in++] = (conversion){k, sp->conv_bytes, to_nhwc};
+    sp->conv_bytes += (otl_tinfo_bytes(t) + 63) & ~(size_t)63;
     return NULL;
 }
 
@@ -128,13 +137,16 @@ static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, b
 static onnxtl_status *plan_layouts(cpu_state *s) {
     const otl_plan *p = s->plan;
     for (int i = 0; i < p->n_steps; i++) {
-        const otl_node *n = &p->g->nodes[p->steps[i]];
+        const otl_node *n = otl_plan_step(p, i);
         step_plan *sp = &s->steps[i];
         sp->nhwc = runs_nhwc(s, n);
-        for (int k = 0; k < n->n_in; k++) {
+        /* Every input whose stored layout is not the one its kernel reads is
+         * converted: a layout is never assumed, only Shape ignores the data. */
+        for (int k = 0; k < n->n_in && n->op != OP_SHAPE; k++) {
             int v = n->in[k];
-            if (v < 0 || !is_activation_input(n, k) || !layout_matters(&p->t[v]) || s->nhwc[v] == sp->nhwc) continue;
-            OTL_TRY(add_conversion(sp, k, &p->t[v], sp->nhwc));
+            bool want_nhwc = sp->nhwc && reads_nhwc(n, k);
+            if (v < 0 || !layout_matters(&p->t[v]) || s->nhwc[v] == want_nhwc) continue;
+            OTL_TRY(add_conversion(sp, k, &p->t[v], want_nhwc));
         }
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = sp->nhwc && layout_matters(&p->t[n->out[k]]);
@@ -148,7 +160,6 @@ static void cpu_release(void *state) {
     if (!s) return;
     for (int i = 0; s->steps && i < s->plan->n_steps; i++) {
         otl_dnnl_conv_release(s->steps[i].conv);
-        for (int k = 0; k < s->steps[i].n_conv_in; k++) free(s->steps[i].conv_in[k].buf);
         free(s->steps[i].conv_in);
     }
     if (s->stream) dnnl_stream_destroy(s->stream);
@@ -157,6 +168,7 @@ static void cpu_release(void *state) {
     free(s->nhwc);
     free(s->arena);
     free(s->workspace);
+    free(s->conv_scratch);
     free(s->ptr);
     free(s);
 }
@@ -179,17 +191,22 @@ static onnxtl_status *alloc_state(const otl_plan *plan, cpu_state *s) {
     return NULL;
 }
 
-/* im2col scratch, sized for the convolutions that do not run on oneDNN. */
+/* im2col scratch, sized for the convolutions that do not run on oneDNN, and
+ * the scratch for layout conversions, sized for the step that needs most. */
 static onnxtl_status *alloc_workspace(cpu_state *s) {
     const otl_plan *p = s->plan;
-    size_t ws = 0;
+    size_t ws = 0, conv = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        size_t w = s->steps[i].conv ? 0 : otl_cpu_workspace_floats(&p->g->nodes[p->steps[i]], p->t);
+        size_t w = s->steps[i].conv ? 0 : otl_cpu_workspace_floats(otl_plan_step(p, i), p->t);
         if (w > ws) ws = w;
+        if (s->steps[i].conv_bytes > conv) conv = s->steps[i].conv_bytes;
     }
     if (ws && !(s->workspace = aligned_alloc(64, ((ws * sizeof(float)) + 63) & ~(size_t)63)))
         return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of convolution workspace; try a smaller batch",
                          ws * sizeof(float));
+    if (conv && !(s->conv_scratch = aligned_alloc(64, conv)))
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes for layout conversions; try a smaller batch",
+                         conv);
     return NULL;
 }
 
@@ -211,7 +228,7 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
 }
 
 static onnxtl_status *run_step(cpu_state *s, int i) {
-    const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+    const otl_node *n = otl_plan_step(s->plan, i);
     const step_plan *sp = &s->steps[i];
     if (n->n_in > MAX_NODE_IO || n->n_out > MAX_NODE_IO) return too_many_io(n);
     const void *in[MAX_NODE_IO];
@@ -221,9 +238,10 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
     for (int c = 0; c < sp->n_conv_in; c++) {
         const conversion *cv = &sp->conv_in[c];
         const int64_t *dims = s->plan->t[n->in[cv->k]].dims;
-        if (cv->to_nhwc) otl_nchw_to_nhwc(in[cv->k], cv->buf, dims);
-        else otl_nhwc_to_nchw(in[cv->k], cv->buf, dims);
-        in[cv->k] = cv->buf;
+        float *copy = (float *)(s->conv_scratch + cv->offset);
+        if (cv->to_nhwc) otl_nchw_to_nhwc(in[cv->k], copy, dims);
+        else otl_nhwc_to_nchw(in[cv->k], copy, dims);
+        in[cv->k] = copy;
     }
     onnxtl_status *st;
     if (sp->conv) {

@@ -55,16 +55,32 @@ onnxtl_status *otl_cpu_gather(const otl_kernel_args *a) {
     return NULL;
 }
 
+/* The dims of a 4-D tensor in memory order: N, H, W, C when channels-last. */
+static void memory_dims(const otl_tinfo *t, bool nhwc, int64_t *dims) {
+    static const int from_nchw[4] = {0, 2, 3, 1};
+    for (int i = 0; i < t->rank; i++) dims[i] = t->dims[nhwc && t->rank == 4 ? from_nchw[i] : i];
+}
+
 onnxtl_status *otl_cpu_concat(const otl_kernel_args *a) {
+    static const int to_nhwc_axis[4] = {0, 3, 1, 2};
     const otl_tinfo *y = OUT_T(a, 0);
-    int64_t axis, outer, inner;
+    int64_t axis, outer = 1, inner = 1, ydims[ONNXTL_MAX_RANK];
     OTL_TRY(otl_norm_axis(a->n->attrs.axis, y->rank, &axis));
-    split_at(y, axis, &outer, &inner);
+    const bool nhwc = a->nhwc && y->rank == 4;
+    if (nhwc) axis = to_nhwc_axis[axis];
+    memory_dims(y, nhwc, ydims);
+    for (int i = 0; i < y->rank; i++) {
+        if (i < axis) outer *= ydims[i];
+        else if (i > axis) inner *= ydims[i];
+    }
     const size_t es = otl_dtype_size(y->dtype);
     char *dst = a->out[0];
-    size_t out_row = (size_t)(y->dims[axis] * inner) * es, offset = 0;
+    size_t out_row = (size_t)(ydims[axis] * inner) * es, offset = 0;
     for (int k = 0; k < a->n->n_in; k++) {
-        size_t chunk = (size_t)(IN_T(a, k)->dims[axis] * inner) * es;
+        int64_t xdims[ONNXTL_MAX_RANK];
+        memory_dims(IN_T(a, k), nhwc, xdims);
+        size_t chunk = (size_t)(xdims[axis] * inner) * es;
+#pragma omp parallel for schedule(static) if (outer > 64)
         for (int64_t o = 0; o < outer; o++)
             memcpy(dst + (size_t)o * out_row + offset, (const char *)a->in[k] + (size_t)o * chunk, chunk);
         offset += chunk;

@@ -341,23 +341,46 @@ static onnxtl_status *alloc_buffers(cuda_state *s) {
     return NULL;
 }
 
+/* A 4-D value whose two layouts are the same bytes: [N, C, 1, 1] or [N, 1, H, W]. */
+static bool one_layout(const otl_tinfo *t) { return hw(t) == 1 || t->dims[1] == 1; }
+
+/* Where a step's 4-D output is channels-last.  Conv, pooling and Add read
+ * their 4-D activations channels-last: one stored in ONNX order (a Reshape
+ * to 4-D) is refused rather than misread.  Relu keeps its input's layout;
+ * the copy ops keep it unless they reorder. */
+static onnxtl_status *plan_output_layout(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const otl_tinfo *t = s->plan->t;
+    bool nhwc;
+    switch (n->op) {
+    case OP_CONV: case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL: case OP_ADD:
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v >= 0 && !t[v].data && is_4d(&t[v]) && !s->nhwc[v] && !one_layout(&t[v]))
+                return unsupported(n, "a 4-D input in ONNX order (reshaped to 4-D) does not run");
+        }
+        nhwc = true;
+        break;
+    case OP_RELU: nhwc = s->nhwc[n->in[0]]; break;
+    default: nhwc = !cs->to_nchw && s->nhwc[n->in[0]];
+    }
+    s->nhwc[n->out[0]] = is_4d(&t[n->out[0]]) && nhwc;
+    return NULL;
+}
+
 static onnxtl_status *prepare_steps(cuda_state *s) {
     const otl_plan *p = s->plan;
     size_t ws = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        const otl_node *n = &p->g->nodes[p->steps[i]];
+        const otl_node *n = otl_plan_step(p, i);
         size_t w = 0;
         OTL_TRY(prepare_step(s, n, &s->steps[i], &w));
         ws = w > ws ? w : ws;
-        const otl_tinfo *y = &p->t[n->out[0]];
-        bool layout_op = n->op == OP_CONV || n->op == OP_MAXPOOL || n->op == OP_AVGPOOL || n->op == OP_GLOBALAVGPOOL ||
-                         n->op == OP_RELU || n->op == OP_ADD;
-        s->nhwc[n->out[0]] = is_4d(y) && (layout_op || (!s->steps[i].to_nchw && s->nhwc[n->in[0]]));
+        OTL_TRY(plan_output_layout(s, n, &s->steps[i]));
     }
     s->workspace_bytes = ws;
     size_t residual = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        const otl_node *n = &p->g->nodes[p->steps[i]];
+        const otl_node *n = otl_plan_step(p, i);
         size_t b = (size_t)otl_tinfo_count(&p->t[n->out[0]]) * s->esize;
         if (n->op == OP_CONV && n->attrs.fused_add && b > residual) residual = b;
     }
@@ -478,7 +501,7 @@ static onnxtl_status *run_gemm(cuda_state *s, const otl_node *n, const cuda_step
 }
 
 static onnxtl_status *run_step(cuda_state *s, int i) {
-    const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+    const otl_node *n = otl_plan_step(s->plan, i);
     const cuda_step *cs = &s->steps[i];
     const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
     const float one = 1.0f, zero = 0.0f;
@@ -510,7 +533,7 @@ static onnxtl_status *run_steps(cuda_state *s) {
     for (int i = 0; i < s->plan->n_steps; i++) {
         onnxtl_status *st = run_step(s, i);
         if (st) {
-            const otl_node *n = &s->plan->g->nodes[s->plan->steps[i]];
+            const otl_node *n = otl_plan_step(s->plan, i);
             return otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op));
         }
     }

@@ -1,0 +1,336 @@
+#!/usr/bin/python3
+"""Every op on every layout, against ONNX Runtime.
+
+The CPU backend keeps 4-D activations channels-last after a convolution and
+converts where a kernel needs ONNX order.  Each case here is a small graph
+built with onnx.helper in which the op under test reads the outputs of
+convolutions (so its inputs are stored channels-last) and, in a second
+variant, feeds a convolution (so its output goes to a channels-last
+consumer).  Every axis an op accepts is tried, negative ones included, and
+every graph fusion (BatchNorm folding, Relu fusion, the residual Add,
+broadcasting and out-of-order residuals that must stay unfused) has cases.
+onnxtl's outputs must match ONNX Runtime 1.30 (optimisations off) within
+1e-4 * max|ref|; integer outputs must be equal.
+
+usage: layout_tests.py ONNXTL [--device cpu|cuda] [--only SUBSTRING]
+With --device cuda, a case the CUDA backend refuses is skipped (it says which
+op does not run there); without a GPU the suite says so and skips.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, C, H, W = 2, 3, 6, 5  # distinct sizes, so a mixed-up axis changes the result
+TOL = 1e-4
+
+
+class Graph:
+    """A graph under construction: nodes, initializers and fresh names."""
+
+    def __init__(self, opset):
+        self.opset, self.nodes, self.inits, self.count = opset, [], [], 0
+        self.rng = np.random.default_rng(7)
+
+    def name(self, base):
+        self.count += 1
+        return f"{base}{self.count}"
+
+    def const(self, value, dtype=np.float32):
+        n = self.name("c")
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype), n))
+        return n
+
+    def node(self, op, inputs, outputs=1, **attrs):
+        outs = [self.name(op.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=self.name(op), **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def conv(self, x, cin, cout, kernel=(3, 3), pads=(1, 1, 1, 1)):
+        w = self.const(self.rng.standard_normal((cout, cin) + tuple(kernel)) * 0.3)
+        b = self.const(self.rng.standard_normal(cout) * 0.1)
+        return self.node("Conv", [x, w, b], kernel_shape=list(kernel), pads=list(pads))
+
+    def model(self, outputs):
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [N, C, H, W])
+        outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
+        g = helper.make_graph(self.nodes, "layout", [x], outs, self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)])
+        m.ir_version = 8
+        return m
+
+
+def out_info(model, name):
+    for v in list(model.graph.value_info) + list(model.graph.output):
+        if v.name == name and v.type.tensor_type.HasField("shape"):
+            t = v.type.tensor_type
+            return t.elem_type, [d.dim_value for d in t.shape.dim]
+    return None, None
+
+
+def with_consumer(g, y):
+    """Appends a Conv reading y when y is a 4-D float activation."""
+    try:
+        elem, dims = out_info(onnx.shape_inference.infer_shapes(g.model([y]), strict_mode=True), y)
+    except Exception:  # noqa: BLE001  (onnx 1.12 knows opsets up to 17)
+        return None
+    if elem != TensorProto.FLOAT or not dims or len(dims) != 4 or 0 in dims:
+        return None
+    return g.conv(y, dims[1], 4, kernel=(1, 1), pads=(0, 0, 0, 0))
+
+
+# Each case builder takes a Graph and returns the tensor under test.  a4 and
+# b4 are two convolutions of the input with 4 output channels (channels-last
+# on the CPU); c6 has 6 channels, for concatenations of different widths.
+def a4(g):
+    return g.conv("input", C, 4)
+
+
+def b4(g):
+    return g.conv("input", C, 4, kernel=(1, 1), pads=(0, 0, 0, 0))
+
+
+def c6(g):
+    return g.conv("input", C, 6)
+
+
+def cases():
+    out = []
+
+    def add(name, build, opset=13):
+        out.append((name, build, opset))
+
+    for op in ("Relu", "Sigmoid", "Identity", "Dropout"):
+        add(op, lambda g, op=op: g.node(op, [a4(g)]))
+    add("Clip", lambda g: g.node("Clip", [a4(g), g.const(-0.3), g.const(0.4)]))
+    add("Clip opset 10", lambda g: g.node("Clip", [a4(g)], min=-0.3, max=0.4), 10)
+    add("Cast to double and back", lambda g: g.node("Cast", [g.node("Cast", [a4(g)], to=TensorProto.DOUBLE)],
+                                                    to=TensorProto.FLOAT))
+
+    def batchnorm(g, x, c):
+        r = g.rng
+        return g.node("BatchNormalization", [x, g.const(r.random(c) + 0.5), g.const(r.standard_normal(c)),
+                                             g.const(r.standard_normal(c) * 0.1), g.const(r.random(c) + 0.5)])
+    add("BatchNormalization folded into Conv", lambda g: batchnorm(g, a4(g), 4))
+    add("BatchNormalization after Relu", lambda g: batchnorm(g, g.node("Relu", [a4(g)]), 4))
+    add("Conv + Relu fused", lambda g: g.node("Relu", [a4(g)]))
+
+    for op in ("Add", "Sub", "Mul", "Div"):
+        # A divisor near zero would turn rounding into large errors: Div divides
+        # by a Sigmoid of the activation, which still runs channels-last.
+        def d(g, x, op=op):
+            return g.node("Sigmoid", [x]) if op == "Div" else x
+        add(f"{op} of two convolutions", lambda g, op=op, d=d: g.node(op, [a4(g), d(g, b4(g))]))
+        add(f"{op} then Relu (fused)", lambda g, op=op, d=d: g.node("Relu", [g.node(op, [a4(g), d(g, b4(g))])]))
+        add(f"{op} with a pooled [N,C,1,1]", lambda g, op=op, d=d: g.node(
+            op, [a4(g), d(g, g.node("GlobalAveragePool", [b4(g)]))]))
+        add(f"{op} pooled [N,C,1,1] first", lambda g, op=op, d=d: g.node(
+            op, [g.node("GlobalAveragePool", [b4(g)]), d(g, a4(g))]))
+        add(f"{op} with a one-channel conv", lambda g, op=op, d=d: g.node(op, [a4(g), d(g, g.conv("input", C, 1))]))
+        for shape in ((4, 1, 1), (W,), (), (1, 1, H, 1), (H, W), (1, 4, H, W)):
+            add(f"{op} with a constant {shape}", lambda g, op=op, shape=shape: g.node(
+                op, [a4(g), g.const(g.rng.random(shape) + 0.5)]))
+        add(f"{op} constant (4,1,1) first", lambda g, op=op, d=d: g.node(
+            op, [g.const(g.rng.random((4, 1, 1)) + 0.5), d(g, a4(g))]))
+    add("Sum of three convolutions", lambda g: g.node("Sum", [a4(g), b4(g), g.conv("input", C, 4, kernel=(3, 1),
+                                                                                        pads=(1, 0, 1, 0))]))
+    add("Sum broadcasting", lambda g: g.node("Sum", [a4(g), g.node("GlobalMaxPool", [b4(g)]), g.const(np.ones(W))]))
+    add("Sum of one input", lambda g: g.node("Sum", [a4(g)]))
+
+    add("residual Add of two Conv", lambda g: g.node("Add", [g.conv(a4(g), 4, 4), b4(g)]))
+    add("residual Add with skip first", lambda g: g.node("Add", [b4(g), g.conv(a4(g), 4, 4)]))
+    add("residual Add then Relu", lambda g: g.node("Relu", [g.node("Add", [g.conv(a4(g), 4, 4), b4(g)])]))
+    add("residual Add of MaxPool skip", lambda g: g.node("Add", [
+        g.conv(a4(g), 4, 4), g.node("MaxPool", [b4(g)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]))
+    add("residual Add of an earlier Add", lambda g: g.node("Add", [
+        g.conv(a4(g), 4, 4), g.node("Add", [b4(g), g.conv("input", C, 4)])]))
+
+    def regnet_order(g):  # the skip Conv comes after the Conv a fusion could take
+        proj = b4(g)
+        return g.node("Add", [proj, g.conv(g.node("Relu", [a4(g)]), 4, 4)])
+    add("residual Add, skip computed later (RegNet)", regnet_order)
+    add("residual Add broadcasting a pooled Conv", lambda g: g.node("Add", [
+        g.conv(a4(g), 4, 4), g.conv(g.node("GlobalAveragePool", [b4(g)]), 4, 4, kernel=(1, 1), pads=(0, 0, 0, 0))]))
+    add("residual Add broadcasting into a pooled Conv", lambda g: g.node("Add", [
+        g.conv(g.node("GlobalAveragePool", [b4(g)]), 4, 4, kernel=(1, 1), pads=(0, 0, 0, 0)), g.conv(a4(g), 4, 4)]))
+
+    def conv_of(g, x, cin, cout, group=1, **attrs):
+        w = g.const(g.rng.standard_normal((cout, cin // group, 3, 3)) * 0.3)
+        return g.node("Conv", [x, w, g.const(g.rng.standard_normal(cout) * 0.1)], group=group, **attrs)
+    for label, attrs in (("dilated", {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+                         ("grouped", {"group": 2, "pads": [1, 1, 1, 1]}),
+                         ("depthwise", {"group": 4, "pads": [1, 1, 1, 1]}),
+                         ("asymmetric pads", {"pads": [0, 1, 2, 1]}),
+                         ("SAME_UPPER strided", {"auto_pad": "SAME_UPPER", "strides": [2, 2]})):
+        add(f"Conv {label} after a Conv", lambda g, attrs=attrs: conv_of(g, a4(g), 4, 4, **attrs))
+        add(f"Conv {label} with a residual Add", lambda g, attrs=attrs: g.node("Add", [
+            conv_of(g, a4(g), 4, 4, **attrs), g.node("MaxPool", [b4(g)], kernel_shape=[1, 1],
+                                                     strides=attrs.get("strides", [1, 1]))]))
+
+    add("MaxPool dilated", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], dilations=[2, 1]))
+    add("MaxPool", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    add("MaxPool ceil_mode", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1))
+    for cip in (0, 1):
+        add(f"AveragePool count_include_pad {cip}", lambda g, cip=cip: g.node(
+            "AveragePool", [a4(g)], kernel_shape=[3, 2], pads=[1, 0, 1, 1], count_include_pad=cip))
+    add("GlobalAveragePool", lambda g: g.node("GlobalAveragePool", [a4(g)]))
+    add("GlobalMaxPool", lambda g: g.node("GlobalMaxPool", [a4(g)]))
+
+    for op in ("Softmax", "LogSoftmax"):
+        for opset in (11, 13):
+            for axis in range(-4, 4):
+                add(f"{op} axis {axis} opset {opset}", lambda g, op=op, axis=axis: g.node(op, [a4(g)], axis=axis), opset)
+
+    axes_sets = [[0], [1], [2], [3], [-1], [-3], [2, 3], [1, 2, 3], [-4, -2], None]
+    for axes in axes_sets:
+        for keep in (0, 1):
+            extra = {} if axes is None else {"axes": axes}
+            add(f"ReduceMean axes {axes} keepdims {keep}", lambda g, extra=extra, keep=keep: g.node(
+                "ReduceMean", [a4(g)], keepdims=keep, **extra))
+            add(f"ReduceMean axes {axes} keepdims {keep} opset 18", lambda g, axes=axes, keep=keep: g.node(
+                "ReduceMean", [a4(g)] + ([] if axes is None else [g.const(axes, np.int64)]), keepdims=keep), 18)
+
+    for axis in range(-4, 5):
+        add(f"Flatten axis {axis}", lambda g, axis=axis: g.node("Flatten", [a4(g)], axis=axis))
+    for shape in ([N, -1], [0, 0, -1], [N, 4 * H, W, 1], [0, -1, W], [N * 4, H, W], [0, 2, 2, H * W], [-1]):
+        add(f"Reshape to {shape}", lambda g, shape=shape: g.node("Reshape", [a4(g), g.const(shape, np.int64)]))
+
+    def row(g):  # [N, 4, 1, W]: height squeezable, channels and width still mixed up in NHWC
+        return g.conv("input", C, 4, kernel=(H, 1), pads=(0, 0, 0, 0))
+    for axes in ([2], [-2]):
+        add(f"Squeeze axes {axes}", lambda g, axes=axes: g.node("Squeeze", [row(g), g.const(axes, np.int64)]))
+        add(f"Squeeze axes {axes} opset 11", lambda g, axes=axes: g.node("Squeeze", [row(g)], axes=axes), 11)
+    for axes in ([0], [1], [2], [3], [4], [-1], [-5], [0, 5]):
+        add(f"Unsqueeze axes {axes}", lambda g, axes=axes: g.node("Unsqueeze", [a4(g), g.const(axes, np.int64)]))
+        add(f"Unsqueeze axes {axes} opset 11", lambda g, axes=axes: g.node("Unsqueeze", [a4(g)], axes=axes), 11)
+
+    add("Shape", lambda g: g.node("Shape", [a4(g)]))
+    for start, end in ((1, None), (-3, -1), (0, 2)):
+        extra = {"start": start} if end is None else {"start": start, "end": end}
+        add(f"Shape start {start} end {end}", lambda g, extra=extra: g.node("Shape", [a4(g)], **extra), 15)
+    add("Shape then Reshape", lambda g: g.node("Reshape", [b4(g), g.node("Shape", [a4(g)])]))
+
+    for axis in range(-4, 4):
+        add(f"Gather axis {axis} indices [1,0]", lambda g, axis=axis: g.node(
+            "Gather", [a4(g), g.const([1, 0], np.int64)], axis=axis))
+        add(f"Gather axis {axis} scalar -1", lambda g, axis=axis: g.node(
+            "Gather", [a4(g), g.const(-1, np.int64)], axis=axis))
+
+    for axis in range(-4, 4):
+        add(f"Concat axis {axis}", lambda g, axis=axis: g.node("Concat", [a4(g), b4(g)], axis=axis))
+        add(f"Concat axis {axis} with the graph input", lambda g, axis=axis: g.node(
+            "Concat", [g.conv("input", C, C), "input"], axis=axis))
+        add(f"Concat axis {axis} with a constant", lambda g, axis=axis: g.node(
+            "Concat", [a4(g), g.const(g.rng.random((N, 4, H, W)))], axis=axis))
+    add("Concat channels 4+6+4", lambda g: g.node("Concat", [a4(g), c6(g), b4(g)], axis=1))
+    add("Concat channels then Relu", lambda g: g.node("Relu", [g.node("Concat", [a4(g), c6(g)], axis=1)]))
+    add("Concat of one input", lambda g: g.node("Concat", [a4(g)], axis=1))
+    add("Concat with a pooled input on H", lambda g: g.node("Concat", [
+        a4(g), g.node("ReduceMean", [b4(g)], axes=[2], keepdims=1)], axis=2))
+
+    for perm in (None, [0, 2, 3, 1], [0, 3, 1, 2], [1, 0, 2, 3], [3, 2, 1, 0], [0, 1, 3, 2]):
+        extra = {} if perm is None else {"perm": perm}
+        add(f"Transpose perm {perm}", lambda g, extra=extra: g.node("Transpose", [a4(g)], **extra))
+
+    for pads in ([0, 0, 1, 2, 0, 0, 2, 1], [0, 1, 0, 0, 0, 2, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0],
+                 [0, 0, -1, 0, 0, 0, 0, -1]):
+        add(f"Pad {pads}", lambda g, pads=pads: g.node("Pad", [a4(g), g.const(pads, np.int64), g.const(0.5)]))
+        add(f"Pad {pads} opset 10", lambda g, pads=pads: g.node("Pad", [a4(g)], pads=pads, value=0.5), 10)
+
+    add("MatMul by a constant", lambda g: g.node("MatMul", [a4(g), g.const(g.rng.standard_normal((W, 7)))]))
+    add("MatMul constant first", lambda g: g.node("MatMul", [g.const(g.rng.standard_normal((7, H))), a4(g)]))
+    add("MatMul of two convolutions", lambda g: g.node("MatMul", [
+        a4(g), g.node("Transpose", [b4(g)], perm=[0, 1, 3, 2])]))
+    add("Gemm after Flatten", lambda g: g.node("Gemm", [
+        g.node("Flatten", [a4(g)]), g.const(g.rng.standard_normal((3, 4 * H * W))), g.const(np.ones(3))], transB=1))
+    return out
+
+
+def build(tmp, i, name, builder, opset, consumer):
+    g = Graph(opset)
+    y = builder(g)
+    if consumer:
+        y = with_consumer(g, y)
+        if y is None:
+            return None
+    path = os.path.join(tmp, f"case{i}{'c' if consumer else ''}.onnx")
+    onnx.save(g.model([y]), path)
+    return path, y
+
+
+def run_ort(tmp, jobs):
+    spec = os.path.join(tmp, "cases.json")
+    with open(spec, "w") as f:
+        json.dump([{"model": m, "inputs": {"input": x}, "outputs": {y: ref}} for m, x, y, ref, _ in jobs], f)
+    subprocess.run([os.path.join(ROOT, "tools", "install_ort.sh")], check=True)
+    subprocess.run(["node", os.path.join(ROOT, "test", "ort_run.js"), spec], check=True)
+
+
+def compare(ours, ref):
+    if ours.shape != ref.shape or ours.dtype.kind != ref.dtype.kind:
+        return False, f"shape {ours.shape} {ours.dtype}, expected {ref.shape} {ref.dtype}"
+    if ref.dtype.kind != "f":
+        return bool(np.array_equal(ours, ref)), "integers equal" if np.array_equal(ours, ref) else "integers differ"
+    err = float(np.abs(ours.astype(np.float64) - ref).max()) if ref.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    ok = bool(np.isfinite(ours).all()) and err <= TOL * max(scale, 1e-30)
+    return ok, f"max|diff| {err:.3g}, relative {err / max(scale, 1e-30):.3g} (limit {TOL:g})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("onnxtl")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    if not os.path.exists(a.onnxtl):
+        print(f"SKIP layout tests on {a.device}: {a.onnxtl} is not built")
+        return 0
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        x = os.path.join(tmp, "x.npy")
+        np.save(x, np.random.default_rng(3).standard_normal((N, C, H, W), dtype=np.float32))
+        jobs = []
+        for i, (name, builder, opset) in enumerate(cases()):
+            if a.only not in name:
+                continue
+            for consumer in (False, True):
+                built = build(tmp, i, name, builder, opset, consumer)
+                if built:
+                    label = f"{name}{', then a Conv' if consumer else ''}"
+                    jobs.append((built[0], x, built[1], built[0] + ".ref.npy", label))
+        run_ort(tmp, jobs)
+        for model, _, y, ref, label in jobs:
+            label = f"layout {a.device}: {label}"
+            if os.path.exists(ref + ".err"):
+                print(f"FAIL {label}: ONNX Runtime refused the case: {open(ref + '.err').read()[:200]}")
+                failed += 1
+                continue
+            ours = model + ".out.npy"
+            r = subprocess.run([a.onnxtl, "infer", model, "--input", f"input={x}", "--output", f"{y}={ours}",
+                                "--device", a.device], capture_output=True, text=True)
+            if r.returncode and a.device != "cpu" and "no CUDA GPU" in r.stderr:
+                print(f"SKIP layout tests on {a.device}: {r.stderr.strip()}")
+                return 0
+            if r.returncode and a.device != "cpu" and "on the CUDA backend" in r.stderr:
+                print(f"SKIP {label}: {r.stderr.strip().splitlines()[-1][-160:]}")
+                continue
+            if r.returncode:
+                print(f"FAIL {label}: onnxtl exited {r.returncode}: {r.stderr.strip()[-300:]}")
+                failed += 1
+                continue
+            ok, detail = compare(np.load(ours), np.load(ref))
+            print(f"{'PASS' if ok else 'FAIL'} {label}: {detail}", flush=True)
+            failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
