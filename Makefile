@@ -21,14 +21,13 @@ BUILD := build-cuda
 endif
 
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
-          -I$(BUILD)/onnx -Isrc -Igraph -Iruntime -Iruntime/cpu $(SANFLAGS)
+          -I$(BUILD)/onnx -Iinclude -Igraph -Iruntime -Iruntime/cpu -Isrc/api -Isrc/pipeline -Isrc/cli $(SANFLAGS)
 # protobuf-c is linked statically so the binary runs on machines without it.
 LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
 
 LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/*.c) \
-           src/session.c src/npy.c src/image.c src/preprocess.c \
-           src/dataset.c src/hash.c src/feature_file.c src/progress.c src/extract.c src/batches.c src/image_model.c src/train.c src/classify.c src/strlist.c
-CLI_SRC := src/main.c $(wildcard src/cmd_*.c)
+           $(wildcard src/api/*.c) $(wildcard src/pipeline/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
 PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
 ifeq ($(CUDA),1)

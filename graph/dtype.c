@@ -1,6 +1,6 @@
 #include "dtype.h"
 
-#include "onnxtl.h"
+#include "onnxtl_base.h"
 
 size_t otl_dtype_size(int dtype) {
     switch (dtype) {

@@ -2,7 +2,7 @@
 #ifndef OTL_STATUS_H
 #define OTL_STATUS_H
 
-#include "onnxtl.h"
+#include "onnxtl_base.h"
 
 struct onnxtl_status {
     onnxtl_code code;

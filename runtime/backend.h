@@ -2,12 +2,33 @@
 #ifndef OTL_BACKEND_H
 #define OTL_BACKEND_H
 
+#include <stdbool.h>
+
 #include "plan.h"
+
+/* Where a backend's diagnostics go (ONNXTL_CUDA_LOG, a cache it cannot
+ * write): the library never prints.  A NULL fn drops them. */
+typedef struct {
+    void (*fn)(void *ctx, const char *line);
+    void *ctx;
+} otl_log;
+
+void otl_log_line(const otl_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Settings from the environment (device.h reads them once). */
+typedef struct {
+    bool cuda_log;       /* ONNXTL_CUDA_LOG is set: how convolutions run, graph capture */
+    int cuda_log_level;  /* its value: 2 also lists every candidate engine */
+    bool cudnn_legacy;   /* ONNXTL_CUDNN=legacy: only the legacy convolution API */
+    char tuning_cache[4096]; /* the cuDNN tuning cache file, "" for none */
+} otl_backend_env;
 
 typedef struct {
     int threads;      /* 0: all cores */
     int device_index; /* for GPU backends */
-    int precision;    /* onnxtl_precision */
+    onnxtl_precision precision;
+    otl_backend_env env;
+    otl_log log;
 } otl_backend_config;
 
 typedef struct {

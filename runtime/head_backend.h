@@ -19,7 +19,8 @@ typedef struct {
     bool adam;                         /* else SGD */
     float lr, momentum, weight_decay;
     int cap;                           /* rows per call, at most */
-    int threads, device_index, precision;
+    int threads, device_index;
+    onnxtl_precision precision;
 } otl_head_config;
 
 typedef struct {

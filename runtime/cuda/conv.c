@@ -9,7 +9,7 @@
 #include "check.h"
 #include "dtype.h"
 #include "kernels.h"
-#include "onnxtl.h"
+#include "onnxtl_base.h"
 
 enum { UID_X = 1, UID_W, UID_Y, UID_B, UID_Z, UID_VIRTUAL = 100 };
 enum { KIND_FUSED = 'f', KIND_CONV = 'c' };
@@ -53,6 +53,7 @@ struct otl_conv_tuner {
     int n_choices;
     int timed;     /* convolutions whose engines were timed in this run */
     int log_level; /* ONNXTL_CUDA_LOG: 2 lists every candidate */
+    otl_log log;
     bool dirty;
 };
 
@@ -226,7 +227,7 @@ static bool engine_notes(cudnnBackendDescriptor_t cfg, int64_t *global, cudnnBac
 
 /* fp32 means true fp32: no tensor cores and no inputs rounded to a smaller
  * type; and no engine accumulates in half precision. */
-static bool engine_allowed(cudnnBackendDescriptor_t cfg, int precision) {
+static bool engine_allowed(cudnnBackendDescriptor_t cfg, onnxtl_precision precision) {
     int64_t global, n = 0;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     bool ok = engine_notes(cfg, &global, notes, &n);
@@ -253,7 +254,7 @@ static void log_candidate(const otl_conv_tuner *t, const char *key, char kind, i
         for (int64_t k = 0; k < n; k++)
             if ((int)notes[k] >= 0 && (int)notes[k] < (int)(sizeof names / sizeof *names))
                 snprintf(text + strlen(text), sizeof text - strlen(text), " %s", names[notes[k]]);
-    fprintf(stderr, "onnxtl: cuda: [%s] %s candidate %lld (engine %lld;%s): %s\n", key,
+    otl_log_line(&t->log, "cuda: [%s] %s candidate %lld (engine %lld;%s): %s", key,
             kind == KIND_FUSED ? "fused" : "conv-only", (long long)i, (long long)global, *text ? text : " no notes",
             outcome);
 }
@@ -402,7 +403,7 @@ static void time_candidates(otl_conv_tuner *t, const char *key, const otl_conv_s
         cudnnBackendDestroyDescriptor(plan);
     }
     if (st && t->log_level >= 2)
-        fprintf(stderr, "onnxtl: cuda: [%s] no %s candidates: %s\n", key, kind == KIND_FUSED ? "fused" : "conv-only",
+        otl_log_line(&t->log, "cuda: [%s] no %s candidates: %s", key, kind == KIND_FUSED ? "fused" : "conv-only",
                 onnxtl_status_message(st));
     onnxtl_status_release(st); /* a graph cuDNN cannot build has no candidates */
     cudaGetLastError();
@@ -530,16 +531,17 @@ void otl_conv_tuner_save(otl_conv_tuner *t) {
     if (ok && rename(tmp, t->path)) ok = false;
     if (!ok) {
         unlink(tmp);
-        fprintf(stderr, "onnxtl: warning: cannot write the cuDNN tuning cache %s; the next run tunes again\n", t->path);
+        otl_log_line(&t->log, "warning: cannot write the cuDNN tuning cache %s; the next run tunes again", t->path);
     }
     t->dirty = !ok;
 }
 
 onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path, int log_level,
-                                     otl_conv_tuner **out) {
+                                     otl_log log, otl_conv_tuner **out) {
     otl_conv_tuner *t = calloc(1, sizeof *t);
     if (!t) return otl_nomem();
-    t->dnn = dnn, t->stream = stream, t->log_level = log_level;
+    t->dnn = dnn, t->stream = stream, t->log_level = log_level, t->log = log;
+    if (!*cache_path) cache_path = NULL;
     int dev = 0;
     struct cudaDeviceProp prop;
     cudaError_t e = cudaGetDevice(&dev);

@@ -11,13 +11,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "status.h"
+#include "backend.h"
 
 typedef struct {
     int64_t x[4], w[4], y[4]; /* in ONNX order (NCHW, KCRS); the data is NHWC and KRSC */
     int64_t pad[2], stride[2], dilation[2];
     cudnnDataType_t io;       /* CUDNN_DATA_FLOAT, _HALF or _BFLOAT16 */
-    int precision;            /* onnxtl_precision: fp32 keeps tensor cores off */
+    onnxtl_precision precision; /* fp32 keeps tensor cores off */
     bool residual, relu;      /* y = relu?(conv(x, w) + bias + z?) */
 } otl_conv_shape;
 
@@ -29,15 +29,15 @@ typedef struct {
 typedef struct otl_conv_tuner otl_conv_tuner;
 typedef struct otl_conv otl_conv; /* one execution plan, owned by its tuner */
 
-/* cache_path may be NULL: choices then last as long as the tuner.  At
- * log_level 2 every candidate engine is listed on stderr with its outcome. */
+/* cache_path may be "": choices then last as long as the tuner.  At
+ * log_level 2 every candidate engine is listed on log with its outcome. */
 onnxtl_status *otl_conv_tuner_create(cudnnHandle_t dnn, cudaStream_t stream, const char *cache_path, int log_level,
-                                     otl_conv_tuner **out);
+                                     otl_log log, otl_conv_tuner **out);
 /* The plan for shape: from memory, else from the cache file, else timed on
  * args (its workspace is not used; timing allocates its own). */
 onnxtl_status *otl_conv_plan(otl_conv_tuner *t, const otl_conv_shape *shape, const otl_conv_args *args,
                              const otl_conv **out);
-/* Adds this run's new choices to the cache file (best effort: a warning on failure). */
+/* Adds this run's new choices to the cache file (best effort: a log line on failure). */
 void otl_conv_tuner_save(otl_conv_tuner *t);
 void otl_conv_tuner_release(otl_conv_tuner *t);
 /* How many convolutions were timed (not found in memory or the cache file). */

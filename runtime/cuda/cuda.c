@@ -31,7 +31,10 @@ typedef struct {
 
 typedef struct {
     const otl_plan *plan;
-    int dtype, precision;
+    int dtype;
+    onnxtl_precision precision;
+    otl_backend_env env;
+    otl_log log;
     size_t esize;
     cudaStream_t stream;
     cudnnHandle_t dnn;
@@ -128,8 +131,9 @@ static onnxtl_status *choose_algo(cuda_state *s, const otl_node *n, cuda_step *c
     CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(s->dnn, cs->x, cs->w, cs->conv, cs->y, 16, &count, perf));
     for (int i = 0; i < count; i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > MAX_WORKSPACE) continue;
-        if (s->precision == 0 && perf[i].mathType != CUDNN_FMA_MATH) continue; /* true fp32 */
-        if (s->precision == 1 && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue; /* no fp16 */
+        if (s->precision == ONNXTL_PRECISION_FP32 && perf[i].mathType != CUDNN_FMA_MATH) continue; /* true fp32 */
+        if (s->precision == ONNXTL_PRECISION_TF32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+            continue; /* no fp16 */
         cs->algo = perf[i].algo;
         CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, perf[i].mathType));
         *ws = perf[i].memory;
@@ -154,7 +158,9 @@ static onnxtl_status *prepare_legacy_conv(cuda_state *s, const otl_node *n, cons
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_TRY(cudnnSetConvolutionGroupCount(cs->conv, (int)n->attrs.group));
     /* fp32: FMA only; tf32: the default, which allows TF32; fp16/bf16: tensor cores. */
-    cudnnMathType_t math = s->precision == 0 ? CUDNN_FMA_MATH : s->precision == 1 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
+    cudnnMathType_t math = s->precision == ONNXTL_PRECISION_FP32   ? CUDNN_FMA_MATH
+                           : s->precision == ONNXTL_PRECISION_TF32 ? CUDNN_DEFAULT_MATH
+                                                                   : CUDNN_TENSOR_OP_MATH;
     CUDNN_TRY(cudnnSetConvolutionMathType(cs->conv, math));
     CUDNN_TRY(cudnnCreateActivationDescriptor(&cs->act));
     CUDNN_TRY(cudnnSetActivationDescriptor(cs->act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
@@ -292,17 +298,6 @@ static void cuda_release(void *state) {
     free(s);
 }
 
-/* $ONNXTL_CACHE_DIR, else $XDG_CACHE_HOME/onnxtl, else ~/.cache/onnxtl; NULL
- * when none is set. */
-static const char *tuning_cache_path(char *buf, size_t size) {
-    const char *dir = getenv("ONNXTL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n = dir && *dir ? snprintf(buf, size, "%s/cudnn-plans.tsv", dir)
-            : xdg && *xdg ? snprintf(buf, size, "%s/onnxtl/cudnn-plans.tsv", xdg)
-            : home && *home ? snprintf(buf, size, "%s/.cache/onnxtl/cudnn-plans.tsv", home)
-            : -1;
-    return n > 0 && (size_t)n < size ? buf : NULL;
-}
-
 static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg) {
     OTL_TRY(otl_cuda_use_device(cfg->device_index));
     CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
@@ -310,11 +305,8 @@ static onnxtl_status *init_handles(cuda_state *s, const otl_backend_config *cfg)
     CUDNN_TRY(cudnnSetStream(s->dnn, s->stream));
     CUBLAS_TRY(cublasCreate(&s->blas));
     CUBLAS_TRY(cublasSetStream(s->blas, s->stream));
-    const char *api = getenv("ONNXTL_CUDNN");
-    s->legacy_only = api && !strcmp(api, "legacy");
-    char path[4096];
-    const char *log = getenv("ONNXTL_CUDA_LOG");
-    return otl_conv_tuner_create(s->dnn, s->stream, tuning_cache_path(path, sizeof path), log ? atoi(log) : 0, &s->tuner);
+    s->legacy_only = cfg->env.cudnn_legacy;
+    return otl_conv_tuner_create(s->dnn, s->stream, cfg->env.tuning_cache, cfg->env.cuda_log_level, cfg->log, &s->tuner);
 }
 
 /* Device buffers: the planned arena, inputs, and staging for float32 transfers. */
@@ -408,10 +400,10 @@ static void log_convolutions(const cuda_state *s, double seconds) {
         if (cs->tuned) otl_conv_fused(cs->tuned) ? fused++ : epilogue++;
         else if (cs->conv) legacy++;
     }
-    fprintf(stderr, "onnxtl: cuda: %d convolutions fused with their epilogue, %d followed by an epilogue kernel, %d on the "
-                    "legacy API; %d timed, %.1f s to prepare\n",
-            fused, epilogue, legacy, otl_conv_tuner_timed(s->tuner), seconds);
-    if (*s->refusal) fprintf(stderr, "onnxtl: cuda: the graph API refused a convolution: %s\n", s->refusal);
+    otl_log_line(&s->log, "cuda: %d convolutions fused with their epilogue, %d followed by an epilogue kernel, %d on the "
+                          "legacy API; %d timed, %.1f s to prepare",
+                 fused, epilogue, legacy, otl_conv_tuner_timed(s->tuner), seconds);
+    if (*s->refusal) otl_log_line(&s->log, "cuda: the graph API refused a convolution: %s", s->refusal);
 }
 
 static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
@@ -419,7 +411,11 @@ static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_confi
     if (!s) return otl_nomem();
     s->plan = plan;
     s->precision = cfg->precision;
-    s->dtype = cfg->precision == 2 ? ONNXTL_FLOAT16 : cfg->precision == 3 ? ONNXTL_BFLOAT16 : ONNXTL_FLOAT;
+    s->env = cfg->env;
+    s->log = cfg->log;
+    s->dtype = cfg->precision == ONNXTL_PRECISION_FP16   ? ONNXTL_FLOAT16
+               : cfg->precision == ONNXTL_PRECISION_BF16 ? ONNXTL_BFLOAT16
+                                                         : ONNXTL_FLOAT;
     s->esize = otl_dtype_size(s->dtype);
     s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
     s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
@@ -434,11 +430,12 @@ static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_confi
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!st) {
         otl_conv_tuner_save(s->tuner);
-        if (getenv("ONNXTL_CUDA_LOG")) log_convolutions(s, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        if (s->env.cuda_log) log_convolutions(s, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     }
-    if (!st && cfg->precision != 0 && cfg->precision != 1) /* fp16/bf16 math in cuBLAS; TF32 only when asked */
+    /* fp16/bf16 math in cuBLAS; TF32 only when asked */
+    if (!st && cfg->precision != ONNXTL_PRECISION_FP32 && cfg->precision != ONNXTL_PRECISION_TF32)
         st = cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
-    if (!st && cfg->precision == 1)
+    if (!st && cfg->precision == ONNXTL_PRECISION_TF32)
         st = cublasSetMathMode(s->blas, CUBLAS_TF32_TENSOR_OP_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
     if (st) {
         cuda_release(s);
@@ -491,8 +488,9 @@ static onnxtl_status *run_gemm(cuda_state *s, const otl_node *n, const cuda_step
     const int m = (int)y->dims[0], nn = (int)y->dims[1], k = (int)a->dims[1];
     const float one = 1.0f, zero = 0.0f;
     bool tb = n->attrs.trans_b;
-    cublasComputeType_t compute = s->precision == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                  : s->precision == 0 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+    cublasComputeType_t compute = s->precision == ONNXTL_PRECISION_TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                  : s->precision == ONNXTL_PRECISION_FP32 ? CUBLAS_COMPUTE_32F_PEDANTIC
+                                                                          : CUBLAS_COMPUTE_32F;
     CUBLAS_TRY(cublasGemmEx(s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, nn, m, k, &one, cs->weights,
                             blas_type(s->dtype), tb ? k : nn, s->ptr[n->in[0]], blas_type(s->dtype), k, &zero,
                             s->ptr[n->out[0]], blas_type(s->dtype), nn, compute, CUBLAS_GEMM_DEFAULT));
@@ -550,9 +548,9 @@ static void try_capture(cuda_state *s) {
     cudaError_t e = cudaStreamEndCapture(s->stream, &g);
     if (!st && e == cudaSuccess && cudaGraphInstantiate(&s->graph, g, 0) != cudaSuccess) s->graph = NULL;
     if (e == cudaSuccess) cudaGraphDestroy(g);
-    if (!s->graph && getenv("ONNXTL_CUDA_LOG"))
-        fprintf(stderr, "onnxtl: cuda: capturing a CUDA graph failed (%s); runs stay eager\n",
-                st ? onnxtl_status_message(st) : cudaGetErrorString(e));
+    if (!s->graph && s->env.cuda_log)
+        otl_log_line(&s->log, "cuda: capturing a CUDA graph failed (%s); runs stay eager",
+                     st ? onnxtl_status_message(st) : cudaGetErrorString(e));
     onnxtl_status_release(st);
     cudaGetLastError(); /* a failed capture leaves an error behind */
 }

@@ -10,7 +10,7 @@
 #include "dtype.h"
 #include "head_backend.h"
 #include "kernels.h"
-#include "onnxtl.h"
+#include "onnxtl_base.h"
 
 typedef struct {
     otl_head_config c;

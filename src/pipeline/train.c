@@ -6,10 +6,9 @@
 #include <string.h>
 
 #include "checked.h"
-#include "head_backend.h"
-#include "model.h"
+#include "device.h"
+#include "events.h"
 #include "npy.h"
-#include "progress.h"
 #include "status.h"
 
 /* ---- randomness: splitmix64, enough for init, shuffling and dropout ---- */
@@ -206,10 +205,12 @@ static FILE *open_step_log(const otl_train_options *o) {
 static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r, FILE *log, int epoch, int64_t *steps,
                                   double *loss, double *acc) {
     const int c = t->h->dims[t->h->n_layers];
-    otl_progress prog;
     char what[32];
     snprintf(what, sizeof what, "epoch %d", epoch);
-    otl_progress_start(&prog, what, "step", (t->n_train + (size_t)o->batch - 1) / (size_t)o->batch, o->quiet);
+    /* An epoch of a few dozen steps is over before a progress bar helps. */
+    const size_t n_steps = (t->n_train + (size_t)o->batch - 1) / (size_t)o->batch;
+    const otl_events *ev = n_steps > 50 ? o->events : NULL;
+    otl_events_progress(ev, what, "step", 0, n_steps);
     if (o->shuffle) shuffle(t->train, t->n_train, r);
     double sum = 0;
     int correct = 0;
@@ -222,9 +223,8 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
         sum += l;
         if (log) fprintf(log, "%lld %.9g\n", (long long)++*steps, l / n);
         OTL_TRY(t->be->step(t->state, t->dlogits, n));
-        if (prog.total > 50) otl_progress_update(&prog, step + 1);
+        otl_events_progress(ev, what, "step", step + 1, n_steps);
     }
-    if (prog.total > 50 && !o->quiet) otl_progress_end(&prog);
     *loss = sum / (double)t->n_train;
     *acc = (double)correct / (double)t->n_train;
     return NULL;
@@ -265,12 +265,8 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
         st = train_epoch(t, o, &rr, log, e, &steps, &loss, &acc);
         if (!st) st = evaluate(t, &tl, &ta);
         if (st) break;
-        if (!o->quiet) {
-            printf("epoch %d/%d: train loss %.4f acc %.4f", e, o->epochs, loss, acc);
-            if (t->n_eval) printf(", %s loss %.4f acc %.4f", otl_split_names[r->eval_split], tl, ta);
-            printf("\n");
-            fflush(stdout);
-        }
+        otl_events_epoch(o->events, &(otl_epoch_figures){e, o->epochs, loss, acc, tl, ta,
+                                                           t->n_eval ? otl_split_names[r->eval_split] : NULL});
         bool keep = o->keep_last || !t->n_eval || ta > best_acc;
         if (keep) {
             best_acc = ta;
@@ -285,23 +281,11 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
 
 /* "cpu" or "cuda[:N]" to the head backend that trains there. */
 static onnxtl_status *pick_head_backend(const otl_train_options *o, otl_head_config *c, const otl_head_backend **be) {
-    bool cuda;
-    OTL_TRY(otl_parse_device(o->device, &cuda, &c->device_index));
+    otl_device d;
+    OTL_TRY(otl_device_parse(o->device, &d));
+    c->device_index = d.index;
     c->precision = o->precision;
-    if (!cuda) {
-        *be = &otl_head_cpu;
-        return o->precision == ONNXTL_PRECISION_FP32
-                   ? NULL
-                   : otl_error(ONNXTL_ERR_ARG, "fit-head on the CPU trains in fp32 only; --precision needs --device cuda");
-    }
-    if (o->precision != ONNXTL_PRECISION_FP32 && o->precision != ONNXTL_PRECISION_TF32)
-        return otl_error(ONNXTL_ERR_ARG, "fit-head trains in fp32 or tf32 (the head's weights need float32 updates)");
-#ifdef ONNXTL_CUDA
-    *be = &otl_head_cuda;
-    return NULL;
-#else
-    return otl_error(ONNXTL_ERR_UNSUPPORTED, "this onnxtl was built without CUDA; rebuild with 'make CUDA=1'");
-#endif
+    return otl_device_head_backend(&d, o->precision, be);
 }
 
 static onnxtl_status *alloc_batch_buffers(trainer *t) {

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "feature_file.h"
 #include "head_backend.h"
 
@@ -32,11 +33,11 @@ typedef struct {
     float lr, momentum, weight_decay, dropout;
     int batch, epochs, threads;
     const char *device; /* NULL or "cpu", "cuda", "cuda:N" */
-    int precision;      /* onnxtl_precision: fp32 or tf32 */
+    onnxtl_precision precision; /* fp32, or tf32 on CUDA */
     uint64_t seed;
     bool shuffle;   /* reshuffle the training rows every epoch */
     bool keep_last; /* else keep the epoch with the best test accuracy */
-    bool quiet;
+    const otl_events *events; /* per-epoch figures and progress */
     const char *step_log; /* if set, one line per step: step and loss (for tests) */
 } otl_train_options;
 

@@ -1,16 +1,9 @@
 #include "progress.h"
 
 #include <stdio.h>
-#include <time.h>
 #include <unistd.h>
 
-double otl_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-void otl_progress_start(otl_progress *p, const char *what, const char *unit, size_t total, bool quiet) {
+static void progress_start(otl_progress *p, const char *what, const char *unit, size_t total, bool quiet) {
     *p = (otl_progress){.what = what, .unit = unit, .total = total, .quiet = quiet,
                         .tty = isatty(STDERR_FILENO), .start = otl_now()};
     p->last = p->start;
@@ -42,7 +35,7 @@ static void draw(otl_progress *p, double now) {
     fflush(stderr);
 }
 
-void otl_progress_update(otl_progress *p, size_t done) {
+static void progress_update(otl_progress *p, size_t done) {
     p->done = done;
     if (p->quiet) return;
     double now = otl_now();
@@ -51,8 +44,35 @@ void otl_progress_update(otl_progress *p, size_t done) {
     draw(p, now);
 }
 
-void otl_progress_end(otl_progress *p) {
+static void progress_end(otl_progress *p) {
     if (p->quiet || (!p->tty && !p->shown)) return; /* short work needs no closing line */
     draw(p, otl_now());
     if (p->tty) fputc('\n', stderr);
+}
+
+static void on_progress(void *ctx, const char *what, const char *unit, size_t done, size_t total) {
+    cli_reporter *r = ctx;
+    if (!done) progress_start(&r->bar, what, unit, total, r->quiet);
+    else progress_update(&r->bar, done);
+    if (done == total) progress_end(&r->bar);
+}
+
+static void on_note(void *ctx, bool warning, const char *text) {
+    const cli_reporter *r = ctx;
+    if (warning) fprintf(stderr, "onnxtl: warning: %s\n", text);
+    else if (!r->quiet) fprintf(stderr, "%s\n", text);
+}
+
+static void on_epoch(void *ctx, const otl_epoch_figures *e) {
+    const cli_reporter *r = ctx;
+    if (r->quiet) return;
+    printf("epoch %d/%d: train loss %.4f acc %.4f", e->epoch, e->epochs, e->train_loss, e->train_acc);
+    if (e->eval_split) printf(", %s loss %.4f acc %.4f", e->eval_split, e->eval_loss, e->eval_acc);
+    printf("\n");
+    fflush(stdout);
+}
+
+otl_events cli_reporter_events(cli_reporter *r, bool quiet) {
+    *r = (cli_reporter){.quiet = quiet};
+    return (otl_events){.ctx = r, .progress = on_progress, .note = on_note, .epoch = on_epoch};
 }

@@ -27,6 +27,11 @@ static const char usage_text[] =
     "\n"
     "Run 'onnxtl COMMAND --help' for a command's options.\n";
 
+void cli_log_line(void *ctx, const char *line) {
+    (void)ctx;
+    fprintf(stderr, "onnxtl: %s\n", line);
+}
+
 int cli_fail(onnxtl_status *st) {
     fprintf(stderr, "onnxtl: error: %s\n", onnxtl_status_message(st));
     onnxtl_status_release(st);

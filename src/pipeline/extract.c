@@ -13,7 +13,7 @@
 #include "image_model.h"
 #include "model.h"
 #include "plan.h"
-#include "progress.h"
+#include "events.h"
 #include "status.h"
 
 /* The model, the cut and what is known of them. */
@@ -38,7 +38,7 @@ typedef struct {
     const size_t *todo; /* sample index per pipeline image */
     otl_features_writer *w;
     otl_row_tag *tags;
-    otl_progress prog;
+    size_t n_todo;
     otl_extract_result *r;
 } extraction;
 
@@ -99,7 +99,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
         OTL_TRY(onnxtl_session_run(sc->session, &in, 1, &out, 1));
     }
     if (!otl_batch_wait_turn(turn)) return NULL;
-    for (size_t i = 0; i < b->n_bad; i++) fprintf(stderr, "onnxtl: warning: skipped %s\n", b->why[i]);
+    for (size_t i = 0; i < b->n_bad; i++) otl_events_note(x->o->events, true, "skipped %s", b->why[i]);
     x->r->skipped += b->n_bad;
     if (x->o->strict && b->n_bad)
         return otl_error(ONNXTL_ERR_FORMAT, "stopping at a bad image (--strict): %s; the rows so far are kept for a resume",
@@ -111,7 +111,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
         }
         OTL_TRY(otl_features_writer_append(x->w, out.data, x->tags, b->good));
     }
-    otl_progress_update(&x->prog, b->first + b->count);
+    otl_events_progress(x->o->events, "extract", "img", b->first + b->count, x->n_todo);
     return NULL;
 }
 
@@ -126,10 +126,11 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     void *ctxs[MAX_STREAMS];
     for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
     x->todo = todo;
-    otl_progress_start(&x->prog, "extract", "img", n_todo, x->o->quiet);
+    x->n_todo = n_todo;
+    const double start = otl_now();
+    otl_events_progress(x->o->events, "extract", "img", 0, n_todo);
     if (!st) st = otl_batches_run(&src, on_batch, ctxs);
-    if (!st) otl_progress_end(&x->prog);
-    x->r->seconds = otl_now() - x->prog.start;
+    x->r->seconds = otl_now() - start;
     x->r->images_per_second = x->r->seconds > 0 ? (double)n_todo / x->r->seconds : 0;
     otl_strlist_free(&paths);
     free(x->tags);
@@ -171,23 +172,23 @@ static onnxtl_status *check_existing(const char *out_path, const char *meta, siz
 }
 
 static void announce(const otl_extract_options *o, const otl_dataset *ds, const backbone *b, size_t total, size_t resumed) {
-    if (o->quiet) return;
-    char pre[256];
+    char pre[256], shard[96] = "";
     otl_preprocess_describe(&o->pre, pre, sizeof pre);
-    fprintf(stderr, "data: %s: %s, %d classes, %zu images", ds->root, otl_layout_name(ds->layout), ds->n_classes, ds->n_samples);
-    if (o->shard_n > 1) fprintf(stderr, ", shard %d/%d has %zu", o->shard_k, o->shard_n, total);
-    fprintf(stderr, "\nmodel: %s, features: '%s' (%u values per image)%s%s\npreprocess: %s\n", o->model_path,
-            b->cut_name, b->dim, *b->head ? ", head cut away: " : "", b->head, pre);
-    if (resumed) fprintf(stderr, "resuming %s.partial: %zu rows already extracted\n", o->out_path, resumed);
+    if (o->shard_n > 1) snprintf(shard, sizeof shard, ", shard %d/%d has %zu", o->shard_k, o->shard_n, total);
+    otl_events_note(o->events, false, "data: %s: %s, %d classes, %zu images%s", ds->root, otl_layout_name(ds->layout),
+                    ds->n_classes, ds->n_samples, shard);
+    otl_events_note(o->events, false, "model: %s, features: '%s' (%u values per image)%s%s", o->model_path, b->cut_name,
+                    b->dim, *b->head ? ", head cut away: " : "", b->head);
+    otl_events_note(o->events, false, "preprocess: %s", pre);
+    if (resumed) otl_events_note(o->events, false, "resuming %s.partial: %zu rows already extracted", o->out_path, resumed);
 }
 
 /* --streams sessions, one by default.  On CUDA two let one batch's upload
  * overlap another's compute; on the CPU one session already uses every core. */
 static onnxtl_status *create_sessions(const otl_extract_options *o, backbone *bb) {
-    onnxtl_options so = {.threads = o->threads, .device = o->device, .precision = o->precision};
     const int n = o->streams > 0 ? o->streams : 1;
     if (n > MAX_STREAMS) return otl_error(ONNXTL_ERR_ARG, "--streams is at most %d", MAX_STREAMS);
-    for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &so, &bb->sessions[bb->n_sessions]));
+    for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &o->session, &bb->sessions[bb->n_sessions]));
     return NULL;
 }
 

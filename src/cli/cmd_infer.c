@@ -105,7 +105,7 @@ int cmd_infer(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') return cli_usage("infer", "expected MODEL first");
     binding ins[MAX_ARGS], outs[MAX_ARGS];
     int n_in = 0, n_out = 0;
-    onnxtl_options opts = {0};
+    onnxtl_options opts = {.log = cli_log_line};
     int rc = parse_args(argc, argv, ins, &n_in, outs, &n_out, &opts);
     if (rc) return rc;
     if (!n_in) return cli_usage("infer", "give each model input with --input NAME=FILE.npy");

@@ -144,7 +144,7 @@ int cmd_eval(int argc, char **argv) {
     if (cli_help_asked(argc, argv, eval_help)) return 0;
     const char *pos[2] = {0};
     int n_pos = 0, batch = 16, rc = 0;
-    onnxtl_options opts = {0};
+    onnxtl_options opts = {.log = cli_log_line};
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -117,7 +117,7 @@ int cmd_run(int argc, char **argv) {
     if (cli_help_asked(argc, argv, run_help)) return 0;
     const char *model = NULL, *resize = NULL, *crop = NULL, *mean = NULL, *std = NULL;
     int top = 1, batch = 16;
-    onnxtl_options opts = {0};
+    onnxtl_options opts = {.log = cli_log_line};
     bool json = false;
     otl_strlist inputs = {0};
     onnxtl_status *st = NULL;

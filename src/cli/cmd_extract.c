@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "extract.h"
+#include "progress.h"
 #include "status.h"
 
 static const char extract_help[] =
@@ -52,17 +53,14 @@ static int parse_shard(const char *s, otl_extract_options *o) {
     return 0;
 }
 
-static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw_flags *f) {
+static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw_flags *f, bool *quiet) {
     const char *a = argv[*i];
     if (!strcmp(a, "--strict")) return o->strict = true, 0;
-    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return o->quiet = true, 0;
+    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return *quiet = true, 0;
     if (!strcmp(a, "--restart")) return o->restart = true, 0;
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
-    onnxtl_options dev = {.device = o->device, .precision = o->precision};
     int rc = 0;
-    if (v && cli_device_option("extract", a, v, &dev, &rc)) {
-        o->device = dev.device;
-        o->precision = dev.precision;
+    if (v && cli_device_option("extract", a, v, &o->session, &rc)) {
         (*i)++;
         return rc;
     }
@@ -76,7 +74,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw
     if (!strcmp(a, "-o")) f->out = v;
     else if (!strcmp(a, "--cut")) o->cut = v;
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
-    else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->threads) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--streams")) return cli_parse_int("extract", a, v, 1, 8, &o->streams) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--resize")) f->resize = v;
@@ -105,14 +103,15 @@ static void print_summary(const otl_extract_options *o, const otl_extract_result
 
 int cmd_extract(int argc, char **argv) {
     if (cli_help_asked(argc, argv, extract_help)) return 0;
-    otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1};
+    otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
     otl_preprocess_default(&o.pre);
     raw_flags f = {0};
+    bool quiet = false;
     const char *pos[2] = {0};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1]) {
-            int rc = parse_flag(argc, argv, &i, &o, &f);
+            int rc = parse_flag(argc, argv, &i, &o, &f, &quiet);
             if (rc) return rc;
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
@@ -132,14 +131,17 @@ int cmd_extract(int argc, char **argv) {
     o.model_path = pos[0];
     o.data_dir = pos[1];
     o.out_path = f.out ? f.out : default_out;
-    if (!o.threads) o.threads = omp_get_num_procs();
+    if (!o.session.threads) o.session.threads = omp_get_num_procs();
+    cli_reporter rep;
+    const otl_events events = cli_reporter_events(&rep, quiet);
+    o.events = &events;
     otl_extract_result r;
     st = otl_extract(&o, &r);
     if (st) return cli_fail(st);
     if (r.already_complete) {
-        if (!o.quiet) printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
+        if (!quiet) printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
         return 0;
     }
-    if (!o.quiet) print_summary(&o, &r);
+    if (!quiet) print_summary(&o, &r);
     return 0;
 }

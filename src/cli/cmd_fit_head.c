@@ -9,6 +9,7 @@
 #include "export.h"
 #include "hash.h"
 #include "plan.h"
+#include "progress.h"
 #include "status.h"
 #include "train.h"
 
@@ -47,6 +48,7 @@ typedef struct {
     const char *features, *out, *head_only, *head, *hidden, *optim, *keep, *backbone, *init_from, *save_weights;
     otl_train_options t;
     onnxtl_options dev; /* --device and --precision */
+    bool quiet;
 } fit_args;
 
 static int parse_float(const char *opt, const char *v, float *out) {
@@ -87,7 +89,7 @@ static int parse_value(fit_args *a, const char *opt, const char *v) {
 static int parse_args(int argc, char **argv, fit_args *a) {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) a->t.quiet = true;
+        if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) a->quiet = true;
         else if (!strcmp(s, "--no-shuffle")) a->t.shuffle = false;
         else if (s[0] == '-') {
             if (i + 1 >= argc) return cli_usage("fit-head", "%s needs a value", s);
@@ -106,7 +108,7 @@ static int parse_args(int argc, char **argv, fit_args *a) {
     a->t.adam = !strcmp(a->optim, "adam");
     a->t.device = a->dev.device;
     /* Training updates float32 weights: fp32 unless tf32 is asked for. */
-    a->t.precision = a->dev.precision_set ? (int)a->dev.precision : ONNXTL_PRECISION_FP32;
+    a->t.precision = a->dev.precision_set ? a->dev.precision : ONNXTL_PRECISION_FP32;
     a->t.keep_last = !strcmp(a->keep, "last");
     return 0;
 }
@@ -209,10 +211,10 @@ static onnxtl_status *fit(const fit_args *a) {
     if (!st) st = head_layers(a, m, &n_layers, dims);
     if (!st) st = otl_head_create(&h, n_layers, dims, a->t.seed);
     if (!st && a->init_from) st = otl_head_load_npy(&h, a->init_from);
-    if (!st && !a->t.quiet) print_head(&h, &a->t);
+    if (!st && !a->quiet) print_head(&h, &a->t);
     if (!st) st = otl_train(&h, f, &a->t, &r);
     if (!st) st = export_all(a, m, &h, cut_rank, backbone, &r);
-    if (!st && !a->t.quiet) {
+    if (!st && !a->quiet) {
         printf("kept epoch %d: train acc %.4f", r.best_epoch, r.train_acc);
         if (r.eval_split >= 0) printf(", %s acc %.4f", otl_split_names[r.eval_split], r.test_acc);
         printf("\nwrote %s%s%s\n", strcmp(a->out, "none") ? a->out : "", a->head_only ? " " : "", a->head_only ? a->head_only : "");
@@ -228,6 +230,9 @@ int cmd_fit_head(int argc, char **argv) {
                   .t = {.lr = 1e-5f, .dropout = 0.5f, .batch = 16, .epochs = 5, .shuffle = true}};
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
+    cli_reporter rep;
+    const otl_events events = cli_reporter_events(&rep, a.quiet);
+    a.t.events = &events;
     onnxtl_status *st = fit(&a);
     return st ? cli_fail(st) : 0;
 }

@@ -9,7 +9,9 @@
 
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
-/* Prints "onnxtl: <message>" to stderr, releases st, and returns EXIT_FAIL. */
+/* Prints "onnxtl: <line>" to stderr: the backends' diagnostics (onnxtl_options.log). */
+void cli_log_line(void *ctx, const char *line);
+/* Prints "onnxtl: error: <message>" to stderr, releases st, and returns EXIT_FAIL. */
 int cli_fail(onnxtl_status *st);
 /* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -6,7 +6,5 @@
 #include "onnxtl.h"
 
 const otl_graph *onnxtl_model_graph(const onnxtl_model *m);
-/* "cpu" (or NULL), "cuda" or "cuda:N": whether it names a GPU, and which. */
-onnxtl_status *otl_parse_device(const char *device, bool *cuda, int *index);
 
 #endif

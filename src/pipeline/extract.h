@@ -2,18 +2,19 @@
 #ifndef OTL_EXTRACT_H
 #define OTL_EXTRACT_H
 
+#include "events.h"
 #include "feature_file.h"
 
 typedef struct {
     const char *model_path, *data_dir, *out_path;
     const char *cut; /* NULL: the tensor that feeds the classifier head */
     otl_preprocess pre;
-    int batch, threads, decoders;
+    int batch, decoders;
     int streams; /* batches in flight, each on its own session; 0: one */
-    const char *device;
-    onnxtl_precision precision;
+    onnxtl_options session; /* threads, device, precision and log of each session */
     int shard_k, shard_n; /* 1-based shard of n */
-    bool strict, quiet, restart;
+    bool strict, restart;
+    const otl_events *events; /* progress, what is extracted, skipped images */
 } otl_extract_options;
 
 typedef struct {

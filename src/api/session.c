@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "device.h"
 #include "dtype.h"
 #include "onnxtl.h"
 #include "plan.h"
@@ -67,44 +68,22 @@ void onnxtl_model_output(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {
     describe(&m->g->values[m->g->outputs[i]], d);
 }
 
-onnxtl_status *otl_parse_device(const char *device, bool *cuda, int *index) {
-    *cuda = false;
-    *index = 0;
-    if (!device || !strcmp(device, "cpu")) return NULL;
-    char *end = NULL;
-    if (strncmp(device, "cuda", 4) || (device[4] && (device[4] != ':' || (*index = (int)strtol(device + 5, &end, 10)) < 0 ||
-                                                      end == device + 5 || *end)))
-        return otl_error(ONNXTL_ERR_ARG, "unknown device '%s' (cpu, cuda or cuda:N)", device);
-    *cuda = true;
-    return NULL;
-}
-
-static onnxtl_status *pick_backend(const char *device, const otl_backend **b, int *index) {
-    bool cuda;
-    *b = &otl_backend_cpu;
-    OTL_TRY(otl_parse_device(device, &cuda, index));
-    if (!cuda) return NULL;
-#ifdef ONNXTL_CUDA
-    *b = &otl_backend_cuda;
-    return NULL;
-#else
-    return otl_error(ONNXTL_ERR_UNSUPPORTED, "this onnxtl was built without CUDA; rebuild with 'make CUDA=1'");
-#endif
-}
-
 onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_options *opts,
                                      onnxtl_session **out) {
     if (!model || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_session_create: NULL argument");
+    const onnxtl_options none = {0};
+    if (!opts) opts = &none;
+    otl_device device;
     const otl_backend *backend;
-    int index;
-    OTL_TRY(pick_backend(opts ? opts->device : NULL, &backend, &index));
-    if (opts && backend == &otl_backend_cpu && opts->precision != ONNXTL_PRECISION_FP32)
-        return otl_error(ONNXTL_ERR_ARG, "the CPU backend computes in fp32 only; --precision needs --device cuda");
+    OTL_TRY(otl_device_parse(opts->device, &device));
+    OTL_TRY(otl_device_backend(&device, opts->precision, &backend));
     onnxtl_session *s = calloc(1, sizeof *s);
     if (!s) return otl_nomem();
     s->model = model;
     s->backend = backend;
-    s->cfg = (otl_backend_config){opts ? opts->threads : 0, index, opts ? (int)opts->precision : 0};
+    s->cfg = (otl_backend_config){.threads = opts->threads, .device_index = device.index, .precision = opts->precision,
+                                  .log = {opts->log, opts->log_ctx}};
+    otl_backend_env_read(&s->cfg.env);
     *out = s;
     return NULL;
 }

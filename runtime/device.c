@@ -1,0 +1,68 @@
+#include "device.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+onnxtl_status *otl_device_parse(const char *name, otl_device *d) {
+    *d = (otl_device){0};
+    if (!name || !strcmp(name, "cpu")) return NULL;
+    char *end = NULL;
+    if (strncmp(name, "cuda", 4) || (name[4] && (name[4] != ':' || (d->index = (int)strtol(name + 5, &end, 10)) < 0 ||
+                                                  end == name + 5 || *end)))
+        return otl_error(ONNXTL_ERR_ARG, "unknown device '%s' (cpu, cuda or cuda:N)", name);
+#ifndef ONNXTL_CUDA
+    return otl_error(ONNXTL_ERR_UNSUPPORTED, "this onnxtl was built without CUDA; rebuild with 'make CUDA=1'");
+#endif
+    d->cuda = true;
+    return NULL;
+}
+
+static onnxtl_status *cpu_fp32_only(onnxtl_precision p) {
+    return p == ONNXTL_PRECISION_FP32
+               ? NULL
+               : otl_error(ONNXTL_ERR_ARG, "the CPU computes in fp32 only; --precision needs --device cuda");
+}
+
+onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const otl_backend **b) {
+    *b = &otl_backend_cpu;
+#ifdef ONNXTL_CUDA
+    if (d->cuda) *b = &otl_backend_cuda;
+#endif
+    return d->cuda ? NULL : cpu_fp32_only(p);
+}
+
+onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, const otl_head_backend **b) {
+    *b = &otl_head_cpu;
+#ifdef ONNXTL_CUDA
+    if (d->cuda) *b = &otl_head_cuda;
+#endif
+    if (!d->cuda) return cpu_fp32_only(p);
+    return p == ONNXTL_PRECISION_FP32 || p == ONNXTL_PRECISION_TF32
+               ? NULL
+               : otl_error(ONNXTL_ERR_ARG, "fit-head trains in fp32 or tf32 (the head's weights need float32 updates)");
+}
+
+void otl_backend_env_read(otl_backend_env *e) {
+    const char *log = getenv("ONNXTL_CUDA_LOG"), *api = getenv("ONNXTL_CUDNN");
+    const char *dir = getenv("ONNXTL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    *e = (otl_backend_env){.cuda_log = log != NULL, .cuda_log_level = log ? atoi(log) : 0,
+                           .cudnn_legacy = api && !strcmp(api, "legacy")};
+    const size_t size = sizeof e->tuning_cache;
+    int n = dir && *dir ? snprintf(e->tuning_cache, size, "%s/cudnn-plans.tsv", dir)
+            : xdg && *xdg ? snprintf(e->tuning_cache, size, "%s/onnxtl/cudnn-plans.tsv", xdg)
+            : home && *home ? snprintf(e->tuning_cache, size, "%s/.cache/onnxtl/cudnn-plans.tsv", home)
+            : -1;
+    if (n < 0 || (size_t)n >= size) e->tuning_cache[0] = '\0';
+}
+
+void otl_log_line(const otl_log *log, const char *fmt, ...) {
+    if (!log || !log->fn) return;
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    log->fn(log->ctx, line);
+}
