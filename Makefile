@@ -1,7 +1,6 @@
 # onnxtl build.  `make` builds build/onnxtl and build/libonnxtl.a;
 # `make test` runs every test; `make SANITIZE=1` builds with ASan+UBSan into build-san/.
 
-ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 CC ?= cc
 
 CUDA_HOME ?= /usr/local/cuda
@@ -21,14 +20,13 @@ BUILD := build-cuda
 endif
 
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
-          -I$(BUILD)/onnx -Iinclude -Igraph -Iruntime -Iruntime/cpu -Isrc/api -Isrc/pipeline -Isrc/cli $(SANFLAGS)
+          -I$(BUILD)/onnx -Iinclude -Igraph -Iruntime -Iruntime/cpu -Isrc/api -Isrc/pipeline $(SANFLAGS)
 # protobuf-c is linked statically so the binary runs on machines without it.
 LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
 
 LIB_SRC := $(wildcard graph/*.c) $(wildcard runtime/*.c) $(wildcard runtime/cpu/*.c) \
            $(wildcard src/api/*.c) $(wildcard src/pipeline/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
-PB_C := $(BUILD)/onnx/onnx.pb-c.c
 
 ifeq ($(CUDA),1)
 # CUDA=1: the cuDNN/cuBLAS backend (kernels for Hopper, sm_90, plus PTX for newer GPUs).
@@ -44,16 +42,10 @@ TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/te
 
 all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
 
-$(PB_C): $(ONNX_PROTO)
-	@mkdir -p $(@D)
-	cp $(ONNX_PROTO) $(@D)/onnx.proto
-	cd $(@D) && protoc-c --c_out=. onnx.proto
+include onnx/schema.mk
 
-$(BUILD)/onnx/onnx.pb-c.h: $(PB_C)
-
-$(BUILD)/obj/onnx/onnx.pb-c.o: $(PB_C)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -w -c $< -o $@
+# Only the CLI sees its own headers: the library cannot reach up to it.
+$(CLI_OBJ): CFLAGS += -Isrc/cli
 
 $(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h
 	@mkdir -p $(@D)
@@ -64,7 +56,7 @@ $(BUILD)/obj/runtime/cuda/kernels.o: runtime/cuda/kernels.cu runtime/cuda/kernel
 	$(NVCC) -O2 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
 
 $(BUILD)/libonnxtl.a: $(LIB_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/onnxtl: $(CLI_OBJ) $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)

@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision import transforms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "models"))
 import export_torchvision  # noqa: E402
 
 MODELS = os.path.join(os.path.dirname(HERE), "build", "models")

@@ -33,7 +33,7 @@ def main():
         for arch in a.archs.split(","):
             model = os.path.join(MODELS, f"{arch}_op17_fold.onnx")
             if not os.path.exists(model):
-                subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_torchvision.py"), "--arch", arch,
+                subprocess.run([sys.executable, os.path.join(ROOT, "models", "export_torchvision.py"), "--arch", arch,
                                 "--opset", "17", "--out", MODELS], check=True, stdout=subprocess.DEVNULL)
             cpu = os.path.join(d, "cpu.npy")
             subprocess.run([a.onnxtl, "infer", model, "--input", f"input={x}", "--output", cpu], check=True)

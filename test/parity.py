@@ -20,7 +20,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODELS = os.path.join(ROOT, "build", "models")
-EXPORT = os.path.join(ROOT, "tools", "export_torchvision.py")
+EXPORT = os.path.join(ROOT, "models", "export_torchvision.py")
 
 
 def ensure(path, args):

@@ -38,6 +38,7 @@ run_suite parity $PY test/parity.py build/onnxtl
 run_suite parity_branches $PY test/parity.py build/onnxtl --opsets 17 --folds fold --batches 1,2 \
     --archs squeezenet1_1,densenet121,googlenet,inception_v3,regnet_y_400mf
 run_suite layout $PY test/layout_tests.py build/onnxtl
+run_suite models_manifest $PY test/models_manifest.py build/onnxtl
 run_suite sha256 $PY test/sha256_parity.py build/test_sha256 build/models/resnet18_op17_fold.onnx
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
 run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"

@@ -12,7 +12,7 @@ SHARED=${ONNXTL_SHARED:-../shared/data}/dogscats
 [ -d "$SHARED" ] || { echo "bench: $SHARED is missing (the photos live in ../shared)"; exit 1; }
 tools/install_ort.sh
 MODEL=build/models/resnet50_op17_fold.onnx
-[ -f "$MODEL" ] || $PY tools/export_torchvision.py --arch resnet50 --opset 17 --out build/models >/dev/null
+[ -f "$MODEL" ] || $PY models/export_torchvision.py --arch resnet50 --opset 17 --out build/models >/dev/null
 
 DATA=build/bench/data
 rm -rf build/bench && mkdir -p "$DATA"

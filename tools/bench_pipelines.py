@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision import datasets, transforms
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
 import export_torchvision  # noqa: E402
 
 TRANSFORM = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),

@@ -14,13 +14,13 @@ start=$SECONDS
 MODEL=build/demo/resnet50.onnx
 if [ ! -f "$MODEL" ]; then
     echo "== exporting torchvision resnet50"
-    if $PY tools/export_torchvision.py --arch resnet50 --opset 17 --pretrained --output "$MODEL" >/dev/null 2>&1; then
+    if $PY models/export_torchvision.py --arch resnet50 --opset 17 --pretrained --output "$MODEL" >/dev/null 2>&1; then
         echo "   with pretrained ImageNet weights"
     else
         echo "   NOTICE: pretrained weights cannot be downloaded here, so the backbone has random"
         echo "   weights and accuracy will be near chance.  With network access the same commands"
         echo "   use ImageNet weights and reach about 97% on Dogs vs Cats."
-        $PY tools/export_torchvision.py --arch resnet50 --opset 17 --output "$MODEL" >/dev/null
+        $PY models/export_torchvision.py --arch resnet50 --opset 17 --output "$MODEL" >/dev/null
     fi
 fi
 

@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 $BIN --version >/dev/null || { echo "build-cuda/onnxtl does not run here"; ldd $BIN; exit 1; }
 
 for arch in resnet18 resnet50 vgg16; do
-    [ -f build/models/${arch}_op17_fold.onnx ] || $PY tools/export_torchvision.py --arch $arch --opset 17 --out build/models >/dev/null
+    [ -f build/models/${arch}_op17_fold.onnx ] || $PY models/export_torchvision.py --arch $arch --opset 17 --out build/models >/dev/null
 done
 
 log "== parity: CUDA against CPU"

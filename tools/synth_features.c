@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     uint64_t done;
     onnxtl_status *st = otl_features_meta_text(&m, &text, &len);
     if (st) return fail(st);
-    if ((st = otl_features_writer_open(argv[1], text, len, dim, true, &w, &next, &done))) return fail(st);
+    if ((st = otl_features_writer_open(argv[1], text, len, dim, 2, true, &w, &next, &done))) return fail(st);
     enum { CHUNK = 256 };
     float *x = malloc(sizeof(float) * dim * CHUNK);
     otl_row_tag tags[CHUNK];
@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
         }
         if ((st = otl_features_writer_append(w, x, tags, n))) return fail(st);
     }
-    if ((st = otl_features_writer_finish(w))) return fail(st);
+    if ((st = otl_features_writer_finish(w, NULL))) return fail(st);
     otl_features_writer_release(w);
     free(x);
     free(text);

@@ -3,8 +3,18 @@
 #define OTL_MODEL_H
 
 #include "ir.h"
+#include "plan.h"
 #include "onnxtl.h"
 
 const otl_graph *onnxtl_model_graph(const onnxtl_model *m);
+
+/* A plan of the model computing values, built with the CPU as the evaluator
+ * of constant subgraphs: for shapes and memory, not for running.  inputs
+ * describes every graph input; NULL means each at batch size batch (its
+ * symbolic dimensions set to it). */
+onnxtl_status *otl_model_plan(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, const int *values,
+                              int n_values, otl_plan **out);
+/* The shape and type of value v (no data), as otl_model_plan would plan it. */
+onnxtl_status *otl_model_shape(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, int v, otl_tinfo *shape);
 
 #endif

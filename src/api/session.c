@@ -6,6 +6,7 @@
 #include "device.h"
 #include "dtype.h"
 #include "onnxtl.h"
+#include "model.h"
 #include "plan.h"
 
 struct onnxtl_model {
@@ -58,6 +59,26 @@ static void describe(const otl_value *v, onnxtl_tensor *d) {
     d->dtype = v->dtype;
     d->rank = v->rank;
     for (int i = 0; i < v->rank; i++) d->dims[i] = v->dims[i];
+}
+
+onnxtl_status *otl_model_plan(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, const int *values,
+                              int n_values, otl_plan **out) {
+    const otl_graph *g = m->g;
+    otl_tinfo *at_batch = inputs ? NULL : calloc((size_t)g->n_inputs + 1, sizeof *at_batch);
+    if (!inputs && !at_batch) return otl_nomem();
+    onnxtl_status *st = inputs ? NULL : otl_plan_batch_inputs(g, batch, at_batch);
+    if (!st) st = otl_plan_build(g, inputs ? inputs : at_batch, values, n_values, otl_cpu_eval, NULL, out);
+    free(at_batch);
+    return st ? otl_error_wrap(st, "%s", g->path) : NULL;
+}
+
+onnxtl_status *otl_model_shape(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, int v, otl_tinfo *shape) {
+    otl_plan *p;
+    OTL_TRY(otl_model_plan(m, inputs, batch, &v, 1, &p));
+    *shape = p->t[v];
+    shape->data = NULL;
+    otl_plan_free(p);
+    return NULL;
 }
 
 void onnxtl_model_input(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {

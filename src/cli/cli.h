@@ -27,16 +27,7 @@ int cli_device_option(const char *cmd, const char *opt, const char *value, onnxt
     "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \
     "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16\n"
 
-/* Rows per split and class and value ranges; with header, also what made the file. */
-void cli_print_feature_stats(const otl_features *f, bool header);
-
-int cmd_info(int argc, char **argv);
-int cmd_infer(int argc, char **argv);
-int cmd_extract(int argc, char **argv);
-int cmd_features(int argc, char **argv);
-int cmd_merge(int argc, char **argv);
-int cmd_fit_head(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_eval(int argc, char **argv);
+/* Rows per split and class (named by classes[label]) and the value range. */
+void cli_print_feature_stats(const otl_features_stats *s, const char *const *classes);
 
 #endif

@@ -85,15 +85,8 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw
     return 0;
 }
 
-static void print_summary(const otl_extract_options *o, const otl_extract_result *r) {
-    otl_features *f;
-    onnxtl_status *st = otl_features_open(o->out_path, &f);
-    if (st) {
-        cli_fail(st);
-        return;
-    }
-    cli_print_feature_stats(f, false);
-    otl_features_close(f);
+static void print_summary(const otl_extract_result *r) {
+    cli_print_feature_stats(&r->stats, (const char *const *)r->classes);
     printf("extracted %zu images in %.1f s (%.1f img/s)", r->images - r->resumed - r->skipped, r->seconds,
            r->images_per_second);
     if (r->resumed) printf(", %zu rows resumed from an earlier run", r->resumed);
@@ -137,11 +130,14 @@ int cmd_extract(int argc, char **argv) {
     o.events = &events;
     otl_extract_result r;
     st = otl_extract(&o, &r);
-    if (st) return cli_fail(st);
-    if (r.already_complete) {
-        if (!quiet) printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
-        return 0;
+    if (st) {
+        otl_extract_result_free(&r);
+        return cli_fail(st);
     }
-    if (!quiet) print_summary(&o, &r);
+    if (r.already_complete && !quiet)
+        printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
+    else if (!quiet)
+        print_summary(&r);
+    otl_extract_result_free(&r);
     return 0;
 }

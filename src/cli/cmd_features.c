@@ -17,42 +17,26 @@ static const char features_help[] =
     "(int64), PREFIX_splits.npy (int8: 0 train, 1 val, 2 test, 3 unsplit) and\n"
     "PREFIX_paths.txt (one image path per row, in row order).\n";
 
-void cli_print_feature_stats(const otl_features *f, bool header) {
+/* What made the file: model, cut, preprocessing, shard. */
+static void print_header(const otl_features *f) {
     const otl_features_meta *m = otl_features_meta_of(f);
-    uint64_t rows = otl_features_rows(f);
-    if (header) {
-        char pre[256];
-        otl_preprocess_describe(&m->pre, pre, sizeof pre);
-        printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u float32 values per row\n",
-               otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
-        printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
-        if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
-    }
-    uint64_t *counts = calloc((size_t)SPLIT_COUNT * (size_t)m->n_classes, sizeof *counts);
-    double lo = INFINITY, hi = -INFINITY, sum = 0;
-    uint64_t nonfinite = 0;
-    for (uint64_t i = 0; i < rows; i++) {
-        otl_row_tag t;
-        const float *x = otl_features_row(f, i, &t);
-        if (counts) counts[t.split * m->n_classes + t.label]++;
-        for (uint32_t k = 0; k < m->dim; k++) {
-            if (!isfinite(x[k])) { nonfinite++; continue; }
-            lo = x[k] < lo ? x[k] : lo;
-            hi = x[k] > hi ? x[k] : hi;
-            sum += x[k];
-        }
-    }
-    printf("rows: %llu (%zu images listed)\n", (unsigned long long)rows, m->n_images);
-    for (int s = 0; s < SPLIT_COUNT && counts; s++) {
-        if (!otl_features_split_rows(f)[s]) continue;
-        printf("  %-5s %6llu:", otl_split_names[s], (unsigned long long)otl_features_split_rows(f)[s]);
-        for (int c = 0; c < m->n_classes; c++)
-            printf(" %s %llu%s", m->classes[c], (unsigned long long)counts[s * m->n_classes + c], c + 1 < m->n_classes ? "," : "");
-        printf("\n");
-    }
-    if (rows) printf("values: min %.4g, max %.4g, mean %.4g, non-finite %llu\n", lo, hi,
-                     sum / ((double)rows * m->dim - (double)nonfinite), (unsigned long long)nonfinite);
-    free(counts);
+    char pre[256];
+    otl_preprocess_describe(&m->pre, pre, sizeof pre);
+    printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u float32 values per row\n",
+           otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
+    printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
+    if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
+}
+
+static onnxtl_status *describe(const otl_features *f) {
+    otl_features_stats stats;
+    OTL_TRY(otl_features_check_rows(f));
+    OTL_TRY(otl_features_stats_of(f, &stats));
+    print_header(f);
+    printf("images listed: %zu\n", otl_features_meta_of(f)->n_images);
+    cli_print_feature_stats(&stats, (const char *const *)otl_features_meta_of(f)->classes);
+    otl_features_stats_free(&stats);
+    return NULL;
 }
 
 /* Streams one column of the file into a .npy array, row by row. */
@@ -119,7 +103,7 @@ int cmd_features(int argc, char **argv) {
     otl_features *f;
     onnxtl_status *st = otl_features_open(file, &f);
     if (st) return cli_fail(st);
-    cli_print_feature_stats(f, true);
+    st = describe(f);
     for (int c = 0; !st && prefix && c < 3; c++)
         st = write_column(f, prefix, (const char *[]){"features", "labels", "splits"}[c], c);
     if (!st && prefix) st = write_paths(f, prefix);

@@ -4,11 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "cli.h"
 #include "export.h"
 #include "hash.h"
-#include "plan.h"
+#include "model.h"
 #include "progress.h"
 #include "status.h"
 #include "train.h"
@@ -147,20 +146,14 @@ static onnxtl_status *check_backbone(const char *path, const otl_features_meta *
     if (strcmp(sha, m->model_sha256))
         return otl_error(ONNXTL_ERR_ARG, "%s is not the model the features were extracted with (SHA-256 %.12s..., "
                          "expected %.12s...); give the right one with --backbone", path, sha, m->model_sha256);
-    otl_graph *g;
-    OTL_TRY(otl_graph_load(path, &g));
-    onnxtl_status *st = NULL;
-    int cut = otl_graph_find(g, m->cut);
-    otl_tinfo *in = calloc((size_t)g->n_inputs + 1, sizeof *in);
-    otl_plan *p = NULL;
-    if (cut < 0) st = otl_error(ONNXTL_ERR_MODEL, "%s has no tensor '%s'", path, m->cut);
-    else if (!in) st = otl_nomem();
-    if (!st) st = otl_plan_batch_inputs(g, 1, in);
-    if (!st) st = otl_plan_build(g, in, &cut, 1, otl_cpu_eval, NULL, &p);
-    if (!st) *cut_rank = p->t[cut].rank;
-    otl_plan_free(p);
-    free(in);
-    otl_graph_free(g);
+    onnxtl_model *model;
+    OTL_TRY(onnxtl_model_load(path, &model));
+    int cut = otl_graph_find(onnxtl_model_graph(model), m->cut);
+    otl_tinfo shape;
+    onnxtl_status *st = cut < 0 ? otl_error(ONNXTL_ERR_MODEL, "%s has no tensor '%s'", path, m->cut)
+                                : otl_model_shape(model, NULL, 1, cut, &shape);
+    if (!st) *cut_rank = shape.rank;
+    onnxtl_model_release(model);
     return st;
 }
 

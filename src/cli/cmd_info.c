@@ -3,11 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "cli.h"
 #include "dtype.h"
 #include "model.h"
-#include "plan.h"
 
 static const char info_help[] =
     "usage: onnxtl info MODEL\n"
@@ -57,14 +55,10 @@ static const char *human_bytes(double b, char *buf, size_t n) {
 }
 
 /* Plans batch 1 to report the activation peak and the head input's shape. */
-static onnxtl_status *print_plan_facts(const otl_graph *g) {
-    otl_tinfo *inputs = calloc((size_t)g->n_inputs + 1, sizeof *inputs);
-    if (!inputs) return otl_nomem();
-    otl_plan *p = NULL;
-    onnxtl_status *st = otl_plan_batch_inputs(g, 1, inputs);
-    if (!st) st = otl_plan_build(g, inputs, g->outputs, g->n_outputs, otl_cpu_eval, NULL, &p);
-    free(inputs);
-    if (st) return st;
+static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
+    const otl_graph *g = onnxtl_model_graph(m);
+    otl_plan *p;
+    OTL_TRY(otl_model_plan(m, NULL, 1, g->outputs, g->n_outputs, &p));
     printf("outputs (at batch 1):\n");
     for (int i = 0; i < g->n_outputs; i++) {
         const otl_tinfo *t = &p->t[g->outputs[i]];
@@ -104,7 +98,7 @@ int cmd_info(int argc, char **argv) {
     char buf[32];
     otl_graph_param_stats(g, &params, &bytes);
     printf("parameters: %lld (%s)\n", (long long)params, human_bytes((double)bytes, buf, sizeof buf));
-    st = print_plan_facts(g);
+    st = print_plan_facts(m);
     onnxtl_model_release(m);
-    return st ? cli_fail(otl_error_wrap(st, "%s", argv[1])) : 0;
+    return st ? cli_fail(st) : 0;
 }

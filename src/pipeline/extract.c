@@ -7,13 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "batches.h"
+#include "events.h"
 #include "hash.h"
 #include "image_model.h"
 #include "model.h"
-#include "plan.h"
-#include "events.h"
 #include "status.h"
 
 /* The model, the cut and what is known of them. */
@@ -63,11 +61,9 @@ static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *
     OTL_TRY(find_cut(g, o->cut, &b->cut));
     b->cut_name = g->values[b->cut].name;
     otl_graph_head_shape(g, b->cut, b->head, sizeof b->head);
-    otl_tinfo shape = {.dtype = ONNXTL_FLOAT, .rank = 4, .dims = {1, 3, b->input.height, b->input.width}};
-    otl_plan *p;
-    OTL_TRY(otl_error_wrap(otl_plan_build(g, &shape, &b->cut, 1, otl_cpu_eval, NULL, &p), "%s", g->path));
-    int64_t count = otl_tinfo_count(&p->t[b->cut]);
-    otl_plan_free(p);
+    otl_tinfo input = {.dtype = ONNXTL_FLOAT, .rank = 4, .dims = {1, 3, b->input.height, b->input.width}}, cut;
+    OTL_TRY(otl_model_shape(b->model, &input, 1, b->cut, &cut));
+    int64_t count = otl_tinfo_count(&cut);
     if (count < 1 || count > UINT32_MAX / 8)
         return otl_error(ONNXTL_ERR_ARG, "%s: tensor '%s' has %lld values per image", g->path, b->cut_name, (long long)count);
     b->dim = (uint32_t)count;
@@ -151,7 +147,8 @@ static onnxtl_status *select_todo(const otl_extract_options *o, const otl_datase
     return NULL;
 }
 
-/* A finished file from the same extraction means there is nothing to do. */
+/* A finished file from the same extraction means there is nothing to do:
+ * its header and metadata tell, without reading its rows. */
 static onnxtl_status *check_existing(const char *out_path, const char *meta, size_t meta_len, bool restart, bool *done) {
     *done = false;
     FILE *f = fopen(out_path, "rb");
@@ -192,6 +189,19 @@ static onnxtl_status *create_sessions(const otl_extract_options *o, backbone *bb
     return NULL;
 }
 
+void otl_extract_result_free(otl_extract_result *r) {
+    for (int i = 0; r->classes && i < r->stats.n_classes; i++) free(r->classes[i]);
+    free(r->classes);
+    otl_features_stats_free(&r->stats);
+}
+
+static onnxtl_status *copy_classes(const otl_dataset *ds, otl_extract_result *r) {
+    if (!(r->classes = calloc((size_t)ds->n_classes + 1, sizeof *r->classes))) return otl_nomem();
+    for (int i = 0; i < ds->n_classes; i++)
+        if (!(r->classes[i] = strdup(ds->classes[i]))) return otl_nomem();
+    return NULL;
+}
+
 static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, otl_dataset *ds, otl_extract_result *r) {
     char *meta = NULL;
     size_t meta_len = 0, *todo = NULL, n_todo = 0, total = 0;
@@ -201,7 +211,8 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     onnxtl_status *st = build_meta(o, bb, ds, &meta, &meta_len);
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
     if (!st && !r->already_complete) {
-        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, o->restart, &w, &start, &resumed);
+        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, ds->n_classes, o->restart, &w, &start,
+                                      &resumed);
         if (!st) st = select_todo(o, ds, start, &todo, &n_todo, &total);
         r->images = total;
         r->resumed = (size_t)resumed;
@@ -213,7 +224,8 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
         if (!st && r->skipped == r->images && !r->resumed)
             st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu images could be read; no features file written",
                            ds->root, r->images);
-        if (!st) st = otl_features_writer_finish(w);
+        if (!st) st = otl_features_writer_finish(w, &r->stats);
+        if (!st) st = copy_classes(ds, r);
     }
     otl_features_writer_release(w);
     free(todo);

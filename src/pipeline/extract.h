@@ -24,8 +24,11 @@ typedef struct {
     size_t ignored;  /* files that are not images by name */
     double seconds, images_per_second;
     bool already_complete;
+    otl_features_stats stats; /* of the finished file's rows */
+    char **classes;           /* their names, stats.n_classes of them */
 } otl_extract_result;
 
 onnxtl_status *otl_extract(const otl_extract_options *o, otl_extract_result *r);
+void otl_extract_result_free(otl_extract_result *r);
 
 #endif

@@ -38,29 +38,46 @@ typedef struct {
     uint8_t split;
 } otl_row_tag;
 
+/* What the rows hold: counts per split and class, and the value range. */
+typedef struct {
+    uint64_t rows, split_rows[SPLIT_COUNT];
+    uint64_t *class_rows; /* [split * n_classes + label] */
+    int n_classes;
+    double min, max, sum; /* over the finite values */
+    uint64_t values, nonfinite;
+} otl_features_stats;
+
+void otl_features_stats_free(otl_features_stats *s);
+
 typedef struct otl_features_writer otl_features_writer;
 
 /* Opens out_path.partial: resumes it when its metadata equals meta_text
  * (setting *next_image past the last complete row), else refuses unless
- * restart is set. */
+ * restart is set.  Labels run from 0 to n_classes - 1. */
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta_text, size_t meta_len,
-                                        uint32_t dim, bool restart, otl_features_writer **w,
+                                        uint32_t dim, int n_classes, bool restart, otl_features_writer **w,
                                         uint32_t *next_image, uint64_t *rows_done);
 /* Appends n rows (n x dim floats).  They are written and synced in the
  * background while the caller goes on; an error in that shows at the next
  * append or at finish. */
 onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
                                           const otl_row_tag *tags, size_t n);
-/* Finalises the header, syncs, and renames the partial file into place. */
-onnxtl_status *otl_features_writer_finish(otl_features_writer *w);
+/* Finalises the header, syncs, and renames the partial file into place;
+ * *stats (if not NULL) receives the statistics of every row written,
+ * resumed ones included, to be freed with otl_features_stats_free. */
+onnxtl_status *otl_features_writer_finish(otl_features_writer *w, otl_features_stats *stats);
 /* Closes without finishing: the partial file stays, to be resumed. */
 void otl_features_writer_release(otl_features_writer *w);
 
 typedef struct otl_features otl_features;
 
-/* Maps and validates a complete features file: header, metadata and every
- * row's checksum.  Errors name the file and say what is wrong. */
+/* Maps a complete features file and validates its header and metadata.
+ * Errors name the file and say what is wrong.  Rows are checked by
+ * otl_features_check_rows, which every reader of the rows calls first. */
 onnxtl_status *otl_features_open(const char *path, otl_features **out);
+/* Every row's checksum and fields (split, image, label in range). */
+onnxtl_status *otl_features_check_rows(const otl_features *f);
+onnxtl_status *otl_features_stats_of(const otl_features *f, otl_features_stats *stats);
 void otl_features_close(otl_features *f);
 const otl_features_meta *otl_features_meta_of(const otl_features *f);
 uint64_t otl_features_rows(const otl_features *f);
@@ -72,7 +89,8 @@ const char *otl_features_meta_raw(const otl_features *f, size_t *len);
 
 /* Metadata text without the shard line: equal for shards of one extraction. */
 bool otl_features_same_extraction(const otl_features *a, const otl_features *b);
-/* Writes a complete file from rows merged out of several (used by merge). */
+/* Writes a complete file from rows merged out of several (used by merge),
+ * whose rows it checks first. */
 onnxtl_status *otl_features_write_merged(const char *out_path, otl_features *const *in, int n);
 
 #endif

@@ -236,8 +236,9 @@ static bool row_finite(const float *x, uint32_t dim) {
     return true;
 }
 
-/* Every feature finite, checked on all cores before any training. */
+/* Every row intact and every feature finite, checked on all cores before any training. */
 static onnxtl_status *check_finite(const otl_features *f) {
+    OTL_TRY(otl_features_check_rows(f));
     const uint32_t dim = otl_features_meta_of(f)->dim;
     const int64_t n = (int64_t)otl_features_rows(f);
     int64_t first_bad = n;

@@ -1,0 +1,146 @@
+/* The metadata text of a features file: writing it and parsing it back. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "feature_format.h"
+#include "status.h"
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} text_buf;
+
+static onnxtl_status *appendf(text_buf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static onnxtl_status *appendf(text_buf *t, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return otl_error(ONNXTL_ERR_RUNTIME, "metadata formatting failed");
+        if (t->buf && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return NULL;
+        }
+        size_t cap = (t->cap ? t->cap * 2 : 4096) + (size_t)n;
+        char *b = realloc(t->buf, cap);
+        if (!b) return otl_nomem();
+        t->buf = b;
+        t->cap = cap;
+    }
+}
+
+onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len) {
+    text_buf t = {0};
+    otl_preprocess_text pt;
+    otl_preprocess_to_text(&m->pre, &pt);
+    onnxtl_status *st = appendf(&t,
+        "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=float32\ndim=%u\n"
+        "resize=%s\ncrop=%s\nmean=%s\nstd=%s\nshard=%d/%d\n",
+        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, pt.resize, pt.crop,
+        pt.mean, pt.std, m->shard_k, m->shard_n);
+    for (int i = 0; !st && i < m->n_classes; i++) st = appendf(&t, "class=%s\n", m->classes[i]);
+    for (size_t i = 0; !st && i < m->n_images; i++)
+        st = appendf(&t, "image=%s\t%d\t%s\n", otl_split_names[m->images[i].split], m->images[i].label,
+                     m->images[i].path);
+    if (st) {
+        free(t.buf);
+        return st;
+    }
+    *text = t.buf;
+    *len = t.len;
+    return NULL;
+}
+
+void otl_features_meta_free(otl_features_meta *m) {
+    free(m->model_path);
+    free(m->cut);
+    free(m->head);
+    for (int i = 0; i < m->n_classes; i++) free(m->classes[i]);
+    free(m->classes);
+    for (size_t i = 0; i < m->n_images; i++) free(m->images[i].path);
+    free(m->images);
+    memset(m, 0, sizeof *m);
+}
+
+static int split_index(const char *s) {
+    for (int i = 0; i < SPLIT_COUNT; i++)
+        if (!strcmp(s, otl_split_names[i])) return i;
+    return -1;
+}
+
+static onnxtl_status *parse_image_line(otl_features_meta *m, char *v) {
+    char *tab1 = strchr(v, '\t'), *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
+    if (!tab2) return otl_error(ONNXTL_ERR_FORMAT, "malformed image line");
+    *tab1 = *tab2 = '\0';
+    otl_sample *s = &m->images[m->n_images];
+    s->split = split_index(v);
+    char *end;
+    long label = strtol(tab1 + 1, &end, 10);
+    if (s->split < 0 || *end || label < 0 || label >= m->n_classes)
+        return otl_error(ONNXTL_ERR_FORMAT, "image line with a bad split or label");
+    s->label = (int)label;
+    if (!(s->path = strdup(tab2 + 1))) return otl_nomem();
+    m->n_images++;
+    return NULL;
+}
+
+static onnxtl_status *dup_into(char **dst, const char *v) {
+    free(*dst);
+    return (*dst = strdup(v)) ? NULL : otl_nomem();
+}
+
+static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
+    char *eq = strchr(line, '=');
+    if (!eq) return NULL;
+    *eq = '\0';
+    const char *k = line;
+    char *v = eq + 1;
+    if (!strcmp(k, "model")) return dup_into(&m->model_path, v);
+    if (!strcmp(k, "model_sha256")) snprintf(m->model_sha256, sizeof m->model_sha256, "%s", v);
+    else if (!strcmp(k, "cut")) return dup_into(&m->cut, v);
+    else if (!strcmp(k, "head")) return dup_into(&m->head, v);
+    else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
+    else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, v, NULL, NULL, NULL);
+    else if (!strcmp(k, "crop")) return otl_preprocess_parse(&m->pre, NULL, v, NULL, NULL);
+    else if (!strcmp(k, "mean")) return otl_preprocess_parse(&m->pre, NULL, NULL, v, NULL);
+    else if (!strcmp(k, "std")) return otl_preprocess_parse(&m->pre, NULL, NULL, NULL, v);
+    else if (!strcmp(k, "shard") && sscanf(v, "%d/%d", &m->shard_k, &m->shard_n) != 2)
+        return otl_error(ONNXTL_ERR_FORMAT, "bad shard line");
+    else if (!strcmp(k, "class")) {
+        if (m->n_images) return otl_error(ONNXTL_ERR_FORMAT, "class line after image lines");
+        char **c = realloc(m->classes, sizeof *c * (size_t)(m->n_classes + 1));
+        if (!c) return otl_nomem();
+        m->classes = c;
+        return (m->classes[m->n_classes++] = strdup(v)) ? NULL : otl_nomem();
+    } else if (!strcmp(k, "image")) {
+        return parse_image_line(m, v);
+    }
+    return NULL;
+}
+
+/* Parses the metadata block; the image table is sized from its line count. */
+onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_features_meta *m) {
+    memset(m, 0, sizeof *m);
+    otl_preprocess_default(&m->pre);
+    char *copy = malloc(len + 1);
+    if (!copy) return otl_nomem();
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++) lines += copy[i] == '\n';
+    onnxtl_status *st = NULL;
+    if (strncmp(copy, "onnxtl-features ", 16)) st = otl_error(ONNXTL_ERR_FORMAT, "metadata does not start with 'onnxtl-features'");
+    else if (!(m->images = calloc(lines, sizeof *m->images))) st = otl_nomem();
+    char *save = NULL;
+    for (char *line = st ? NULL : strtok_r(copy, "\n", &save); line && !st; line = strtok_r(NULL, "\n", &save))
+        st = parse_line(m, line);
+    free(copy);
+    if (!st && (!m->model_path || !m->cut || !m->head || m->dim == 0 || m->n_classes < 1))
+        st = otl_error(ONNXTL_ERR_FORMAT, "metadata lacks model, cut, head, dim or classes");
+    if (st) otl_features_meta_free(m);
+    return st;
+}
+

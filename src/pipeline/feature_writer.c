@@ -1,0 +1,252 @@
+/* Writing a features file: FILE.partial, rows synced by a thread of their
+ * own, a resume from the last intact row, and an atomic rename at the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checked.h"
+#include "feature_format.h"
+#include "status.h"
+
+/* Rows are written and synced by a thread of their own while the caller
+ * computes the next batch: one batch in flight, in two buffers. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap, bytes;
+    off_t offset;
+} row_block;
+
+struct otl_features_writer {
+    int fd;
+    char *final_path, *partial_path;
+    file_header h;
+    size_t row_bytes;
+    row_block block[2];
+    int next;                  /* the block to fill next */
+    pthread_t committer;       /* writing block[next ^ 1] while in_flight */
+    bool in_flight;
+    onnxtl_status *commit_err; /* what the last commit returned */
+    otl_features_stats stats;  /* of the rows so far */
+};
+
+static onnxtl_status *write_all(int fd, const void *p, size_t n, off_t off, const char *path) {
+    for (size_t done = 0; done < n;) {
+        ssize_t w = pwrite(fd, (const char *)p + done, n - done, off + (off_t)done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        done += (size_t)w;
+    }
+    return NULL;
+}
+
+static onnxtl_status *sync_dir_of(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return otl_nomem();
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    free(copy);
+    if (fd < 0) return NULL; /* best effort: the rename itself is atomic */
+    fsync(fd);
+    close(fd);
+    return NULL;
+}
+
+static onnxtl_status *start_fresh(otl_features_writer *w, const char *meta, size_t meta_len, uint32_t dim) {
+    if (ftruncate(w->fd, 0) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: cannot truncate: %s", w->partial_path, strerror(errno));
+    memset(&w->h, 0, sizeof w->h);
+    memcpy(w->h.magic, otl_features_magic, sizeof otl_features_magic);
+    w->h.version = OTL_FEATURES_VERSION;
+    w->h.meta_bytes = meta_len;
+    w->h.rows_offset = rows_offset_for(meta_len);
+    w->h.dim = dim;
+    w->h.row_bytes = (uint32_t)row_bytes_for(dim);
+    w->h.meta_crc = otl_crc32c(meta, meta_len);
+    w->h.header_crc = header_crc(&w->h);
+    OTL_TRY(write_all(w->fd, &w->h, sizeof w->h, 0, w->partial_path));
+    OTL_TRY(write_all(w->fd, meta, meta_len, HEADER_BYTES, w->partial_path));
+    if (ftruncate(w->fd, (off_t)w->h.rows_offset) != 0 || fsync(w->fd) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: cannot extend: %s", w->partial_path, strerror(errno));
+    return NULL;
+}
+
+/* Keeps the partial file's rows up to the first torn or corrupt one. */
+static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, uint64_t *rows_done) {
+    struct stat sb;
+    if (fstat(w->fd, &sb) != 0) return otl_error(ONNXTL_ERR_IO, "%s: %s", w->partial_path, strerror(errno));
+    uint64_t avail = (uint64_t)sb.st_size > w->h.rows_offset ? ((uint64_t)sb.st_size - w->h.rows_offset) / w->row_bytes : 0;
+    unsigned char *row = malloc(w->row_bytes);
+    if (!row) return otl_nomem();
+    uint64_t good = 0;
+    for (; good < avail; good++) {
+        off_t off = (off_t)(w->h.rows_offset + good * w->row_bytes);
+        if (pread(w->fd, row, w->row_bytes, off) != (ssize_t)w->row_bytes) break;
+        row_trailer t;
+        memcpy(&t, row + w->row_bytes - ROW_TRAILER, sizeof t);
+        if (otl_crc32c(row, w->row_bytes - 4) != t.crc || t.split >= SPLIT_COUNT) break;
+        w->h.split_rows[t.split]++;
+        otl_features_stats_add(&w->stats, (const float *)row, w->h.dim, &(otl_row_tag){t.image, t.label, t.split});
+        *next_image = t.image + 1;
+    }
+    free(row);
+    w->h.n_rows = good;
+    *rows_done = good;
+    if (ftruncate(w->fd, (off_t)(w->h.rows_offset + good * w->row_bytes)) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: cannot truncate: %s", w->partial_path, strerror(errno));
+    return NULL;
+}
+
+static bool partial_matches(otl_features_writer *w, const char *meta, size_t meta_len) {
+    file_header h;
+    if (pread(w->fd, &h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h.magic, otl_features_magic, sizeof otl_features_magic) ||
+        h.header_crc != header_crc(&h) || h.meta_bytes != meta_len)
+        return false;
+    char *old = malloc(meta_len + 1);
+    bool same = old && pread(w->fd, old, meta_len, HEADER_BYTES) == (ssize_t)meta_len &&
+                !memcmp(old, meta, meta_len);
+    free(old);
+    if (same) w->h = h;
+    return same;
+}
+
+onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, size_t meta_len,
+                                        uint32_t dim, int n_classes, bool restart, otl_features_writer **out,
+                                        uint32_t *next_image, uint64_t *rows_done) {
+    otl_features_writer *w = calloc(1, sizeof *w);
+    if (!w) return otl_nomem();
+    w->fd = -1;
+    w->row_bytes = row_bytes_for(dim);
+    *next_image = 0;
+    *rows_done = 0;
+    onnxtl_status *st = otl_features_stats_init(&w->stats, n_classes);
+    if (st) goto fail;
+    size_t plen = strlen(out_path) + 9;
+    w->final_path = strdup(out_path);
+    w->partial_path = malloc(plen);
+    if (!w->final_path || !w->partial_path) {
+        st = otl_nomem();
+        goto fail;
+    }
+    snprintf(w->partial_path, plen, "%s.partial", out_path);
+    w->fd = open(w->partial_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        st = otl_error(ONNXTL_ERR_IO, "%s: cannot open: %s", w->partial_path, strerror(errno));
+        goto fail;
+    }
+    struct stat sb;
+    bool existing = fstat(w->fd, &sb) == 0 && sb.st_size > 0;
+    if (existing && partial_matches(w, meta, meta_len)) {
+        OTL_TRY_GOTO(st, resume_rows(w, next_image, rows_done), fail);
+    } else if (existing && !restart) {
+        st = otl_error(ONNXTL_ERR_ARG,
+                       "%s is left from an extraction with another model, data or options; "
+                       "remove it or pass --restart to discard it", w->partial_path);
+        goto fail;
+    } else {
+        OTL_TRY_GOTO(st, start_fresh(w, meta, meta_len, dim), fail);
+    }
+    *out = w;
+    return NULL;
+fail:
+    otl_features_writer_release(w);
+    return st;
+}
+
+static onnxtl_status *commit(otl_features_writer *w, const row_block *b) {
+    OTL_TRY(write_all(w->fd, b->buf, b->bytes, b->offset, w->partial_path));
+    if (fdatasync(w->fd) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: sync failed: %s", w->partial_path, strerror(errno));
+    return NULL;
+}
+
+static void *commit_main(void *arg) {
+    otl_features_writer *w = arg;
+    w->commit_err = commit(w, &w->block[w->next ^ 1]);
+    return NULL;
+}
+
+/* Waits for the block in flight; returns what its commit returned. */
+static onnxtl_status *wait_commit(otl_features_writer *w) {
+    if (!w->in_flight) return NULL;
+    pthread_join(w->committer, NULL);
+    w->in_flight = false;
+    onnxtl_status *st = w->commit_err;
+    w->commit_err = NULL;
+    return st;
+}
+
+/* Serialises rows (features, tag, checksum) into block b. */
+static onnxtl_status *stage(otl_features_writer *w, row_block *b, const float *feats, const otl_row_tag *tags,
+                            size_t n) {
+    size_t need;
+    if (!otl_mul_size(n, w->row_bytes, &need)) return otl_nomem();
+    if (need > b->cap) {
+        unsigned char *p = realloc(b->buf, need);
+        if (!p) return otl_nomem();
+        b->buf = p;
+        b->cap = need;
+    }
+    const size_t fbytes = (size_t)w->h.dim * sizeof(float);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *row = b->buf + i * w->row_bytes;
+        memcpy(row, feats + i * w->h.dim, fbytes);
+        row_trailer t = {.image = tags[i].image, .label = tags[i].label, .split = tags[i].split};
+        memcpy(row + fbytes, &t, sizeof t);
+        t.crc = otl_crc32c(row, w->row_bytes - 4);
+        memcpy(row + fbytes, &t, sizeof t);
+        w->h.split_rows[tags[i].split]++;
+        otl_features_stats_add(&w->stats, feats + i * w->h.dim, w->h.dim, &tags[i]);
+    }
+    b->bytes = need;
+    b->offset = (off_t)(w->h.rows_offset + w->h.n_rows * w->row_bytes);
+    w->h.n_rows += n;
+    return NULL;
+}
+
+onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
+                                          const otl_row_tag *tags, size_t n) {
+    OTL_TRY(wait_commit(w));
+    OTL_TRY(stage(w, &w->block[w->next], feats, tags, n));
+    w->next ^= 1;
+    if (pthread_create(&w->committer, NULL, commit_main, w) == 0) {
+        w->in_flight = true;
+        return NULL;
+    }
+    return commit(w, &w->block[w->next ^ 1]); /* no thread: write it here */
+}
+
+onnxtl_status *otl_features_writer_finish(otl_features_writer *w, otl_features_stats *stats) {
+    OTL_TRY(wait_commit(w));
+    w->h.flags |= FLAG_COMPLETE;
+    w->h.header_crc = header_crc(&w->h);
+    OTL_TRY(write_all(w->fd, &w->h, sizeof w->h, 0, w->partial_path));
+    if (fsync(w->fd) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: sync failed: %s", w->partial_path, strerror(errno));
+    if (rename(w->partial_path, w->final_path) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: cannot rename to %s: %s", w->partial_path,
+                         w->final_path, strerror(errno));
+    OTL_TRY(sync_dir_of(w->final_path));
+    if (stats) {
+        *stats = w->stats;
+        w->stats.class_rows = NULL; /* now the caller's */
+    }
+    return NULL;
+}
+
+void otl_features_writer_release(otl_features_writer *w) {
+    if (!w) return;
+    onnxtl_status_release(wait_commit(w)); /* the rows so far stay for a resume */
+    if (w->fd >= 0) close(w->fd);
+    free(w->final_path);
+    free(w->partial_path);
+    free(w->block[0].buf);
+    free(w->block[1].buf);
+    otl_features_stats_free(&w->stats);
+    free(w);
+}
+
