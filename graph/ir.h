@@ -11,9 +11,11 @@
 #define OTL_MAX_SPATIAL 3
 
 typedef enum {
-#define OTL_OP(id, name) OP_##id,
+#define OTL_OP(id, name, shape) OP_##id,
+#define OTL_VERSION(...)
 #include "ops.def"
 #undef OTL_OP
+#undef OTL_VERSION
     OP_COUNT
 } otl_op;
 
@@ -21,8 +23,9 @@ const char *otl_op_name(otl_op op);
 
 enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID };
 
-/* Parsed attributes of a node, already holding the ONNX defaults for its op.
- * One flat struct: each op reads the fields it defines. */
+/* Parsed attributes of a node, holding the defaults of its op's version
+ * (ops.def) where the node gives none.  One flat struct: each op reads the
+ * fields its registry entry fills, and ONNX ints are int64_t throughout. */
 typedef struct {
     /* Conv and pooling; n_kernel is 0 when kernel_shape is absent (Conv takes it from W). */
     int n_kernel, n_strides, n_dilations, n_pads;
@@ -30,27 +33,29 @@ typedef struct {
     int64_t pads[2 * OTL_MAX_SPATIAL];
     int auto_pad;
     int64_t group;
-    int ceil_mode, count_include_pad;
+    int64_t ceil_mode, count_include_pad;
     /* Axis-based ops. */
     int64_t axis;
     int n_axes; /* -1: attribute absent */
     int64_t axes[ONNXTL_MAX_RANK];
     int n_perm; /* -1: absent (Transpose reverses) */
     int64_t perm[ONNXTL_MAX_RANK];
-    int keepdims, noop_with_empty_axes;
-    /* Gemm, BatchNormalization, Clip (opset < 11), Pad (opset < 11). */
-    float alpha, beta, epsilon;
-    int trans_a, trans_b;
+    int64_t keepdims, noop_with_empty_axes;
+    /* Gemm, BatchNormalization, LeakyRelu, LRN, Clip (opset < 11), Pad (opset < 11). */
+    float alpha, beta, epsilon, bias;
+    int64_t lrn_size;
+    int64_t trans_a, trans_b;
     float clip_min, clip_max;
     int n_pad_amounts; /* Pad < 11: pads attribute */
     int64_t pad_amounts[2 * ONNXTL_MAX_RANK];
     float pad_value;
+    int pad_mode; /* only 0, constant */
     /* Cast, Reshape, Shape, Dropout. */
-    int to;
-    int allowzero;
+    int64_t to;
+    int64_t allowzero;
     int64_t shape_start, shape_end;
     bool has_shape_end;
-    int training_mode;
+    int64_t training_mode;
     /* Set by otl_pass_fuse_relu: the op applies Relu to its output. */
     int fused_relu;
     /* Set by otl_pass_fuse_residual: a Conv adds input 3 (a tensor of its

@@ -195,10 +195,12 @@ static onnxtl_status *node_op(const otl_graph *g, const Onnx__NodeProto *np, otl
 }
 
 static onnxtl_status *load_node(otl_graph *g, const Onnx__NodeProto *np, otl_node *nd) {
+    const otl_op_version *version;
     OTL_TRY(node_op(g, np, &nd->op));
     nd->opset = g->opset;
-    OTL_TRY(otl_op_check_arity(nd->op, g->opset, (int)np->n_input, (int)np->n_output));
-    OTL_TRY(otl_attrs_parse(nd->op, g->opset, np->attribute, np->n_attribute, &nd->attrs));
+    OTL_TRY(otl_op_version_for(nd->op, g->opset, &version));
+    OTL_TRY(otl_op_check_arity(version, (int)np->n_input, (int)np->n_output));
+    OTL_TRY(otl_attrs_parse(version, np->attribute, np->n_attribute, &nd->attrs));
     nd->n_in = (int)np->n_input;
     nd->n_out = (int)np->n_output;
     nd->in = calloc((size_t)nd->n_in + 1, sizeof(int));

@@ -1,18 +1,25 @@
-/* The op table: ONNX names, arities and attribute parsing. */
+/* The op registry (ops.def): ONNX names, versions, arities and attributes. */
 #ifndef OTL_OPS_H
 #define OTL_OPS_H
 
 #include "ir.h"
 #include "onnx.pb-c.h"
 
+/* One ONNX version of an op: from which opset, its arity and attributes. */
+typedef struct otl_op_version otl_op_version;
+
 /* Finds an op by ONNX name in the default domain; false if unsupported. */
 bool otl_op_lookup(const char *name, otl_op *op);
 
-/* Checks input/output counts for the op at the given opset. */
-onnxtl_status *otl_op_check_arity(otl_op op, int opset, int n_in, int n_out);
+/* The version of op that a model importing opset uses. */
+onnxtl_status *otl_op_version_for(otl_op op, int opset, const otl_op_version **v);
 
-/* Fills attrs with the op's defaults, then with the node's attributes. */
-onnxtl_status *otl_attrs_parse(otl_op op, int opset, Onnx__AttributeProto *const *attrs, size_t n,
+/* Checks a node's input and output counts against its op version. */
+onnxtl_status *otl_op_check_arity(const otl_op_version *v, int n_in, int n_out);
+
+/* Fills attrs with the version's defaults, then with the node's attributes
+ * that the version lists. */
+onnxtl_status *otl_attrs_parse(const otl_op_version *v, Onnx__AttributeProto *const *attrs, size_t n,
                                otl_attrs *out);
 
 #endif

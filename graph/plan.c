@@ -20,6 +20,7 @@ void otl_plan_free(otl_plan *p) {
     free(p->t);
     free(p->offset);
     free(p->steps);
+    free(p->inputs);
     free(p->outputs);
     free(p);
 }
@@ -292,9 +293,12 @@ static onnxtl_status *plan_init(otl_plan *p, const otl_graph *g, const int *outp
     p->t = calloc((size_t)g->n_values + 1, sizeof *p->t);
     p->offset = calloc((size_t)g->n_values + 1, sizeof *p->offset);
     p->steps = calloc((size_t)g->n_nodes + 1, sizeof *p->steps);
+    p->inputs = calloc((size_t)g->n_inputs + 1, sizeof *p->inputs);
     p->outputs = calloc((size_t)n_outputs + 1, sizeof *p->outputs);
-    if (!p->nodes || !p->t || !p->offset || !p->steps || !p->outputs) return otl_nomem();
+    if (!p->nodes || !p->t || !p->offset || !p->steps || !p->inputs || !p->outputs) return otl_nomem();
     memcpy(p->nodes, g->nodes, sizeof *p->nodes * (size_t)g->n_nodes);
+    memcpy(p->inputs, g->inputs, sizeof *p->inputs * (size_t)g->n_inputs);
+    p->n_inputs = g->n_inputs;
     p->n_outputs = n_outputs;
     memcpy(p->outputs, outputs, sizeof(int) * (size_t)n_outputs);
     for (int v = 0; v < g->n_values; v++) {
@@ -322,5 +326,89 @@ onnxtl_status *otl_plan_build(const otl_graph *g, const otl_tinfo *inputs, const
         return st;
     }
     *out = p;
+    return NULL;
+}
+
+/* Where each value is computed: the step index, or -1 (input, constant). */
+static int *producing_steps(const otl_plan *p) {
+    int *at = malloc(((size_t)p->g->n_values + 1) * sizeof *at);
+    if (!at) return NULL;
+    for (int v = 0; v < p->g->n_values; v++) at[v] = -1;
+    for (int s = 0; s < p->n_steps; s++) {
+        const otl_node *n = otl_plan_step(p, s);
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] >= 0) at[n->out[k]] = s;
+    }
+    return at;
+}
+
+static bool read_after(const otl_plan *p, int v, int last) {
+    for (int i = 0; i < p->n_outputs; i++)
+        if (p->outputs[i] == v) return true;
+    for (int s = last; s < p->n_steps; s++) {
+        const otl_node *n = otl_plan_step(p, s);
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] == v) return true;
+    }
+    return false;
+}
+
+/* Lists each value once: those read by steps [first, last) that come from
+ * outside them (inputs), or those they compute that are read later (outputs). */
+static onnxtl_status *segment_io(const otl_plan *p, otl_plan *seg, int first, int last, const int *at) {
+    bool *listed = calloc((size_t)p->g->n_values + 1, sizeof *listed);
+    seg->inputs = calloc((size_t)p->g->n_values + 1, sizeof *seg->inputs);
+    seg->outputs = calloc((size_t)p->g->n_values + 1, sizeof *seg->outputs);
+    if (!listed || !seg->inputs || !seg->outputs) {
+        free(listed);
+        return otl_nomem();
+    }
+    for (int s = first; s < last; s++) {
+        const otl_node *n = otl_plan_step(p, s);
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0 || listed[v] || p->t[v].data || (at[v] >= first && at[v] < last)) continue;
+            listed[v] = true;
+            seg->inputs[seg->n_inputs++] = v;
+        }
+        for (int k = 0; k < n->n_out; k++) {
+            int v = n->out[k];
+            if (v >= 0 && !listed[v] && read_after(p, v, last)) {
+                listed[v] = true;
+                seg->outputs[seg->n_outputs++] = v;
+            }
+        }
+    }
+    free(listed);
+    return NULL;
+}
+
+onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan **out) {
+    const otl_graph *g = p->g;
+    otl_plan *seg = calloc(1, sizeof *seg);
+    int *at = producing_steps(p);
+    onnxtl_status *st = seg && at ? NULL : otl_nomem();
+    if (!st) {
+        seg->g = g;
+        seg->nodes = malloc(((size_t)g->n_nodes + 1) * sizeof *seg->nodes);
+        seg->t = malloc(((size_t)g->n_values + 1) * sizeof *seg->t);
+        seg->offset = malloc(((size_t)g->n_values + 1) * sizeof *seg->offset);
+        seg->steps = malloc(((size_t)(last - first) + 1) * sizeof *seg->steps);
+        if (!seg->nodes || !seg->t || !seg->offset || !seg->steps) st = otl_nomem();
+    }
+    if (!st) {
+        memcpy(seg->nodes, p->nodes, sizeof *seg->nodes * (size_t)g->n_nodes);
+        memcpy(seg->t, p->t, sizeof *seg->t * (size_t)g->n_values);
+        memcpy(seg->steps, p->steps + first, sizeof *seg->steps * (size_t)(last - first));
+        seg->n_steps = last - first;
+        st = segment_io(p, seg, first, last, at);
+    }
+    if (!st) st = plan_memory(seg);
+    free(at);
+    if (st) {
+        otl_plan_free(seg);
+        return st;
+    }
+    *out = seg;
     return NULL;
 }

@@ -18,6 +18,8 @@ typedef struct {
     size_t arena_bytes; /* peak activation memory */
     int *steps;         /* indices into nodes of those to run, in order */
     int n_steps;
+    int *inputs;        /* values the caller supplies to a run, in this order: the */
+    int n_inputs;       /* graph's inputs, or for a segment what other steps compute */
     int *outputs;       /* requested values */
     int n_outputs;
     void **owned; /* folded constants' buffers */
@@ -33,6 +35,13 @@ bool otl_input_is_shape_like(const otl_tinfo *t);
 onnxtl_status *otl_plan_build(const otl_graph *g, const otl_tinfo *inputs, const int *outputs,
                               int n_outputs, otl_eval_fn eval, void *eval_ctx, otl_plan **out);
 void otl_plan_free(otl_plan *p);
+
+/* The plan of steps [first, last) of p alone, with an arena of its own: its
+ * inputs are the values those steps read that no step of theirs computes
+ * (graph inputs, or what earlier steps compute), its outputs the values they
+ * compute that later steps or p's outputs read.  It shares p's constants
+ * and must not outlive p. */
+onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan **out);
 
 /* The node that step i runs. */
 static inline const otl_node *otl_plan_step(const otl_plan *p, int i) { return &p->nodes[p->steps[i]]; }

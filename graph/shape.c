@@ -212,6 +212,12 @@ static onnxtl_status *infer_batchnorm(const otl_node *nd, otl_tinfo *t) {
     return infer_same(nd, t);
 }
 
+static onnxtl_status *infer_lrn(const otl_node *nd, otl_tinfo *t) {
+    if (nd->attrs.lrn_size < 1) return bad("LRN needs a size of at least 1");
+    if (t[nd->in[0]].rank < 3) return bad("LRN expects an input of rank 3 or more (N, C, ...)");
+    return infer_float_same(nd, t);
+}
+
 static onnxtl_status *infer_clip(const otl_node *nd, otl_tinfo *t) {
     OTL_TRY(need_float(&t[nd->in[0]], "Clip"));
     for (int i = 1; i < nd->n_in; i++)
@@ -546,32 +552,16 @@ static onnxtl_status *infer_cast(const otl_node *nd, otl_tinfo *t) {
     return NULL;
 }
 
+/* Each op's shape function, as its registry entry names it. */
+static onnxtl_status *(*const shape_of[OP_COUNT])(const otl_node *, otl_tinfo *) = {
+#define OTL_OP(id, name, shape) [OP_##id] = shape,
+#define OTL_VERSION(...)
+#include "ops.def"
+#undef OTL_OP
+#undef OTL_VERSION
+};
+
 onnxtl_status *otl_infer_node(const otl_node *nd, otl_tinfo *t) {
-    switch (nd->op) {
-    case OP_CONV: return infer_conv(nd, t);
-    case OP_BATCHNORM: return infer_batchnorm(nd, t);
-    case OP_RELU: case OP_SIGMOID: return infer_float_same(nd, t);
-    case OP_CLIP: return infer_clip(nd, t);
-    case OP_MAXPOOL: case OP_AVGPOOL: return infer_pool(nd, t);
-    case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL: return infer_global_pool(nd, t);
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: return infer_binary(nd, t);
-    case OP_GEMM: return infer_gemm(nd, t);
-    case OP_MATMUL: return infer_matmul(nd, t);
-    case OP_SOFTMAX: case OP_LOGSOFTMAX: return infer_softmax(nd, t);
-    case OP_REDUCEMEAN: return infer_reducemean(nd, t);
-    case OP_FLATTEN: return infer_flatten(nd, t);
-    case OP_RESHAPE: return infer_reshape(nd, t);
-    case OP_SQUEEZE: return infer_squeeze(nd, t);
-    case OP_UNSQUEEZE: return infer_unsqueeze(nd, t);
-    case OP_IDENTITY: return infer_same(nd, t);
-    case OP_DROPOUT: return infer_dropout(nd, t);
-    case OP_SHAPE: return infer_shape(nd, t);
-    case OP_GATHER: return infer_gather(nd, t);
-    case OP_CONCAT: return infer_concat(nd, t);
-    case OP_TRANSPOSE: return infer_transpose(nd, t);
-    case OP_PAD: return infer_pad(nd, t);
-    case OP_CAST: return infer_cast(nd, t);
-    case OP_CONSTANT: case OP_COUNT: break;
-    }
+    if (nd->op < OP_COUNT && shape_of[nd->op]) return shape_of[nd->op](nd, t);
     return otl_error(ONNXTL_ERR_UNSUPPORTED, "no shape function for %s", otl_op_name(nd->op));
 }

@@ -21,6 +21,8 @@ typedef struct {
     int cuda_log_level;  /* its value: 2 also lists every candidate engine */
     bool cudnn_legacy;   /* ONNXTL_CUDNN=legacy: only the legacy convolution API */
     char tuning_cache[4096]; /* the cuDNN tuning cache file, "" for none */
+    bool log;                /* ONNXTL_LOG=1: which nodes leave the backend for the CPU */
+    char fallback_ops[512];  /* ONNXTL_FALLBACK_OPS: ops that run on the CPU whatever the device */
 } otl_backend_env;
 
 typedef struct {
@@ -33,6 +35,9 @@ typedef struct {
 
 typedef struct {
     const char *name;
+    /* Whether the backend runs step i of plan (its op, attributes and shapes);
+     * the session places the steps it does not run on the CPU. */
+    bool (*supports)(const otl_plan *plan, int step);
     /* Allocates what running plan needs (arena, workspace, device copies). */
     onnxtl_status *(*prepare)(const otl_plan *plan, const otl_backend_config *cfg, void **state);
     /* inputs[i] is host data for plan->g->inputs[i]; outputs[i] receives

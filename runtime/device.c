@@ -47,8 +47,10 @@ onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, 
 void otl_backend_env_read(otl_backend_env *e) {
     const char *log = getenv("ONNXTL_CUDA_LOG"), *api = getenv("ONNXTL_CUDNN");
     const char *dir = getenv("ONNXTL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *placement = getenv("ONNXTL_LOG"), *fallback = getenv("ONNXTL_FALLBACK_OPS");
     *e = (otl_backend_env){.cuda_log = log != NULL, .cuda_log_level = log ? atoi(log) : 0,
-                           .cudnn_legacy = api && !strcmp(api, "legacy")};
+                           .cudnn_legacy = api && !strcmp(api, "legacy"), .log = placement && atoi(placement) > 0};
+    snprintf(e->fallback_ops, sizeof e->fallback_ops, "%s", fallback ? fallback : "");
     const size_t size = sizeof e->tuning_cache;
     int n = dir && *dir ? snprintf(e->tuning_cache, size, "%s/cudnn-plans.tsv", dir)
             : xdg && *xdg ? snprintf(e->tuning_cache, size, "%s/onnxtl/cudnn-plans.tsv", xdg)

@@ -23,8 +23,9 @@ onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const
 onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, const otl_head_backend **b);
 
 /* The backends' settings from the environment, read once by the caller:
- * ONNXTL_CUDA_LOG, ONNXTL_CUDNN=legacy, and the cuDNN tuning cache at
- * $ONNXTL_CACHE_DIR, else $XDG_CACHE_HOME/onnxtl, else ~/.cache/onnxtl. */
+ * ONNXTL_LOG, ONNXTL_FALLBACK_OPS, ONNXTL_CUDA_LOG, ONNXTL_CUDNN=legacy, and
+ * the cuDNN tuning cache at $ONNXTL_CACHE_DIR, else $XDG_CACHE_HOME/onnxtl,
+ * else ~/.cache/onnxtl. */
 void otl_backend_env_read(otl_backend_env *e);
 
 #endif

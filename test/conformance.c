@@ -115,7 +115,7 @@ static bool compare(const onnxtl_tensor *got, const onnxtl_tensor *want, char *w
     return true;
 }
 
-static bool run_test(const char *dir, const char *name, char *why, size_t why_n) {
+static bool run_test(const char *dir, const char *name, const onnxtl_options *opts, char *why, size_t why_n) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s/model.onnx", dir, name);
     onnxtl_model *m = NULL;
@@ -123,7 +123,7 @@ static bool run_test(const char *dir, const char *name, char *why, size_t why_n)
     onnxtl_tensor in[MAX_IO] = {0}, want[MAX_IO] = {0}, got[MAX_IO] = {0};
     size_t n_in = 0, n_out = 0;
     onnxtl_status *st = onnxtl_model_load(path, &m);
-    if (!st) st = onnxtl_session_create(m, NULL, &s);
+    if (!st) st = onnxtl_session_create(m, opts, &s);
     for (; !st && n_in < onnxtl_model_input_count(m) && n_in < MAX_IO; n_in++) {
         snprintf(path, sizeof path, "%s/%s/test_data_set_0/input_%zu.pb", dir, name, n_in);
         st = read_pb(path, &in[n_in]);
@@ -183,9 +183,14 @@ static int check_complete(const char *dir, const entry *e, int n) {
     return missing;
 }
 
+/* A device that cannot run at all (no GPU here) skips the suite, saying so. */
+static bool device_missing(const char *why) { return strstr(why, "no CUDA GPU") != NULL; }
+
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s MANIFEST DATA_DIR\n", argv[0]);
+    onnxtl_options opts = {0};
+    if (argc == 5 && !strcmp(argv[3], "--device")) opts.device = argv[4];
+    else if (argc != 3) {
+        fprintf(stderr, "usage: %s MANIFEST DATA_DIR [--device cpu|cuda|cuda:N]\n", argv[0]);
         return 2;
     }
     static entry e[MAX_TESTS];
@@ -196,7 +201,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         if (e[i].skip) continue;
         char why[512] = "";
-        bool ok = run_test(argv[2], e[i].name, why, sizeof why);
+        bool ok = run_test(argv[2], e[i].name, &opts, why, sizeof why);
+        if (!ok && device_missing(why)) {
+            printf("SKIP conformance on %s: %s\n", opts.device, why);
+            return 0;
+        }
         op_count *c = count_for(counts, &n_ops, e[i].op);
         if (ok) c->passed++, passed++;
         else c->failed++, failed++;
@@ -208,6 +217,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_ops; i++)
         printf("  %-20s %3d passed %3d failed %3d skipped\n", counts[i].op, counts[i].passed,
                counts[i].failed, counts[i].skipped);
-    printf("conformance: %d passed, %d failed, %d unlisted\n", passed, failed, unlisted);
+    printf("conformance%s%s: %d passed, %d failed, %d unlisted\n", opts.device ? " on " : "",
+           opts.device ? opts.device : "", passed, failed, unlisted);
     return failed || unlisted ? 1 : 0;
 }

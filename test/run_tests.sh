@@ -38,6 +38,13 @@ run_suite parity $PY test/parity.py build/onnxtl
 run_suite parity_branches $PY test/parity.py build/onnxtl --opsets 17 --folds fold --batches 1,2 \
     --archs squeezenet1_1,densenet121,googlenet,inception_v3,regnet_y_400mf
 run_suite layout $PY test/layout_tests.py build/onnxtl
+# Per-node fallback, on the CPU: convolutions, then every other op, placed on
+# a CPU backend of their own, so that each graph crosses segment boundaries.
+run_suite fallback_conv $PY test/layout_tests.py build/onnxtl --fallback Conv
+run_suite fallback_ops $PY test/layout_tests.py build/onnxtl --fallback \
+    "$(sed -n 's/^OTL_OP([A-Z]*, "\([A-Za-z]*\)".*/\1/p' graph/ops.def | grep -vx Conv | paste -sd,)"
+run_suite fallback_models env ONNXTL_FALLBACK_OPS=Concat,MaxPool $PY test/parity.py build/onnxtl \
+    --opsets 17 --folds fold --batches 2 --archs densenet121,googlenet,regnet_y_400mf
 run_suite models_manifest $PY test/models_manifest.py build/onnxtl
 run_suite sha256 $PY test/sha256_parity.py build/test_sha256 build/models/resnet18_op17_fold.onnx
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
@@ -48,10 +55,12 @@ run_suite workflow $PY test/workflow_tests.py build/onnxtl "$SHARED"
 
 # The CUDA backend is always compiled and linked; its parity test needs a GPU and says so.
 if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
-    if make -s CUDA=1 build-cuda/onnxtl >"$LOG/cuda-build.log" 2>&1; then
+    if make -s CUDA=1 build-cuda/onnxtl build-cuda/test_conformance >"$LOG/cuda-build.log" 2>&1; then
         echo "PASS CUDA build (make CUDA=1) compiles and links" | tee "$LOG/cuda-result.log"
         run_suite gpu_parity $PY test/gpu_parity.py build-cuda/onnxtl
         run_suite gpu_layout $PY test/layout_tests.py build-cuda/onnxtl --device cuda
+        [ -d "$SHARED/onnx-node" ] && run_suite gpu_conformance build-cuda/test_conformance \
+            test/conformance.manifest "$SHARED/onnx-node" --device cuda
         run_suite gpu_trainer $PY test/trainer_parity.py build-cuda/onnxtl "$SHARED" --device cuda
     else
         echo "FAIL CUDA build (see $LOG/cuda-build.log)" | tee "$LOG/cuda-result.log"

@@ -2,7 +2,7 @@
  * the input directly.  Spatial dims are normalised to 3-D (otl_window). */
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 
 static bool is_pointwise(const otl_window *w) {
     for (int i = 0; i < 3; i++)

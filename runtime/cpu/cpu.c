@@ -1,5 +1,6 @@
-/* The CPU backend: an activation arena per plan and one switch over the ops. */
-#include "cpu.h"
+/* The CPU backend: a kernel table over the ops, an activation arena per
+ * plan, and channels-last activations where the kernels allow. */
+#include "cpu_kernels.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -8,30 +9,65 @@
 #include "dnnl_conv.h"
 #include "dtype.h"
 
-onnxtl_status *otl_cpu_run_node(const otl_kernel_args *a) {
-    switch (a->n->op) {
-    case OP_CONV: return otl_cpu_conv(a);
-    case OP_MAXPOOL: case OP_AVGPOOL: return otl_cpu_pool(a);
-    case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL: return otl_cpu_global_pool(a);
-    case OP_BATCHNORM: return otl_cpu_batchnorm(a);
-    case OP_RELU: case OP_SIGMOID: case OP_CLIP: return otl_cpu_unary(a);
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: return otl_cpu_binary(a);
-    case OP_CAST: return otl_cpu_cast(a);
-    case OP_GEMM: return otl_cpu_gemm(a);
-    case OP_MATMUL: return otl_cpu_matmul(a);
-    case OP_SOFTMAX: case OP_LOGSOFTMAX: return otl_cpu_softmax(a);
-    case OP_REDUCEMEAN: return otl_cpu_reducemean(a);
-    case OP_FLATTEN: case OP_RESHAPE: case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_IDENTITY:
-    case OP_DROPOUT: return otl_cpu_copy(a);
-    case OP_SHAPE: return otl_cpu_shape(a);
-    case OP_GATHER: return otl_cpu_gather(a);
-    case OP_CONCAT: return otl_cpu_concat(a);
-    case OP_TRANSPOSE: return otl_cpu_transpose(a);
-    case OP_PAD: return otl_cpu_pad(a);
-    case OP_CONSTANT: case OP_COUNT: break;
-    }
-    return otl_error(ONNXTL_ERR_UNSUPPORTED, "the CPU backend has no kernel for %s",
-                     otl_op_name(a->n->op));
+/* How a kernel treats 4-D activations stored channels-last. */
+typedef enum {
+    LAYOUT_ONNX,       /* ONNX order only: channels-last inputs are converted first */
+    LAYOUT_FOLLOW,     /* over input 0 and per-channel constants: channels-last when input 0 is */
+    LAYOUT_SAME_SHAPE, /* elementwise over inputs of the output's shape: channels-last when all are */
+    LAYOUT_CONCAT,     /* channels-last when any input is; the others are converted to it */
+    LAYOUT_CONV,       /* oneDNN's channels-last convolution, where it applies */
+} layout_kind;
+
+typedef struct {
+    onnxtl_status *(*run)(const otl_kernel_args *a);
+    layout_kind layout;
+} cpu_kernel;
+
+/* The CPU backend's kernel table: one entry per op it runs. */
+static const cpu_kernel kernels[OP_COUNT] = {
+    [OP_CONV] = {otl_cpu_conv, LAYOUT_CONV},
+    [OP_BATCHNORM] = {otl_cpu_batchnorm, LAYOUT_FOLLOW},
+    [OP_LRN] = {otl_cpu_lrn, LAYOUT_ONNX},
+    [OP_RELU] = {otl_cpu_relu, LAYOUT_FOLLOW},
+    [OP_LEAKYRELU] = {otl_cpu_leakyrelu, LAYOUT_FOLLOW},
+    [OP_SIGMOID] = {otl_cpu_sigmoid, LAYOUT_FOLLOW},
+    [OP_CLIP] = {otl_cpu_clip, LAYOUT_FOLLOW},
+    [OP_MAXPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
+    [OP_AVGPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
+    [OP_GLOBALAVGPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
+    [OP_GLOBALMAXPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
+    [OP_ADD] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_SUB] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_MUL] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_DIV] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_SUM] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_GEMM] = {otl_cpu_gemm, LAYOUT_ONNX},
+    [OP_MATMUL] = {otl_cpu_matmul, LAYOUT_ONNX},
+    [OP_SOFTMAX] = {otl_cpu_softmax, LAYOUT_ONNX},
+    [OP_LOGSOFTMAX] = {otl_cpu_softmax, LAYOUT_ONNX},
+    [OP_REDUCEMEAN] = {otl_cpu_reducemean, LAYOUT_ONNX},
+    [OP_FLATTEN] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_RESHAPE] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_SQUEEZE] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_UNSQUEEZE] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_IDENTITY] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_DROPOUT] = {otl_cpu_copy, LAYOUT_ONNX},
+    [OP_SHAPE] = {otl_cpu_shape, LAYOUT_ONNX},
+    [OP_GATHER] = {otl_cpu_gather, LAYOUT_ONNX},
+    [OP_CONCAT] = {otl_cpu_concat, LAYOUT_CONCAT},
+    [OP_TRANSPOSE] = {otl_cpu_transpose, LAYOUT_ONNX},
+    [OP_PAD] = {otl_cpu_pad, LAYOUT_ONNX},
+    [OP_CAST] = {otl_cpu_cast, LAYOUT_ONNX},
+};
+
+static bool cpu_supports(const otl_plan *p, int step) {
+    const otl_node *n = otl_plan_step(p, step);
+    return n->op < OP_COUNT && kernels[n->op].run;
+}
+
+static onnxtl_status *run_kernel(const otl_kernel_args *a) {
+    if (a->n->op < OP_COUNT && kernels[a->n->op].run) return kernels[a->n->op].run(a);
+    return otl_error(ONNXTL_ERR_UNSUPPORTED, "the CPU backend has no kernel for %s", otl_op_name(a->n->op));
 }
 
 /* Node inputs/outputs are few; these bound the pointer arrays on the stack. */
@@ -51,7 +87,7 @@ onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, vo
     float *workspace = ws ? malloc(ws * sizeof(float)) : NULL;
     if (ws && !workspace) return otl_nomem();
     otl_kernel_args a = {n, t, in, out, workspace, false};
-    onnxtl_status *st = otl_cpu_run_node(&a);
+    onnxtl_status *st = run_kernel(&a);
     free(workspace);
     return st;
 }
@@ -93,9 +129,9 @@ static bool layout_matters(const otl_tinfo *t) {
 /* The inputs that a channels-last step's kernel reads channels-last; it reads
  * every other input, like every input of an NCHW step, in ONNX order. */
 static bool reads_nhwc(const otl_node *n, int k) {
-    switch (n->op) {
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM: case OP_CONCAT: return true;
-    case OP_CONV: return k == 0 || k == 3; /* the input and a fused residual */
+    switch (kernels[n->op].layout) {
+    case LAYOUT_SAME_SHAPE: case LAYOUT_CONCAT: return true;
+    case LAYOUT_CONV: return k == 0 || k == 3; /* the input and a fused residual */
     default: return k == 0;
     }
 }
@@ -103,25 +139,24 @@ static bool reads_nhwc(const otl_node *n, int k) {
 /* Whether a step can run channels-last, given where its inputs are. */
 static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
     const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]];
-    switch (n->op) {
-    case OP_CONV: return otl_dnnl_conv_supported(n, t);
-    case OP_RELU: case OP_SIGMOID: case OP_CLIP: case OP_BATCHNORM: case OP_GLOBALAVGPOOL: case OP_GLOBALMAXPOOL:
-    case OP_MAXPOOL: case OP_AVGPOOL:
-        return x->rank == 4 && s->nhwc[n->in[0]];
-    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_SUM:
+    switch (kernels[n->op].layout) {
+    case LAYOUT_CONV: return otl_dnnl_conv_supported(n, t);
+    case LAYOUT_FOLLOW: return x->rank == 4 && s->nhwc[n->in[0]];
+    case LAYOUT_SAME_SHAPE:
         for (int k = 0; k < n->n_in; k++) {
             const otl_tinfo *y = &t[n->in[k]];
             if (!s->nhwc[n->in[k]] || y->rank != 4 || memcmp(y->dims, t[n->out[0]].dims, 4 * sizeof(int64_t)))
                 return false;
         }
         return true;
-    case OP_CONCAT: /* channels-last when one of its inputs already is */
+    case LAYOUT_CONCAT:
         if (t[n->out[0]].rank != 4) return false;
         for (int k = 0; k < n->n_in; k++)
             if (s->nhwc[n->in[k]]) return true;
         return false;
-    default: return false;
+    case LAYOUT_ONNX: return false;
     }
+    return false;
 }
 
 static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, bool to_nhwc) {
@@ -249,7 +284,7 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
         st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0]);
     } else {
         otl_kernel_args a = {n, s->plan->t, in, out, s->workspace, sp->nhwc};
-        st = otl_cpu_run_node(&a);
+        st = run_kernel(&a);
     }
     return st ? otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op)) : NULL;
 }
@@ -258,7 +293,7 @@ static onnxtl_status *cpu_run(void *state, const void *const *inputs, void *cons
     cpu_state *s = state;
     const otl_plan *p = s->plan;
     omp_set_num_threads(s->threads);
-    for (int i = 0; i < p->g->n_inputs; i++) s->ptr[p->g->inputs[i]] = (void *)inputs[i];
+    for (int i = 0; i < p->n_inputs; i++) s->ptr[p->inputs[i]] = (void *)inputs[i];
     for (int i = 0; i < p->n_steps; i++) OTL_TRY(run_step(s, i));
     for (int i = 0; i < p->n_outputs; i++) {
         int v = p->outputs[i];
@@ -268,4 +303,5 @@ static onnxtl_status *cpu_run(void *state, const void *const *inputs, void *cons
     return NULL;
 }
 
-const otl_backend otl_backend_cpu = {.name = "cpu", .prepare = cpu_prepare, .run = cpu_run, .release = cpu_release};
+const otl_backend otl_backend_cpu = {
+    .name = "cpu", .supports = cpu_supports, .prepare = cpu_prepare, .run = cpu_run, .release = cpu_release};

@@ -5,7 +5,7 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 
 typedef struct otl_dnnl_conv otl_dnnl_conv;
 

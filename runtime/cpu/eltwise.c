@@ -3,32 +3,77 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 #include "dtype.h"
 
 static float scalar_or(const void *p, float fallback) { return p ? *(const float *)p : fallback; }
 
-onnxtl_status *otl_cpu_unary(const otl_kernel_args *a) {
+onnxtl_status *otl_cpu_relu(const otl_kernel_args *a) {
     const int64_t count = otl_tinfo_count(IN_T(a, 0));
     const float *x = a->in[0];
     float *y = a->out[0];
-    switch (a->n->op) {
-    case OP_RELU:
 #pragma omp parallel for simd schedule(static)
-        for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case OP_SIGMOID:
+    for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a) {
+    const int64_t count = otl_tinfo_count(IN_T(a, 0));
+    const float *x = a->in[0], alpha = a->n->attrs.alpha;
+    float *y = a->out[0];
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < count; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a) {
+    const int64_t count = otl_tinfo_count(IN_T(a, 0));
+    const float *x = a->in[0];
+    float *y = a->out[0];
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < count; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
-        break;
-    default: { /* Clip: bounds from inputs (opset 11+) or attributes */
-        const bool inputs = a->n->opset >= 11;
-        float lo = inputs ? scalar_or(a->n->n_in > 1 ? a->in[1] : NULL, -INFINITY) : a->n->attrs.clip_min;
-        float hi = inputs ? scalar_or(a->n->n_in > 2 ? a->in[2] : NULL, INFINITY) : a->n->attrs.clip_max;
+    for (int64_t i = 0; i < count; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+    return NULL;
+}
+
+/* Bounds from inputs (opset 11+) or attributes. */
+onnxtl_status *otl_cpu_clip(const otl_kernel_args *a) {
+    const int64_t count = otl_tinfo_count(IN_T(a, 0));
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    const bool inputs = a->n->opset >= 11;
+    float lo = inputs ? scalar_or(a->n->n_in > 1 ? a->in[1] : NULL, -INFINITY) : a->n->attrs.clip_min;
+    float hi = inputs ? scalar_or(a->n->n_in > 2 ? a->in[2] : NULL, INFINITY) : a->n->attrs.clip_max;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < count; i++) y[i] = fminf(fmaxf(x[i], lo), hi);
-        break;
-    }
+    for (int64_t i = 0; i < count; i++) y[i] = fminf(fmaxf(x[i], lo), hi);
+    return NULL;
+}
+
+/* Each value over (bias + alpha / size * the sum of squares of a window of
+ * size channels around it) ^ beta; the window has floor((size - 1) / 2)
+ * channels before the value's and the rest after, as ONNX defines it. */
+onnxtl_status *otl_cpu_lrn(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const otl_attrs *at = &a->n->attrs;
+    const int64_t n = x->dims[0], c = x->dims[1], before = (at->lrn_size - 1) / 2, after = at->lrn_size - 1 - before;
+    int64_t plane = 1;
+    for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
+    const float *X = a->in[0];
+    float *Y = a->out[0];
+    const double scale = (double)at->alpha / (double)at->lrn_size;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; b++) {
+        for (int64_t ch = 0; ch < c; ch++) {
+            const int64_t lo = ch - before < 0 ? 0 : ch - before, hi = ch + after >= c ? c - 1 : ch + after;
+            for (int64_t p = 0; p < plane; p++) {
+                double squares = 0;
+                for (int64_t i = lo; i <= hi; i++) {
+                    const double v = X[(b * c + i) * plane + p];
+                    squares += v * v;
+                }
+                const int64_t at_v = (b * c + ch) * plane + p;
+                Y[at_v] = (float)(X[at_v] / pow(at->bias + scale * squares, at->beta));
+            }
+        }
     }
     return NULL;
 }

@@ -3,7 +3,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 
 onnxtl_status *otl_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                          const float *a, int64_t lda, const float *b, int64_t ldb, float beta,

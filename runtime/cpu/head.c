@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 #include "head_backend.h"
 
 typedef struct {

@@ -2,7 +2,7 @@
  * All work on any element type through its byte size. */
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 #include "dtype.h"
 
 onnxtl_status *otl_cpu_copy(const otl_kernel_args *a) {

@@ -1,7 +1,7 @@
 /* MaxPool, AveragePool and their global forms, over 3-D-normalised windows. */
 #include <float.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 
 typedef struct {
     int64_t begin, end;       /* input range the window covers, clipped to the input */

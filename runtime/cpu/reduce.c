@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "cpu_kernels.h"
 
 /* Softmax works on (outer, dim, inner) blocks.  Before opset 13 the input is
  * coerced to 2-D at axis and normalised over the whole second part. */

@@ -62,7 +62,7 @@ static onnxtl_status *dev_alloc(cuda_state *s, size_t bytes, void **out) {
     s->owned = o;
     cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
     if (e == cudaErrorMemoryAllocation) {
-        const int64_t batch = s->plan->t[s->plan->g->inputs[0]].dims[0];
+        const int64_t batch = s->plan->n_inputs ? s->plan->t[s->plan->inputs[0]].dims[0] : 1;
         return otl_error(ONNXTL_ERR_NOMEM, "out of GPU memory allocating %.1f MiB for batch %lld; try a batch of %lld",
                          (double)bytes / 1048576.0, (long long)batch, (long long)(batch > 1 ? batch / 2 : 1));
     }
@@ -201,7 +201,7 @@ static onnxtl_status *prepare_conv(cuda_state *s, const otl_node *n, cuda_step *
     return prepare_legacy_conv(s, n, &win, cs, ws);
 }
 
-static onnxtl_status *prepare_pool(cuda_state *s, const otl_node *n, cuda_step *cs) {
+static onnxtl_status *prepare_pool(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
     if (!is_4d(x)) return unsupported(n, "only 2-D pooling runs");
     int kh = (int)x->dims[2], kw = (int)x->dims[3], ph = 0, pw = 0, sh = 1, sw = 1;
@@ -224,7 +224,7 @@ static onnxtl_status *prepare_pool(cuda_state *s, const otl_node *n, cuda_step *
     return tensor_nhwc(&cs->y, s->dtype, y->dims);
 }
 
-static onnxtl_status *prepare_gemm(cuda_state *s, const otl_node *n, cuda_step *cs) {
+static onnxtl_status *prepare_gemm(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     const otl_tinfo *t = s->plan->t, *b = &t[n->in[1]], *y = &t[n->out[0]];
     if (!b->data) return unsupported(n, "Gemm needs constant weights");
     OTL_TRY(upload(s, b->data, (size_t)otl_tinfo_count(b), &cs->weights));
@@ -237,7 +237,7 @@ static onnxtl_status *prepare_gemm(cuda_state *s, const otl_node *n, cuda_step *
     return NULL;
 }
 
-static onnxtl_status *prepare_softmax(cuda_state *s, const otl_node *n, cuda_step *cs) {
+static onnxtl_status *prepare_softmax(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
     const otl_tinfo *x = &s->plan->t[n->in[0]];
     int64_t axis = n->attrs.axis < 0 ? n->attrs.axis + x->rank : n->attrs.axis;
     if (x->rank != 2 || axis != 1) return unsupported(n, "only Softmax over the last axis of 2-D tensors runs");
@@ -245,30 +245,6 @@ static onnxtl_status *prepare_softmax(cuda_state *s, const otl_node *n, cuda_ste
     return cudnnSetTensor4dDescriptor(cs->x, CUDNN_TENSOR_NCHW, dnn_type(s->dtype), (int)x->dims[0], (int)x->dims[1], 1, 1)
                ? otl_error(ONNXTL_ERR_RUNTIME, "cuDNN softmax descriptor failed")
                : NULL;
-}
-
-static onnxtl_status *prepare_step(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
-    const otl_tinfo *t = s->plan->t;
-    switch (n->op) {
-    case OP_CONV: return prepare_conv(s, n, cs, ws);
-    case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL: return prepare_pool(s, n, cs);
-    case OP_GEMM: return n->attrs.trans_a || n->attrs.alpha != 1.0f ? unsupported(n, "transA and alpha do not run")
-                                                                      : prepare_gemm(s, n, cs);
-    case OP_SOFTMAX: return prepare_softmax(s, n, cs);
-    case OP_RELU: return NULL;
-    case OP_ADD:
-        return !t[n->in[0]].data && !t[n->in[1]].data &&
-                       otl_tinfo_count(&t[n->in[0]]) == otl_tinfo_count(&t[n->out[0]]) &&
-                       otl_tinfo_count(&t[n->in[1]]) == otl_tinfo_count(&t[n->out[0]])
-                   ? NULL
-                   : unsupported(n, "broadcasting or constant Add does not run");
-    case OP_FLATTEN: case OP_RESHAPE: case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_IDENTITY: case OP_DROPOUT:
-        /* channels-last data read in ONNX order needs reordering first */
-        cs->to_nchw = s->nhwc[n->in[0]] && hw(&t[n->in[0]]) > 1;
-        if (cs->to_nchw && is_4d(&t[n->out[0]])) return unsupported(n, "reshaping to another 4-D shape does not run");
-        return NULL;
-    default: return unsupported(n, "this op does not run");
-    }
 }
 
 static void free_step(cuda_step *cs) {
@@ -315,11 +291,11 @@ static onnxtl_status *alloc_buffers(cuda_state *s) {
     const otl_graph *g = p->g;
     OTL_TRY(dev_alloc(s, p->arena_bytes, &s->arena));
     size_t staging = 0;
-    for (int i = 0; i < g->n_inputs; i++) {
-        const otl_tinfo *t = &p->t[g->inputs[i]];
+    for (int i = 0; i < p->n_inputs; i++) {
+        const otl_tinfo *t = &p->t[p->inputs[i]];
         if (t->dtype != ONNXTL_FLOAT) return otl_error(ONNXTL_ERR_UNSUPPORTED, "the CUDA backend takes float32 inputs");
-        OTL_TRY(dev_alloc(s, otl_tinfo_bytes(t), &s->ptr[g->inputs[i]]));
-        s->nhwc[g->inputs[i]] = is_4d(t);
+        OTL_TRY(dev_alloc(s, otl_tinfo_bytes(t), &s->ptr[p->inputs[i]]));
+        s->nhwc[p->inputs[i]] = is_4d(t);
         staging = otl_tinfo_bytes(t) > staging ? otl_tinfo_bytes(t) : staging;
     }
     for (int i = 0; i < p->n_outputs; i++)
@@ -333,61 +309,13 @@ static onnxtl_status *alloc_buffers(cuda_state *s) {
     return NULL;
 }
 
-/* A 4-D value whose two layouts are the same bytes: [N, C, 1, 1] or [N, 1, H, W]. */
-static bool one_layout(const otl_tinfo *t) { return hw(t) == 1 || t->dims[1] == 1; }
-
-/* Where a step's 4-D output is channels-last.  Conv, pooling and Add read
- * their 4-D activations channels-last: one stored in ONNX order (a Reshape
- * to 4-D) is refused rather than misread.  Relu keeps its input's layout;
- * the copy ops keep it unless they reorder. */
-static onnxtl_status *plan_output_layout(cuda_state *s, const otl_node *n, const cuda_step *cs) {
-    const otl_tinfo *t = s->plan->t;
-    bool nhwc;
-    switch (n->op) {
-    case OP_CONV: case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL: case OP_ADD:
-        for (int k = 0; k < n->n_in; k++) {
-            int v = n->in[k];
-            if (v >= 0 && !t[v].data && is_4d(&t[v]) && !s->nhwc[v] && !one_layout(&t[v]))
-                return unsupported(n, "a 4-D input in ONNX order (reshaped to 4-D) does not run");
-        }
-        nhwc = true;
-        break;
-    case OP_RELU: nhwc = s->nhwc[n->in[0]]; break;
-    default: nhwc = !cs->to_nchw && s->nhwc[n->in[0]];
-    }
-    s->nhwc[n->out[0]] = is_4d(&t[n->out[0]]) && nhwc;
-    return NULL;
-}
-
-static onnxtl_status *prepare_steps(cuda_state *s) {
-    const otl_plan *p = s->plan;
-    size_t ws = 0;
-    for (int i = 0; i < p->n_steps; i++) {
-        const otl_node *n = otl_plan_step(p, i);
-        size_t w = 0;
-        OTL_TRY(prepare_step(s, n, &s->steps[i], &w));
-        ws = w > ws ? w : ws;
-        OTL_TRY(plan_output_layout(s, n, &s->steps[i]));
-    }
-    s->workspace_bytes = ws;
-    size_t residual = 0;
-    for (int i = 0; i < p->n_steps; i++) {
-        const otl_node *n = otl_plan_step(p, i);
-        size_t b = (size_t)otl_tinfo_count(&p->t[n->out[0]]) * s->esize;
-        if (n->op == OP_CONV && n->attrs.fused_add && b > residual) residual = b;
-    }
-    OTL_TRY(dev_alloc(s, residual, &s->residual));
-    return dev_alloc(s, ws, &s->workspace);
-}
-
 /* Engine timing reads the buffers before any real data: noise, not zeros,
  * which can run faster than real data does. */
 static onnxtl_status *fill_noise(cuda_state *s) {
-    const otl_graph *g = s->plan->g;
-    CUDA_TRY(otl_cuda_fill_noise(s->arena, s->dtype, (int64_t)(s->plan->arena_bytes / s->esize), s->stream));
-    for (int i = 0; i < g->n_inputs; i++)
-        CUDA_TRY(otl_cuda_fill_noise(s->ptr[g->inputs[i]], ONNXTL_FLOAT, otl_tinfo_count(&s->plan->t[g->inputs[i]]),
-                                     s->stream));
+    const otl_plan *p = s->plan;
+    CUDA_TRY(otl_cuda_fill_noise(s->arena, s->dtype, (int64_t)(p->arena_bytes / s->esize), s->stream));
+    for (int i = 0; i < p->n_inputs; i++)
+        CUDA_TRY(otl_cuda_fill_noise(s->ptr[p->inputs[i]], ONNXTL_FLOAT, otl_tinfo_count(&p->t[p->inputs[i]]), s->stream));
     CUDA_TRY(cudaStreamSynchronize(s->stream));
     return NULL;
 }
@@ -404,45 +332,6 @@ static void log_convolutions(const cuda_state *s, double seconds) {
                           "legacy API; %d timed, %.1f s to prepare",
                  fused, epilogue, legacy, otl_conv_tuner_timed(s->tuner), seconds);
     if (*s->refusal) otl_log_line(&s->log, "cuda: the graph API refused a convolution: %s", s->refusal);
-}
-
-static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
-    cuda_state *s = calloc(1, sizeof *s);
-    if (!s) return otl_nomem();
-    s->plan = plan;
-    s->precision = cfg->precision;
-    s->env = cfg->env;
-    s->log = cfg->log;
-    s->dtype = cfg->precision == ONNXTL_PRECISION_FP16   ? ONNXTL_FLOAT16
-               : cfg->precision == ONNXTL_PRECISION_BF16 ? ONNXTL_BFLOAT16
-                                                         : ONNXTL_FLOAT;
-    s->esize = otl_dtype_size(s->dtype);
-    s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
-    s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
-    s->steps = calloc((size_t)plan->n_steps + 1, sizeof *s->steps);
-    onnxtl_status *st = s->ptr && s->nhwc && s->steps ? NULL : otl_nomem();
-    if (!st) st = init_handles(s, cfg);
-    if (!st) st = alloc_buffers(s);
-    if (!st) st = fill_noise(s);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!st) st = prepare_steps(s);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (!st) {
-        otl_conv_tuner_save(s->tuner);
-        if (s->env.cuda_log) log_convolutions(s, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-    }
-    /* fp16/bf16 math in cuBLAS; TF32 only when asked */
-    if (!st && cfg->precision != ONNXTL_PRECISION_FP32 && cfg->precision != ONNXTL_PRECISION_TF32)
-        st = cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
-    if (!st && cfg->precision == ONNXTL_PRECISION_TF32)
-        st = cublasSetMathMode(s->blas, CUBLAS_TF32_TENSOR_OP_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
-    if (st) {
-        cuda_release(s);
-        return st;
-    }
-    *state = s;
-    return NULL;
 }
 
 /* A residual input that shares the output's buffer is copied first: the
@@ -498,33 +387,222 @@ static onnxtl_status *run_gemm(cuda_state *s, const otl_node *n, const cuda_step
     return NULL;
 }
 
+static onnxtl_status *run_pool(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_TRY(cudnnPoolingForward(s->dnn, cs->pool, &one, cs->x, s->ptr[n->in[0]], &zero, cs->y, s->ptr[n->out[0]]));
+    return NULL;
+}
+
+static onnxtl_status *run_softmax(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_TRY(cudnnSoftmaxForward(s->dnn, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_INSTANCE, &one, cs->x,
+                                  s->ptr[n->in[0]], &zero, cs->x, s->ptr[n->out[0]]));
+    return NULL;
+}
+
+static onnxtl_status *run_relu(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    CUDA_TRY(otl_cuda_relu(s->ptr[n->in[0]], s->ptr[n->out[0]], s->dtype, otl_tinfo_count(&s->plan->t[n->out[0]]),
+                           s->stream));
+    return NULL;
+}
+
+static onnxtl_status *run_add(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    CUDA_TRY(otl_cuda_add(s->ptr[n->in[0]], s->ptr[n->in[1]], s->ptr[n->out[0]], s->dtype,
+                          otl_tinfo_count(&s->plan->t[n->out[0]]), n->attrs.fused_relu, s->stream));
+    return NULL;
+}
+
+/* Channels-last data read in ONNX order is reordered first. */
+static onnxtl_status *prepare_copy(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
+    cs->to_nchw = s->nhwc[n->in[0]] && hw(&s->plan->t[n->in[0]]) > 1;
+    return NULL;
+}
+
+static onnxtl_status *run_copy(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
+    const void *in = s->ptr[n->in[0]];
+    void *out = s->ptr[n->out[0]];
+    if (cs->to_nchw) CUDA_TRY(otl_cuda_nhwc_to_nchw(in, out, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
+    else if (in != out)
+        CUDA_TRY(cudaMemcpyAsync(out, in, (size_t)otl_tinfo_count(y) * s->esize, cudaMemcpyDeviceToDevice, s->stream));
+    return NULL;
+}
+
+/* What each op needs of a node to run here; the session runs the others on
+ * the CPU.  Checked before any device work, so that no GPU is needed. */
+static bool float_io(const otl_plan *p, const otl_node *n) {
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] >= 0 && !p->t[n->in[k]].data && p->t[n->in[k]].dtype != ONNXTL_FLOAT) return false;
+    for (int k = 0; k < n->n_out; k++)
+        if (n->out[k] >= 0 && p->t[n->out[k]].dtype != ONNXTL_FLOAT) return false;
+    return true;
+}
+
+static bool symmetric_window(const otl_node *n, const otl_tinfo *x, const int64_t *kernel, bool ceil_mode,
+                             otl_window *w) {
+    onnxtl_status *st = otl_window_init(&n->attrs, 2, x->dims + 2, kernel, ceil_mode, w);
+    bool ok = !st;
+    onnxtl_status_release(st);
+    for (int i = 1; ok && i < 3; i++) ok = w->pad_begin[i] == w->pad_end[i];
+    return ok;
+}
+
+static bool conv_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *x = &p->t[n->in[0]], *w = &p->t[n->in[1]];
+    otl_window win;
+    return is_4d(x) && w->data && (n->n_in < 3 || n->in[2] < 0 || p->t[n->in[2]].data) &&
+           symmetric_window(n, x, w->dims + 2, false, &win);
+}
+
+static bool pool_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *x = &p->t[n->in[0]];
+    if (!is_4d(x)) return false;
+    if (n->op == OP_GLOBALAVGPOOL) return true;
+    otl_window win;
+    return !n->attrs.ceil_mode && symmetric_window(n, x, n->attrs.kernel, false, &win) && win.dilation[1] == 1 &&
+           win.dilation[2] == 1 && (n->op != OP_MAXPOOL || n->n_out < 2 || n->out[1] < 0);
+}
+
+static bool gemm_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *b = &p->t[n->in[1]], *y = &p->t[n->out[0]];
+    const bool c = n->n_in > 2 && n->in[2] >= 0;
+    return !n->attrs.trans_a && n->attrs.alpha == 1.0f && b->data &&
+           (!c || (p->t[n->in[2]].data && otl_tinfo_count(&p->t[n->in[2]]) == y->dims[1] && n->attrs.beta == 1.0f));
+}
+
+static bool softmax_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *x = &p->t[n->in[0]];
+    return x->rank == 2 && (n->attrs.axis == 1 || n->attrs.axis == -1);
+}
+
+static bool relu_runs(const otl_plan *p, const otl_node *n) { return true; }
+
+static bool add_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *t = p->t;
+    const int64_t count = otl_tinfo_count(&t[n->out[0]]);
+    return !t[n->in[0]].data && !t[n->in[1]].data && otl_tinfo_count(&t[n->in[0]]) == count &&
+           otl_tinfo_count(&t[n->in[1]]) == count;
+}
+
+/* A 4-D value whose two layouts are the same bytes: [N, C, 1, 1] or [N, 1, H, W]. */
+static bool one_layout(const otl_tinfo *t) { return hw(t) == 1 || t->dims[1] == 1; }
+
+/* Every 4-D activation here is channels-last: a copy op that would reshape
+ * one into another 4-D shape, or make one out of a tensor of another rank,
+ * runs on the CPU instead, and the upload reorders its result. */
+static bool copy_runs(const otl_plan *p, const otl_node *n) {
+    const otl_tinfo *x = &p->t[n->in[0]], *y = &p->t[n->out[0]];
+    if (n->op == OP_DROPOUT && n->n_out > 1 && n->out[1] >= 0) return false;
+    if (!is_4d(y) || one_layout(y)) return true;
+    return is_4d(x) && !memcmp(x->dims, y->dims, sizeof x->dims[0] * 4) ? true : false;
+}
+
+typedef struct {
+    bool (*runs)(const otl_plan *p, const otl_node *n);
+    onnxtl_status *(*prepare)(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws); /* NULL: nothing to do */
+    onnxtl_status *(*run)(cuda_state *s, const otl_node *n, const cuda_step *cs);
+} cuda_kernel;
+
+/* The CUDA backend's kernel table: one entry per op it runs. */
+static const cuda_kernel kernels[OP_COUNT] = {
+    [OP_CONV] = {conv_runs, prepare_conv, run_conv},
+    [OP_MAXPOOL] = {pool_runs, prepare_pool, run_pool},
+    [OP_AVGPOOL] = {pool_runs, prepare_pool, run_pool},
+    [OP_GLOBALAVGPOOL] = {pool_runs, prepare_pool, run_pool},
+    [OP_GEMM] = {gemm_runs, prepare_gemm, run_gemm},
+    [OP_SOFTMAX] = {softmax_runs, prepare_softmax, run_softmax},
+    [OP_RELU] = {relu_runs, NULL, run_relu},
+    [OP_ADD] = {add_runs, NULL, run_add},
+    [OP_FLATTEN] = {copy_runs, prepare_copy, run_copy},
+    [OP_RESHAPE] = {copy_runs, prepare_copy, run_copy},
+    [OP_SQUEEZE] = {copy_runs, prepare_copy, run_copy},
+    [OP_UNSQUEEZE] = {copy_runs, prepare_copy, run_copy},
+    [OP_IDENTITY] = {copy_runs, prepare_copy, run_copy},
+    [OP_DROPOUT] = {copy_runs, prepare_copy, run_copy},
+};
+
+static bool cuda_supports(const otl_plan *p, int step) {
+    const otl_node *n = otl_plan_step(p, step);
+    return n->op < OP_COUNT && kernels[n->op].runs && float_io(p, n) && kernels[n->op].runs(p, n);
+}
+
+static onnxtl_status *prepare_step(cuda_state *s, int i, size_t *ws) {
+    const otl_node *n = otl_plan_step(s->plan, i);
+    if (!cuda_supports(s->plan, i)) return unsupported(n, "this node does not run");
+    return kernels[n->op].prepare ? kernels[n->op].prepare(s, n, &s->steps[i], ws) : NULL;
+}
+
 static onnxtl_status *run_step(cuda_state *s, int i) {
     const otl_node *n = otl_plan_step(s->plan, i);
-    const cuda_step *cs = &s->steps[i];
-    const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
-    const float one = 1.0f, zero = 0.0f;
-    void *out = s->ptr[n->out[0]];
-    const void *in = s->ptr[n->in[0]];
-    switch (n->op) {
-    case OP_CONV: return run_conv(s, n, cs);
-    case OP_MAXPOOL: case OP_AVGPOOL: case OP_GLOBALAVGPOOL:
-        CUDNN_TRY(cudnnPoolingForward(s->dnn, cs->pool, &one, cs->x, in, &zero, cs->y, out));
-        return NULL;
-    case OP_GEMM: return run_gemm(s, n, cs);
-    case OP_SOFTMAX:
-        CUDNN_TRY(cudnnSoftmaxForward(s->dnn, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_INSTANCE, &one, cs->x, in, &zero,
-                                      cs->x, out));
-        return NULL;
-    case OP_RELU: CUDA_TRY(otl_cuda_relu(in, out, s->dtype, otl_tinfo_count(y), s->stream)); return NULL;
-    case OP_ADD:
-        CUDA_TRY(otl_cuda_add(in, s->ptr[n->in[1]], out, s->dtype, otl_tinfo_count(y), n->attrs.fused_relu, s->stream));
-        return NULL;
-    default: /* the copy ops */
-        if (cs->to_nchw) CUDA_TRY(otl_cuda_nhwc_to_nchw(in, out, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
-        else if (in != out)
-            CUDA_TRY(cudaMemcpyAsync(out, in, (size_t)otl_tinfo_count(y) * s->esize, cudaMemcpyDeviceToDevice, s->stream));
-        return NULL;
+    return kernels[n->op].run(s, n, &s->steps[i]);
+}
+
+/* Where a step's 4-D output is channels-last: the copy ops keep their
+ * input's layout unless they reorder; every other op here writes it. */
+static void plan_output_layout(cuda_state *s, const otl_node *n, const cuda_step *cs) {
+    const otl_tinfo *y = &s->plan->t[n->out[0]];
+    const bool copy = kernels[n->op].run == run_copy;
+    s->nhwc[n->out[0]] = is_4d(y) && (copy ? !cs->to_nchw && s->nhwc[n->in[0]] : true);
+}
+
+static onnxtl_status *prepare_steps(cuda_state *s) {
+    const otl_plan *p = s->plan;
+    size_t ws = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        size_t w = 0;
+        OTL_TRY(prepare_step(s, i, &w));
+        ws = w > ws ? w : ws;
+        plan_output_layout(s, n, &s->steps[i]);
     }
+    s->workspace_bytes = ws;
+    size_t residual = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        size_t b = (size_t)otl_tinfo_count(&p->t[n->out[0]]) * s->esize;
+        if (n->op == OP_CONV && n->attrs.fused_add && b > residual) residual = b;
+    }
+    OTL_TRY(dev_alloc(s, residual, &s->residual));
+    return dev_alloc(s, ws, &s->workspace);
+}
+
+static onnxtl_status *cuda_prepare(const otl_plan *plan, const otl_backend_config *cfg, void **state) {
+    cuda_state *s = calloc(1, sizeof *s);
+    if (!s) return otl_nomem();
+    s->plan = plan;
+    s->precision = cfg->precision;
+    s->env = cfg->env;
+    s->log = cfg->log;
+    s->dtype = cfg->precision == ONNXTL_PRECISION_FP16   ? ONNXTL_FLOAT16
+               : cfg->precision == ONNXTL_PRECISION_BF16 ? ONNXTL_BFLOAT16
+                                                         : ONNXTL_FLOAT;
+    s->esize = otl_dtype_size(s->dtype);
+    s->ptr = calloc((size_t)plan->g->n_values + 1, sizeof *s->ptr);
+    s->nhwc = calloc((size_t)plan->g->n_values + 1, sizeof *s->nhwc);
+    s->steps = calloc((size_t)plan->n_steps + 1, sizeof *s->steps);
+    onnxtl_status *st = s->ptr && s->nhwc && s->steps ? NULL : otl_nomem();
+    if (!st) st = init_handles(s, cfg);
+    if (!st) st = alloc_buffers(s);
+    if (!st) st = fill_noise(s);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!st) st = prepare_steps(s);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!st) {
+        otl_conv_tuner_save(s->tuner);
+        if (s->env.cuda_log) log_convolutions(s, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    }
+    /* fp16/bf16 math in cuBLAS; TF32 only when asked */
+    if (!st && cfg->precision != ONNXTL_PRECISION_FP32 && cfg->precision != ONNXTL_PRECISION_TF32)
+        st = cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
+    if (!st && cfg->precision == ONNXTL_PRECISION_TF32)
+        st = cublasSetMathMode(s->blas, CUBLAS_TF32_TENSOR_OP_MATH) ? otl_error(ONNXTL_ERR_RUNTIME, "cuBLAS math mode") : NULL;
+    if (st) {
+        cuda_release(s);
+        return st;
+    }
+    *state = s;
+    return NULL;
 }
 
 static onnxtl_status *run_steps(cuda_state *s) {
@@ -556,13 +634,14 @@ static void try_capture(cuda_state *s) {
 }
 
 static onnxtl_status *upload_inputs(cuda_state *s, const void *const *inputs) {
-    const otl_graph *g = s->plan->g;
-    for (int i = 0; i < g->n_inputs; i++) {
-        const otl_tinfo *t = &s->plan->t[g->inputs[i]];
+    const otl_plan *p = s->plan;
+    for (int i = 0; i < p->n_inputs; i++) {
+        const int v = p->inputs[i];
+        const otl_tinfo *t = &p->t[v];
         CUDA_TRY(cudaMemcpyAsync(s->staging, inputs[i], otl_tinfo_bytes(t), cudaMemcpyHostToDevice, s->stream));
-        bool nhwc = s->nhwc[g->inputs[i]];
-        CUDA_TRY(otl_cuda_from_f32(s->staging, s->ptr[g->inputs[i]], s->dtype, t->dims[0], nhwc ? t->dims[1] : 1,
-                                   nhwc ? hw(t) : otl_tinfo_count(t) / t->dims[0], nhwc, s->stream));
+        const bool nhwc = s->nhwc[v];
+        CUDA_TRY(otl_cuda_from_f32(s->staging, s->ptr[v], s->dtype, nhwc ? t->dims[0] : 1, nhwc ? t->dims[1] : 1,
+                                   nhwc ? hw(t) : otl_tinfo_count(t), nhwc, s->stream));
     }
     return NULL;
 }
@@ -573,8 +652,8 @@ static onnxtl_status *download_outputs(cuda_state *s, void *const *outputs) {
         int v = p->outputs[i];
         const otl_tinfo *t = &p->t[v];
         bool nhwc = s->nhwc[v] && hw(t) > 1;
-        CUDA_TRY(otl_cuda_to_f32(s->ptr[v], s->staging, s->dtype, t->dims[0], nhwc ? t->dims[1] : 1,
-                                 nhwc ? hw(t) : otl_tinfo_count(t) / t->dims[0], nhwc, s->stream));
+        CUDA_TRY(otl_cuda_to_f32(s->ptr[v], s->staging, s->dtype, nhwc ? t->dims[0] : 1, nhwc ? t->dims[1] : 1,
+                                 nhwc ? hw(t) : otl_tinfo_count(t), nhwc, s->stream));
         CUDA_TRY(cudaMemcpyAsync(outputs[i], s->staging, otl_tinfo_bytes(t), cudaMemcpyDeviceToHost, s->stream));
         CUDA_TRY(cudaStreamSynchronize(s->stream));
     }
@@ -603,4 +682,10 @@ static onnxtl_status *cuda_host_alloc(const otl_backend_config *cfg, size_t byte
 
 static void cuda_host_free(void *p) { cudaFreeHost(p); }
 
-const otl_backend otl_backend_cuda = {"cuda", cuda_prepare, cuda_run, cuda_release, cuda_host_alloc, cuda_host_free};
+const otl_backend otl_backend_cuda = {.name = "cuda",
+                                      .supports = cuda_supports,
+                                      .prepare = cuda_prepare,
+                                      .run = cuda_run,
+                                      .release = cuda_release,
+                                      .host_alloc = cuda_host_alloc,
+                                      .host_free = cuda_host_free};

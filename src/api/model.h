@@ -14,6 +14,11 @@ const otl_graph *onnxtl_model_graph(const onnxtl_model *m);
  * symbolic dimensions set to it). */
 onnxtl_status *otl_model_plan(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, const int *values,
                               int n_values, otl_plan **out);
+/* Calls each(ctx, node, why) for every step of the model's plan at batch 1
+ * that a session with opts would run on the CPU instead of opts' device;
+ * *n_steps receives the number of steps. */
+onnxtl_status *otl_model_fallbacks(const onnxtl_model *m, const onnxtl_options *opts,
+                                   void (*each)(void *ctx, const otl_node *n, const char *why), void *ctx, int *n_steps);
 /* The shape and type of value v (no data), as otl_model_plan would plan it. */
 onnxtl_status *otl_model_shape(const onnxtl_model *m, const otl_tinfo *inputs, int64_t batch, int v, otl_tinfo *shape);
 

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "device.h"
+#include "placement.h"
 #include "dtype.h"
 #include "onnxtl.h"
 #include "model.h"
@@ -17,7 +18,7 @@ struct onnxtl_model {
 typedef struct cached_plan {
     otl_tinfo *inputs; /* the shapes it was built for */
     otl_plan *plan;
-    void *state;       /* the backend's */
+    otl_placed *placed; /* its steps on the session's backend, and on the CPU where that lacks them */
     void **outputs;    /* host buffers handed to the caller */
     struct cached_plan *next;
 } cached_plan;
@@ -81,6 +82,25 @@ onnxtl_status *otl_model_shape(const onnxtl_model *m, const otl_tinfo *inputs, i
     return NULL;
 }
 
+onnxtl_status *otl_model_fallbacks(const onnxtl_model *m, const onnxtl_options *opts,
+                                   void (*each)(void *ctx, const otl_node *n, const char *why), void *ctx, int *n_steps) {
+    otl_device device;
+    const otl_backend *backend;
+    OTL_TRY(otl_device_parse(opts->device, &device));
+    OTL_TRY(otl_device_backend(&device, opts->precision, &backend));
+    otl_backend_env env;
+    otl_backend_env_read(&env);
+    otl_plan *p;
+    OTL_TRY(otl_model_plan(m, NULL, 1, m->g->outputs, m->g->n_outputs, &p));
+    for (int i = 0; i < p->n_steps; i++) {
+        const char *why = otl_place_fallback(p, i, backend, &env);
+        if (why) each(ctx, otl_plan_step(p, i), why);
+    }
+    *n_steps = p->n_steps;
+    otl_plan_free(p);
+    return NULL;
+}
+
 void onnxtl_model_input(const onnxtl_model *m, size_t i, onnxtl_tensor *d) {
     describe(&m->g->values[m->g->inputs[i]], d);
 }
@@ -110,7 +130,7 @@ onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_opt
 }
 
 static void free_cached(const onnxtl_session *s, cached_plan *c) {
-    if (c->state) s->backend->release(c->state);
+    otl_placed_release(c->placed);
     if (c->outputs && c->plan)
         for (int i = 0; i < c->plan->n_outputs; i++) free(c->outputs[i]);
     free(c->outputs);
@@ -177,7 +197,7 @@ static onnxtl_status *build_cached(onnxtl_session *s, const otl_tinfo *shapes, c
             goto fail;
         }
     }
-    OTL_TRY_GOTO(st, s->backend->prepare(c->plan, &s->cfg, &c->state), fail);
+    OTL_TRY_GOTO(st, otl_place(c->plan, s->backend, &s->cfg, &c->placed), fail);
     *out = c;
     return NULL;
 fail:
@@ -244,7 +264,7 @@ onnxtl_status *onnxtl_session_run(onnxtl_session *s, const onnxtl_tensor *inputs
     if (!st) st = match_inputs(g, inputs, n_inputs, shapes, data);
     if (!st) st = match_outputs(g, outputs, n_outputs, ids);
     if (!st) st = plan_for(s, shapes, ids, (int)n_outputs, &c);
-    if (!st) st = s->backend->run(c->state, data, c->outputs);
+    if (!st) st = otl_placed_run(c->placed, data, c->outputs);
     if (st) st = otl_error_wrap(st, "%s", g->path);
     for (size_t i = 0; !st && i < n_outputs; i++) {
         const otl_tinfo *t = &c->plan->t[ids[i]];

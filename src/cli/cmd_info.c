@@ -8,12 +8,16 @@
 #include "model.h"
 
 static const char info_help[] =
-    "usage: onnxtl info MODEL\n"
+    "usage: onnxtl info MODEL [--device D]\n"
     "\n"
     "Prints the IR version, opsets, producer, inputs and outputs, an op census\n"
     "(after BatchNorm folding and Identity/Dropout removal), the parameter count,\n"
     "the peak activation memory at batch 1, and the tensor that feeds the\n"
-    "classifier head (what 'extract' caches).\n";
+    "classifier head (what 'extract' caches).\n"
+    "\n"
+    "options:\n"
+    "  --device D       also list the nodes that the backend of D (cpu, cuda, cuda:N)\n"
+    "                   does not run and that fall back to the CPU (no GPU needed)\n";
 
 static void print_dims(const int64_t *dims, int rank) {
     printf("[");
@@ -80,9 +84,25 @@ static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
     return NULL;
 }
 
+static void print_fallback(void *ctx, const otl_node *n, const char *why) {
+    int *count = ctx;
+    if (!(*count)++) printf("nodes that fall back to the CPU:\n");
+    printf("  %-32s %-18s %s\n", n->name, otl_op_name(n->op), why);
+}
+
+static onnxtl_status *print_placement(const onnxtl_model *m, const char *device) {
+    onnxtl_options opts = {.device = device};
+    int fallbacks = 0, steps = 0;
+    OTL_TRY(otl_model_fallbacks(m, &opts, print_fallback, &fallbacks, &steps));
+    printf("on %s: %d of %d nodes run there, %d on the CPU\n", device, steps - fallbacks, steps, fallbacks);
+    return NULL;
+}
+
 int cmd_info(int argc, char **argv) {
     if (cli_help_asked(argc, argv, info_help)) return 0;
-    if (argc != 2) return cli_usage("info", "expected exactly one MODEL argument");
+    const char *device = NULL;
+    if (argc == 4 && !strcmp(argv[2], "--device")) device = argv[3];
+    else if (argc != 2) return cli_usage("info", "expected one MODEL argument and at most --device D");
     onnxtl_model *m;
     onnxtl_status *st = onnxtl_model_load(argv[1], &m);
     if (st) return cli_fail(st);
@@ -99,6 +119,7 @@ int cmd_info(int argc, char **argv) {
     otl_graph_param_stats(g, &params, &bytes);
     printf("parameters: %lld (%s)\n", (long long)params, human_bytes((double)bytes, buf, sizeof buf));
     st = print_plan_facts(m);
+    if (!st && device) st = print_placement(m, device);
     onnxtl_model_release(m);
     return st ? cli_fail(st) : 0;
 }

@@ -1,6 +1,7 @@
-/* CPU kernels: one function per op family, all on dense row-major buffers. */
-#ifndef OTL_CPU_H
-#define OTL_CPU_H
+/* The CPU kernels: what each sees, and one function per op or op family,
+ * all on dense row-major buffers.  cpu.c's kernel table maps ops to them. */
+#ifndef OTL_CPU_KERNELS_H
+#define OTL_CPU_KERNELS_H
 
 #include "backend.h"
 
@@ -17,14 +18,18 @@ typedef struct {
 #define IN_T(a, k) (&(a)->t[(a)->n->in[k]])
 #define OUT_T(a, k) (&(a)->t[(a)->n->out[k]])
 
+/* im2col scratch a Conv not on oneDNN needs; 0 for every other node. */
 size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t);
-onnxtl_status *otl_cpu_run_node(const otl_kernel_args *a);
 
 onnxtl_status *otl_cpu_conv(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a);
-onnxtl_status *otl_cpu_unary(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_lrn(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_relu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_clip(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_binary(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_cast(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a);
