@@ -11,7 +11,7 @@
 #define OTL_MAX_SPATIAL 3
 
 typedef enum {
-#define OTL_OP(id, name, shape) OP_##id,
+#define OTL_OP(id, domain, name, shape) OP_##id,
 #define OTL_VERSION(...)
 #include "ops.def"
 #undef OTL_OP

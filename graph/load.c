@@ -188,7 +188,7 @@ static onnxtl_status *load_constant(otl_graph *g, const Onnx__NodeProto *np) {
 static onnxtl_status *node_op(const otl_graph *g, const Onnx__NodeProto *np, otl_op *op) {
     const char *domain = np->domain ? np->domain : "";
     const char *type = np->op_type ? np->op_type : "";
-    if ((*domain && strcmp(domain, "ai.onnx")) || !otl_op_lookup(type, op))
+    if (!otl_op_lookup(domain, type, op))
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "unsupported op '%s%s%s' (opset %d)", domain,
                          *domain ? "." : "", type, g->opset);
     return NULL;

@@ -37,7 +37,15 @@ struct otl_op_version {
 };
 
 static const char *const op_names[OP_COUNT] = {
-#define OTL_OP(id, name, shape) [OP_##id] = name,
+#define OTL_OP(id, domain, name, shape) [OP_##id] = name,
+#define OTL_VERSION(...)
+#include "ops.def"
+#undef OTL_OP
+#undef OTL_VERSION
+};
+
+static const char *const op_domains[OP_COUNT] = {
+#define OTL_OP(id, domain, name, shape) [OP_##id] = domain,
 #define OTL_VERSION(...)
 #include "ops.def"
 #undef OTL_OP
@@ -45,7 +53,7 @@ static const char *const op_names[OP_COUNT] = {
 };
 
 static const otl_op_version versions[] = {
-#define OTL_OP(id, name, shape)
+#define OTL_OP(id, domain, name, shape)
 #define OTL_VERSION(id, since, min_in, max_in, min_out, max_out, attrs) \
     {OP_##id, since, min_in, max_in, min_out, max_out, (const attr_spec[]){attrs{NULL}}},
 #include "ops.def"
@@ -55,9 +63,10 @@ static const otl_op_version versions[] = {
 
 const char *otl_op_name(otl_op op) { return op < OP_COUNT ? op_names[op] : "?"; }
 
-bool otl_op_lookup(const char *name, otl_op *op) {
+bool otl_op_lookup(const char *domain, const char *name, otl_op *op) {
+    if (!strcmp(domain, "ai.onnx")) domain = ""; /* the default domain's two spellings */
     for (int i = 0; i < OP_COUNT; i++) {
-        if (!strcmp(op_names[i], name)) {
+        if (!strcmp(op_domains[i], domain) && !strcmp(op_names[i], name)) {
             *op = (otl_op)i;
             return true;
         }

@@ -8,8 +8,9 @@
 /* One ONNX version of an op: from which opset, its arity and attributes. */
 typedef struct otl_op_version otl_op_version;
 
-/* Finds an op by ONNX name in the default domain; false if unsupported. */
-bool otl_op_lookup(const char *name, otl_op *op);
+/* Finds an op by domain ("" or "ai.onnx" for the default) and ONNX name;
+ * false if onnxtl does not implement it. */
+bool otl_op_lookup(const char *domain, const char *name, otl_op *op);
 
 /* The version of op that a model importing opset uses. */
 onnxtl_status *otl_op_version_for(otl_op op, int opset, const otl_op_version **v);

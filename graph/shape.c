@@ -554,7 +554,7 @@ static onnxtl_status *infer_cast(const otl_node *nd, otl_tinfo *t) {
 
 /* Each op's shape function, as its registry entry names it. */
 static onnxtl_status *(*const shape_of[OP_COUNT])(const otl_node *, otl_tinfo *) = {
-#define OTL_OP(id, name, shape) [OP_##id] = shape,
+#define OTL_OP(id, domain, name, shape) [OP_##id] = shape,
 #define OTL_VERSION(...)
 #include "ops.def"
 #undef OTL_OP

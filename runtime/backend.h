@@ -2,6 +2,7 @@
 #ifndef OTL_BACKEND_H
 #define OTL_BACKEND_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 #include "plan.h"
@@ -14,6 +15,7 @@ typedef struct {
 } otl_log;
 
 void otl_log_line(const otl_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void otl_log_vline(const otl_log *log, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Settings from the environment (device.h reads them once). */
 typedef struct {

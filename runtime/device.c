@@ -59,12 +59,16 @@ void otl_backend_env_read(otl_backend_env *e) {
     if (n < 0 || (size_t)n >= size) e->tuning_cache[0] = '\0';
 }
 
-void otl_log_line(const otl_log *log, const char *fmt, ...) {
+void otl_log_vline(const otl_log *log, const char *fmt, va_list ap) {
     if (!log || !log->fn) return;
     char line[2048];
+    vsnprintf(line, sizeof line, fmt, ap);
+    log->fn(log->ctx, line);
+}
+
+void otl_log_line(const otl_log *log, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    otl_log_vline(log, fmt, ap);
     va_end(ap);
-    log->fn(log->ctx, line);
 }

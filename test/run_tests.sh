@@ -42,7 +42,7 @@ run_suite layout $PY test/layout_tests.py build/onnxtl
 # a CPU backend of their own, so that each graph crosses segment boundaries.
 run_suite fallback_conv $PY test/layout_tests.py build/onnxtl --fallback Conv
 run_suite fallback_ops $PY test/layout_tests.py build/onnxtl --fallback \
-    "$(sed -n 's/^OTL_OP([A-Z]*, "\([A-Za-z]*\)".*/\1/p' graph/ops.def | grep -vx Conv | paste -sd,)"
+    "$(sed -n 's/^OTL_OP([A-Z]*, "", "\([A-Za-z]*\)".*/\1/p' graph/ops.def | grep -vx Conv | paste -sd,)"
 run_suite fallback_models env ONNXTL_FALLBACK_OPS=Concat,MaxPool $PY test/parity.py build/onnxtl \
     --opsets 17 --folds fold --batches 2 --archs densenet121,googlenet,regnet_y_400mf
 run_suite models_manifest $PY test/models_manifest.py build/onnxtl

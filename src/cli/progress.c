@@ -57,11 +57,12 @@ static void on_progress(void *ctx, const char *what, const char *unit, size_t do
     if (done == total) progress_end(&r->bar);
 }
 
-static void on_note(void *ctx, bool warning, const char *text) {
+static void on_note(void *ctx, const char *text) {
     const cli_reporter *r = ctx;
-    if (warning) fprintf(stderr, "onnxtl: warning: %s\n", text);
-    else if (!r->quiet) fprintf(stderr, "%s\n", text);
+    if (!r->quiet) fprintf(stderr, "%s\n", text);
 }
+
+static void on_warning(void *ctx, const char *text) { fprintf(stderr, "onnxtl: warning: %s\n", text); }
 
 static void on_epoch(void *ctx, const otl_epoch_figures *e) {
     const cli_reporter *r = ctx;
@@ -74,5 +75,5 @@ static void on_epoch(void *ctx, const otl_epoch_figures *e) {
 
 otl_events cli_reporter_events(cli_reporter *r, bool quiet) {
     *r = (cli_reporter){.quiet = quiet};
-    return (otl_events){.ctx = r, .progress = on_progress, .note = on_note, .epoch = on_epoch};
+    return (otl_events){.ctx = r, .progress = on_progress, .note = on_note, .warning = on_warning, .epoch = on_epoch};
 }

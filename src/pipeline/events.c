@@ -1,20 +1,19 @@
 #include "events.h"
 
 #include <stdarg.h>
-#include <stdio.h>
+
+#include "backend.h"
 
 void otl_events_progress(const otl_events *ev, const char *what, const char *unit, size_t done, size_t total) {
     if (ev && ev->progress) ev->progress(ev->ctx, what, unit, done, total);
 }
 
 void otl_events_note(const otl_events *ev, bool warning, const char *fmt, ...) {
-    if (!ev || !ev->note) return;
-    char line[2048];
+    if (!ev) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    otl_log_vline(&(otl_log){warning ? ev->warning : ev->note, ev->ctx}, fmt, ap);
     va_end(ap);
-    ev->note(ev->ctx, warning, line);
 }
 
 void otl_events_epoch(const otl_events *ev, const otl_epoch_figures *e) {

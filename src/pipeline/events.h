@@ -21,8 +21,9 @@ typedef struct {
     void *ctx;
     /* Long work: done of total units; called with done 0 first, done == total last. */
     void (*progress)(void *ctx, const char *what, const char *unit, size_t done, size_t total);
-    /* A line for the user: a warning (an image skipped) or what the work is about to do. */
-    void (*note)(void *ctx, bool warning, const char *text);
+    /* A line for the user: what the work is about to do, or a warning (an image skipped). */
+    void (*note)(void *ctx, const char *text);
+    void (*warning)(void *ctx, const char *text);
     void (*epoch)(void *ctx, const otl_epoch_figures *e);
 } otl_events;
 
