@@ -3,10 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "classify.h"
 #include "cli.h"
-#include "dataset.h"
-#include "status.h"
+#include "evaluate.h"
+#include "progress.h"
 
 static const char eval_help[] =
     "usage: onnxtl eval MODEL DATA_DIR [--json] [--batch N] [--threads N] [--device D] [--precision P]\n"
@@ -16,44 +15,8 @@ static const char eval_help[] =
     "the confusion matrix.  Folder classes are matched to the model's by name.\n"
     "--json prints one JSON object, with every image's prediction.\n";
 
-typedef struct {
-    const otl_classifier *c;
-    const otl_dataset *ds;
-    const int *to_model; /* dataset label -> model class */
-    int64_t *confusion;  /* [true][predicted] over model classes */
-    int *predicted;      /* per sample, -1 if unreadable */
-    size_t errors;
-} eval_ctx;
-
-static void record(void *ctx, size_t index, const float *probs) {
-    eval_ctx *e = ctx;
-    int best = 0;
-    for (int j = 1; j < e->c->n_classes; j++)
-        if (probs[j] > probs[best]) best = j;
-    e->predicted[index] = best;
-    e->confusion[e->to_model[e->ds->samples[index].label] * e->c->n_classes + best]++;
-}
-
-static void record_error(void *ctx, size_t index, const char *why) {
-    eval_ctx *e = ctx;
-    e->predicted[index] = -1;
-    fprintf(stderr, "onnxtl: warning: skipped %s\n", why);
-    e->errors++;
-}
-
-static onnxtl_status *map_classes(const otl_classifier *c, const otl_dataset *ds, int *to_model) {
-    for (int i = 0; i < ds->n_classes; i++) {
-        to_model[i] = -1;
-        for (int j = 0; j < c->n_classes; j++)
-            if (!strcmp(ds->classes[i], c->classes[j])) to_model[i] = j;
-        if (to_model[i] < 0)
-            return otl_error(ONNXTL_ERR_ARG, "%s: class '%s' is not one the model knows", ds->root, ds->classes[i]);
-    }
-    return NULL;
-}
-
-static void print_text(const eval_ctx *e, size_t scored) {
-    const int n = e->c->n_classes;
+static void print_text(const otl_evaluation *e, size_t scored) {
+    const int n = e->c.n_classes;
     int64_t correct = 0;
     for (int i = 0; i < n; i++) correct += e->confusion[i * n + i];
     printf("accuracy: %.4f (%lld of %zu images)", scored ? (double)correct / (double)scored : 0.0, (long long)correct, scored);
@@ -62,14 +25,14 @@ static void print_text(const eval_ctx *e, size_t scored) {
     for (int i = 0; i < n; i++) {
         int64_t tp = e->confusion[i * n + i], pred = 0, actual = 0;
         for (int j = 0; j < n; j++) pred += e->confusion[j * n + i], actual += e->confusion[i * n + j];
-        printf("%-16s %9.4f %9.4f %8lld\n", e->c->classes[i], pred ? (double)tp / (double)pred : 0.0,
+        printf("%-16s %9.4f %9.4f %8lld\n", e->c.classes[i], pred ? (double)tp / (double)pred : 0.0,
                actual ? (double)tp / (double)actual : 0.0, (long long)actual);
     }
     printf("confusion matrix (rows: true class, columns: predicted):\n%16s", "");
-    for (int j = 0; j < n; j++) printf(" %8.8s", e->c->classes[j]);
+    for (int j = 0; j < n; j++) printf(" %8.8s", e->c.classes[j]);
     printf("\n");
     for (int i = 0; i < n; i++) {
-        printf("%-16s", e->c->classes[i]);
+        printf("%-16s", e->c.classes[i]);
         for (int j = 0; j < n; j++) printf(" %8lld", (long long)e->confusion[i * n + j]);
         printf("\n");
     }
@@ -85,13 +48,13 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
-static void print_json(const eval_ctx *e, size_t scored) {
-    const int n = e->c->n_classes;
+static void print_json(const otl_evaluation *e, size_t scored) {
+    const int n = e->c.n_classes;
     int64_t correct = 0;
     for (int i = 0; i < n; i++) correct += e->confusion[i * n + i];
     printf("{\"accuracy\": %.6f, \"images\": %zu, \"skipped\": %zu, \"classes\": [", scored ? (double)correct / (double)scored : 0.0,
            scored, e->errors);
-    for (int i = 0; i < n; i++) printf("%s", i ? ", " : ""), json_str(e->c->classes[i]);
+    for (int i = 0; i < n; i++) printf("%s", i ? ", " : ""), json_str(e->c.classes[i]);
     printf("], \"confusion\": [");
     for (int i = 0; i < n; i++) {
         printf("%s[", i ? ", " : "");
@@ -106,7 +69,7 @@ static void print_json(const eval_ctx *e, size_t scored) {
         printf(", \"label\": ");
         json_str(e->ds->classes[e->ds->samples[k].label]);
         printf(", \"predicted\": ");
-        json_str(e->c->classes[e->predicted[k]]);
+        json_str(e->c.classes[e->predicted[k]]);
         printf("}");
         first = 0;
     }
@@ -114,29 +77,12 @@ static void print_json(const eval_ctx *e, size_t scored) {
 }
 
 static onnxtl_status *evaluate(const char *model, const char *data, int batch, const onnxtl_options *opts, bool json) {
-    otl_classifier c = {0};
-    otl_dataset *ds = NULL;
-    otl_strlist paths = {0};
-    eval_ctx e = {0};
-    onnxtl_status *st = otl_classifier_open(model, opts, NULL, NULL, NULL, NULL, &c);
-    if (!st) st = otl_dataset_scan(data, &ds);
-    if (!st) {
-        e = (eval_ctx){&c, ds, calloc((size_t)ds->n_classes, sizeof(int)),
-                       calloc((size_t)c.n_classes * (size_t)c.n_classes, sizeof(int64_t)),
-                       calloc(ds->n_samples, sizeof(int)), 0};
-        if (!e.to_model || !e.confusion || !e.predicted) st = otl_nomem();
-    }
-    if (!st) st = map_classes(&c, ds, (int *)e.to_model);
-    if (!st) st = otl_dataset_paths(ds, NULL, ds->n_samples, &paths);
-    otl_classify_sink sink = {record, record_error, &e};
-    if (!st) st = otl_classify_files(&c, (const char *const *)paths.items, ds->n_samples, batch, &sink);
-    if (!st) (json ? print_json : print_text)(&e, ds->n_samples - e.errors);
-    otl_strlist_free(&paths);
-    free((int *)e.to_model);
-    free(e.confusion);
-    free(e.predicted);
-    otl_dataset_free(ds);
-    otl_classifier_close(&c);
+    cli_reporter rep;
+    const otl_events events = cli_reporter_events(&rep, false);
+    otl_evaluation e;
+    onnxtl_status *st = otl_evaluate(model, data, batch, opts, &events, &e);
+    if (!st) (json ? print_json : print_text)(&e, e.ds->n_samples - e.errors);
+    otl_evaluation_free(&e);
     return st;
 }
 

@@ -12,6 +12,7 @@
 #include "preprocess.h"
 
 #define OTL_FEATURES_VERSION 1
+#define OTL_FEATURES_MAX_HEAD 8
 
 /* What the metadata block holds. */
 typedef struct {
@@ -19,6 +20,8 @@ typedef struct {
     char model_sha256[65];
     char *cut;
     char *head; /* shape of the classifier the cut removed, e.g. "2048x1000", or "" */
+    int n_head_layers;                            /* those layers, parsed from head */
+    int64_t head_layers[OTL_FEATURES_MAX_HEAD][2]; /* in and out of the first of them */
     uint32_t dim;
     otl_preprocess pre;
     int shard_k, shard_n;

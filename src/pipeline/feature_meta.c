@@ -87,6 +87,24 @@ static onnxtl_status *parse_image_line(otl_features_meta *m, char *v) {
     return NULL;
 }
 
+/* "2048x1000" or "25088x4096,4096x4096,4096x1000": positive sizes only. */
+static onnxtl_status *parse_head(otl_features_meta *m, const char *v) {
+    m->n_head_layers = 0;
+    for (const char *p = v; *p;) {
+        char *end;
+        long long in = strtoll(p, &end, 10), out = 0;
+        if (end == p || *end != 'x' || in < 1) return otl_error(ONNXTL_ERR_FORMAT, "bad head line '%s'", v);
+        p = end + 1;
+        out = strtoll(p, &end, 10);
+        if (end == p || (*end && *end != ',') || out < 1) return otl_error(ONNXTL_ERR_FORMAT, "bad head line '%s'", v);
+        if (m->n_head_layers < OTL_FEATURES_MAX_HEAD)
+            m->head_layers[m->n_head_layers][0] = in, m->head_layers[m->n_head_layers][1] = out;
+        m->n_head_layers++;
+        p = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
 static onnxtl_status *dup_into(char **dst, const char *v) {
     free(*dst);
     return (*dst = strdup(v)) ? NULL : otl_nomem();
@@ -101,7 +119,10 @@ static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
     if (!strcmp(k, "model")) return dup_into(&m->model_path, v);
     if (!strcmp(k, "model_sha256")) snprintf(m->model_sha256, sizeof m->model_sha256, "%s", v);
     else if (!strcmp(k, "cut")) return dup_into(&m->cut, v);
-    else if (!strcmp(k, "head")) return dup_into(&m->head, v);
+    else if (!strcmp(k, "head")) {
+        OTL_TRY(parse_head(m, v));
+        return dup_into(&m->head, v);
+    }
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, v, NULL, NULL, NULL);
     else if (!strcmp(k, "crop")) return otl_preprocess_parse(&m->pre, NULL, v, NULL, NULL);

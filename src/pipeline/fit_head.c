@@ -1,0 +1,119 @@
+#include "fit_head.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "export.h"
+#include "hash.h"
+#include "model.h"
+#include "status.h"
+
+struct otl_fit_head {
+    const otl_fit_head_options *o;
+    otl_features *f;
+    const char *backbone;
+    int cut_rank;
+    otl_head head;
+};
+
+/* Layer sizes: linear, or the removed classifier's MLP shape, or the given hidden sizes. */
+static onnxtl_status *head_layers(const otl_fit_head_options *o, const otl_features_meta *m, int *n_layers, int *dims) {
+    const bool mlp = !strcmp(o->head, "mlp") || (!strcmp(o->head, "auto") && m->n_head_layers == 3);
+    dims[0] = (int)m->dim;
+    if (!mlp) {
+        *n_layers = 1;
+        dims[1] = m->n_classes;
+        return NULL;
+    }
+    *n_layers = 3;
+    const bool removed_mlp = m->n_head_layers == 3;
+    for (int l = 0; l < 2; l++) {
+        int64_t d = o->hidden[l] ? o->hidden[l] : removed_mlp ? m->head_layers[l][1] : 4096;
+        if (d < 1 || d > INT32_MAX) return otl_error(ONNXTL_ERR_ARG, "hidden size %lld is out of range", (long long)d);
+        dims[1 + l] = (int)d;
+    }
+    dims[3] = m->n_classes;
+    return NULL;
+}
+
+/* The backbone must be the very file the features came from. */
+static onnxtl_status *check_backbone(const char *path, const otl_features_meta *m, int *cut_rank) {
+    char sha[65];
+    OTL_TRY(otl_error_wrap(otl_sha256_file(path, sha), "the backbone model (give its new place with --backbone)"));
+    if (strcmp(sha, m->model_sha256))
+        return otl_error(ONNXTL_ERR_ARG, "%s is not the model the features were extracted with (SHA-256 %.12s..., "
+                         "expected %.12s...); give the right one with --backbone", path, sha, m->model_sha256);
+    onnxtl_model *model;
+    OTL_TRY(onnxtl_model_load(path, &model));
+    int cut = otl_graph_find(onnxtl_model_graph(model), m->cut);
+    otl_tinfo shape;
+    onnxtl_status *st = cut < 0 ? otl_error(ONNXTL_ERR_MODEL, "%s has no tensor '%s'", path, m->cut)
+                                : otl_model_shape(model, NULL, 1, cut, &shape);
+    if (!st) *cut_rank = shape.rank;
+    onnxtl_model_release(model);
+    return st;
+}
+
+static onnxtl_status *export_all(const otl_fit_head *fh, const otl_train_result *r) {
+    const otl_fit_head_options *a = fh->o;
+    const otl_features_meta *m = otl_features_meta_of(fh->f);
+    const otl_head *h = &fh->head;
+    size_t names_len = 1;
+    for (int i = 0; i < m->n_classes; i++) names_len += strlen(m->classes[i]) + 1;
+    char *names = calloc(names_len, 1), acc[32];
+    if (!names) return otl_nomem();
+    for (int i = 0; i < m->n_classes; i++) strcat(strcat(names, i ? "\n" : ""), m->classes[i]);
+    otl_preprocess_text pt;
+    otl_preprocess_to_text(&m->pre, &pt);
+    snprintf(acc, sizeof acc, "%.6f", r->test_acc);
+    const char *keys[] = {"onnxtl.classes", "onnxtl.resize", "onnxtl.crop", "onnxtl.mean", "onnxtl.std",
+                          "onnxtl.test_accuracy"};
+    const char *values[] = {names, pt.resize, pt.crop, pt.mean, pt.std, acc};
+    const float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
+    for (int l = 0; l < h->n_layers; l++) w[l] = h->w[l], b[l] = h->b[l];
+    otl_head_spec spec = {h->n_layers, h->dims, w, b, keys, values, 6};
+    onnxtl_status *st = a->out ? otl_export_model(fh->backbone, m->cut, fh->cut_rank, &spec, a->out) : NULL;
+    if (!st && a->head_only) st = otl_export_head(&spec, a->head_only);
+    if (!st && a->save_weights) st = otl_head_save_npy(h, a->save_weights);
+    free(names);
+    return st;
+}
+
+onnxtl_status *otl_fit_head_open(const otl_fit_head_options *o, otl_fit_head **out) {
+    otl_fit_head *fh = calloc(1, sizeof *fh);
+    if (!fh) return otl_nomem();
+    fh->o = o;
+    fh->cut_rank = 2;
+    onnxtl_status *st = otl_features_open(o->features, &fh->f);
+    const otl_features_meta *m = st ? NULL : otl_features_meta_of(fh->f);
+    int n_layers = 0, dims[OTL_HEAD_MAX_LAYERS + 1];
+    if (!st) fh->backbone = o->backbone ? o->backbone : m->model_path;
+    if (!st && m->n_classes < 2)
+        st = otl_error(ONNXTL_ERR_ARG, "%s has only one class ('%s'); a classifier needs at least two", o->features,
+                       m->classes[0]);
+    if (!st && o->out) st = check_backbone(fh->backbone, m, &fh->cut_rank);
+    if (!st) st = head_layers(o, m, &n_layers, dims);
+    if (!st) st = otl_head_create(&fh->head, n_layers, dims, o->train.seed);
+    if (!st && o->init_from) st = otl_head_load_npy(&fh->head, o->init_from);
+    if (st) {
+        otl_fit_head_close(fh);
+        return st;
+    }
+    *out = fh;
+    return NULL;
+}
+
+const otl_head *otl_fit_head_layers(const otl_fit_head *f) { return &f->head; }
+
+onnxtl_status *otl_fit_head_run(otl_fit_head *f, otl_train_result *r) {
+    OTL_TRY(otl_train(&f->head, f->f, &f->o->train, r));
+    return export_all(f, r);
+}
+
+void otl_fit_head_close(otl_fit_head *f) {
+    if (!f) return;
+    otl_head_free(&f->head);
+    otl_features_close(f->f);
+    free(f);
+}
