@@ -101,16 +101,6 @@ void otl_graph_free(otl_graph *g) {
     free(g);
 }
 
-int otl_graph_head_input(const otl_graph *g) {
-    for (int i = 0; i < g->n_nodes; i++) {
-        const otl_node *n = &g->nodes[i];
-        if (n->removed || (n->op != OP_GEMM && n->op != OP_MATMUL)) continue;
-        const otl_value *w = &g->values[n->in[1]];
-        if (w->data && w->rank == 2) return n->in[0];
-    }
-    return -1;
-}
-
 void otl_graph_param_stats(const otl_graph *g, int64_t *count, size_t *bytes) {
     *count = 0;
     *bytes = 0;
@@ -129,23 +119,6 @@ void otl_graph_param_stats(const otl_graph *g, int64_t *count, size_t *bytes) {
         }
     }
     free(seen);
-}
-
-void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n) {
-    size_t used = 0;
-    buf[0] = '\0';
-    int first = cut >= 0 && g->values[cut].producer >= 0 ? g->values[cut].producer + 1 : 0;
-    for (int i = first; i < g->n_nodes; i++) {
-        const otl_node *nd = &g->nodes[i];
-        if (nd->removed || (nd->op != OP_GEMM && nd->op != OP_MATMUL)) continue;
-        const otl_value *w = &g->values[nd->in[1]];
-        if (!w->data || w->rank != 2) continue;
-        bool t = nd->op == OP_GEMM && nd->attrs.trans_b;
-        int k = snprintf(buf + used, n - used, "%s%lldx%lld", used ? "," : "",
-                         (long long)w->dims[t ? 1 : 0], (long long)w->dims[t ? 0 : 1]);
-        if (k < 0 || (size_t)k >= n - used) break;
-        used += (size_t)k;
-    }
 }
 
 const char *otl_graph_meta(const otl_graph *g, const char *key) {

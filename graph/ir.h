@@ -41,9 +41,21 @@ typedef struct {
     int n_perm; /* -1: absent (Transpose reverses) */
     int64_t perm[ONNXTL_MAX_RANK];
     int64_t keepdims, noop_with_empty_axes;
-    /* Gemm, BatchNormalization, LeakyRelu, LRN, Clip (opset < 11), Pad (opset < 11). */
-    float alpha, beta, epsilon, bias;
+    /* Gemm, BatchNormalization, the activations, LRN, Clip (opset < 11), Pad (opset < 11). */
+    float alpha, beta, gamma, epsilon, bias;
     int64_t lrn_size;
+    int gelu_tanh; /* Gelu's approximate: 0 none, 1 tanh */
+    int64_t fmod;  /* Mod: C's fmod (1) or the sign of the divisor (0) */
+    /* Slice before opset 10. */
+    int n_starts, n_ends;
+    int64_t starts[ONNXTL_MAX_RANK], ends[ONNXTL_MAX_RANK];
+    int reduction;     /* ScatterND: none, add, mul, max, min */
+    char equation[96]; /* Einsum, without spaces */
+    /* ConstantOfShape's value: one element of type dtype (0: float 0). */
+    struct {
+        int dtype;
+        unsigned char bytes[8];
+    } fill;
     int64_t trans_a, trans_b;
     float clip_min, clip_max;
     int n_pad_amounts; /* Pad < 11: pads attribute */
@@ -124,10 +136,12 @@ onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_residual(otl_graph *g);
 
-/* The value that feeds the classifier head of a torchvision-style model:
- * the activation input of the first Gemm/MatMul with a constant 2-D weight.
- * Returns -1 if there is none. */
-int otl_graph_head_input(const otl_graph *g);
+/* The value that feeds the classifier head (head.c): walking back from the
+ * output over the Linear layers, activations, Dropout, flattening and final
+ * pooling a classifier ends with, the input of its only or last Linear layer
+ * (the first of three: VGG's and AlexNet's MLP), or of a 1x1 Conv that the
+ * final pooling reads (SqueezeNet).  -1 if there is none; why says which. */
+int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n);
 
 /* The shapes (in x out) of the Gemm/MatMul layers after the value cut, e.g.
  * "2048x1000" or "25088x4096,4096x4096,4096x1000"; empty if none. */

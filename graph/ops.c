@@ -6,7 +6,11 @@
 #include <stddef.h>
 #include <string.h>
 
-typedef enum { ATTR_INT, ATTR_INT_SET, ATTR_FLOAT, ATTR_INTS, ATTR_ENUM, ATTR_ONLY, ATTR_UNUSED } attr_type;
+#include "dtype.h"
+
+typedef enum {
+    ATTR_INT, ATTR_INT_SET, ATTR_FLOAT, ATTR_INTS, ATTR_ENUM, ATTR_STRING, ATTR_TENSOR, ATTR_ONLY, ATTR_UNUSED
+} attr_type;
 
 /* One attribute an op version accepts, and where its value goes. */
 typedef struct {
@@ -26,6 +30,8 @@ typedef struct {
 #define A_FLOAT(name, f, def) {name, ATTR_FLOAT, OFF(f), 0, 0, def, NULL, NULL},
 #define A_INTS(name, f, count, cap) {name, ATTR_INTS, OFF(f), OFF(count), cap, 0, NULL, NULL},
 #define A_ENUM(name, f, ...) {name, ATTR_ENUM, OFF(f), 0, 0, 0, (const char *const[]){__VA_ARGS__, NULL}, NULL},
+#define A_TENSOR(name, f) {name, ATTR_TENSOR, OFF(f), 0, 0, 0, NULL, NULL},
+#define A_STRING(name, f) {name, ATTR_STRING, OFF(f), sizeof(((otl_attrs *)0)->f), 0, 0, NULL, NULL},
 #define A_ONLY(name, v, why) {name, ATTR_ONLY, 0, 0, 0, v, NULL, why},
 #define A_UNUSED(name) {name, ATTR_UNUSED, 0, 0, 0, 0, NULL, NULL},
 
@@ -118,6 +124,42 @@ static onnxtl_status *set_enum(const attr_spec *s, const Onnx__AttributeProto *a
                      (const char *)at->s.data, s->names[1] ? "one of " : "only ", s->names[0]);
 }
 
+/* A one-element tensor attribute (ConstantOfShape's value), from raw_data
+ * or its typed field. */
+static onnxtl_status *set_scalar_tensor(const attr_spec *s, const Onnx__AttributeProto *at, otl_attrs *a) {
+    const Onnx__TensorProto *t = at->t;
+    size_t es = t ? otl_dtype_size(t->data_type) : 0;
+    int64_t count = 1;
+    for (size_t i = 0; t && i < t->n_dims; i++) count *= t->dims[i];
+    if (!t || !es || es > sizeof a->fill.bytes || count != 1)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' must be a one-element numeric tensor", s->name);
+    a->fill.dtype = t->data_type;
+    if (t->has_raw_data && t->raw_data.len == es) memcpy(a->fill.bytes, t->raw_data.data, es);
+    else if (t->n_float_data == 1) memcpy(a->fill.bytes, t->float_data, es);
+    else if (t->n_double_data == 1) memcpy(a->fill.bytes, t->double_data, es);
+    else if (t->n_int64_data == 1) memcpy(a->fill.bytes, t->int64_data, es);
+    else if (t->n_int32_data == 1) { /* small types are stored widened to int32 */
+        int64_t v = t->int32_data[0];
+        memcpy(a->fill.bytes, &v, es); /* little-endian: the low bytes hold the value */
+    } else
+        return otl_error(ONNXTL_ERR_MODEL, "attribute '%s' holds no value of its type", s->name);
+    return NULL;
+}
+
+/* A string kept without its spaces (Einsum's "bij, bjk -> bik"). */
+static onnxtl_status *set_string(const attr_spec *s, const Onnx__AttributeProto *at, otl_attrs *a) {
+    char *dst = (char *)a + s->field;
+    size_t n = 0;
+    for (size_t i = 0; i < at->s.len; i++) {
+        if (at->s.data[i] == ' ') continue;
+        if (n + 1 >= s->extra)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' is longer than %zu characters", s->name, s->extra - 1);
+        dst[n++] = (char)at->s.data[i];
+    }
+    dst[n] = '\0';
+    return NULL;
+}
+
 static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, otl_attrs *a) {
     char *field = (char *)a + s->field;
     switch (s->type) {
@@ -126,6 +168,8 @@ static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, 
     case ATTR_FLOAT: *(float *)field = at->f; return NULL;
     case ATTR_INTS: return set_ints(s, at, a);
     case ATTR_ENUM: return set_enum(s, at, a);
+    case ATTR_TENSOR: return set_scalar_tensor(s, at, a);
+    case ATTR_STRING: return set_string(s, at, a);
     case ATTR_ONLY: return at->i == (int64_t)s->value ? NULL : otl_error(ONNXTL_ERR_UNSUPPORTED, "%s", s->why);
     case ATTR_UNUSED: return NULL;
     }

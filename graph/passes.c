@@ -27,10 +27,16 @@ static void replace_uses(otl_graph *g, int from, int to) {
             if (g->nodes[i].in[k] == from) g->nodes[i].in[k] = to;
 }
 
-/* Dropout is the identity at inference unless training_mode is set (or unknown). */
+static bool constant_zero_ratio(const otl_graph *g, const otl_node *n) {
+    const otl_value *r = n->n_in > 1 && n->in[1] >= 0 ? &g->values[n->in[1]] : NULL;
+    return r && r->data && r->dtype == ONNXTL_FLOAT && r->rank == 0 && *(const float *)r->data == 0.0f;
+}
+
+/* Dropout is the identity at inference unless training_mode is set (or
+ * unknown), and in training mode too with a ratio of 0 (Swin's attention). */
 static bool dropout_is_identity(const otl_graph *g, const otl_node *n) {
     if (n->n_out > 1 && n->out[1] >= 0 && count_uses(g, n->out[1])) return false;
-    if (n->n_in < 3 || n->in[2] < 0) return true;
+    if (n->n_in < 3 || n->in[2] < 0 || constant_zero_ratio(g, n)) return true;
     const otl_value *tm = &g->values[n->in[2]];
     return tm->data && tm->dtype == ONNXTL_BOOL && !*(const uint8_t *)tm->data;
 }

@@ -1,5 +1,6 @@
 #include "shape.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "checked.h"
@@ -334,9 +335,9 @@ onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mas
     return NULL;
 }
 
-static onnxtl_status *infer_reducemean(const otl_node *nd, otl_tinfo *t) {
+static onnxtl_status *infer_reduce(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
-    OTL_TRY(need_float(x, "ReduceMean"));
+    OTL_TRY(need_float(x, otl_op_name(nd->op)));
     bool mask[ONNXTL_MAX_RANK];
     OTL_TRY(otl_reduce_mask(nd, t, mask));
     int64_t dims[ONNXTL_MAX_RANK];
@@ -543,12 +544,260 @@ static bool castable(int dtype) {
     return otl_dtype_size(dtype) != 0;
 }
 
+/* Cast to its attribute's type, CastLike to its second input's. */
 static onnxtl_status *infer_cast(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
-    if (!castable(x->dtype) || !castable(nd->attrs.to))
-        return otl_error(ONNXTL_ERR_UNSUPPORTED, "Cast from %s to %s is not supported",
-                         otl_dtype_name(x->dtype), otl_dtype_name(nd->attrs.to));
-    set_out(&t[nd->out[0]], nd->attrs.to, x->rank, x->dims);
+    const int to = nd->op == OP_CASTLIKE ? t[nd->in[1]].dtype : (int)nd->attrs.to;
+    if (!castable(x->dtype) || !castable(to))
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s from %s to %s is not supported", otl_op_name(nd->op),
+                         otl_dtype_name(x->dtype), otl_dtype_name(to));
+    set_out(&t[nd->out[0]], to, x->rank, x->dims);
+    return NULL;
+}
+
+/* Broadcast shape of every input, which must share one type unless mixed is set. */
+static onnxtl_status *broadcast_all(const otl_node *nd, const otl_tinfo *t, int first, bool mixed, otl_tinfo *acc) {
+    *acc = t[nd->in[first]];
+    for (int i = first + 1; i < nd->n_in; i++) {
+        const otl_tinfo *b = &t[nd->in[i]];
+        if (!mixed && b->dtype != acc->dtype)
+            return otl_error(ONNXTL_ERR_MODEL, "%s inputs differ in type (%s and %s)", otl_op_name(nd->op),
+                             otl_dtype_name(acc->dtype), otl_dtype_name(b->dtype));
+        OTL_TRY(otl_broadcast_shape(acc, b, acc));
+    }
+    return NULL;
+}
+
+static onnxtl_status *need_numeric(const otl_tinfo *x, const char *op) {
+    if (!otl_dtype_size(x->dtype) || x->dtype == ONNXTL_BOOL)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s on %s tensors is not supported", op, otl_dtype_name(x->dtype));
+    return NULL;
+}
+
+/* Max, Min, Mean, Mod: numeric inputs of one type, broadcast. */
+static onnxtl_status *infer_elementwise(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo acc;
+    OTL_TRY(broadcast_all(nd, t, 0, false, &acc));
+    OTL_TRY(need_numeric(&acc, otl_op_name(nd->op)));
+    if (nd->op == OP_MEAN && !otl_dtype_is_float(acc.dtype)) return bad("Mean takes floating-point tensors");
+    set_out(&t[nd->out[0]], acc.dtype, acc.rank, acc.dims);
+    return NULL;
+}
+
+/* Equal, Less, Greater...: numeric (or bool, for Equal) inputs of one type; bool out. */
+static onnxtl_status *infer_compare(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo acc;
+    OTL_TRY(broadcast_all(nd, t, 0, false, &acc));
+    if (acc.dtype != ONNXTL_BOOL || nd->op != OP_EQUAL) OTL_TRY(need_numeric(&acc, otl_op_name(nd->op)));
+    set_out(&t[nd->out[0]], ONNXTL_BOOL, acc.rank, acc.dims);
+    return NULL;
+}
+
+/* And, Or, Xor, Not: bool in, bool out. */
+static onnxtl_status *infer_logic(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo acc;
+    OTL_TRY(broadcast_all(nd, t, 0, false, &acc));
+    if (acc.dtype != ONNXTL_BOOL) return otl_error(ONNXTL_ERR_MODEL, "%s takes bool tensors", otl_op_name(nd->op));
+    set_out(&t[nd->out[0]], ONNXTL_BOOL, acc.rank, acc.dims);
+    return NULL;
+}
+
+/* Where(condition, X, Y): X's type, the three shapes broadcast. */
+static onnxtl_status *infer_where(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *c = &t[nd->in[0]], *x = &t[nd->in[1]], *y = &t[nd->in[2]];
+    if (c->dtype != ONNXTL_BOOL) return bad("Where's condition must be a bool tensor");
+    if (x->dtype != y->dtype || !otl_dtype_size(x->dtype)) return bad("Where's X and Y must share one type");
+    otl_tinfo acc;
+    OTL_TRY(broadcast_all(nd, t, 0, true, &acc));
+    set_out(&t[nd->out[0]], x->dtype, acc.rank, acc.dims);
+    return NULL;
+}
+
+/* Pow(X, Y): X's type; Y may be of another numeric type. */
+static onnxtl_status *infer_pow(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo acc;
+    OTL_TRY(need_numeric(&t[nd->in[0]], "Pow"));
+    OTL_TRY(need_numeric(&t[nd->in[1]], "Pow"));
+    OTL_TRY(broadcast_all(nd, t, 0, true, &acc));
+    set_out(&t[nd->out[0]], t[nd->in[0]].dtype, acc.rank, acc.dims);
+    return NULL;
+}
+
+/* Normalised over the axes from axis on; Scale and B broadcast to them. */
+static onnxtl_status *infer_layernorm(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, "LayerNormalization"));
+    int64_t axis;
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    for (int k = 1; k < nd->n_out; k++)
+        if (nd->out[k] >= 0) return otl_error(ONNXTL_ERR_UNSUPPORTED, "LayerNormalization's Mean and InvStdDev outputs are not supported");
+    for (int k = 1; k < nd->n_in; k++) {
+        if (nd->in[k] < 0) continue;
+        const otl_tinfo *p = &t[nd->in[k]];
+        otl_tinfo inner = {.dtype = x->dtype, .rank = x->rank - (int)axis}, joined;
+        memcpy(inner.dims, x->dims + axis, sizeof(int64_t) * (size_t)inner.rank);
+        OTL_TRY(need_float(p, "LayerNormalization"));
+        OTL_TRY(otl_broadcast_shape(&inner, p, &joined));
+        if (joined.rank != inner.rank || memcmp(joined.dims, inner.dims, sizeof(int64_t) * (size_t)inner.rank))
+            return bad("LayerNormalization's Scale and B must broadcast to the normalised axes");
+    }
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+onnxtl_status *otl_slice_plan(const otl_node *nd, const otl_tinfo *t, int64_t *start, int64_t *step, int64_t *dims) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t starts[ONNXTL_MAX_RANK], ends[ONNXTL_MAX_RANK], axes[ONNXTL_MAX_RANK], steps[ONNXTL_MAX_RANK];
+    int n, n_ends, n_axes = -1, n_steps = -1;
+    if (nd->opset < 10) {
+        n = nd->attrs.n_starts, n_ends = nd->attrs.n_ends, n_axes = nd->attrs.n_axes;
+        memcpy(starts, nd->attrs.starts, sizeof starts), memcpy(ends, nd->attrs.ends, sizeof ends);
+        memcpy(axes, nd->attrs.axes, sizeof axes);
+    } else {
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "starts", starts, ONNXTL_MAX_RANK, &n));
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[2]], "ends", ends, ONNXTL_MAX_RANK, &n_ends));
+        if (nd->n_in > 3 && nd->in[3] >= 0) OTL_TRY(otl_tinfo_ints(&t[nd->in[3]], "axes", axes, ONNXTL_MAX_RANK, &n_axes));
+        if (nd->n_in > 4 && nd->in[4] >= 0) OTL_TRY(otl_tinfo_ints(&t[nd->in[4]], "steps", steps, ONNXTL_MAX_RANK, &n_steps));
+    }
+    if (n != n_ends || (n_axes >= 0 && n_axes != n) || (n_steps >= 0 && n_steps != n))
+        return bad("Slice's starts, ends, axes and steps differ in length");
+    bool seen[ONNXTL_MAX_RANK] = {0};
+    for (int i = 0; i < x->rank; i++) start[i] = 0, step[i] = 1, dims[i] = x->dims[i];
+    for (int i = 0; i < n; i++) {
+        int64_t ax, s = n_steps >= 0 ? steps[i] : 1, d;
+        OTL_TRY(otl_norm_axis(n_axes >= 0 ? axes[i] : i, x->rank, &ax));
+        if (seen[ax]) return bad("Slice names an axis twice");
+        if (s == 0) return bad("Slice's steps must not be 0");
+        seen[ax] = true;
+        d = x->dims[ax];
+        int64_t b = starts[i] < 0 ? starts[i] + d : starts[i], e = ends[i] < 0 && ends[i] > INT64_MIN ? ends[i] + d : ends[i];
+        /* clamp as ONNX does: [0, d] going forward, [-1, d - 1] going back */
+        if (s > 0) b = b < 0 ? 0 : b > d ? d : b, e = e < 0 ? 0 : e > d ? d : e;
+        else b = b < -1 ? -1 : b > d - 1 ? d - 1 : b, e = e < -1 ? -1 : e > d - 1 ? d - 1 : e;
+        int64_t len = s > 0 ? (e - b + s - 1) / s : (b - e + (-s) - 1) / (-s);
+        start[ax] = b, step[ax] = s, dims[ax] = len > 0 ? len : 0;
+    }
+    return NULL;
+}
+
+static onnxtl_status *infer_slice(const otl_node *nd, otl_tinfo *t) {
+    int64_t start[ONNXTL_MAX_RANK], step[ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_slice_plan(nd, t, start, step, dims));
+    set_out(&t[nd->out[0]], t[nd->in[0]].dtype, t[nd->in[0]].rank, dims);
+    return NULL;
+}
+
+/* Expand(X, shape): X broadcast with the shape, as numpy does both ways. */
+static onnxtl_status *infer_expand(const otl_node *nd, otl_tinfo *t) {
+    otl_tinfo shape = {.dtype = t[nd->in[0]].dtype}, out;
+    OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "shape", shape.dims, ONNXTL_MAX_RANK, &shape.rank));
+    OTL_TRY(otl_broadcast_shape(&t[nd->in[0]], &shape, &out));
+    set_out(&t[nd->out[0]], t[nd->in[0]].dtype, out.rank, out.dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_constant_of_shape(const otl_node *nd, otl_tinfo *t) {
+    int64_t dims[ONNXTL_MAX_RANK];
+    int r;
+    OTL_TRY(otl_tinfo_ints(&t[nd->in[0]], "shape", dims, ONNXTL_MAX_RANK, &r));
+    for (int i = 0; i < r; i++)
+        if (dims[i] < 0) return bad("ConstantOfShape's shape has a negative dimension");
+    set_out(&t[nd->out[0]], nd->attrs.fill.dtype ? nd->attrs.fill.dtype : ONNXTL_FLOAT, r, dims);
+    return NULL;
+}
+
+/* Range(start, limit, delta): max(ceil((limit - start) / delta), 0) values. */
+static onnxtl_status *infer_range(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *s = &t[nd->in[0]], *l = &t[nd->in[1]], *d = &t[nd->in[2]];
+    if (!s->data || !l->data || !d->data) return otl_error(ONNXTL_ERR_UNSUPPORTED, "Range needs constant inputs");
+    if (s->dtype != l->dtype || s->dtype != d->dtype || otl_tinfo_count(s) != 1 || otl_tinfo_count(l) != 1 ||
+        otl_tinfo_count(d) != 1)
+        return bad("Range takes three scalars of one type");
+    OTL_TRY(need_numeric(s, "Range"));
+    const double start = otl_dtype_load(s->data, s->dtype, 0), limit = otl_dtype_load(l->data, l->dtype, 0),
+                 delta = otl_dtype_load(d->data, d->dtype, 0);
+    if (delta == 0) return bad("Range's delta must not be 0");
+    double n = ceil((limit - start) / delta);
+    if (n > (double)INT32_MAX) return bad("Range would make too many values");
+    int64_t dims[1] = {n > 0 ? (int64_t)n : 0};
+    set_out(&t[nd->out[0]], s->dtype, 1, dims);
+    return NULL;
+}
+
+/* ScatterND(data, indices, updates): data's shape and type. */
+static onnxtl_status *infer_scatternd(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *idx = &t[nd->in[1]], *u = &t[nd->in[2]];
+    if (idx->dtype != ONNXTL_INT64 || idx->rank < 1) return bad("ScatterND's indices must be an int64 tensor");
+    const int64_t k = idx->dims[idx->rank - 1];
+    if (k < 1 || k > x->rank || u->dtype != x->dtype || u->rank != idx->rank - 1 + x->rank - (int)k)
+        return bad("ScatterND's indices and updates do not fit its data");
+    for (int i = 0; i < idx->rank - 1; i++)
+        if (u->dims[i] != idx->dims[i]) return bad("ScatterND's updates do not match its indices");
+    for (int i = (int)k; i < x->rank; i++)
+        if (u->dims[idx->rank - 1 + i - (int)k] != x->dims[i]) return bad("ScatterND's updates do not match its data");
+    if (!otl_dtype_size(x->dtype)) return bad("ScatterND's data has an unsupported type");
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+static int letter_index(char c) { return c >= 'a' && c <= 'z' ? c - 'a' : c >= 'A' && c <= 'Z' ? 26 + c - 'A' : -1; }
+
+/* One term of letters into axes; each letter's extent checked or set. */
+static onnxtl_status *einsum_term(const char *p, size_t len, const otl_tinfo *x, otl_einsum *e, int k) {
+    if ((int)len != x->rank) return bad("an Einsum term's letters do not match its input's rank");
+    for (size_t i = 0; i < len; i++) {
+        int l = letter_index(p[i]);
+        if (l < 0) return otl_error(ONNXTL_ERR_UNSUPPORTED, "Einsum equation '%.*s' is not supported (letters only)", (int)len, p);
+        for (size_t j = 0; j < i; j++)
+            if (p[j] == p[i]) return otl_error(ONNXTL_ERR_UNSUPPORTED, "Einsum with a letter repeated in one term is not supported");
+        if (e->extent[l] >= 0 && e->extent[l] != x->dims[i] && x->dims[i] != 1 && e->extent[l] != 1)
+            return bad("Einsum inputs disagree on a letter's extent");
+        if (e->extent[l] < 0 || e->extent[l] == 1) e->extent[l] = x->dims[i];
+        e->axes[k][i] = l;
+    }
+    e->rank[k] = (int)len;
+    return NULL;
+}
+
+onnxtl_status *otl_einsum_parse(const otl_node *nd, const otl_tinfo *t, otl_einsum *e) {
+    const char *eq = nd->attrs.equation, *arrow = strstr(eq, "->");
+    memset(e, 0, sizeof *e);
+    for (int l = 0; l < 52; l++) e->extent[l] = -1;
+    e->n_in = nd->n_in;
+    if (nd->n_in > OTL_EINSUM_MAX_IN) return bad("Einsum has too many inputs");
+    const char *p = eq;
+    for (int k = 0; k < nd->n_in; k++) {
+        const char *end = k + 1 < nd->n_in ? strchr(p, ',') : arrow ? arrow : eq + strlen(eq);
+        if (!end || (k + 1 < nd->n_in && arrow && end > arrow)) return bad("Einsum's equation has fewer terms than inputs");
+        OTL_TRY(einsum_term(p, (size_t)(end - p), &t[nd->in[k]], e, k));
+        p = end + 1;
+    }
+    if (arrow) {
+        const char *o = arrow + 2;
+        for (; *o; o++) {
+            int l = letter_index(*o);
+            if (l < 0 || e->extent[l] < 0) return bad("Einsum's output names a letter no input has");
+            if (e->out_rank == ONNXTL_MAX_RANK) return bad("Einsum's output has too many axes");
+            e->out[e->out_rank++] = l;
+        }
+    } else { /* implicit: the letters used once, in alphabetical order */
+        for (int l = 0; l < 52; l++) {
+            int uses = 0;
+            for (int k = 0; k < e->n_in; k++)
+                for (int i = 0; i < e->rank[k]; i++) uses += e->axes[k][i] == l;
+            if (uses == 1 && e->out_rank < ONNXTL_MAX_RANK) e->out[e->out_rank++] = l;
+        }
+    }
+    return NULL;
+}
+
+static onnxtl_status *infer_einsum(const otl_node *nd, otl_tinfo *t) {
+    otl_einsum e;
+    for (int k = 0; k < nd->n_in; k++) OTL_TRY(need_float(&t[nd->in[k]], "Einsum"));
+    OTL_TRY(otl_einsum_parse(nd, t, &e));
+    int64_t dims[ONNXTL_MAX_RANK];
+    for (int i = 0; i < e.out_rank; i++) dims[i] = e.extent[e.out[i]];
+    set_out(&t[nd->out[0]], ONNXTL_FLOAT, e.out_rank, dims);
     return NULL;
 }
 

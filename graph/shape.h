@@ -43,6 +43,19 @@ onnxtl_status *otl_norm_axis(int64_t axis, int r, int64_t *out);
 void otl_shape_range(const otl_attrs *a, int rank, int64_t *start, int64_t *end);
 /* Pad amounts (begins then ends, 2*rank values) from a Pad node's attribute or inputs. */
 onnxtl_status *otl_pad_amounts(const otl_node *nd, const otl_tinfo *t, int rank, int64_t *pads);
+/* Slice's start and step per axis of input 0, and the output's dims. */
+onnxtl_status *otl_slice_plan(const otl_node *nd, const otl_tinfo *t, int64_t *start, int64_t *step, int64_t *dims);
+/* An Einsum equation resolved against its inputs: each axis of each input
+ * and of the output as the index of its letter, and each letter's extent. */
+#define OTL_EINSUM_MAX_IN 8
+typedef struct {
+    int n_in, n_letters;
+    int rank[OTL_EINSUM_MAX_IN], axes[OTL_EINSUM_MAX_IN][ONNXTL_MAX_RANK];
+    int out_rank, out[ONNXTL_MAX_RANK];
+    int64_t extent[52];
+} otl_einsum;
+
+onnxtl_status *otl_einsum_parse(const otl_node *nd, const otl_tinfo *t, otl_einsum *e);
 /* Which axes of input 0 a reduction averages over (attribute or input axes). */
 onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mask);
 #endif

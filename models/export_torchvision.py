@@ -25,8 +25,12 @@ import torch
 import torchvision
 
 
-# Architectures whose torchvision input is not 224x224.
-INPUT_SIZE = {"inception_v3": 299}
+def input_size(arch):
+    """The crop of the architecture's torchvision evaluation transform (224, 299, 384...)."""
+    try:
+        return torchvision.models.get_model_weights(arch).DEFAULT.transforms().crop_size[0]
+    except (AttributeError, ValueError, KeyError):
+        return 224
 
 
 def build_model(arch, pretrained):
@@ -74,12 +78,13 @@ def main():
     ap.add_argument("--no-fold", action="store_true", help="keep BatchNorm and shape arithmetic")
     ap.add_argument("--reference", action="store_true", help="write input and float64 output")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--size", type=int, help="input height and width (default: the architecture's, 224 or 299)")
+    ap.add_argument("--size", type=int, help="input height and width (default: the crop of the architecture's "
+                    "torchvision transform: 224, 299 for inception_v3, 384 for efficientnet_v2_s)")
     ap.add_argument("--pretrained", action="store_true", help="ImageNet weights (needs network)")
     ap.add_argument("--output", help="exact .onnx path (default: derived from the options)")
     ap.add_argument("--out", default=".", help="output folder")
     args = ap.parse_args()
-    args.size = args.size or INPUT_SIZE.get(args.arch, 224)
+    args.size = args.size or input_size(args.arch)
     os.makedirs(args.out, exist_ok=True)
     model = build_model(args.arch, args.pretrained)
     if args.reference:

@@ -115,6 +115,37 @@ def cases():
     add("Clip", lambda g: g.node("Clip", [a4(g), g.const(-0.3), g.const(0.4)]))
     add("LeakyRelu", lambda g: g.node("LeakyRelu", [a4(g)], alpha=0.2))
     add("LeakyRelu default alpha", lambda g: g.node("LeakyRelu", [a4(g)]))
+    for op in ("Tanh", "Erf", "Exp", "Neg", "Abs", "Softplus", "Softsign", "Elu", "Selu", "Celu"):
+        add(op, lambda g, op=op: g.node(op, [a4(g)]))
+    add("HardSwish", lambda g: g.node("HardSwish", [a4(g)]), 14)
+    add("HardSigmoid", lambda g: g.node("HardSigmoid", [a4(g)], alpha=0.3, beta=0.4))
+    for approximate in ("none", "tanh"):
+        add(f"Gelu {approximate}", lambda g, ap=approximate: g.node("Gelu", [a4(g)], approximate=ap), 20)
+    add("Sqrt of a Sigmoid", lambda g: g.node("Sqrt", [g.node("Sigmoid", [a4(g)])]))
+    add("Log of a Sigmoid", lambda g: g.node("Log", [g.node("Sigmoid", [a4(g)])]))
+    add("Reciprocal of a Sigmoid", lambda g: g.node("Reciprocal", [g.node("Sigmoid", [a4(g)])]))
+    add("Pow of a Sigmoid", lambda g: g.node("Pow", [g.node("Sigmoid", [a4(g)]), g.const(1.5)]))
+    for op in ("Max", "Min", "Mean"):
+        add(f"{op} of three", lambda g, op=op: g.node(op, [a4(g), b4(g), g.node("GlobalAveragePool", [a4(g)])]))
+    for op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
+        add(f"Where over {op}", lambda g, op=op: g.node("Where", [g.node(op, [a4(g), b4(g)]), a4(g), b4(g)]))
+    add("Mod fmod", lambda g: g.node("Mod", [a4(g), g.const(0.7)], fmod=1))
+    for axis in (-1, -2, -3, 1, 2, 3):
+        add(f"LayerNormalization axis {axis}", lambda g, axis=axis: g.node(
+            "LayerNormalization", [a4(g), g.const(g.rng.random((N, 4, H, W)[axis:]) + 0.5),
+                                   g.const(g.rng.standard_normal((N, 4, H, W)[axis:]))], axis=axis), 17)
+    for label, starts, ends, axes, steps in (("channels", [1], [3], [1], [1]), ("H reversed", [-1], [-7], [2], [-1]),
+                                             ("W step 2", [0], [5], [-1], [2]), ("two axes", [1, 1], [5, 4], [2, 3], [2, 1]),
+                                             ("past the end", [0], [100], [1], [1])):
+        add(f"Slice {label}", lambda g, s=starts, e=ends, ax=axes, st=steps: g.node("Slice", [
+            a4(g), g.const(s, np.int64), g.const(e, np.int64), g.const(ax, np.int64), g.const(st, np.int64)]))
+    add("Expand a pooled [N,C,1,1]", lambda g: g.node("Expand", [g.node("GlobalAveragePool", [a4(g)]),
+                                                                g.const([N, 4, H, W], np.int64)]))
+    for op in ("ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"):
+        for axes in ([1], [2, 3], [-1]):
+            add(f"{op} axes {axes}", lambda g, op=op, axes=axes: g.node(op, [a4(g), g.const(axes, np.int64)], keepdims=1), 18)
+    add("Einsum batched", lambda g: g.node("Einsum", [a4(g), g.node("Transpose", [b4(g)], perm=[0, 1, 3, 2])],
+                                           equation="bchw,bcwk->bchk"), 12)
     for size in (1, 3, 5):  # ONNX Runtime refuses even sizes
         add(f"LRN size {size}", lambda g, size=size: g.node("LRN", [a4(g)], size=size, alpha=0.02, beta=0.6, bias=1.5))
     add("Clip opset 10", lambda g: g.node("Clip", [a4(g)], min=-0.3, max=0.4), 10)

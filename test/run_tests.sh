@@ -34,9 +34,8 @@ fi
 run_suite bad_models $PY test/bad_models.py build/onnxtl
 run_suite cli $PY test/cli_errors.py build/onnxtl
 run_suite parity $PY test/parity.py build/onnxtl
-# Networks that concatenate, branch and broadcast: the layout planner's whole-model check.
-run_suite parity_branches $PY test/parity.py build/onnxtl --opsets 17 --folds fold --batches 1,2 \
-    --archs squeezenet1_1,densenet121,googlenet,inception_v3,regnet_y_400mf
+# Every backbone family of models/backbones.tsv: logits and head input against torch.
+run_suite models_manifest $PY test/models_manifest.py build/onnxtl
 run_suite layout $PY test/layout_tests.py build/onnxtl
 # Per-node fallback, on the CPU: convolutions, then every other op, placed on
 # a CPU backend of their own, so that each graph crosses segment boundaries.
@@ -45,7 +44,6 @@ run_suite fallback_ops $PY test/layout_tests.py build/onnxtl --fallback \
     "$(sed -n 's/^OTL_OP([A-Z]*, "", "\([A-Za-z]*\)".*/\1/p' graph/ops.def | grep -vx Conv | paste -sd,)"
 run_suite fallback_models env ONNXTL_FALLBACK_OPS=Concat,MaxPool $PY test/parity.py build/onnxtl \
     --opsets 17 --folds fold --batches 2 --archs densenet121,googlenet,regnet_y_400mf
-run_suite models_manifest $PY test/models_manifest.py build/onnxtl
 run_suite sha256 $PY test/sha256_parity.py build/test_sha256 build/models/resnet18_op17_fold.onnx
 run_suite preprocess $PY test/preprocess_parity.py build/test_preprocess_dump "$SHARED"
 run_suite extract_parity $PY test/extract_parity.py build/onnxtl "$SHARED"

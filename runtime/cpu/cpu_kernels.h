@@ -35,13 +35,45 @@ onnxtl_status *otl_cpu_cast(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_softmax(const otl_kernel_args *a);
-onnxtl_status *otl_cpu_reducemean(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_reduce(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_copy(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_shape(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_gather(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_concat(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pad(const otl_kernel_args *a);
+
+/* Per-axis element strides of an input broadcast to the output's shape (0
+ * along the axes where it repeats). */
+void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *strides);
+
+/* One function of one float per element (math.c). */
+onnxtl_status *otl_cpu_hardsigmoid(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_hardswish(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_tanh(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_erf(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_exp(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_log(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_sqrt(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_reciprocal(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_neg(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_abs(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_softplus(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_softsign(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_elu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_selu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_celu(const otl_kernel_args *a);
+/* Broadcasting comparisons, logic, Where, Pow, Mod, Max, Min, Mean, of any
+ * numeric or bool type, computed in double (math.c). */
+onnxtl_status *otl_cpu_elementwise(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_einsum(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_scatternd(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_layernorm(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_slice(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_expand(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_constant_of_shape(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_range(const otl_kernel_args *a);
 
 /* Layout conversion of a 4-D float tensor given by its NCHW dims. */
 void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims);

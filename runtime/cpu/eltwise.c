@@ -112,8 +112,7 @@ onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
     return NULL;
 }
 
-/* Per-axis strides of an input broadcast to the output shape (0 where it repeats). */
-static void broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *strides) {
+void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *strides) {
     int64_t s = 1;
     for (int i = out->rank - 1; i >= 0; i--) {
         int j = i - (out->rank - in->rank);
@@ -197,8 +196,8 @@ static onnxtl_status *binary_step(const otl_kernel_args *a, otl_op op, const voi
     if (*relu_done) return NULL;
     const otl_tinfo *to = OUT_T(a, 0);
     int64_t sx[ONNXTL_MAX_RANK], sy[ONNXTL_MAX_RANK];
-    broadcast_strides(tx, to, sx);
-    broadcast_strides(ty, to, sy);
+    otl_broadcast_strides(tx, to, sx);
+    otl_broadcast_strides(ty, to, sy);
     switch (to->dtype) {
     case ONNXTL_FLOAT: binary_f32(op, x, sx, y, sy, z, to); break;
     case ONNXTL_DOUBLE: binary_f64(op, x, sx, y, sy, z, to); break;
@@ -236,95 +235,6 @@ onnxtl_status *otl_cpu_binary(const otl_kernel_args *a) {
     return NULL;
 }
 
-/* IEEE half and bfloat16 conversions with round-to-nearest-even. */
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0x1f) bits = sign | 0x7f800000u | (man << 13);
-    else if (exp) bits = sign | ((exp + 112) << 23) | (man << 13);
-    else if (!man) bits = sign;
-    else { /* subnormal: normalise */
-        exp = 113;
-        while (!(man & 0x400)) { man <<= 1; exp--; }
-        bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static uint16_t float_to_half(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);
-    if (ax >= 0x477ff000u) return sign | 0x7c00; /* rounds to infinity */
-    if (ax < 0x38800000u) { /* subnormal half or zero */
-        float mag;
-        memcpy(&mag, &ax, sizeof mag);
-        return sign | (uint16_t)lrintf(mag * 16777216.0f); /* mag / 2^-24, rounded to even */
-    }
-    uint32_t mant_odd = (ax >> 13) & 1;
-    ax += 0xc8000fffu + mant_odd; /* rebias exponent (-112 << 23) and round to even */
-    return sign | (uint16_t)(ax >> 13);
-}
-
-static float bf16_to_float(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static uint16_t float_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
-    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
-}
-
-static double load_as_double(const void *p, int dtype, int64_t i) {
-    switch (dtype) {
-    case ONNXTL_FLOAT: return ((const float *)p)[i];
-    case ONNXTL_DOUBLE: return ((const double *)p)[i];
-    case ONNXTL_FLOAT16: return half_to_float(((const uint16_t *)p)[i]);
-    case ONNXTL_BFLOAT16: return bf16_to_float(((const uint16_t *)p)[i]);
-    case ONNXTL_INT8: return ((const int8_t *)p)[i];
-    case ONNXTL_UINT8: case ONNXTL_BOOL: return ((const uint8_t *)p)[i];
-    case ONNXTL_INT16: return ((const int16_t *)p)[i];
-    case ONNXTL_UINT16: return ((const uint16_t *)p)[i];
-    case ONNXTL_INT32: return ((const int32_t *)p)[i];
-    case ONNXTL_UINT32: return ((const uint32_t *)p)[i];
-    case ONNXTL_INT64: return (double)((const int64_t *)p)[i];
-    default: return (double)((const uint64_t *)p)[i];
-    }
-}
-
-/* Float to integer casts truncate toward zero; values out of range saturate
- * rather than invoke undefined behaviour. */
-static int64_t to_int(double v, double lo, double hi) {
-    if (v != v) return 0;
-    return (int64_t)(v < lo ? lo : v > hi ? hi : v);
-}
-
-static void store_from_double(void *p, int dtype, int64_t i, double v) {
-    switch (dtype) {
-    case ONNXTL_FLOAT: ((float *)p)[i] = (float)v; break;
-    case ONNXTL_DOUBLE: ((double *)p)[i] = v; break;
-    case ONNXTL_FLOAT16: ((uint16_t *)p)[i] = float_to_half((float)v); break;
-    case ONNXTL_BFLOAT16: ((uint16_t *)p)[i] = float_to_bf16((float)v); break;
-    case ONNXTL_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-    case ONNXTL_INT8: ((int8_t *)p)[i] = (int8_t)to_int(v, INT8_MIN, INT8_MAX); break;
-    case ONNXTL_UINT8: ((uint8_t *)p)[i] = (uint8_t)to_int(v, 0, UINT8_MAX); break;
-    case ONNXTL_INT16: ((int16_t *)p)[i] = (int16_t)to_int(v, INT16_MIN, INT16_MAX); break;
-    case ONNXTL_UINT16: ((uint16_t *)p)[i] = (uint16_t)to_int(v, 0, UINT16_MAX); break;
-    case ONNXTL_INT32: ((int32_t *)p)[i] = (int32_t)to_int(v, INT32_MIN, INT32_MAX); break;
-    case ONNXTL_UINT32: ((uint32_t *)p)[i] = (uint32_t)to_int(v, 0, UINT32_MAX); break;
-    case ONNXTL_INT64: ((int64_t *)p)[i] = to_int(v, -9.2233720368547748e18, 9.2233720368547748e18); break;
-    default: ((uint64_t *)p)[i] = v <= 0 || v != v ? 0 : v >= 1.8446744073709552e19 ? UINT64_MAX : (uint64_t)v; break;
-    }
-}
-
 static bool is_integer(int dtype) { return !otl_dtype_is_float(dtype); }
 
 onnxtl_status *otl_cpu_cast(const otl_kernel_args *a) {
@@ -340,11 +250,49 @@ onnxtl_status *otl_cpu_cast(const otl_kernel_args *a) {
         for (int64_t i = 0; i < n; i++) {
             int64_t v = x->dtype == ONNXTL_INT64 || x->dtype == ONNXTL_UINT64
                             ? ((const int64_t *)a->in[0])[i]
-                            : (int64_t)load_as_double(a->in[0], x->dtype, i);
+                            : (int64_t)otl_dtype_load(a->in[0], x->dtype, i);
             ((int64_t *)a->out[0])[i] = v;
         }
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) store_from_double(a->out[0], y->dtype, i, load_as_double(a->in[0], x->dtype, i));
+    for (int64_t i = 0; i < n; i++) otl_dtype_store(a->out[0], y->dtype, i, otl_dtype_load(a->in[0], x->dtype, i));
+    return NULL;
+}
+
+/* Each row over the axes from axis on: (x - mean) / sqrt(var + epsilon) *
+ * Scale + B, mean and variance in double; Scale and B broadcast to a row. */
+onnxtl_status *otl_cpu_layernorm(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    int64_t axis;
+    OTL_TRY(otl_norm_axis(a->n->attrs.axis, x->rank, &axis));
+    otl_tinfo row = {.dtype = x->dtype, .rank = x->rank - (int)axis};
+    memcpy(row.dims, x->dims + axis, sizeof(int64_t) * (size_t)row.rank);
+    const int64_t width = otl_tinfo_count(&row), rows = width ? otl_tinfo_count(x) / width : 0;
+    const bool has_b = a->n->n_in > 2 && a->in[2];
+    int64_t ss[ONNXTL_MAX_RANK], sb[ONNXTL_MAX_RANK];
+    otl_broadcast_strides(IN_T(a, 1), &row, ss);
+    if (has_b) otl_broadcast_strides(IN_T(a, 2), &row, sb);
+    const float *X = a->in[0], *scale = a->in[1], *bias = has_b ? a->in[2] : NULL;
+    float *Y = a->out[0];
+    const double eps = a->n->attrs.epsilon;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = X + r * width;
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < width; i++) sum += xr[i];
+        const double mean = sum / (double)width;
+        for (int64_t i = 0; i < width; i++) sq += (xr[i] - mean) * (xr[i] - mean);
+        const double inv = 1.0 / sqrt(sq / (double)width + eps);
+        int64_t idx[ONNXTL_MAX_RANK] = {0}, os = 0, ob = 0;
+        for (int64_t i = 0; i < width; i++) {
+            Y[r * width + i] = (float)((xr[i] - mean) * inv * scale[os] + (bias ? bias[ob] : 0.0f));
+            for (int d = row.rank - 1; d >= 0; d--) {
+                os += ss[d], ob += has_b ? sb[d] : 0;
+                if (++idx[d] < row.dims[d]) break;
+                os -= ss[d] * idx[d], ob -= has_b ? sb[d] * idx[d] : 0;
+                idx[d] = 0;
+            }
+        }
+    }
     return NULL;
 }

@@ -174,3 +174,58 @@ void otl_nhwc_to_nchw(const float *src, float *dst, const int64_t *dims) {
         for (int64_t ch = 0; ch < c; ch++)
             for (int64_t i = 0; i < hw; i++) dst[(b * c + ch) * hw + i] = src[(b * hw + i) * c + ch];
 }
+
+/* Copies out[i] = in[offset of i], walking the output in row-major order
+ * with per-axis input strides: Slice's steps, Expand's repeats. */
+static void strided_copy(const char *src, int64_t base, const int64_t *stride, char *dst, const otl_tinfo *y,
+                         size_t es) {
+    const int64_t count = otl_tinfo_count(y);
+    int64_t idx[ONNXTL_MAX_RANK] = {0}, off = base;
+    for (int64_t i = 0; i < count; i++) {
+        memcpy(dst + (size_t)i * es, src + (size_t)off * es, es);
+        for (int d = y->rank - 1; d >= 0; d--) {
+            off += stride[d];
+            if (++idx[d] < y->dims[d]) break;
+            off -= stride[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+onnxtl_status *otl_cpu_slice(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    int64_t start[ONNXTL_MAX_RANK], step[ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK], stride[ONNXTL_MAX_RANK];
+    OTL_TRY(otl_slice_plan(a->n, a->t, start, step, dims));
+    int64_t s = 1, base = 0;
+    for (int i = x->rank - 1; i >= 0; i--) {
+        base += start[i] * s;
+        stride[i] = step[i] * s;
+        s *= x->dims[i];
+    }
+    strided_copy(a->in[0], base, stride, a->out[0], y, otl_dtype_size(x->dtype));
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_expand(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    int64_t stride[ONNXTL_MAX_RANK];
+    otl_broadcast_strides(x, y, stride);
+    strided_copy(a->in[0], 0, stride, a->out[0], y, otl_dtype_size(x->dtype));
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_constant_of_shape(const otl_kernel_args *a) {
+    const otl_tinfo *y = OUT_T(a, 0);
+    const size_t es = otl_dtype_size(y->dtype);
+    const int64_t count = otl_tinfo_count(y);
+    char *dst = a->out[0];
+    for (int64_t i = 0; i < count; i++) memcpy(dst + (size_t)i * es, a->n->attrs.fill.bytes, es);
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_range(const otl_kernel_args *a) {
+    const otl_tinfo *y = OUT_T(a, 0);
+    const double start = otl_dtype_load(a->in[0], y->dtype, 0), delta = otl_dtype_load(a->in[2], y->dtype, 0);
+    for (int64_t i = 0; i < y->dims[0]; i++) otl_dtype_store(a->out[0], y->dtype, i, start + (double)i * delta);
+    return NULL;
+}

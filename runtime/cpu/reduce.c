@@ -1,4 +1,4 @@
-/* Softmax, LogSoftmax and ReduceMean. */
+/* Softmax, LogSoftmax and the Reduce ops. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +43,57 @@ onnxtl_status *otl_cpu_softmax(const otl_kernel_args *a) {
     return NULL;
 }
 
-onnxtl_status *otl_cpu_reducemean(const otl_kernel_args *a) {
+static double reduce_start(otl_op op) {
+    switch (op) {
+    case OP_REDUCEMAX: return -INFINITY;
+    case OP_REDUCEMIN: return INFINITY;
+    case OP_REDUCEPROD: return 1;
+    default: return 0;
+    }
+}
+
+static double reduce_step(otl_op op, double acc, double x) {
+    switch (op) {
+    case OP_REDUCEMAX: return x > acc || x != x ? x : acc;
+    case OP_REDUCEMIN: return x < acc || x != x ? x : acc;
+    case OP_REDUCEPROD: return acc * x;
+    case OP_REDUCEL1: return acc + fabs(x);
+    case OP_REDUCEL2: case OP_REDUCESUMSQUARE: return acc + x * x;
+    default: return acc + x; /* Mean, Sum, LogSum; LogSumExp sums exp(x - max) */
+    }
+}
+
+static double reduce_end(otl_op op, double acc, double count, double max) {
+    switch (op) {
+    case OP_REDUCEMEAN: return acc / count;
+    case OP_REDUCEL2: return sqrt(acc);
+    case OP_REDUCELOGSUM: return log(acc);
+    case OP_REDUCELOGSUMEXP: return max + log(acc);
+    default: return acc;
+    }
+}
+
+/* The output element each input element reduces into. */
+static int64_t *output_of(const otl_tinfo *x, const int64_t *ostride) {
+    const int64_t count = otl_tinfo_count(x);
+    int64_t *out = malloc(sizeof *out * ((size_t)count + 1)), idx[ONNXTL_MAX_RANK] = {0}, o = 0;
+    for (int64_t i = 0; out && i < count; i++) {
+        out[i] = o;
+        for (int d = x->rank - 1; d >= 0; d--) {
+            o += ostride[d];
+            if (++idx[d] < x->dims[d]) break;
+            o -= ostride[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    return out;
+}
+
+/* Every Reduce op, in double.  LogSumExp subtracts each output's maximum
+ * first, so that large inputs do not overflow. */
+onnxtl_status *otl_cpu_reduce(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    const otl_op op = a->n->op;
     bool mask[ONNXTL_MAX_RANK];
     OTL_TRY(otl_reduce_mask(a->n, a->t, mask));
     /* Stride of each input axis in the output, 0 on reduced axes. */
@@ -53,23 +102,24 @@ onnxtl_status *otl_cpu_reducemean(const otl_kernel_args *a) {
         ostride[i] = mask[i] ? 0 : s;
         if (!mask[i]) s *= x->dims[i];
     }
-    int64_t in_count = otl_tinfo_count(x), out_count = otl_tinfo_count(y);
-    double *acc = calloc((size_t)out_count + 1, sizeof *acc);
-    if (!acc) return otl_nomem();
+    const int64_t in_count = otl_tinfo_count(x), out_count = otl_tinfo_count(y);
+    double *acc = malloc(sizeof *acc * ((size_t)out_count + 1)), *max = calloc((size_t)out_count + 1, sizeof *max);
+    int64_t *at = output_of(x, ostride);
+    onnxtl_status *st = acc && max && at ? NULL : otl_nomem();
     const float *X = a->in[0];
-    int64_t idx[ONNXTL_MAX_RANK] = {0}, o = 0;
-    for (int64_t i = 0; i < in_count; i++) {
-        acc[o] += X[i];
-        for (int d = x->rank - 1; d >= 0; d--) {
-            o += ostride[d];
-            if (++idx[d] < x->dims[d]) break;
-            o -= ostride[d] * idx[d];
-            idx[d] = 0;
-        }
+    for (int64_t i = 0; !st && i < out_count; i++) acc[i] = reduce_start(op), max[i] = -INFINITY;
+    if (!st && op == OP_REDUCELOGSUMEXP) {
+        for (int64_t i = 0; i < in_count; i++) max[at[i]] = X[i] > max[at[i]] ? X[i] : max[at[i]];
+        for (int64_t i = 0; i < out_count; i++) max[i] = isfinite(max[i]) ? max[i] : 0;
+        for (int64_t i = 0; i < in_count; i++) acc[at[i]] += exp(X[i] - max[at[i]]);
+    } else if (!st) {
+        for (int64_t i = 0; i < in_count; i++) acc[at[i]] = reduce_step(op, acc[at[i]], X[i]);
     }
-    double per = out_count ? (double)in_count / (double)out_count : 1;
+    const double per = out_count ? (double)in_count / (double)out_count : 1;
     float *Y = a->out[0];
-    for (int64_t i = 0; i < out_count; i++) Y[i] = (float)(acc[i] / per);
+    for (int64_t i = 0; !st && i < out_count; i++) Y[i] = (float)reduce_end(op, acc[i], per, max[i]);
     free(acc);
-    return NULL;
+    free(max);
+    free(at);
+    return st;
 }

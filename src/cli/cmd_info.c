@@ -72,13 +72,15 @@ static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
     }
     char buf[32];
     printf("peak activation memory (batch 1): %s\n", human_bytes((double)p->arena_bytes, buf, sizeof buf));
-    int head = otl_graph_head_input(g);
+    char why[512];
+    int head = otl_graph_head_input(g, why, sizeof why);
     if (head >= 0) {
         printf("head input (cached by extract): '%s' ", g->values[head].name);
         print_dims(p->t[head].dims, p->t[head].rank);
-        printf(", %lld features per image\n", (long long)(otl_tinfo_count(&p->t[head]) / p->t[head].dims[0]));
+        printf(", %lld features per image\n  found as %s\n", (long long)(otl_tinfo_count(&p->t[head]) / p->t[head].dims[0]),
+               why);
     } else {
-        printf("head input: none found (no Gemm/MatMul with constant weights); use --cut\n");
+        printf("head input: none found (%s); use --cut\n", why);
     }
     otl_plan_free(p);
     return NULL;

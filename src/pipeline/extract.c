@@ -47,11 +47,12 @@ typedef struct {
 } stream;
 
 static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
-    *cut = name ? otl_graph_find(g, name) : otl_graph_head_input(g);
+    char why[512];
+    *cut = name ? otl_graph_find(g, name) : otl_graph_head_input(g, why, sizeof why);
     if (*cut >= 0) return NULL;
     if (name) return otl_error(ONNXTL_ERR_ARG, "%s: no tensor named '%s' (onnxtl info lists the head input)", g->path, name);
-    return otl_error(ONNXTL_ERR_ARG, "%s: no classifier head found (no Gemm/MatMul with constant weights); "
-                     "name the feature tensor with --cut", g->path);
+    return otl_error(ONNXTL_ERR_ARG, "%s: no classifier head found (%s); name the feature tensor with --cut", g->path,
+                     why);
 }
 
 /* Finds the cut and its width by planning batch 1 up to it. */

@@ -1,0 +1,198 @@
+/* Element-wise math: one float function per element for the activations,
+ * and a broadcasting kernel in double for comparisons, logic, Where, Pow,
+ * Mod, Max, Min and Mean, which classifiers use on small tensors. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "dtype.h"
+
+typedef float (*float_fn)(float x, const otl_attrs *a);
+
+static onnxtl_status *map(const otl_kernel_args *a, float_fn f) {
+    const int64_t count = otl_tinfo_count(IN_T(a, 0));
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    const otl_attrs *at = &a->n->attrs;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) y[i] = f(x[i], at);
+    return NULL;
+}
+
+static float hardsigmoid(float x, const otl_attrs *a) { return fmaxf(0.0f, fminf(1.0f, a->alpha * x + a->beta)); }
+static float hardswish(float x, const otl_attrs *a) { return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f)); }
+static float tanh_f(float x, const otl_attrs *a) { return tanhf(x); }
+static float erf_f(float x, const otl_attrs *a) { return erff(x); }
+static float gelu(float x, const otl_attrs *a) {
+    if (a->gelu_tanh) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    return (float)(0.5 * x * (1.0 + erf(x * 0.7071067811865476)));
+}
+static float exp_f(float x, const otl_attrs *a) { return expf(x); }
+static float log_f(float x, const otl_attrs *a) { return logf(x); }
+static float sqrt_f(float x, const otl_attrs *a) { return sqrtf(x); }
+static float reciprocal(float x, const otl_attrs *a) { return 1.0f / x; }
+static float neg(float x, const otl_attrs *a) { return -x; }
+static float abs_f(float x, const otl_attrs *a) { return fabsf(x); }
+static float softplus(float x, const otl_attrs *a) { return x > 20.0f ? x : log1pf(expf(x)); }
+static float softsign(float x, const otl_attrs *a) { return x / (1.0f + fabsf(x)); }
+static float elu(float x, const otl_attrs *a) { return x >= 0.0f ? x : a->alpha * expm1f(x); }
+static float selu(float x, const otl_attrs *a) { return a->gamma * (x > 0.0f ? x : a->alpha * expm1f(x)); }
+static float celu(float x, const otl_attrs *a) { return fmaxf(0.0f, x) + fminf(0.0f, a->alpha * expm1f(x / a->alpha)); }
+
+onnxtl_status *otl_cpu_hardsigmoid(const otl_kernel_args *a) { return map(a, hardsigmoid); }
+onnxtl_status *otl_cpu_hardswish(const otl_kernel_args *a) { return map(a, hardswish); }
+onnxtl_status *otl_cpu_tanh(const otl_kernel_args *a) { return map(a, tanh_f); }
+onnxtl_status *otl_cpu_erf(const otl_kernel_args *a) { return map(a, erf_f); }
+onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a) { return map(a, gelu); }
+onnxtl_status *otl_cpu_exp(const otl_kernel_args *a) { return map(a, exp_f); }
+onnxtl_status *otl_cpu_log(const otl_kernel_args *a) { return map(a, log_f); }
+onnxtl_status *otl_cpu_sqrt(const otl_kernel_args *a) { return map(a, sqrt_f); }
+onnxtl_status *otl_cpu_reciprocal(const otl_kernel_args *a) { return map(a, reciprocal); }
+onnxtl_status *otl_cpu_neg(const otl_kernel_args *a) { return map(a, neg); }
+onnxtl_status *otl_cpu_abs(const otl_kernel_args *a) { return map(a, abs_f); }
+onnxtl_status *otl_cpu_softplus(const otl_kernel_args *a) { return map(a, softplus); }
+onnxtl_status *otl_cpu_softsign(const otl_kernel_args *a) { return map(a, softsign); }
+onnxtl_status *otl_cpu_elu(const otl_kernel_args *a) { return map(a, elu); }
+onnxtl_status *otl_cpu_selu(const otl_kernel_args *a) { return map(a, selu); }
+onnxtl_status *otl_cpu_celu(const otl_kernel_args *a) { return map(a, celu); }
+
+/* Mod with the sign of the divisor (fmod = 0) or of the dividend (fmod = 1). */
+static double mod(double x, double y, bool c_fmod, bool is_float) {
+    if (y == 0) return is_float ? NAN : 0;
+    double r = fmod(x, y);
+    return !c_fmod && r != 0 && (r < 0) != (y < 0) ? r + y : r;
+}
+
+static double apply(const otl_node *n, const double *v, int dtype) {
+    switch (n->op) {
+    case OP_EQUAL: return v[0] == v[1];
+    case OP_LESS: return v[0] < v[1];
+    case OP_LESSOREQUAL: return v[0] <= v[1];
+    case OP_GREATER: return v[0] > v[1];
+    case OP_GREATEROREQUAL: return v[0] >= v[1];
+    case OP_AND: return v[0] != 0 && v[1] != 0;
+    case OP_OR: return v[0] != 0 || v[1] != 0;
+    case OP_XOR: return (v[0] != 0) != (v[1] != 0);
+    case OP_NOT: return v[0] == 0;
+    case OP_WHERE: return v[0] != 0 ? v[1] : v[2];
+    case OP_POW: return pow(v[0], v[1]);
+    case OP_MOD: return mod(v[0], v[1], n->attrs.fmod, otl_dtype_is_float(dtype));
+    default: break;
+    }
+    double r = v[0]; /* Max, Min, Mean over n_in values */
+    for (int k = 1; k < n->n_in; k++) r = n->op == OP_MAX ? fmax(r, v[k]) : n->op == OP_MIN ? fmin(r, v[k]) : r + v[k];
+    return n->op == OP_MEAN ? r / n->n_in : r;
+}
+
+#define MAX_ELEMENTWISE_IN 16
+
+onnxtl_status *otl_cpu_elementwise(const otl_kernel_args *a) {
+    const otl_node *n = a->n;
+    const otl_tinfo *out = OUT_T(a, 0);
+    if (n->n_in > MAX_ELEMENTWISE_IN)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s of more than %d inputs", otl_op_name(n->op), MAX_ELEMENTWISE_IN);
+    int64_t strides[MAX_ELEMENTWISE_IN][ONNXTL_MAX_RANK], offset[MAX_ELEMENTWISE_IN] = {0}, idx[ONNXTL_MAX_RANK] = {0};
+    for (int k = 0; k < n->n_in; k++) otl_broadcast_strides(IN_T(a, k), out, strides[k]);
+    const int64_t count = otl_tinfo_count(out);
+    for (int64_t i = 0; i < count; i++) {
+        double v[MAX_ELEMENTWISE_IN];
+        for (int k = 0; k < n->n_in; k++) v[k] = otl_dtype_load(a->in[k], IN_T(a, k)->dtype, offset[k]);
+        otl_dtype_store(a->out[0], out->dtype, i, apply(n, v, IN_T(a, 0)->dtype));
+        for (int d = out->rank - 1; d >= 0; d--) { /* next index, row-major */
+            for (int k = 0; k < n->n_in; k++) offset[k] += strides[k][d];
+            if (++idx[d] < out->dims[d]) break;
+            for (int k = 0; k < n->n_in; k++) offset[k] -= strides[k][d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    return NULL;
+}
+
+/* Every output element sums, over the letters it does not name, the product
+ * of its inputs' elements: a plain loop over all letters, which is enough for
+ * the batched products exporters emit Einsum for. */
+onnxtl_status *otl_cpu_einsum(const otl_kernel_args *a) {
+    otl_einsum e;
+    OTL_TRY(otl_einsum_parse(a->n, a->t, &e));
+    int letters[52], n_letters = 0;
+    bool in_out[52] = {0};
+    for (int i = 0; i < e.out_rank; i++) in_out[e.out[i]] = true;
+    for (int l = 0; l < 52; l++) /* the output's letters outermost, in its order, then the summed ones */
+        if (e.extent[l] >= 0 && !in_out[l]) letters[e.out_rank + n_letters++] = l;
+    for (int i = 0; i < e.out_rank; i++) letters[i] = e.out[i];
+    const int total = e.out_rank + n_letters;
+    int64_t stride[OTL_EINSUM_MAX_IN][52] = {{0}}; /* per input, per letter: its element stride (0 if absent or 1) */
+    for (int k = 0; k < e.n_in; k++) {
+        const otl_tinfo *x = IN_T(a, k);
+        int64_t s = 1;
+        for (int i = e.rank[k] - 1; i >= 0; i--) {
+            stride[k][e.axes[k][i]] = x->dims[i] == 1 ? 0 : s;
+            s *= x->dims[i];
+        }
+    }
+    int64_t inner = 1, count = otl_tinfo_count(OUT_T(a, 0));
+    for (int j = e.out_rank; j < total; j++) inner *= e.extent[letters[j]];
+    float *y = a->out[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < count; o++) {
+        int64_t base[OTL_EINSUM_MAX_IN] = {0}, rest = o;
+        for (int j = e.out_rank - 1; j >= 0; j--) {
+            const int64_t v = rest % e.extent[letters[j]];
+            rest /= e.extent[letters[j]];
+            for (int k = 0; k < e.n_in; k++) base[k] += v * stride[k][letters[j]];
+        }
+        double sum = 0;
+        for (int64_t r = 0; r < inner; r++) {
+            int64_t off[OTL_EINSUM_MAX_IN], left = r;
+            for (int k = 0; k < e.n_in; k++) off[k] = base[k];
+            for (int j = total - 1; j >= e.out_rank; j--) {
+                const int64_t v = left % e.extent[letters[j]];
+                left /= e.extent[letters[j]];
+                for (int k = 0; k < e.n_in; k++) off[k] += v * stride[k][letters[j]];
+            }
+            double prod = 1;
+            for (int k = 0; k < e.n_in; k++) prod *= ((const float *)a->in[k])[off[k]];
+            sum += prod;
+        }
+        y[o] = (float)sum;
+    }
+    return NULL;
+}
+
+static double reduce_into(int reduction, double old, double update) {
+    switch (reduction) {
+    case 1: return old + update;
+    case 2: return old * update;
+    case 3: return fmax(old, update);
+    case 4: return fmin(old, update);
+    default: return update;
+    }
+}
+
+/* A copy of data with the slices that indices name replaced by (or reduced
+ * with) updates; an index out of range is an error, not a write. */
+onnxtl_status *otl_cpu_scatternd(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *idx = IN_T(a, 1);
+    const int64_t k = idx->dims[idx->rank - 1], n = otl_tinfo_count(idx) / (k ? k : 1);
+    int64_t slice = 1;
+    for (int i = (int)k; i < x->rank; i++) slice *= x->dims[i];
+    memcpy(a->out[0], a->in[0], otl_tinfo_bytes(x));
+    const int64_t *ind = a->in[1];
+    for (int64_t u = 0; u < n; u++) {
+        int64_t off = 0;
+        for (int i = 0; i < k; i++) {
+            int64_t v = ind[u * k + i];
+            if (v < 0) v += x->dims[i];
+            if (v < 0 || v >= x->dims[i])
+                return otl_error(ONNXTL_ERR_ARG, "ScatterND index %lld is out of range for axis size %lld",
+                                 (long long)ind[u * k + i], (long long)x->dims[i]);
+            off = off * x->dims[i] + v;
+        }
+        for (int64_t j = 0; j < slice; j++) {
+            const double old = otl_dtype_load(a->out[0], x->dtype, off * slice + j);
+            const double update = otl_dtype_load(a->in[2], x->dtype, u * slice + j);
+            otl_dtype_store(a->out[0], x->dtype, off * slice + j, reduce_into(a->n->attrs.reduction, old, update));
+        }
+    }
+    return NULL;
+}
