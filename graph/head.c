@@ -31,6 +31,7 @@ static bool passes_through(const otl_graph *g, const otl_node *n) {
     case OP_DROPOUT: case OP_IDENTITY: case OP_SOFTMAX: case OP_LOGSOFTMAX: case OP_FLATTEN: case OP_RESHAPE:
     case OP_SQUEEZE: case OP_RELU: case OP_LEAKYRELU: case OP_SIGMOID: case OP_HARDSWISH: case OP_HARDSIGMOID:
     case OP_GELU: case OP_TANH: case OP_ELU: case OP_SELU: case OP_CELU: case OP_CLIP:
+    case OP_UNSUPPORTED: /* a post-processing tail: ZipMap, label lookup */
         return true;
     case OP_ADD: /* a bias after MatMul */
         return n->n_in == 2 && (g->values[n->in[0]].data || g->values[n->in[1]].data);
@@ -40,14 +41,15 @@ static bool passes_through(const otl_graph *g, const otl_node *n) {
 
 /* The one computed input of n among its first two. */
 static int activation_input(const otl_graph *g, const otl_node *n) {
+    if (n->n_in < 1) return -1;
     return n->n_in > 1 && g->values[n->in[0]].data ? n->in[1] : n->in[0];
 }
 
-int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n) {
+/* The head input reached from output v, or -1. */
+static int head_from(const otl_graph *g, int v, char *why, size_t why_n) {
     int layers[MAX_HEAD_LAYERS], k = 0;
     bool pooled = false;
-    snprintf(why, why_n, "no Gemm/MatMul with constant weights, or 1x1 Conv before a final pooling, ends the graph");
-    for (int v = g->n_outputs ? g->outputs[0] : -1; v >= 0 && k < MAX_HEAD_LAYERS;) {
+    while (v >= 0 && k < MAX_HEAD_LAYERS) {
         int p = g->values[v].producer;
         if (p < 0) break;
         const otl_node *n = &g->nodes[p];
@@ -70,6 +72,15 @@ int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n) {
     else snprintf(why, why_n, "the input of the %s of the %d Linear layers ending the graph (%s '%s')",
                   k == 3 ? "first" : "last", k, otl_op_name(chosen->op), chosen->name);
     return chosen->in[0];
+}
+
+int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n) {
+    for (int i = 0; i < g->n_outputs; i++) { /* the first output that a classifier's head computes */
+        int v = head_from(g, g->outputs[i], why, why_n);
+        if (v >= 0) return v;
+    }
+    snprintf(why, why_n, "no Gemm/MatMul with constant weights, or 1x1 Conv before a final pooling, ends the graph");
+    return -1;
 }
 
 void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n) {

@@ -74,10 +74,12 @@ void otl_graph_free(otl_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->n_values; i++) {
         free(g->values[i].name);
+        free(g->values[i].unusable);
         if (g->values[i].data_owned) free(g->values[i].data);
     }
     for (int i = 0; i < g->n_nodes; i++) {
         free(g->nodes[i].name);
+        free(g->nodes[i].unsupported);
         free(g->nodes[i].in);
         free(g->nodes[i].out);
     }

@@ -16,6 +16,7 @@ typedef enum {
 #include "ops.def"
 #undef OTL_OP
 #undef OTL_VERSION
+    OP_UNSUPPORTED, /* a node onnxtl cannot run; it is an error only where a plan needs it */
     OP_COUNT
 } otl_op;
 
@@ -85,6 +86,7 @@ typedef struct {
     void *data; /* contents of a constant (initializer or Constant node), else NULL */
     bool data_owned; /* data was allocated on its own rather than in the weight block */
     int producer;    /* index of the producing node, -1 for inputs and constants */
+    char *unusable;  /* why onnxtl cannot hold it (a string tensor, a map), NULL if it can */
 } otl_value;
 
 typedef struct {
@@ -95,7 +97,8 @@ typedef struct {
     int *in;  /* value indices; -1 for an omitted optional input */
     int *out;
     otl_attrs attrs;
-    bool removed; /* dropped by a graph pass */
+    bool removed;      /* dropped by a graph pass */
+    char *unsupported; /* for OP_UNSUPPORTED: what onnxtl lacks to run it */
 } otl_node;
 
 typedef struct {

@@ -11,6 +11,16 @@
 
 #define WEIGHT_ALIGN 64
 
+/* What onnxtl does not support in one part of a model (an op, a domain, an
+ * element type) is kept as *why rather than raised: it is an error only
+ * where a plan needs that part.  Any other status is returned as it is. */
+static onnxtl_status *defer_unsupported(onnxtl_status *st, char **why) {
+    if (!st || onnxtl_status_code(st) != ONNXTL_ERR_UNSUPPORTED) return st;
+    *why = strdup(onnxtl_status_message(st));
+    onnxtl_status_release(st);
+    return *why ? NULL : otl_nomem();
+}
+
 static int default_opset(const Onnx__ModelProto *m) {
     for (size_t i = 0; i < m->n_opset_import; i++) {
         const char *d = m->opset_import[i]->domain;
@@ -64,8 +74,9 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
     size_t n = gp->n_initializer, total = 0;
     otl_proto_tensor_info *infos = calloc(n ? n : 1, sizeof *infos);
     size_t *offsets = calloc(n ? n : 1, sizeof *offsets);
+    char **unusable = calloc(n ? n : 1, sizeof *unusable);
     onnxtl_status *st = NULL;
-    if (!infos || !offsets) {
+    if (!infos || !offsets || !unusable) {
         st = otl_nomem();
         goto done;
     }
@@ -75,7 +86,8 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
             st = otl_error(ONNXTL_ERR_MODEL, "initializer %zu has no name", i);
             goto done;
         }
-        OTL_TRY_GOTO(st, otl_proto_tensor_describe(t, &infos[i]), done);
+        OTL_TRY_GOTO(st, defer_unsupported(otl_proto_tensor_describe(t, &infos[i]), &unusable[i]), done);
+        if (unusable[i]) continue; /* a value onnxtl cannot hold, kept without data */
         size_t padded = (infos[i].nbytes + WEIGHT_ALIGN - 1) & ~(size_t)(WEIGHT_ALIGN - 1);
         offsets[i] = total;
         if (padded < infos[i].nbytes || !otl_add_size(total, padded, &total)) {
@@ -92,12 +104,19 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
         const Onnx__TensorProto *t = gp->initializer[i];
         void *dst = (char *)g->weights + offsets[i];
         int idx;
-        OTL_TRY_GOTO(st, otl_proto_tensor_read(t, &infos[i], g->dir, dst), done);
         OTL_TRY_GOTO(st, otl_graph_add_value(g, t->name, &idx), done);
+        if (unusable[i]) {
+            g->values[idx].unusable = unusable[i];
+            unusable[i] = NULL;
+            continue;
+        }
+        OTL_TRY_GOTO(st, otl_proto_tensor_read(t, &infos[i], g->dir, dst), done);
         set_value_shape(&g->values[idx], &infos[i]);
         g->values[idx].data = dst;
     }
 done:
+    for (size_t i = 0; unusable && i < n; i++) free(unusable[i]);
+    free(unusable);
     free(infos);
     free(offsets);
     return st;
@@ -177,7 +196,7 @@ static onnxtl_status *load_constant(otl_graph *g, const Onnx__NodeProto *np) {
     otl_value *v = &g->values[idx];
     const Onnx__AttributeProto *at = np->attribute[0];
     const char *n = at->name ? at->name : "";
-    if (!strcmp(n, "value") && at->t) return constant_from_tensor(g, v, at->t);
+    if (!strcmp(n, "value") && at->t) return defer_unsupported(constant_from_tensor(g, v, at->t), &v->unusable);
     if (!strcmp(n, "value_float")) return constant_from_floats(v, &at->f, 1, 0);
     if (!strcmp(n, "value_floats")) return constant_from_floats(v, at->floats, at->n_floats, 1);
     if (!strcmp(n, "value_int")) return constant_from_ints(v, &at->i, 1, 0);
@@ -194,13 +213,19 @@ static onnxtl_status *node_op(const otl_graph *g, const Onnx__NodeProto *np, otl
     return NULL;
 }
 
-static onnxtl_status *load_node(otl_graph *g, const Onnx__NodeProto *np, otl_node *nd) {
+/* The op, its version for the model's opset, arity and attributes. */
+static onnxtl_status *load_op(const otl_graph *g, const Onnx__NodeProto *np, otl_node *nd) {
     const otl_op_version *version;
     OTL_TRY(node_op(g, np, &nd->op));
-    nd->opset = g->opset;
     OTL_TRY(otl_op_version_for(nd->op, g->opset, &version));
     OTL_TRY(otl_op_check_arity(version, (int)np->n_input, (int)np->n_output));
-    OTL_TRY(otl_attrs_parse(version, np->attribute, np->n_attribute, &nd->attrs));
+    return otl_attrs_parse(version, np->attribute, np->n_attribute, &nd->attrs);
+}
+
+static onnxtl_status *load_node(otl_graph *g, const Onnx__NodeProto *np, otl_node *nd) {
+    nd->opset = g->opset;
+    OTL_TRY(defer_unsupported(load_op(g, np, nd), &nd->unsupported));
+    if (nd->unsupported) nd->op = OP_UNSUPPORTED;
     nd->n_in = (int)np->n_input;
     nd->n_out = (int)np->n_output;
     nd->in = calloc((size_t)nd->n_in + 1, sizeof(int));
@@ -319,7 +344,8 @@ static onnxtl_status *load_outputs(otl_graph *g, const Onnx__GraphProto *gp) {
         if (idx < 0)
             return otl_error(ONNXTL_ERR_MODEL, "graph output '%s' is not produced by any node", name);
         otl_value *v = &g->values[idx];
-        if (!v->data && gp->output[i]->type) OTL_TRY(declare_type(v, gp->output[i]->type)); /* as declared, for callers */
+        if (!v->data && gp->output[i]->type) /* as declared, for callers */
+            OTL_TRY(defer_unsupported(declare_type(v, gp->output[i]->type), &v->unusable));
         g->outputs[g->n_outputs++] = idx;
     }
     return NULL;

@@ -42,7 +42,7 @@ struct otl_op_version {
     const attr_spec *attrs; /* ends with a NULL name */
 };
 
-static const char *const op_names[OP_COUNT] = {
+static const char *const op_names[OP_UNSUPPORTED] = {
 #define OTL_OP(id, domain, name, shape) [OP_##id] = name,
 #define OTL_VERSION(...)
 #include "ops.def"
@@ -50,7 +50,7 @@ static const char *const op_names[OP_COUNT] = {
 #undef OTL_VERSION
 };
 
-static const char *const op_domains[OP_COUNT] = {
+static const char *const op_domains[OP_UNSUPPORTED] = {
 #define OTL_OP(id, domain, name, shape) [OP_##id] = domain,
 #define OTL_VERSION(...)
 #include "ops.def"
@@ -67,11 +67,11 @@ static const otl_op_version versions[] = {
 #undef OTL_VERSION
 };
 
-const char *otl_op_name(otl_op op) { return op < OP_COUNT ? op_names[op] : "?"; }
+const char *otl_op_name(otl_op op) { return op < OP_UNSUPPORTED ? op_names[op] : "unsupported op"; }
 
 bool otl_op_lookup(const char *domain, const char *name, otl_op *op) {
     if (!strcmp(domain, "ai.onnx")) domain = ""; /* the default domain's two spellings */
-    for (int i = 0; i < OP_COUNT; i++) {
+    for (int i = 0; i < OP_UNSUPPORTED; i++) {
         if (!strcmp(op_domains[i], domain) && !strcmp(op_names[i], name)) {
             *op = (otl_op)i;
             return true;

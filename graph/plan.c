@@ -166,12 +166,24 @@ static onnxtl_status *check_residual(otl_plan *p, int i, bool *needed) {
     return NULL;
 }
 
+/* A node the loader kept without running it, or one reading a value onnxtl
+ * cannot hold, is an error now that the plan needs it. */
+static onnxtl_status *runnable(const otl_graph *g, const otl_node *n) {
+    if (n->op == OP_UNSUPPORTED) return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s", n->unsupported);
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] >= 0 && g->values[n->in[k]].unusable)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "input '%s': %s", g->values[n->in[k]].name,
+                             g->values[n->in[k]].unusable);
+    return NULL;
+}
+
 static onnxtl_status *infer_and_fold(otl_plan *p, bool *needed, otl_eval_fn eval, void *ctx) {
     const otl_graph *g = p->g;
     for (int i = 0; i < g->n_nodes; i++) {
         const otl_node *n = &p->nodes[i];
         if (!needed[i]) continue;
-        onnxtl_status *st = n->op == OP_CONV && n->attrs.fused_add ? check_residual(p, i, needed) : NULL;
+        onnxtl_status *st = runnable(g, n);
+        if (!st && n->op == OP_CONV && n->attrs.fused_add) st = check_residual(p, i, needed);
         if (!st) st = otl_infer_node(n, p->t);
         if (!st) st = check_outputs(p, n);
         bool foldable = n->op == OP_SHAPE || inputs_constant(n, p->t);
@@ -301,6 +313,12 @@ static onnxtl_status *plan_init(otl_plan *p, const otl_graph *g, const int *outp
     p->n_inputs = g->n_inputs;
     p->n_outputs = n_outputs;
     memcpy(p->outputs, outputs, sizeof(int) * (size_t)n_outputs);
+    for (int i = 0; i < n_outputs; i++) {
+        const otl_value *v = &g->values[outputs[i]];
+        if (v->unusable)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "output '%s'%s%s%s: %s", v->name, v->producer >= 0 ? " of node '" : "",
+                             v->producer >= 0 ? g->nodes[v->producer].name : "", v->producer >= 0 ? "'" : "", v->unusable);
+    }
     for (int v = 0; v < g->n_values; v++) {
         const otl_value *x = &g->values[v];
         if (!x->data) continue;

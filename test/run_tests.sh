@@ -36,6 +36,7 @@ run_suite cli $PY test/cli_errors.py build/onnxtl
 run_suite parity $PY test/parity.py build/onnxtl
 # Every backbone family of models/backbones.tsv: logits and head input against torch.
 run_suite models_manifest $PY test/models_manifest.py build/onnxtl
+run_suite producers $PY test/producers_tests.py build/onnxtl
 run_suite layout $PY test/layout_tests.py build/onnxtl
 # Per-node fallback, on the CPU: convolutions, then every other op, placed on
 # a CPU backend of their own, so that each graph crosses segment boundaries.

@@ -58,11 +58,8 @@ static const char *human_bytes(double b, char *buf, size_t n) {
     return buf;
 }
 
-/* Plans batch 1 to report the activation peak and the head input's shape. */
-static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
-    const otl_graph *g = onnxtl_model_graph(m);
-    otl_plan *p;
-    OTL_TRY(otl_model_plan(m, NULL, 1, g->outputs, g->n_outputs, &p));
+static void print_outputs(const otl_graph *g, const otl_plan *p) {
+    char buf[32];
     printf("outputs (at batch 1):\n");
     for (int i = 0; i < g->n_outputs; i++) {
         const otl_tinfo *t = &p->t[g->outputs[i]];
@@ -70,19 +67,56 @@ static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
         print_dims(t->dims, t->rank);
         printf("\n");
     }
-    char buf[32];
     printf("peak activation memory (batch 1): %s\n", human_bytes((double)p->arena_bytes, buf, sizeof buf));
+}
+
+/* The head input found, its shape at batch 1, and how it was found. */
+static onnxtl_status *print_head(const onnxtl_model *m) {
+    const otl_graph *g = onnxtl_model_graph(m);
     char why[512];
     int head = otl_graph_head_input(g, why, sizeof why);
-    if (head >= 0) {
-        printf("head input (cached by extract): '%s' ", g->values[head].name);
-        print_dims(p->t[head].dims, p->t[head].rank);
-        printf(", %lld features per image\n  found as %s\n", (long long)(otl_tinfo_count(&p->t[head]) / p->t[head].dims[0]),
-               why);
-    } else {
+    if (head < 0) {
         printf("head input: none found (%s); use --cut\n", why);
+        return NULL;
     }
-    otl_plan_free(p);
+    otl_tinfo t;
+    OTL_TRY(otl_model_shape(m, NULL, 1, head, &t));
+    printf("head input (cached by extract): '%s' ", g->values[head].name);
+    print_dims(t.dims, t.rank);
+    printf(", %lld features per image\n  found as %s\n", (long long)(otl_tinfo_count(&t) / t.dims[0]), why);
+    return NULL;
+}
+
+/* Nodes and values onnxtl cannot run or hold: fine as long as no plan needs them. */
+static void print_unsupported(const otl_graph *g) {
+    int shown = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].op != OP_UNSUPPORTED) continue;
+        if (!shown++) printf("not needed for the feature tensor (onnxtl does not run them):\n");
+        printf("  node '%s': %s\n", g->nodes[i].name, g->nodes[i].unsupported);
+    }
+}
+
+/* Plans batch 1 for the outputs' shapes and the activation peak; a model
+ * whose outputs need what onnxtl lacks (a label-lookup tail) still has a
+ * head input, found and planned on its own. */
+static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
+    const otl_graph *g = onnxtl_model_graph(m);
+    otl_plan *p;
+    onnxtl_status *st = otl_model_plan(m, NULL, 1, g->outputs, g->n_outputs, &p);
+    char why[512];
+    /* Nothing onnxtl can compute, neither the outputs nor a head input: the model is refused. */
+    if (st && (onnxtl_status_code(st) != ONNXTL_ERR_UNSUPPORTED || otl_graph_head_input(g, why, sizeof why) < 0))
+        return st;
+    if (st) {
+        printf("outputs: not computed by onnxtl (%s)\n", onnxtl_status_message(st));
+        onnxtl_status_release(st);
+    } else {
+        print_outputs(g, p);
+        otl_plan_free(p);
+    }
+    OTL_TRY(print_head(m));
+    print_unsupported(g);
     return NULL;
 }
 
