@@ -13,9 +13,11 @@
 typedef enum {
     LAYOUT_ONNX,       /* ONNX order only: channels-last inputs are converted first */
     LAYOUT_FOLLOW,     /* over input 0 and per-channel constants: channels-last when input 0 is */
-    LAYOUT_SAME_SHAPE, /* elementwise over inputs of the output's shape: channels-last when all are */
+    LAYOUT_BROADCAST,  /* broadcasting float arithmetic: channels-last when an input is and every
+                        * other one is 4-D (converted) or the same bytes in both layouts */
     LAYOUT_CONCAT,     /* channels-last when any input is; the others are converted to it */
     LAYOUT_CONV,       /* oneDNN's channels-last convolution, where it applies */
+    LAYOUT_TRANSPOSE,  /* NCHW <-> NHWC permutations, which channels-last storage makes copies */
 } layout_kind;
 
 typedef struct {
@@ -36,11 +38,11 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_AVGPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
     [OP_GLOBALAVGPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
     [OP_GLOBALMAXPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
-    [OP_ADD] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
-    [OP_SUB] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
-    [OP_MUL] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
-    [OP_DIV] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
-    [OP_SUM] = {otl_cpu_binary, LAYOUT_SAME_SHAPE},
+    [OP_ADD] = {otl_cpu_binary, LAYOUT_BROADCAST},
+    [OP_SUB] = {otl_cpu_binary, LAYOUT_BROADCAST},
+    [OP_MUL] = {otl_cpu_binary, LAYOUT_BROADCAST},
+    [OP_DIV] = {otl_cpu_binary, LAYOUT_BROADCAST},
+    [OP_SUM] = {otl_cpu_binary, LAYOUT_BROADCAST},
     [OP_GEMM] = {otl_cpu_gemm, LAYOUT_ONNX},
     [OP_MATMUL] = {otl_cpu_matmul, LAYOUT_ONNX},
     [OP_SOFTMAX] = {otl_cpu_softmax, LAYOUT_ONNX},
@@ -65,7 +67,7 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_SHAPE] = {otl_cpu_shape, LAYOUT_ONNX},
     [OP_GATHER] = {otl_cpu_gather, LAYOUT_ONNX},
     [OP_CONCAT] = {otl_cpu_concat, LAYOUT_CONCAT},
-    [OP_TRANSPOSE] = {otl_cpu_transpose, LAYOUT_ONNX},
+    [OP_TRANSPOSE] = {otl_cpu_transpose, LAYOUT_TRANSPOSE},
     [OP_PAD] = {otl_cpu_pad, LAYOUT_ONNX},
     [OP_CAST] = {otl_cpu_cast, LAYOUT_ONNX},
     [OP_HARDSIGMOID] = {otl_cpu_hardsigmoid, LAYOUT_FOLLOW},
@@ -174,14 +176,31 @@ static bool layout_matters(const otl_tinfo *t) {
     return t->rank == 4 && t->dtype == ONNXTL_FLOAT && t->dims[2] * t->dims[3] > 1 && t->dims[1] > 1;
 }
 
+static bool has_perm(const otl_node *n, int64_t a, int64_t b, int64_t c, int64_t d) {
+    const int64_t *p = n->attrs.perm;
+    return n->attrs.n_perm == 4 && p[0] == a && p[1] == b && p[2] == c && p[3] == d;
+}
+
 /* The inputs that a channels-last step's kernel reads channels-last; it reads
- * every other input, like every input of an NCHW step, in ONNX order. */
+ * every other input, like every input of an NCHW step, in ONNX order.  A
+ * channels-last Transpose is a copy: [0,2,3,1] of channels-last data is that
+ * data in ONNX order, and [0,3,1,2] of ONNX-order data is the result stored
+ * channels-last (ConvNeXt's and Swin's permutes). */
 static bool reads_nhwc(const otl_node *n, int k) {
     switch (kernels[n->op].layout) {
-    case LAYOUT_SAME_SHAPE: case LAYOUT_CONCAT: return true;
+    case LAYOUT_TRANSPOSE: return has_perm(n, 0, 2, 3, 1);
+    case LAYOUT_BROADCAST: case LAYOUT_CONCAT: return true;
     case LAYOUT_CONV: return k == 0 || k == 3; /* the input and a fused residual */
     default: return k == 0;
     }
+}
+
+/* A tensor of rank 4 or less whose bytes, aligned to [N, C, H, W], are the
+ * same in both layouts: one channel, or one pixel. */
+static bool one_layout_aligned(const otl_tinfo *t) {
+    int64_t d[4] = {1, 1, 1, 1};
+    for (int i = 0; i < t->rank && t->rank <= 4; i++) d[4 - t->rank + i] = t->dims[i];
+    return t->rank <= 4 && (d[1] == 1 || d[2] * d[3] == 1);
 }
 
 /* Whether a step can run channels-last, given where its inputs are. */
@@ -190,21 +209,34 @@ static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
     switch (kernels[n->op].layout) {
     case LAYOUT_CONV: return otl_dnnl_conv_supported(n, t);
     case LAYOUT_FOLLOW: return x->rank == 4 && s->nhwc[n->in[0]];
-    case LAYOUT_SAME_SHAPE:
+    case LAYOUT_BROADCAST: {
+        bool any = false;
+        if (t[n->out[0]].rank != 4 || t[n->out[0]].dtype != ONNXTL_FLOAT) return false;
         for (int k = 0; k < n->n_in; k++) {
             const otl_tinfo *y = &t[n->in[k]];
-            if (!s->nhwc[n->in[k]] || y->rank != 4 || memcmp(y->dims, t[n->out[0]].dims, 4 * sizeof(int64_t)))
-                return false;
+            any |= s->nhwc[n->in[k]];
+            if (y->dtype != ONNXTL_FLOAT || (y->rank != 4 && !one_layout_aligned(y))) return false;
         }
-        return true;
+        return any;
+    }
     case LAYOUT_CONCAT:
         if (t[n->out[0]].rank != 4) return false;
         for (int k = 0; k < n->n_in; k++)
             if (s->nhwc[n->in[k]]) return true;
         return false;
+    case LAYOUT_TRANSPOSE:
+        return x->rank == 4 && x->dtype == ONNXTL_FLOAT &&
+               ((has_perm(n, 0, 2, 3, 1) && s->nhwc[n->in[0]]) ||
+                (has_perm(n, 0, 3, 1, 2) && !s->nhwc[n->in[0]] && layout_matters(&t[n->out[0]])));
     case LAYOUT_ONNX: return false;
     }
     return false;
+}
+
+/* Whether a step writes output k channels-last. */
+static bool writes_nhwc(const otl_plan *p, const otl_node *n, const step_plan *sp, int k) {
+    if (!sp->nhwc || !layout_matters(&p->t[n->out[k]])) return false;
+    return kernels[n->op].layout != LAYOUT_TRANSPOSE || has_perm(n, 0, 3, 1, 2);
 }
 
 static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, bool to_nhwc) {
@@ -232,7 +264,7 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
             OTL_TRY(add_conversion(sp, k, &p->t[v], want_nhwc));
         }
         for (int k = 0; k < n->n_out; k++)
-            if (n->out[k] >= 0) s->nhwc[n->out[k]] = sp->nhwc && layout_matters(&p->t[n->out[k]]);
+            if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
         if (n->op == OP_CONV && sp->nhwc) OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, &sp->conv));
     }
     return NULL;

@@ -26,12 +26,21 @@ onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a) {
     return NULL;
 }
 
+/* Compiled for AVX-512, AVX2 and the baseline; the loader picks the best
+ * that the CPU runs (GCC's function multiversioning, an ifunc). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void sigmoid_chunk(const float *x, float *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + otl_exp_poly(-x[i]));
+}
+
 onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a) {
+    enum { CHUNK = 4096 };
     const int64_t count = otl_tinfo_count(IN_T(a, 0));
     const float *x = a->in[0];
     float *y = a->out[0];
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+    for (int64_t i = 0; i < count; i += CHUNK) sigmoid_chunk(x + i, y + i, count - i < CHUNK ? count - i : CHUNK);
     return NULL;
 }
 
@@ -150,11 +159,54 @@ void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *s
         }                                                                                      \
     }
 
-enum { otl_is_float_f32 = 1, otl_is_float_f64 = 1, otl_is_float_i8 = 0, otl_is_float_u8 = 0,
+enum { otl_is_float_f64 = 1, otl_is_float_i8 = 0, otl_is_float_u8 = 0,
        otl_is_float_i16 = 0, otl_is_float_u16 = 0, otl_is_float_i32 = 0, otl_is_float_u32 = 0,
        otl_is_float_i64 = 0, otl_is_float_u64 = 0 };
 
-BINARY_KERNELS(float, f32)
+static inline float add_f(float x, float y) { return x + y; }
+static inline float sub_f(float x, float y) { return x - y; }
+static inline float mul_f(float x, float y) { return x * y; }
+static inline float div_f(float x, float y) { return x / y; }
+
+/* One output row, z[i] = x[i * ix] op y[i * iy], with the loop chosen for
+ * the strides (0 where an input repeats) so that it vectorises. */
+#define SIMD_FOR _Pragma("omp simd") for (int64_t i = 0; i < n; i++)
+#define ROW(f)                                                                   \
+    do {                                                                         \
+        if (ix == 1 && iy == 1) SIMD_FOR z[i] = f(x[i], y[i]);                   \
+        else if (ix == 1 && iy == 0) SIMD_FOR z[i] = f(x[i], y[0]);              \
+        else if (ix == 0 && iy == 1) SIMD_FOR z[i] = f(x[0], y[i]);              \
+        else for (int64_t i = 0; i < n; i++) z[i] = f(x[i * ix], y[i * iy]);     \
+    } while (0)
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void row_f32(otl_op op, const float *x, int64_t ix, const float *y, int64_t iy, float *z, int64_t n) {
+    switch (op) {
+    case OP_SUB: ROW(sub_f); break;
+    case OP_MUL: ROW(mul_f); break;
+    case OP_DIV: ROW(div_f); break;
+    default: ROW(add_f); break;
+    }
+}
+
+/* Float broadcasting, the rows of the output on all cores. */
+static void binary_f32(otl_op op, const float *x, const int64_t *sx, const float *y, const int64_t *sy, float *z,
+                       const otl_tinfo *out) {
+    const int r = out->rank;
+    const int64_t inner = r ? out->dims[r - 1] : 1, rows = inner ? otl_tinfo_count(out) / inner : 0;
+    const int64_t ix = r ? sx[r - 1] : 0, iy = r ? sy[r - 1] : 0;
+#pragma omp parallel for schedule(static) if (rows > 16)
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t rest = row, ox = 0, oy = 0;
+        for (int d = r - 2; d >= 0; d--) {
+            const int64_t i = rest % out->dims[d];
+            rest /= out->dims[d];
+            ox += i * sx[d], oy += i * sy[d];
+        }
+        row_f32(op, x + ox, ix, y + oy, iy, z + row * inner, inner);
+    }
+}
+
 BINARY_KERNELS(double, f64)
 BINARY_KERNELS(int8_t, i8)
 BINARY_KERNELS(uint8_t, u8)
@@ -167,8 +219,7 @@ BINARY_KERNELS(uint64_t, u64)
 
 /* Same-shape float inputs, the common case in residual networks. */
 static bool flat_float_add(const otl_kernel_args *a, otl_op op, const void *x, const void *y,
-                           const otl_tinfo *tx, const otl_tinfo *ty, void *z) {
-    const otl_tinfo *to = OUT_T(a, 0);
+                           const otl_tinfo *tx, const otl_tinfo *ty, const otl_tinfo *to, void *z) {
     int64_t n = otl_tinfo_count(to);
     if (to->dtype != ONNXTL_FLOAT || otl_tinfo_count(tx) != n || otl_tinfo_count(ty) != n ||
         tx->rank != to->rank || ty->rank != to->rank || (op != OP_ADD && op != OP_SUM))
@@ -188,13 +239,29 @@ static bool flat_float_add(const otl_kernel_args *a, otl_op op, const void *x, c
     return true;
 }
 
+/* A channels-last step's view of t, aligned to 4-D, in memory order (N, H,
+ * W, C).  The layout planner hands such a step only inputs stored
+ * channels-last or whose two layouts are the same bytes. */
+static otl_tinfo nhwc_view(const otl_tinfo *t) {
+    int64_t d[4] = {1, 1, 1, 1};
+    for (int i = 0; i < t->rank; i++) d[4 - t->rank + i] = t->dims[i];
+    otl_tinfo v = *t;
+    v.rank = 4;
+    v.dims[0] = d[0], v.dims[1] = d[2], v.dims[2] = d[3], v.dims[3] = d[1];
+    return v;
+}
+
 /* One broadcasting step; *relu_done tells whether a fused Relu was applied too. */
-static onnxtl_status *binary_step(const otl_kernel_args *a, otl_op op, const void *x,
-                                  const otl_tinfo *tx, const void *y, const otl_tinfo *ty, void *z,
-                                  bool *relu_done) {
-    *relu_done = flat_float_add(a, op, x, y, tx, ty, z);
+static onnxtl_status *binary_step(const otl_kernel_args *a, otl_op op, const void *x, const otl_tinfo *tx,
+                                  const void *y, const otl_tinfo *ty, void *z, bool *relu_done) {
+    otl_tinfo vx, vy, vo, out = *OUT_T(a, 0);
+    if (a->nhwc) {
+        vx = nhwc_view(tx), vy = nhwc_view(ty), vo = nhwc_view(&out);
+        tx = &vx, ty = &vy, out = vo;
+    }
+    const otl_tinfo *to = &out;
+    *relu_done = flat_float_add(a, op, x, y, tx, ty, to, z);
     if (*relu_done) return NULL;
-    const otl_tinfo *to = OUT_T(a, 0);
     int64_t sx[ONNXTL_MAX_RANK], sy[ONNXTL_MAX_RANK];
     otl_broadcast_strides(tx, to, sx);
     otl_broadcast_strides(ty, to, sy);

@@ -7,54 +7,53 @@
 #include "cpu_kernels.h"
 #include "dtype.h"
 
-typedef float (*float_fn)(float x, const otl_attrs *a);
+typedef void (*chunk_fn)(const float *x, float *y, int64_t n, const otl_attrs *a);
 
-static onnxtl_status *map(const otl_kernel_args *a, float_fn f) {
+static onnxtl_status *map_chunks(const otl_kernel_args *a, chunk_fn f) {
+    enum { CHUNK = 4096 };
     const int64_t count = otl_tinfo_count(IN_T(a, 0));
     const float *x = a->in[0];
     float *y = a->out[0];
-    const otl_attrs *at = &a->n->attrs;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) y[i] = f(x[i], at);
+    for (int64_t i = 0; i < count; i += CHUNK) f(x + i, y + i, count - i < CHUNK ? count - i : CHUNK, &a->n->attrs);
     return NULL;
 }
 
-static float hardsigmoid(float x, const otl_attrs *a) { return fmaxf(0.0f, fminf(1.0f, a->alpha * x + a->beta)); }
-static float hardswish(float x, const otl_attrs *a) { return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f)); }
-static float tanh_f(float x, const otl_attrs *a) { return tanhf(x); }
-static float erf_f(float x, const otl_attrs *a) { return erff(x); }
-static float gelu(float x, const otl_attrs *a) {
-    if (a->gelu_tanh) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    return (float)(0.5 * x * (1.0 + erf(x * 0.7071067811865476)));
-}
-static float exp_f(float x, const otl_attrs *a) { return expf(x); }
-static float log_f(float x, const otl_attrs *a) { return logf(x); }
-static float sqrt_f(float x, const otl_attrs *a) { return sqrtf(x); }
-static float reciprocal(float x, const otl_attrs *a) { return 1.0f / x; }
-static float neg(float x, const otl_attrs *a) { return -x; }
-static float abs_f(float x, const otl_attrs *a) { return fabsf(x); }
-static float softplus(float x, const otl_attrs *a) { return x > 20.0f ? x : log1pf(expf(x)); }
-static float softsign(float x, const otl_attrs *a) { return x / (1.0f + fabsf(x)); }
-static float elu(float x, const otl_attrs *a) { return x >= 0.0f ? x : a->alpha * expm1f(x); }
-static float selu(float x, const otl_attrs *a) { return a->gamma * (x > 0.0f ? x : a->alpha * expm1f(x)); }
-static float celu(float x, const otl_attrs *a) { return fmaxf(0.0f, x) + fminf(0.0f, a->alpha * expm1f(x / a->alpha)); }
+/* One kernel per function: a chunk loop compiled for AVX-512, AVX2 and the
+ * baseline (the loader picks what the CPU runs), which vectorises where the
+ * expression has no libm call, and the kernel that runs it on all cores. */
+#define MAP_KERNEL(NAME, EXPR)                                                                    \
+    __attribute__((target_clones("avx512f", "avx2", "default")))                                  \
+    static void NAME##_chunk(const float *X, float *Y, int64_t n, const otl_attrs *at) {          \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                     \
+            const float x = X[i];                                                                 \
+            Y[i] = (EXPR);                                                                        \
+        }                                                                                         \
+    }                                                                                             \
+    onnxtl_status *otl_cpu_##NAME(const otl_kernel_args *a) { return map_chunks(a, NAME##_chunk); }
 
-onnxtl_status *otl_cpu_hardsigmoid(const otl_kernel_args *a) { return map(a, hardsigmoid); }
-onnxtl_status *otl_cpu_hardswish(const otl_kernel_args *a) { return map(a, hardswish); }
-onnxtl_status *otl_cpu_tanh(const otl_kernel_args *a) { return map(a, tanh_f); }
-onnxtl_status *otl_cpu_erf(const otl_kernel_args *a) { return map(a, erf_f); }
-onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a) { return map(a, gelu); }
-onnxtl_status *otl_cpu_exp(const otl_kernel_args *a) { return map(a, exp_f); }
-onnxtl_status *otl_cpu_log(const otl_kernel_args *a) { return map(a, log_f); }
-onnxtl_status *otl_cpu_sqrt(const otl_kernel_args *a) { return map(a, sqrt_f); }
-onnxtl_status *otl_cpu_reciprocal(const otl_kernel_args *a) { return map(a, reciprocal); }
-onnxtl_status *otl_cpu_neg(const otl_kernel_args *a) { return map(a, neg); }
-onnxtl_status *otl_cpu_abs(const otl_kernel_args *a) { return map(a, abs_f); }
-onnxtl_status *otl_cpu_softplus(const otl_kernel_args *a) { return map(a, softplus); }
-onnxtl_status *otl_cpu_softsign(const otl_kernel_args *a) { return map(a, softsign); }
-onnxtl_status *otl_cpu_elu(const otl_kernel_args *a) { return map(a, elu); }
-onnxtl_status *otl_cpu_selu(const otl_kernel_args *a) { return map(a, selu); }
-onnxtl_status *otl_cpu_celu(const otl_kernel_args *a) { return map(a, celu); }
+static inline float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+static inline float gelu(float x, int tanh_form) {
+    if (tanh_form) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f));
+}
+
+MAP_KERNEL(hardsigmoid, clamp01(at->alpha * x + at->beta))
+MAP_KERNEL(hardswish, x * clamp01(x * (1.0f / 6.0f) + 0.5f))
+MAP_KERNEL(tanh, tanhf(x))
+MAP_KERNEL(erf, otl_erf_poly(x))
+MAP_KERNEL(gelu, gelu(x, at->gelu_tanh))
+MAP_KERNEL(exp, expf(x))
+MAP_KERNEL(log, logf(x))
+MAP_KERNEL(sqrt, sqrtf(x))
+MAP_KERNEL(reciprocal, 1.0f / x)
+MAP_KERNEL(neg, -x)
+MAP_KERNEL(abs, fabsf(x))
+MAP_KERNEL(softplus, x > 20.0f ? x : log1pf(expf(x)))
+MAP_KERNEL(softsign, x / (1.0f + fabsf(x)))
+MAP_KERNEL(elu, x >= 0.0f ? x : at->alpha * expm1f(x))
+MAP_KERNEL(selu, at->gamma * (x > 0.0f ? x : at->alpha * expm1f(x)))
+MAP_KERNEL(celu, fmaxf(0.0f, x) + fminf(0.0f, at->alpha * expm1f(x / at->alpha)))
 
 /* Mod with the sign of the divisor (fmod = 0) or of the dividend (fmod = 1). */
 static double mod(double x, double y, bool c_fmod, bool is_float) {

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Backbone throughput of onnxtl against ONNX Runtime 1.30 CPU, in one run:
+# each model's whole graph on random input, batch 16, all cores, measured
+# alternately (onnxtl, ONNX Runtime, onnxtl, ONNX Runtime) and the median
+# of each kept.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
+set -eu
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+THREADS=${BENCH_THREADS:-$(nproc)}
+ITERS=${BENCH_ITERS:-3}
+MODELS=${BENCH_MODELS:-resnet50 efficientnet_b0 mobilenet_v3_large convnext_tiny vit_b_16}
+tools/install_ort.sh
+echo "== backbones, batch 16, $THREADS threads (CPU: $(lscpu | sed -n 's/^Model name: *//p'); oneDNN ISA: ${ONEDNN_MAX_CPU_ISA:-as detected})"
+printf '%-22s %12s %12s %8s\n' model onnxtl ort ratio
+for arch in $MODELS; do
+    model=build/models/${arch}_op17_fold.onnx
+    [ -f "$model" ] || $PY models/export_torchvision.py --arch "$arch" --opset 17 --out build/models >/dev/null
+    size=$(build/onnxtl info "$model" | sed -n 's/^  input *float32 *\[N, \([0-9]*\), \([0-9]*\), \([0-9]*\)\]/\1x\2x\3/p')
+    ours=() theirs=()
+    for round in 1 2; do
+        ours+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits)")
+        theirs+=("$(node tools/ort_bench.js "$model" 16 "$ITERS" "$THREADS" "$size")")
+    done
+    $PY - "$arch" "${ours[@]}" "${theirs[@]}" <<'PYEOF'
+import statistics, sys
+arch, a1, a2, b1, b2 = sys.argv[1], *map(float, sys.argv[2:])
+o, t = statistics.median([a1, a2]), statistics.median([b1, b2])
+print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x")
+PYEOF
+done
