@@ -138,6 +138,7 @@ onnxtl_status *otl_pass_remove_identity(otl_graph *g);
 onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_residual(otl_graph *g);
+onnxtl_status *otl_pass_fuse_gelu(otl_graph *g);
 
 /* The value that feeds the classifier head (head.c): walking back from the
  * output over the Linear layers, activations, Dropout, flattening and final

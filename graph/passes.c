@@ -184,3 +184,52 @@ onnxtl_status *otl_pass_fuse_residual(otl_graph *g) {
     }
     return NULL;
 }
+
+/* The node that reads v, where exactly one does. */
+static otl_node *only_reader(otl_graph *g, int v) {
+    if (count_uses(g, v) != 1) return NULL;
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in && !n->removed; k++)
+            if (n->in[k] == v) return n;
+    }
+    return NULL;
+}
+
+static bool is_scalar(const otl_graph *g, int v, float want) {
+    const otl_value *x = &g->values[v];
+    return x->data && x->dtype == ONNXTL_FLOAT && x->rank <= 1 && (x->rank == 0 || x->dims[0] == 1) &&
+           fabsf(*(const float *)x->data - want) <= 1e-6f * want;
+}
+
+/* The input of n other than v, where n is a binary op with v as one input. */
+static int other_input(const otl_node *n, int v) {
+    return n->n_in == 2 && (n->in[0] == v || n->in[1] == v) ? n->in[n->in[0] == v] : -1;
+}
+
+/* x * (1 + erf(x / sqrt(2))) * 0.5, as torch exports nn.GELU, becomes one
+ * Gelu node: five passes over the activation become one. */
+static void fuse_one_gelu(otl_graph *g, otl_node *erf) {
+    const int p = g->values[erf->in[0]].producer;
+    otl_node *div = p >= 0 ? &g->nodes[p] : NULL;
+    if (!div || div->op != OP_DIV || !is_scalar(g, div->in[1], 1.41421356f) || count_uses(g, div->out[0]) != 1) return;
+    const int x = div->in[0];
+    otl_node *add = only_reader(g, erf->out[0]);
+    if (!add || add->op != OP_ADD || add->attrs.fused_relu || !is_scalar(g, other_input(add, erf->out[0]), 1.0f)) return;
+    otl_node *mul = only_reader(g, add->out[0]);
+    if (!mul || mul->op != OP_MUL || other_input(mul, add->out[0]) != x) return;
+    otl_node *half = only_reader(g, mul->out[0]);
+    if (!half || half->op != OP_MUL || !is_scalar(g, other_input(half, mul->out[0]), 0.5f)) return;
+    half->op = OP_GELU;
+    half->in[0] = x;
+    half->n_in = 1;
+    memset(&half->attrs, 0, sizeof half->attrs);
+    half->attrs.n_axes = half->attrs.n_perm = -1;
+    div->removed = erf->removed = add->removed = mul->removed = true;
+}
+
+onnxtl_status *otl_pass_fuse_gelu(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].removed && g->nodes[i].op == OP_ERF) fuse_one_gelu(g, &g->nodes[i]);
+    return NULL;
+}

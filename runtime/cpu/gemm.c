@@ -73,15 +73,29 @@ onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a) {
     batch_strides(&tb, bb, out_batch, ob, k * n, sb);
     const float *A = a->in[0], *B = a->in[1];
     float *Y = a->out[0];
-    int64_t idx[ONNXTL_MAX_RANK] = {0};
+    bool b_shared = true, a_packed = true; /* one B for every batch; A's batches one after another */
+    for (int i = 0; i < ob; i++) b_shared &= sb[i] == 0;
+    for (int64_t i = 0, s = 1; i < ob; i++) a_packed &= sa[ob - 1 - i] == m * k * s, s *= out_batch[ob - 1 - i];
+    if (b_shared && a_packed) /* a Linear layer over [batch..., m, k]: one product of batches * m rows */
+        return otl_sgemm(false, false, batches * m, n, k, 1.0f, A, k, B, n, 0.0f, Y, n);
+    /* Many small products (attention) go side by side, each on one core. */
+    onnxtl_status *err = NULL;
+#pragma omp parallel for schedule(static) if (batches > 1 && m * n * k < (1 << 22))
     for (int64_t bi = 0; bi < batches; bi++) {
-        int64_t oa = 0, obf = 0;
-        for (int i = 0; i < ob; i++) {
-            oa += idx[i] * sa[i];
-            obf += idx[i] * sb[i];
+        int64_t oa = 0, obf = 0, rest = bi;
+        for (int i = ob - 1; i >= 0; i--) {
+            const int64_t v = rest % out_batch[i];
+            rest /= out_batch[i];
+            oa += v * sa[i], obf += v * sb[i];
         }
-        OTL_TRY(otl_sgemm(false, false, m, n, k, 1.0f, A + oa, k, B + obf, n, 0.0f, Y + bi * m * n, n));
-        for (int i = ob - 1; i >= 0 && ++idx[i] == out_batch[i]; i--) idx[i] = 0;
+        onnxtl_status *st = otl_sgemm(false, false, m, n, k, 1.0f, A + oa, k, B + obf, n, 0.0f, Y + bi * m * n, n);
+        if (st) {
+#pragma omp critical
+            {
+                if (!err) err = st;
+                else onnxtl_status_release(st);
+            }
+        }
     }
-    return NULL;
+    return err;
 }

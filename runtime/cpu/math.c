@@ -33,16 +33,17 @@ static onnxtl_status *map_chunks(const otl_kernel_args *a, chunk_fn f) {
     onnxtl_status *otl_cpu_##NAME(const otl_kernel_args *a) { return map_chunks(a, NAME##_chunk); }
 
 static inline float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
-static inline float gelu(float x, int tanh_form) {
-    if (tanh_form) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    return 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f));
-}
 
 MAP_KERNEL(hardsigmoid, clamp01(at->alpha * x + at->beta))
 MAP_KERNEL(hardswish, x * clamp01(x * (1.0f / 6.0f) + 0.5f))
 MAP_KERNEL(tanh, tanhf(x))
 MAP_KERNEL(erf, otl_erf_poly(x))
-MAP_KERNEL(gelu, gelu(x, at->gelu_tanh))
+MAP_KERNEL(gelu_erf, 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f)))
+MAP_KERNEL(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))))
+
+onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a) {
+    return a->n->attrs.gelu_tanh ? otl_cpu_gelu_tanh(a) : otl_cpu_gelu_erf(a);
+}
 MAP_KERNEL(exp, expf(x))
 MAP_KERNEL(log, logf(x))
 MAP_KERNEL(sqrt, sqrtf(x))

@@ -44,7 +44,8 @@ static void print_census(const otl_graph *g) {
         printf("  %-20s %4d", otl_op_name(op), live[op]);
         static const char *const why[OP_COUNT] = {[OP_BATCHNORM] = "folded into Conv",
                                                   [OP_RELU] = "fused into Conv/Add",
-                                                  [OP_ADD] = "fused into Conv as residual"};
+                                                  [OP_ADD] = "fused into Conv as residual",
+                                                  [OP_ERF] = "fused into Gelu"};
         if (removed[op]) printf("  (+%d %s)", removed[op], why[op] ? why[op] : "removed");
         printf("\n");
     }
