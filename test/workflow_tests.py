@@ -48,19 +48,25 @@ def ort_probabilities(model_path, images):
     return np.frombuffer(node.stdout, np.float32).reshape(len(images), -1)
 
 
-def test_workflow(onnxtl, shared, d):
+def test_workflow(onnxtl, shared, d, arch="resnet18"):
+    d = os.path.join(d, arch)
+    os.makedirs(d)
     data = subset(shared, d, 150, 40)
     feats, mdl = os.path.join(d, "f.bin"), os.path.join(d, "model.onnx")
-    r = run(onnxtl, "extract", model(), data, "-o", feats, "--quiet")
-    report(r.returncode == 0, "workflow extract", r.stderr.strip()[-200:])
+    r = run(onnxtl, "extract", model(arch), data, "-o", feats, "--quiet")
+    report(r.returncode == 0, f"workflow {arch}: extract", r.stderr.strip()[-200:])
     r = run(onnxtl, "fit-head", feats, "-o", mdl, "--lr", "1e-3", "--epochs", "5", "--keep", "last",
             "--head-only", os.path.join(d, "head.onnx"))
     ep = epochs_of(r.stdout)
-    report(r.returncode == 0 and len(ep) == 5 and ep[-1][0] < ep[0][0], "workflow fit-head: training loss falls",
+    # Random weights: ResNet18's features separate the photos a little, so its loss must fall; the
+    # random MobileNet's are close to constant, so for the other backbones only the five epochs are checked.
+    falls = ep and (ep[-1][0] < ep[0][0] or arch != "resnet18")
+    report(r.returncode == 0 and len(ep) == 5 and falls,
+           f"workflow {arch}: fit-head trains 5 epochs{', the loss falls' if arch == 'resnet18' else ''}",
            f"losses {[e[0] for e in ep]}; {r.stderr.strip()[-200:]}")
     r = run(onnxtl, "eval", mdl, os.path.join(data, "test"), "--json")
     ev = json.loads(r.stdout) if r.returncode == 0 else {}
-    report(ev and ep and abs(ev["accuracy"] - ep[-1][1]) < 1e-9, "workflow eval agrees with fit-head's test accuracy",
+    report(ev and ep and abs(ev["accuracy"] - ep[-1][1]) < 1e-9, f"workflow {arch}: eval agrees with fit-head's test accuracy",
            f"eval {ev.get('accuracy')}, fit-head {ep[-1][1] if ep else None}")
     r = run(onnxtl, "run", mdl, os.path.join(data, "test"))
     got = {}
@@ -68,7 +74,7 @@ def test_workflow(onnxtl, shared, d):
         path, cls, _ = line.split("\t")
         got[os.path.relpath(path, os.path.join(data, "test"))] = cls
     same = ev and all(got.get(p["path"]) == p["predicted"] for p in ev["predictions"]) and len(got) == len(ev["predictions"])
-    report(r.returncode == 0 and same, "workflow run agrees with eval image by image", f"{len(got)} images")
+    report(r.returncode == 0 and same, f"workflow {arch}: run agrees with eval image by image", f"{len(got)} images")
     images = sorted(os.path.join(data, "test", c, f) for c in ("cat", "dog") for f in os.listdir(os.path.join(data, "test", c)))[:24]
     r = run(onnxtl, "run", mdl, *images, "--json", "--top", "2")
     ours = np.array([[p["probability"] for p in sorted(json.loads(l)["predictions"], key=lambda q: q["class"])]
@@ -78,7 +84,7 @@ def test_workflow(onnxtl, shared, d):
         err = float(np.abs(ours - theirs).max()) if ours is not None else float("inf")
     except Exception as e:  # noqa: BLE001
         err, theirs = float("inf"), str(e)
-    report(err <= 1e-4, "ONNX Runtime 1.30 on the exported model gives onnxtl run's probabilities",
+    report(err <= 1e-4, f"workflow {arch}: ONNX Runtime 1.30 on the exported model gives onnxtl run's probabilities",
            f"{len(images)} photos, max |diff| {err:.2e} (limit 1e-4)")
     return feats, mdl
 
@@ -138,6 +144,8 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         feats, mdl = test_workflow(onnxtl, shared, d)
         test_bad_inputs(onnxtl, shared, d, feats, mdl)
+        for arch in ("mobilenet_v3_large", "vit_b_16"):  # modern backbones, end to end
+            test_workflow(onnxtl, shared, d, arch)
     return 1 if failed_count() else 0
 
 

@@ -64,3 +64,6 @@ echo "== fit-head (Adam lr 1e-5, batch 16), $THREADS threads"
 fit_line "linear 2048->2, ResNet50 features of $n photos, 5 epochs" build/bench/features.bin linear 5
 fit_line "linear 2048->2, synthetic 25000 rows, 5 epochs" build/bench/synth_linear.bin linear 5
 fit_line "MLP 25088-4096-4096-2, synthetic $MLP_ROWS rows, $MLP_EPOCHS epoch(s)" build/bench/synth_mlp.bin mlp "$MLP_EPOCHS"
+
+echo
+tools/bench_backbones.sh
