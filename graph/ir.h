@@ -9,6 +9,8 @@
 #include "status.h"
 
 #define OTL_MAX_SPATIAL 3
+#define OTL_MAX_SPLIT 64  /* outputs of one Split */
+#define OTL_MAX_FLOATS 16 /* values of a float-list attribute (ImageScaler's bias) */
 
 typedef enum {
 #define OTL_OP(id, domain, name, shape) OP_##id,
@@ -51,6 +53,12 @@ typedef struct {
     int n_starts, n_ends;
     int64_t starts[ONNXTL_MAX_RANK], ends[ONNXTL_MAX_RANK];
     int reduction;     /* ScatterND: none, add, mul, max, min */
+    int n_split;       /* Split's sizes before opset 13 (-1: absent) */
+    int64_t split[OTL_MAX_SPLIT];
+    int64_t num_outputs, select_last, blocksize;
+    int crd; /* DepthToSpace: 0 DCR, 1 CRD */
+    int n_floats;
+    float floats[OTL_MAX_FLOATS];
     char equation[96]; /* Einsum, without spaces */
     /* ConstantOfShape's value: one element of type dtype (0: float 0). */
     struct {
@@ -62,7 +70,7 @@ typedef struct {
     int n_pad_amounts; /* Pad < 11: pads attribute */
     int64_t pad_amounts[2 * ONNXTL_MAX_RANK];
     float pad_value;
-    int pad_mode; /* only 0, constant */
+    int pad_mode; /* 0 constant, 1 reflect, 2 edge, 3 wrap */
     /* Cast, Reshape, Shape, Dropout. */
     int64_t to;
     int64_t allowzero;

@@ -9,7 +9,8 @@
 #include "dtype.h"
 
 typedef enum {
-    ATTR_INT, ATTR_INT_SET, ATTR_FLOAT, ATTR_INTS, ATTR_ENUM, ATTR_STRING, ATTR_TENSOR, ATTR_ONLY, ATTR_UNUSED
+    ATTR_INT, ATTR_INT_SET, ATTR_FLOAT, ATTR_INTS, ATTR_FLOATS, ATTR_ENUM, ATTR_STRING, ATTR_TENSOR, ATTR_ONLY,
+    ATTR_UNUSED
 } attr_type;
 
 /* One attribute an op version accepts, and where its value goes. */
@@ -29,6 +30,7 @@ typedef struct {
 #define A_INT_SET(name, f, flag) {name, ATTR_INT_SET, OFF(f), OFF(flag), 0, 0, NULL, NULL},
 #define A_FLOAT(name, f, def) {name, ATTR_FLOAT, OFF(f), 0, 0, def, NULL, NULL},
 #define A_INTS(name, f, count, cap) {name, ATTR_INTS, OFF(f), OFF(count), cap, 0, NULL, NULL},
+#define A_FLOATS(name, f, count, cap) {name, ATTR_FLOATS, OFF(f), OFF(count), cap, 0, NULL, NULL},
 #define A_ENUM(name, f, ...) {name, ATTR_ENUM, OFF(f), 0, 0, 0, (const char *const[]){__VA_ARGS__, NULL}, NULL},
 #define A_TENSOR(name, f) {name, ATTR_TENSOR, OFF(f), 0, 0, 0, NULL, NULL},
 #define A_STRING(name, f) {name, ATTR_STRING, OFF(f), sizeof(((otl_attrs *)0)->f), 0, 0, NULL, NULL},
@@ -167,6 +169,13 @@ static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, 
     case ATTR_INT_SET: *(int64_t *)field = at->i, *(bool *)((char *)a + s->extra) = true; return NULL;
     case ATTR_FLOAT: *(float *)field = at->f; return NULL;
     case ATTR_INTS: return set_ints(s, at, a);
+    case ATTR_FLOATS:
+        if (at->n_floats > (size_t)s->cap)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' has %zu values, at most %d supported", s->name,
+                             at->n_floats, s->cap);
+        memcpy(field, at->floats, at->n_floats * sizeof(float));
+        *(int *)((char *)a + s->extra) = (int)at->n_floats;
+        return NULL;
     case ATTR_ENUM: return set_enum(s, at, a);
     case ATTR_TENSOR: return set_scalar_tensor(s, at, a);
     case ATTR_STRING: return set_string(s, at, a);
@@ -178,7 +187,7 @@ static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, 
 
 static void set_defaults(const otl_op_version *v, otl_attrs *a) {
     memset(a, 0, sizeof *a);
-    a->n_axes = a->n_perm = -1; /* absent */
+    a->n_axes = a->n_perm = a->n_split = -1; /* absent */
     for (const attr_spec *s = v->attrs; s->name; s++) {
         if (s->type == ATTR_INT) *(int64_t *)((char *)a + s->field) = (int64_t)s->value;
         else if (s->type == ATTR_FLOAT) *(float *)((char *)a + s->field) = (float)s->value;

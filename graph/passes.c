@@ -224,7 +224,7 @@ static void fuse_one_gelu(otl_graph *g, otl_node *erf) {
     half->in[0] = x;
     half->n_in = 1;
     memset(&half->attrs, 0, sizeof half->attrs);
-    half->attrs.n_axes = half->attrs.n_perm = -1;
+    half->attrs.n_axes = half->attrs.n_perm = half->attrs.n_split = -1;
     div->removed = erf->removed = add->removed = mul->removed = true;
 }
 

@@ -535,6 +535,10 @@ static onnxtl_status *infer_pad(const otl_node *nd, otl_tinfo *t) {
     for (int i = 0; i < x->rank; i++) {
         dims[i] = x->dims[i] + pads[i] + pads[x->rank + i];
         if (dims[i] < 0) return bad("Pad removes more than the dimension holds");
+        const bool grows = pads[i] > 0 || pads[x->rank + i] > 0;
+        if (grows && nd->attrs.pad_mode && x->dims[i] == 0) return bad("Pad cannot reflect, repeat or wrap an empty axis");
+        if (grows && nd->attrs.pad_mode == 1 && (pads[i] >= x->dims[i] || pads[x->rank + i] >= x->dims[i]))
+            return bad("Pad in reflect mode needs pads smaller than the axis");
     }
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
     return NULL;
@@ -798,6 +802,124 @@ static onnxtl_status *infer_einsum(const otl_node *nd, otl_tinfo *t) {
     int64_t dims[ONNXTL_MAX_RANK];
     for (int i = 0; i < e.out_rank; i++) dims[i] = e.extent[e.out[i]];
     set_out(&t[nd->out[0]], ONNXTL_FLOAT, e.out_rank, dims);
+    return NULL;
+}
+
+/* PRelu(x, slope): slope broadcasts to x. */
+static onnxtl_status *infer_prelu(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    otl_tinfo out;
+    OTL_TRY(need_float(x, "PRelu"));
+    OTL_TRY(need_float(&t[nd->in[1]], "PRelu"));
+    OTL_TRY(otl_broadcast_shape(x, &t[nd->in[1]], &out));
+    if (out.rank != x->rank || memcmp(out.dims, x->dims, sizeof(int64_t) * (size_t)x->rank))
+        return bad("PRelu's slope must broadcast to its input");
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+/* One scale and one bias per channel, over the spatial axes. */
+static onnxtl_status *infer_instancenorm(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, "InstanceNormalization"));
+    if (x->rank < 3) return bad("InstanceNormalization expects (N, C, ...)");
+    for (int k = 1; k < 3; k++)
+        if (t[nd->in[k]].rank != 1 || t[nd->in[k]].dims[0] != x->dims[1] || t[nd->in[k]].dtype != ONNXTL_FLOAT)
+            return bad("InstanceNormalization's scale and B need one float per channel");
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_imagescaler(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, "ImageScaler"));
+    if (x->rank != 4 || (nd->attrs.n_floats && nd->attrs.n_floats != x->dims[1]))
+        return bad("ImageScaler expects [N, C, H, W] and one bias per channel");
+    set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
+    return NULL;
+}
+
+onnxtl_status *otl_split_sizes(const otl_node *nd, const otl_tinfo *t, int64_t *axis, int64_t *sizes) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, axis));
+    const int64_t dim = x->dims[*axis];
+    int n = nd->n_out, given = -1;
+    if (nd->opset < 13 && nd->attrs.n_split >= 0) {
+        given = nd->attrs.n_split;
+        memcpy(sizes, nd->attrs.split, sizeof(int64_t) * (size_t)given);
+    } else if (nd->n_in > 1 && nd->in[1] >= 0) {
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "split", sizes, OTL_MAX_SPLIT, &given));
+    }
+    if (given >= 0) {
+        int64_t sum = 0;
+        for (int i = 0; i < given; i++) sum += sizes[i] < 0 ? -1 : sizes[i];
+        if (given != n || sum != dim) return bad("Split's sizes do not add up to the axis, one per output");
+        return NULL;
+    }
+    /* equal parts; from opset 18 the last may be smaller (num_outputs) */
+    const int64_t part = nd->opset >= 18 ? (dim + n - 1) / n : dim / n;
+    if (nd->opset < 18 && dim % n) return bad("Split cannot cut the axis into equal parts");
+    for (int i = 0; i < n; i++) sizes[i] = i + 1 < n ? part : dim - part * (n - 1);
+    if (sizes[n - 1] < 0) return bad("Split has more outputs than the axis has room for");
+    return NULL;
+}
+
+static onnxtl_status *infer_split(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axis, sizes[OTL_MAX_SPLIT];
+    OTL_TRY(otl_split_sizes(nd, t, &axis, sizes));
+    for (int k = 0; k < nd->n_out; k++) {
+        if (nd->out[k] < 0) continue;
+        int64_t dims[ONNXTL_MAX_RANK];
+        memcpy(dims, x->dims, sizeof dims);
+        dims[axis] = sizes[k];
+        set_out(&t[nd->out[k]], x->dtype, x->rank, dims);
+    }
+    return NULL;
+}
+
+static onnxtl_status *infer_tile(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t repeats[ONNXTL_MAX_RANK], dims[ONNXTL_MAX_RANK];
+    int n;
+    OTL_TRY(otl_tinfo_ints(&t[nd->in[1]], "repeats", repeats, ONNXTL_MAX_RANK, &n));
+    if (n != x->rank) return bad("Tile needs one repeat per axis");
+    for (int i = 0; i < n; i++) {
+        if (repeats[i] < 0) return bad("Tile's repeats must not be negative");
+        if (!otl_mul_i64(x->dims[i], repeats[i], &dims[i])) return bad("Tile's output is too large");
+    }
+    set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    return NULL;
+}
+
+static onnxtl_status *infer_argmax(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    int64_t axis, dims[ONNXTL_MAX_RANK];
+    OTL_TRY(need_numeric(x, otl_op_name(nd->op)));
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    if (x->dims[axis] == 0) return bad("ArgMax/ArgMin over an empty axis");
+    int r = 0;
+    for (int i = 0; i < x->rank; i++)
+        if (i != axis) dims[r++] = x->dims[i];
+        else if (nd->attrs.keepdims) dims[r++] = 1;
+    set_out(&t[nd->out[0]], ONNXTL_INT64, r, dims);
+    return NULL;
+}
+
+/* DepthToSpace moves blocks of channels into b x b pixels; SpaceToDepth back. */
+static onnxtl_status *infer_depth_to_space(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    const int64_t b = nd->attrs.blocksize;
+    if (x->rank != 4 || b < 1) return bad("DepthToSpace/SpaceToDepth expect [N, C, H, W] and a positive blocksize");
+    int64_t dims[4] = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    if (nd->op == OP_DEPTHTOSPACE) {
+        if (x->dims[1] % (b * b)) return bad("DepthToSpace's channels are not a multiple of blocksize squared");
+        dims[1] /= b * b, dims[2] *= b, dims[3] *= b;
+    } else {
+        if (x->dims[2] % b || x->dims[3] % b) return bad("SpaceToDepth's height and width are not multiples of blocksize");
+        dims[1] *= b * b, dims[2] /= b, dims[3] /= b;
+    }
+    set_out(&t[nd->out[0]], x->dtype, 4, dims);
     return NULL;
 }
 

@@ -56,6 +56,8 @@ typedef struct {
 } otl_einsum;
 
 onnxtl_status *otl_einsum_parse(const otl_node *nd, const otl_tinfo *t, otl_einsum *e);
+/* Split's axis and the size along it of each output. */
+onnxtl_status *otl_split_sizes(const otl_node *nd, const otl_tinfo *t, int64_t *axis, int64_t *sizes);
 /* Which axes of input 0 a reduction averages over (attribute or input axes). */
 onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mask);
 #endif

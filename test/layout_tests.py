@@ -146,6 +146,28 @@ def cases():
             add(f"{op} axes {axes}", lambda g, op=op, axes=axes: g.node(op, [a4(g), g.const(axes, np.int64)], keepdims=1), 18)
     add("Einsum batched", lambda g: g.node("Einsum", [a4(g), g.node("Transpose", [b4(g)], perm=[0, 1, 3, 2])],
                                            equation="bchw,bcwk->bchk"), 12)
+    for shape in ((4, 1, 1), (), (1, 4, 1, 1)):
+        add(f"PRelu slope {shape}", lambda g, shape=shape: g.node("PRelu", [a4(g), g.const(g.rng.random(shape))]), 9)
+    add("InstanceNormalization", lambda g: g.node("InstanceNormalization", [
+        a4(g), g.const(g.rng.random(4) + 0.5), g.const(g.rng.standard_normal(4))], epsilon=1e-3))
+    add("ImageScaler", lambda g: g.node("ImageScaler", [a4(g)], scale=0.5, bias=[0.1, 0.2, 0.3, 0.4]), 9)
+    add("Split channels 1+3, second", lambda g: g.node("Split", [a4(g)], outputs=2, axis=1, split=[1, 3])[1], 11)
+    add("Split H in halves, second", lambda g: g.node("Split", [a4(g)], outputs=2, axis=2)[1], 11)
+    add("Split W by input, first", lambda g: g.node("Split", [a4(g), g.const([2, 3], np.int64)], outputs=2, axis=-1)[0])
+    add("Split W num_outputs 2, second", lambda g: g.node("Split", [a4(g)], outputs=2, axis=3, num_outputs=2)[1], 18)
+    add("Tile", lambda g: g.node("Tile", [a4(g), g.const([1, 2, 1, 3], np.int64)]))
+    for op in ("ArgMax", "ArgMin"):
+        for axis in (1, -1, 2):
+            for keep in (0, 1):
+                add(f"{op} axis {axis} keepdims {keep}", lambda g, op=op, axis=axis, keep=keep: g.node(
+                    op, [a4(g)], axis=axis, keepdims=keep, select_last_index=1), 12)
+    add("DepthToSpace DCR", lambda g: g.node("DepthToSpace", [a4(g)], blocksize=2, mode="DCR"))
+    add("DepthToSpace CRD", lambda g: g.node("DepthToSpace", [a4(g)], blocksize=2, mode="CRD"))
+    add("SpaceToDepth", lambda g: g.node("SpaceToDepth", [g.node("Pad", [a4(g), g.const([0, 0, 0, 1, 0, 0, 0, 0], np.int64)])],
+                                         blocksize=2), 13)
+    for mode in ("reflect", "edge"):
+        add(f"Pad {mode}", lambda g, mode=mode: g.node("Pad", [a4(g), g.const([0, 0, 2, 1, 0, 0, 1, 3], np.int64)], mode=mode))
+    add("Pad wrap", lambda g: g.node("Pad", [a4(g), g.const([0, 0, 2, 1, 0, 0, 1, 3], np.int64)], mode="wrap"), 19)
     for size in (1, 3, 5):  # ONNX Runtime refuses even sizes
         add(f"LRN size {size}", lambda g, size=size: g.node("LRN", [a4(g)], size=size, alpha=0.02, beta=0.6, bias=1.5))
     add("Clip opset 10", lambda g: g.node("Clip", [a4(g)], min=-0.3, max=0.4), 10)

@@ -79,7 +79,7 @@ def ml_tail(onnxtl, tmp):
     onnx.save(m, path)
     r = run(onnxtl, "info", path)
     head = "/features/features.12/Concat_output_0"
-    listed = all(f"node '{n}'" in r.stdout for n in ("zipmap", "argmax", "label_lookup"))
+    listed = all(f"node '{n}'" in r.stdout for n in ("zipmap", "label_lookup"))
     report(r.returncode == 0 and f"'{head}'" in r.stdout and listed and "not needed for the feature tensor" in r.stdout,
            "producer ml_tail: info loads it, finds the head and lists the ai.onnx.ml tail as not needed",
            (r.stdout + r.stderr).strip().splitlines()[-1] if r.stdout or r.stderr else "")

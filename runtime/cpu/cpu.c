@@ -108,6 +108,15 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_RANGE] = {otl_cpu_range, LAYOUT_ONNX},
     [OP_SCATTERND] = {otl_cpu_scatternd, LAYOUT_ONNX},
     [OP_EINSUM] = {otl_cpu_einsum, LAYOUT_ONNX},
+    [OP_PRELU] = {otl_cpu_binary, LAYOUT_BROADCAST},
+    [OP_INSTANCENORM] = {otl_cpu_instancenorm, LAYOUT_ONNX},
+    [OP_IMAGESCALER] = {otl_cpu_imagescaler, LAYOUT_ONNX},
+    [OP_SPLIT] = {otl_cpu_split, LAYOUT_ONNX},
+    [OP_TILE] = {otl_cpu_tile, LAYOUT_ONNX},
+    [OP_ARGMAX] = {otl_cpu_argmax, LAYOUT_ONNX},
+    [OP_ARGMIN] = {otl_cpu_argmax, LAYOUT_ONNX},
+    [OP_DEPTHTOSPACE] = {otl_cpu_depth_to_space, LAYOUT_ONNX},
+    [OP_SPACETODEPTH] = {otl_cpu_depth_to_space, LAYOUT_ONNX},
 };
 
 static bool cpu_supports(const otl_plan *p, int step) {

@@ -167,6 +167,7 @@ static inline float add_f(float x, float y) { return x + y; }
 static inline float sub_f(float x, float y) { return x - y; }
 static inline float mul_f(float x, float y) { return x * y; }
 static inline float div_f(float x, float y) { return x / y; }
+static inline float prelu_f(float x, float slope) { return x < 0.0f ? slope * x : x; }
 
 /* One output row, z[i] = x[i * ix] op y[i * iy], with the loop chosen for
  * the strides (0 where an input repeats) so that it vectorises. */
@@ -185,6 +186,7 @@ static void row_f32(otl_op op, const float *x, int64_t ix, const float *y, int64
     case OP_SUB: ROW(sub_f); break;
     case OP_MUL: ROW(mul_f); break;
     case OP_DIV: ROW(div_f); break;
+    case OP_PRELU: ROW(prelu_f); break;
     default: ROW(add_f); break;
     }
 }
@@ -361,5 +363,39 @@ onnxtl_status *otl_cpu_layernorm(const otl_kernel_args *a) {
             }
         }
     }
+    return NULL;
+}
+
+/* Per (image, channel): (x - mean) / sqrt(var + epsilon) * scale + B over
+ * the spatial axes, mean and variance in double. */
+onnxtl_status *otl_cpu_instancenorm(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const int64_t n = x->dims[0], c = x->dims[1], plane = c && n ? otl_tinfo_count(x) / (n * c) : 0;
+    const float *X = a->in[0], *scale = a->in[1], *bias = a->in[2];
+    float *Y = a->out[0];
+    const double eps = a->n->attrs.epsilon;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n * c; r++) {
+        const float *xr = X + r * plane;
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < plane; i++) sum += xr[i];
+        const double mean = plane ? sum / (double)plane : 0;
+        for (int64_t i = 0; i < plane; i++) sq += (xr[i] - mean) * (xr[i] - mean);
+        const double k = scale[r % c] / sqrt((plane ? sq / (double)plane : 0) + eps);
+        for (int64_t i = 0; i < plane; i++) Y[r * plane + i] = (float)((xr[i] - mean) * k + bias[r % c]);
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_imagescaler(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const otl_attrs *at = &a->n->attrs;
+    const int64_t c = x->dims[1], plane = x->dims[2] * x->dims[3];
+    const float *X = a->in[0];
+    float *Y = a->out[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < x->dims[0] * c; r++)
+        for (int64_t i = 0; i < plane; i++)
+            Y[r * plane + i] = at->alpha * X[r * plane + i] + (at->n_floats ? at->floats[r % c] : 0.0f);
     return NULL;
 }

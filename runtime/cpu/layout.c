@@ -130,6 +130,16 @@ static void pad_value_bytes(const otl_kernel_args *a, int dtype, unsigned char *
     }
 }
 
+/* The input index that output position p (past the input's start) reads:
+ * itself in constant mode (outside means the pad value), reflected about
+ * the ends, the nearest end, or wrapped around. */
+static int64_t source_index(int64_t p, int64_t dim, int mode) {
+    if (mode == 0 || (p >= 0 && p < dim)) return p;
+    if (mode == 2) return p < 0 ? 0 : dim - 1;
+    if (mode == 3) return ((p % dim) + dim) % dim;
+    return p < 0 ? -p : 2 * (dim - 1) - p;
+}
+
 onnxtl_status *otl_cpu_pad(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
     const int r = x->rank;
@@ -145,12 +155,13 @@ onnxtl_status *otl_cpu_pad(const otl_kernel_args *a) {
     const int64_t count = otl_tinfo_count(y);
     const char *src = a->in[0];
     char *dst = a->out[0];
+    const int mode = a->n->attrs.pad_mode;
     int64_t idx[ONNXTL_MAX_RANK] = {0};
     for (int64_t i = 0; i < count; i++) {
         int64_t off = 0;
         bool inside = true;
         for (int d = 0; d < r && inside; d++) {
-            int64_t p = idx[d] - pads[d];
+            int64_t p = source_index(idx[d] - pads[d], x->dims[d], mode);
             inside = p >= 0 && p < x->dims[d];
             off += p * in_stride[d];
         }
@@ -231,5 +242,93 @@ onnxtl_status *otl_cpu_range(const otl_kernel_args *a) {
     const otl_tinfo *y = OUT_T(a, 0);
     const double start = otl_dtype_load(a->in[0], y->dtype, 0), delta = otl_dtype_load(a->in[2], y->dtype, 0);
     for (int64_t i = 0; i < y->dims[0]; i++) otl_dtype_store(a->out[0], y->dtype, i, start + (double)i * delta);
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_split(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    int64_t axis, sizes[OTL_MAX_SPLIT], outer = 1, inner = 1;
+    OTL_TRY(otl_split_sizes(a->n, a->t, &axis, sizes));
+    for (int i = 0; i < x->rank; i++) {
+        if (i < axis) outer *= x->dims[i];
+        else if (i > axis) inner *= x->dims[i];
+    }
+    const size_t es = otl_dtype_size(x->dtype), in_row = (size_t)(x->dims[axis] * inner) * es;
+    size_t offset = 0;
+    for (int k = 0; k < a->n->n_out; k++) {
+        const size_t chunk = (size_t)(sizes[k] * inner) * es;
+        for (int64_t o = 0; a->out[k] && o < outer; o++)
+            memcpy((char *)a->out[k] + (size_t)o * chunk, (const char *)a->in[0] + (size_t)o * in_row + offset, chunk);
+        offset += chunk;
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_tile(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
+    const size_t es = otl_dtype_size(x->dtype);
+    const int64_t count = otl_tinfo_count(y);
+    int64_t stride[ONNXTL_MAX_RANK], s = 1, idx[ONNXTL_MAX_RANK] = {0};
+    for (int i = x->rank - 1; i >= 0; i--) stride[i] = s, s *= x->dims[i];
+    for (int64_t i = 0; i < count; i++) {
+        int64_t off = 0;
+        for (int d = 0; d < y->rank; d++) off += (idx[d] % x->dims[d]) * stride[d];
+        memcpy((char *)a->out[0] + (size_t)i * es, (const char *)a->in[0] + (size_t)off * es, es);
+        for (int d = y->rank - 1; d >= 0; d--) {
+            if (++idx[d] < y->dims[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_argmax(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0);
+    int64_t axis, outer = 1, inner = 1;
+    OTL_TRY(otl_norm_axis(a->n->attrs.axis, x->rank, &axis));
+    for (int i = 0; i < x->rank; i++) {
+        if (i < axis) outer *= x->dims[i];
+        else if (i > axis) inner *= x->dims[i];
+    }
+    const int64_t dim = x->dims[axis];
+    const bool max = a->n->op == OP_ARGMAX, last = a->n->attrs.select_last;
+    int64_t *y = a->out[0];
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t i = 0; i < inner; i++) {
+            int64_t best = 0;
+            double bv = otl_dtype_load(a->in[0], x->dtype, o * dim * inner + i);
+            for (int64_t j = 1; j < dim; j++) {
+                const double v = otl_dtype_load(a->in[0], x->dtype, (o * dim + j) * inner + i);
+                const bool better = max ? (v > bv || (last && v == bv)) : (v < bv || (last && v == bv));
+                if (better) best = j, bv = v;
+            }
+            y[o * inner + i] = best;
+        }
+    }
+    return NULL;
+}
+
+/* Both directions index the same 6-D view: DepthToSpace reads
+ * [N, b, b, C', H, W] (DCR) or [N, C', b, b, H, W] (CRD) into [N, C', H, b, W, b];
+ * SpaceToDepth is DCR's inverse. */
+onnxtl_status *otl_cpu_depth_to_space(const otl_kernel_args *a) {
+    const bool to_space = a->n->op == OP_DEPTHTOSPACE, crd = a->n->attrs.crd;
+    const otl_tinfo *big = to_space ? OUT_T(a, 0) : IN_T(a, 0); /* the one with space */
+    const int64_t b = a->n->attrs.blocksize, n = big->dims[0], c = big->dims[1], h = big->dims[2] / b,
+                  w = big->dims[3] / b;
+    const size_t es = otl_dtype_size(big->dtype);
+    for (int64_t in = 0; in < n; in++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t y = 0; y < h * b; y++)
+                for (int64_t x = 0; x < w * b; x++) {
+                    const int64_t by = y % b, bx = x % b;
+                    const int64_t depth = crd ? (ch * b + by) * b + bx : (by * b + bx) * c + ch;
+                    const int64_t space_at = ((in * c + ch) * h * b + y) * w * b + x;
+                    const int64_t depth_at = ((in * c * b * b + depth) * h + y / b) * w + x / b;
+                    const char *src = a->in[0];
+                    char *dst = a->out[0];
+                    memcpy(dst + (size_t)(to_space ? space_at : depth_at) * es,
+                           src + (size_t)(to_space ? depth_at : space_at) * es, es);
+                }
     return NULL;
 }
