@@ -1,6 +1,6 @@
 #!/bin/bash
 # Backbone throughput of onnxtl against ONNX Runtime 1.30 CPU, in one run:
-# each model's whole graph on random input, batch 16, all cores, measured
+# each model's whole graph on a synthetic input, batch 16, all cores, measured
 # alternately (onnxtl, ONNX Runtime, onnxtl, ONNX Runtime) and the median
 # of each kept.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
 set -eu

@@ -1,6 +1,6 @@
-// ONNX Runtime (onnxruntime-node, CPU) throughput on random input, as a
+// ONNX Runtime (onnxruntime-node, CPU) throughput on a synthetic input, as a
 // benchmark peer: after one warm-up run, ITERS runs of a BATCH; prints img/s.
-// usage: node ort_bench.js MODEL BATCH ITERS THREADS
+// usage: node ort_bench.js MODEL BATCH ITERS THREADS [CxHxW, default 3x224x224]
 const path = require('path');
 const ort = require(path.join(__dirname, '..', 'build', 'ort', 'node_modules', 'onnxruntime-node'));
 
