@@ -360,20 +360,11 @@ static int *producing_steps(const otl_plan *p) {
     return at;
 }
 
-static bool read_after(const otl_plan *p, int v, int last) {
-    for (int i = 0; i < p->n_outputs; i++)
-        if (p->outputs[i] == v) return true;
-    for (int s = last; s < p->n_steps; s++) {
-        const otl_node *n = otl_plan_step(p, s);
-        for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] == v) return true;
-    }
-    return false;
-}
-
 /* Lists each value once: those read by steps [first, last) that come from
- * outside them (inputs), or those they compute that are read later (outputs). */
-static onnxtl_status *segment_io(const otl_plan *p, otl_plan *seg, int first, int last, const int *at) {
+ * outside them (inputs), or those they compute that are read later (outputs).
+ * at gives each value's producing step, used its last reading one. */
+static onnxtl_status *segment_io(const otl_plan *p, otl_plan *seg, int first, int last, const int *at,
+                                 const int *used) {
     bool *listed = calloc((size_t)p->g->n_values + 1, sizeof *listed);
     seg->inputs = calloc((size_t)p->g->n_values + 1, sizeof *seg->inputs);
     seg->outputs = calloc((size_t)p->g->n_values + 1, sizeof *seg->outputs);
@@ -391,7 +382,7 @@ static onnxtl_status *segment_io(const otl_plan *p, otl_plan *seg, int first, in
         }
         for (int k = 0; k < n->n_out; k++) {
             int v = n->out[k];
-            if (v >= 0 && !listed[v] && read_after(p, v, last)) {
+            if (v >= 0 && !listed[v] && used[v] >= last) {
                 listed[v] = true;
                 seg->outputs[seg->n_outputs++] = v;
             }
@@ -404,8 +395,9 @@ static onnxtl_status *segment_io(const otl_plan *p, otl_plan *seg, int first, in
 onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan **out) {
     const otl_graph *g = p->g;
     otl_plan *seg = calloc(1, sizeof *seg);
-    int *at = producing_steps(p);
-    onnxtl_status *st = seg && at ? NULL : otl_nomem();
+    int *at = producing_steps(p), *used = malloc(((size_t)g->n_values + 1) * sizeof *used);
+    onnxtl_status *st = seg && at && used ? NULL : otl_nomem();
+    if (!st) last_uses(p, used);
     if (!st) {
         seg->g = g;
         seg->nodes = malloc(((size_t)g->n_nodes + 1) * sizeof *seg->nodes);
@@ -419,10 +411,11 @@ onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan
         memcpy(seg->t, p->t, sizeof *seg->t * (size_t)g->n_values);
         memcpy(seg->steps, p->steps + first, sizeof *seg->steps * (size_t)(last - first));
         seg->n_steps = last - first;
-        st = segment_io(p, seg, first, last, at);
+        st = segment_io(p, seg, first, last, at, used);
     }
     if (!st) st = plan_memory(seg);
     free(at);
+    free(used);
     if (st) {
         otl_plan_free(seg);
         return st;

@@ -627,6 +627,16 @@ static onnxtl_status *infer_pow(const otl_node *nd, otl_tinfo *t) {
     return NULL;
 }
 
+/* Whether from broadcasts to to's shape, one way (numpy's rules). */
+static bool broadcasts_to(const otl_tinfo *from, const otl_tinfo *to) {
+    if (from->rank > to->rank) return false;
+    for (int i = 0; i < from->rank; i++) {
+        const int64_t d = from->dims[from->rank - 1 - i];
+        if (d != 1 && d != to->dims[to->rank - 1 - i]) return false;
+    }
+    return true;
+}
+
 /* Normalised over the axes from axis on; Scale and B broadcast to them. */
 static onnxtl_status *infer_layernorm(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
@@ -638,12 +648,10 @@ static onnxtl_status *infer_layernorm(const otl_node *nd, otl_tinfo *t) {
     for (int k = 1; k < nd->n_in; k++) {
         if (nd->in[k] < 0) continue;
         const otl_tinfo *p = &t[nd->in[k]];
-        otl_tinfo inner = {.dtype = x->dtype, .rank = x->rank - (int)axis}, joined;
+        otl_tinfo inner = {.dtype = x->dtype, .rank = x->rank - (int)axis};
         memcpy(inner.dims, x->dims + axis, sizeof(int64_t) * (size_t)inner.rank);
         OTL_TRY(need_float(p, "LayerNormalization"));
-        OTL_TRY(otl_broadcast_shape(&inner, p, &joined));
-        if (joined.rank != inner.rank || memcmp(joined.dims, inner.dims, sizeof(int64_t) * (size_t)inner.rank))
-            return bad("LayerNormalization's Scale and B must broadcast to the normalised axes");
+        if (!broadcasts_to(p, &inner)) return bad("LayerNormalization's Scale and B must broadcast to the normalised axes");
     }
     set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
     return NULL;
@@ -808,12 +816,9 @@ static onnxtl_status *infer_einsum(const otl_node *nd, otl_tinfo *t) {
 /* PRelu(x, slope): slope broadcasts to x. */
 static onnxtl_status *infer_prelu(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
-    otl_tinfo out;
     OTL_TRY(need_float(x, "PRelu"));
     OTL_TRY(need_float(&t[nd->in[1]], "PRelu"));
-    OTL_TRY(otl_broadcast_shape(x, &t[nd->in[1]], &out));
-    if (out.rank != x->rank || memcmp(out.dims, x->dims, sizeof(int64_t) * (size_t)x->rank))
-        return bad("PRelu's slope must broadcast to its input");
+    if (!broadcasts_to(&t[nd->in[1]], x)) return bad("PRelu's slope must broadcast to its input");
     set_out(&t[nd->out[0]], x->dtype, x->rank, x->dims);
     return NULL;
 }

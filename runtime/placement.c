@@ -76,13 +76,14 @@ static onnxtl_status *add_segment(otl_placed *pl, int first, int last, const otl
     return backend->prepare(sg->plan, &c, &sg->state);
 }
 
-static void log_placement(const otl_placed *pl, const otl_backend *main, const otl_backend_config *cfg) {
+/* why[i]: why step i runs on the CPU, NULL where it stays on main. */
+static void log_placement(const otl_placed *pl, const otl_backend *main, const otl_backend_config *cfg,
+                          const char *const *why) {
     int moved = 0;
     for (int i = 0; i < pl->plan->n_steps; i++) {
-        const char *why = otl_place_fallback(pl->plan, i, main, &cfg->env);
-        if (!why) continue;
+        if (!why[i]) continue;
         const otl_node *n = otl_plan_step(pl->plan, i);
-        otl_log_line(&cfg->log, "node '%s' (%s) runs on the CPU: %s", n->name, otl_op_name(n->op), why);
+        otl_log_line(&cfg->log, "node '%s' (%s) runs on the CPU: %s", n->name, otl_op_name(n->op), why[i]);
         moved++;
     }
     otl_log_line(&cfg->log, "%s: %d of %d nodes on the CPU, in %d segments", main->name, moved, pl->plan->n_steps,
@@ -90,14 +91,15 @@ static void log_placement(const otl_placed *pl, const otl_backend *main, const o
 }
 
 /* Groups runs of steps by where they run. */
-static onnxtl_status *place_segments(otl_placed *pl, const otl_backend *main, const otl_backend_config *cfg) {
+static onnxtl_status *place_segments(otl_placed *pl, const otl_backend *main, const otl_backend_config *cfg,
+                                     const char *const *why) {
     const otl_plan *p = pl->plan;
     if (!(pl->segs = calloc((size_t)p->n_steps + 1, sizeof *pl->segs))) return otl_nomem();
     if (!(pl->values = calloc((size_t)p->g->n_values + 1, sizeof *pl->values))) return otl_nomem();
     for (int first = 0; first < p->n_steps;) {
-        const bool on_cpu = otl_place_fallback(p, first, main, &cfg->env) != NULL;
+        const bool on_cpu = why[first] != NULL;
         int last = first + 1;
-        while (last < p->n_steps && (otl_place_fallback(p, last, main, &cfg->env) != NULL) == on_cpu) last++;
+        while (last < p->n_steps && (why[last] != NULL) == on_cpu) last++;
         OTL_TRY(add_segment(pl, first, last, on_cpu ? &otl_backend_cpu : main, cfg));
         first = last;
     }
@@ -121,10 +123,15 @@ static bool outputs_not_computed(const otl_plan *p) {
 onnxtl_status *otl_place(const otl_plan *plan, const otl_backend *main, const otl_backend_config *cfg,
                          otl_placed **out) {
     otl_placed *pl = calloc(1, sizeof *pl);
-    if (!pl) return otl_nomem();
+    const char **why = calloc((size_t)plan->n_steps + 1, sizeof *why);
+    if (!pl || !why) {
+        free(pl);
+        free(why);
+        return otl_nomem();
+    }
     pl->plan = plan;
     bool split = main != &otl_backend_cpu && outputs_not_computed(plan);
-    for (int i = 0; i < plan->n_steps && !split; i++) split = otl_place_fallback(plan, i, main, &cfg->env) != NULL;
+    for (int i = 0; i < plan->n_steps; i++) split |= (why[i] = otl_place_fallback(plan, i, main, &cfg->env)) != NULL;
     onnxtl_status *st;
     if (!split) { /* one segment: the whole plan, its outputs written straight to the caller's */
         pl->segs = calloc(1, sizeof *pl->segs);
@@ -135,9 +142,10 @@ onnxtl_status *otl_place(const otl_plan *plan, const otl_backend *main, const ot
             st = main->prepare(plan, cfg, &pl->segs[0].state);
         }
     } else {
-        st = place_segments(pl, main, cfg);
+        st = place_segments(pl, main, cfg, why);
     }
-    if (!st && cfg->env.log) log_placement(pl, main, cfg);
+    if (!st && cfg->env.log) log_placement(pl, main, cfg, why);
+    free(why);
     if (st) {
         otl_placed_release(pl);
         return st;

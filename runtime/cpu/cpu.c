@@ -207,9 +207,10 @@ static bool reads_nhwc(const otl_node *n, int k) {
 /* A tensor of rank 4 or less whose bytes, aligned to [N, C, H, W], are the
  * same in both layouts: one channel, or one pixel. */
 static bool one_layout_aligned(const otl_tinfo *t) {
-    int64_t d[4] = {1, 1, 1, 1};
-    for (int i = 0; i < t->rank && t->rank <= 4; i++) d[4 - t->rank + i] = t->dims[i];
-    return t->rank <= 4 && (d[1] == 1 || d[2] * d[3] == 1);
+    if (t->rank > 4) return false;
+    int64_t d[4];
+    otl_dims4(t, d);
+    return d[1] == 1 || d[2] * d[3] == 1;
 }
 
 /* Whether a step can run channels-last, given where its inputs are. */

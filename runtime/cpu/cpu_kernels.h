@@ -26,9 +26,6 @@ onnxtl_status *otl_cpu_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_lrn(const otl_kernel_args *a);
-onnxtl_status *otl_cpu_relu(const otl_kernel_args *a);
-onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a);
-onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_clip(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_binary(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_cast(const otl_kernel_args *a);
@@ -64,11 +61,20 @@ static inline float otl_erf_poly(float x) {
     return x < 0.0f ? -r : r;
 }
 
+/* t's dims right-aligned to [N, C, H, W], ones in front (rank 4 or less). */
+static inline void otl_dims4(const otl_tinfo *t, int64_t *d) {
+    d[0] = d[1] = d[2] = d[3] = 1;
+    for (int i = 0; i < t->rank; i++) d[4 - t->rank + i] = t->dims[i];
+}
+
 /* Per-axis element strides of an input broadcast to the output's shape (0
  * along the axes where it repeats). */
 void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *strides);
 
 /* One function of one float per element (math.c). */
+onnxtl_status *otl_cpu_relu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_hardsigmoid(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_hardswish(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_tanh(const otl_kernel_args *a);

@@ -8,42 +8,6 @@
 
 static float scalar_or(const void *p, float fallback) { return p ? *(const float *)p : fallback; }
 
-onnxtl_status *otl_cpu_relu(const otl_kernel_args *a) {
-    const int64_t count = otl_tinfo_count(IN_T(a, 0));
-    const float *x = a->in[0];
-    float *y = a->out[0];
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    return NULL;
-}
-
-onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a) {
-    const int64_t count = otl_tinfo_count(IN_T(a, 0));
-    const float *x = a->in[0], alpha = a->n->attrs.alpha;
-    float *y = a->out[0];
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < count; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
-    return NULL;
-}
-
-/* Compiled for AVX-512, AVX2 and the baseline; the loader picks the best
- * that the CPU runs (GCC's function multiversioning, an ifunc). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void sigmoid_chunk(const float *x, float *y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + otl_exp_poly(-x[i]));
-}
-
-onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a) {
-    enum { CHUNK = 4096 };
-    const int64_t count = otl_tinfo_count(IN_T(a, 0));
-    const float *x = a->in[0];
-    float *y = a->out[0];
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i += CHUNK) sigmoid_chunk(x + i, y + i, count - i < CHUNK ? count - i : CHUNK);
-    return NULL;
-}
-
 /* Bounds from inputs (opset 11+) or attributes. */
 onnxtl_status *otl_cpu_clip(const otl_kernel_args *a) {
     const int64_t count = otl_tinfo_count(IN_T(a, 0));
@@ -245,8 +209,8 @@ static bool flat_float_add(const otl_kernel_args *a, otl_op op, const void *x, c
  * W, C).  The layout planner hands such a step only inputs stored
  * channels-last or whose two layouts are the same bytes. */
 static otl_tinfo nhwc_view(const otl_tinfo *t) {
-    int64_t d[4] = {1, 1, 1, 1};
-    for (int i = 0; i < t->rank; i++) d[4 - t->rank + i] = t->dims[i];
+    int64_t d[4];
+    otl_dims4(t, d);
     otl_tinfo v = *t;
     v.rank = 4;
     v.dims[0] = d[0], v.dims[1] = d[2], v.dims[2] = d[3], v.dims[3] = d[1];

@@ -19,31 +19,39 @@ static onnxtl_status *map_chunks(const otl_kernel_args *a, chunk_fn f) {
     return NULL;
 }
 
-/* One kernel per function: a chunk loop compiled for AVX-512, AVX2 and the
- * baseline (the loader picks what the CPU runs), which vectorises where the
- * expression has no libm call, and the kernel that runs it on all cores. */
-#define MAP_KERNEL(NAME, EXPR)                                                                    \
+/* A chunk loop compiled for AVX-512, AVX2 and the baseline (the loader
+ * picks what the CPU runs, an ifunc), which vectorises where the expression
+ * has no libm call. */
+#define MAP_CHUNK(NAME, EXPR)                                                                     \
     __attribute__((target_clones("avx512f", "avx2", "default")))                                  \
     static void NAME##_chunk(const float *X, float *Y, int64_t n, const otl_attrs *at) {          \
         _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                     \
             const float x = X[i];                                                                 \
             Y[i] = (EXPR);                                                                        \
         }                                                                                         \
-    }                                                                                             \
+    }
+
+/* One kernel per function: its chunk loop, run on all cores. */
+#define MAP_KERNEL(NAME, EXPR) \
+    MAP_CHUNK(NAME, EXPR)      \
     onnxtl_status *otl_cpu_##NAME(const otl_kernel_args *a) { return map_chunks(a, NAME##_chunk); }
 
 static inline float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
 
+MAP_KERNEL(relu, x > 0.0f ? x : 0.0f)
+MAP_KERNEL(leakyrelu, x >= 0.0f ? x : at->alpha * x)
+MAP_KERNEL(sigmoid, 1.0f / (1.0f + otl_exp_poly(-x)))
 MAP_KERNEL(hardsigmoid, clamp01(at->alpha * x + at->beta))
 MAP_KERNEL(hardswish, x * clamp01(x * (1.0f / 6.0f) + 0.5f))
 MAP_KERNEL(tanh, tanhf(x))
 MAP_KERNEL(erf, otl_erf_poly(x))
-MAP_KERNEL(gelu_erf, 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f)))
-MAP_KERNEL(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))))
+MAP_CHUNK(gelu_erf, 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f)))
+MAP_CHUNK(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))))
 
 onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a) {
-    return a->n->attrs.gelu_tanh ? otl_cpu_gelu_tanh(a) : otl_cpu_gelu_erf(a);
+    return map_chunks(a, a->n->attrs.gelu_tanh ? gelu_tanh_chunk : gelu_erf_chunk);
 }
+
 MAP_KERNEL(exp, expf(x))
 MAP_KERNEL(log, logf(x))
 MAP_KERNEL(sqrt, sqrtf(x))

@@ -494,7 +494,7 @@ static bool copy_runs(const otl_plan *p, const otl_node *n) {
     const otl_tinfo *x = &p->t[n->in[0]], *y = &p->t[n->out[0]];
     if (n->op == OP_DROPOUT && n->n_out > 1 && n->out[1] >= 0) return false;
     if (!is_4d(y) || one_layout(y)) return true;
-    return is_4d(x) && !memcmp(x->dims, y->dims, sizeof x->dims[0] * 4) ? true : false;
+    return is_4d(x) && !memcmp(x->dims, y->dims, sizeof x->dims[0] * 4);
 }
 
 typedef struct {
