@@ -10,7 +10,9 @@ THREADS=${BENCH_THREADS:-$(nproc)}
 ITERS=${BENCH_ITERS:-3}
 MODELS=${BENCH_MODELS:-resnet50 efficientnet_b0 mobilenet_v3_large convnext_tiny vit_b_16}
 tools/install_ort.sh
-echo "== backbones, batch 16, $THREADS threads (CPU: $(lscpu | sed -n 's/^Model name: *//p'); oneDNN ISA: ${ONEDNN_MAX_CPU_ISA:-as detected})"
+# The ISA extensions that oneDNN and our element-wise loops (AVX-512, AVX2 or the baseline) pick from.
+isa=$(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | paste -sd' ')
+echo "== backbones, batch 16, $THREADS threads (CPU: $(lscpu | sed -n 's/^Model name: *//p'); ISA: ${isa:-baseline x86-64})"
 printf '%-22s %12s %12s %8s\n' model onnxtl ort ratio
 for arch in $MODELS; do
     model=build/models/${arch}_op17_fold.onnx
