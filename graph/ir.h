@@ -36,7 +36,11 @@ typedef struct {
     int64_t pads[2 * OTL_MAX_SPATIAL];
     int auto_pad;
     int64_t group;
-    int64_t ceil_mode, count_include_pad;
+    /* ConvTranspose: extra cells at the end of each axis, or the output's spatial dims. */
+    int n_output_padding, n_output_shape;
+    int64_t output_padding[OTL_MAX_SPATIAL], output_shape[OTL_MAX_SPATIAL];
+    int64_t ceil_mode, count_include_pad, lp; /* lp: LpPool's p */
+    int64_t storage_order; /* MaxPool's Indices: 0 row-major, 1 column-major within a plane */
     /* Axis-based ops. */
     int64_t axis;
     int n_axes; /* -1: attribute absent */
@@ -45,7 +49,7 @@ typedef struct {
     int64_t perm[ONNXTL_MAX_RANK];
     int64_t keepdims, noop_with_empty_axes;
     /* Gemm, BatchNormalization, the activations, LRN, Clip (opset < 11), Pad (opset < 11). */
-    float alpha, beta, gamma, epsilon, bias;
+    float alpha, beta, gamma, epsilon, bias, momentum;
     int64_t lrn_size;
     int gelu_tanh; /* Gelu's approximate: 0 none, 1 tanh */
     int64_t fmod;  /* Mod: C's fmod (1) or the sign of the divisor (0) */
@@ -55,8 +59,12 @@ typedef struct {
     int reduction;     /* ScatterND: none, add, mul, max, min */
     int n_split;       /* Split's sizes before opset 13 (-1: absent) */
     int64_t split[OTL_MAX_SPLIT];
-    int64_t num_outputs, select_last, blocksize;
+    int64_t num_outputs, select_last, blocksize, batch_dims;
     int crd; /* DepthToSpace: 0 DCR, 1 CRD */
+    /* Resize and Upsample, as the enums in ops.def list them. */
+    int resize_mode, coord_mode, nearest_mode, keep_aspect;
+    float cubic_a, extrapolation;
+    int64_t exclude_outside;
     int n_floats;
     float floats[OTL_MAX_FLOATS];
     char equation[96]; /* Einsum, without spaces */
@@ -73,6 +81,8 @@ typedef struct {
     int pad_mode; /* 0 constant, 1 reflect, 2 edge, 3 wrap */
     /* Cast, Reshape, Shape, Dropout. */
     int64_t to;
+    int64_t saturate; /* Cast-19: float8 overflow saturates (before opset 19 there is no float8) */
+    int round_mode;   /* Cast-24: float8e8m0 rounding, as otl_round_mode */
     int64_t allowzero;
     int64_t shape_start, shape_end;
     bool has_shape_end;

@@ -38,6 +38,12 @@ enum {
     ONNXTL_INT16 = 5, ONNXTL_INT32 = 6, ONNXTL_INT64 = 7, ONNXTL_BOOL = 9,
     ONNXTL_FLOAT16 = 10, ONNXTL_DOUBLE = 11, ONNXTL_UINT32 = 12,
     ONNXTL_UINT64 = 13, ONNXTL_BFLOAT16 = 16,
+    /* Narrow types, held one element per byte in memory (a 4-bit or 2-bit
+     * integer as its value in an int8/uint8, a float as its bit pattern in
+     * the low bits); only files store them packed. */
+    ONNXTL_FLOAT8E4M3FN = 17, ONNXTL_FLOAT8E4M3FNUZ = 18, ONNXTL_FLOAT8E5M2 = 19,
+    ONNXTL_FLOAT8E5M2FNUZ = 20, ONNXTL_UINT4 = 21, ONNXTL_INT4 = 22, ONNXTL_FLOAT4E2M1 = 23,
+    ONNXTL_FLOAT8E8M0 = 24, ONNXTL_UINT2 = 25, ONNXTL_INT2 = 26,
 };
 
 #define ONNXTL_MAX_RANK 8

@@ -163,11 +163,10 @@ static onnxtl_status *parse_u64(const char *tname, const char *key, const char *
     return NULL;
 }
 
-static onnxtl_status *read_external(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
-                                    const char *model_dir, void *dst) {
+static onnxtl_status *read_external(const Onnx__TensorProto *t, size_t nbytes, const char *model_dir, void *dst) {
     const char *tname = t->name ? t->name : "";
     const char *location = NULL;
-    uint64_t offset = 0, length = info->nbytes;
+    uint64_t offset = 0, length = nbytes;
     for (size_t i = 0; i < t->n_external_data; i++) {
         const Onnx__StringStringEntryProto *e = t->external_data[i];
         if (!e->key || !e->value) continue;
@@ -177,10 +176,10 @@ static onnxtl_status *read_external(const Onnx__TensorProto *t, const otl_proto_
     }
     if (!location)
         return otl_error(ONNXTL_ERR_MODEL, "tensor '%s': external data without a location", tname);
-    if (length != info->nbytes)
+    if (length != nbytes)
         return otl_error(ONNXTL_ERR_MODEL,
                          "tensor '%s': external data length %llu does not match its dims (%zu bytes)",
-                         tname, (unsigned long long)length, info->nbytes);
+                         tname, (unsigned long long)length, nbytes);
     char path[PATH_MAX];
     OTL_TRY(resolve_external_path(tname, location, model_dir, path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -226,9 +225,9 @@ static void narrow_int32(const int32_t *src, size_t n, size_t esize, void *dst) 
     }
 }
 
-static onnxtl_status *read_typed(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+static onnxtl_status *read_typed(const Onnx__TensorProto *t, const otl_proto_tensor_info *info, size_t nbytes,
                                  void *dst) {
-    size_t esize = otl_dtype_size(info->dtype), count = info->nbytes / esize;
+    size_t esize = otl_dtype_size(info->dtype), count = nbytes / esize;
     if (count == 0) return NULL; /* empty fields may be NULL */
     switch (info->dtype) {
     case ONNXTL_FLOAT:
@@ -260,17 +259,33 @@ static onnxtl_status *read_typed(const Onnx__TensorProto *t, const otl_proto_ten
     }
 }
 
-onnxtl_status *otl_proto_tensor_read(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
-                                     const char *model_dir, void *dst) {
+/* The tensor's bytes as the file stores them, nbytes of them. */
+static onnxtl_status *read_stored(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+                                  const char *model_dir, size_t nbytes, void *dst) {
     if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return read_external(t, info, model_dir, dst);
+        return read_external(t, nbytes, model_dir, dst);
     if (t->has_raw_data) {
-        if (t->raw_data.len != info->nbytes)
+        if (t->raw_data.len != nbytes)
             return otl_error(ONNXTL_ERR_MODEL,
                              "tensor '%s': raw_data has %zu bytes but its dims need %zu",
-                             t->name ? t->name : "", t->raw_data.len, info->nbytes);
-        if (info->nbytes) memcpy(dst, t->raw_data.data, info->nbytes);
+                             t->name ? t->name : "", t->raw_data.len, nbytes);
+        if (nbytes) memcpy(dst, t->raw_data.data, nbytes);
         return NULL;
     }
-    return read_typed(t, info, dst);
+    return read_typed(t, info, nbytes, dst);
+}
+
+/* 4- and 2-bit types are packed in the file (int32_data too holds one
+ * packed byte per entry) and held one element per byte in memory. */
+onnxtl_status *otl_proto_tensor_read(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+                                     const char *model_dir, void *dst) {
+    const int bits = otl_dtype_file_bits(info->dtype);
+    if (bits >= 8) return read_stored(t, info, model_dir, info->nbytes, dst);
+    const size_t count = info->nbytes, packed_n = (count * (size_t)bits + 7) / 8;
+    uint8_t *packed = malloc(packed_n + 1);
+    if (!packed) return otl_nomem();
+    onnxtl_status *st = read_stored(t, info, model_dir, packed_n, packed);
+    if (!st) otl_dtype_unpack(packed, info->dtype, (int64_t)count, dst);
+    free(packed);
+    return st;
 }

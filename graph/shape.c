@@ -71,51 +71,70 @@ onnxtl_status *otl_broadcast_shape(const otl_tinfo *a, const otl_tinfo *b, otl_t
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
-onnxtl_status *otl_window_init(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
-                               bool use_ceil, otl_window *w) {
+/* Checks the window attributes' lengths against n spatial dims and resets w
+ * to the identity window (ones in the leading dims of 1-D and 2-D ops). */
+static onnxtl_status *window_reset(const otl_attrs *a, int n, otl_window *w) {
     if (n < 1 || n > OTL_MAX_SPATIAL)
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "%d spatial dimensions (1 to 3 supported)", n);
     if ((a->n_strides && a->n_strides != n) || (a->n_dilations && a->n_dilations != n) ||
         (a->n_pads && a->n_pads != 2 * n))
         return otl_error(ONNXTL_ERR_MODEL, "strides/dilations/pads do not match %d spatial dims", n);
     w->n = n;
-    int off = 3 - n;
     for (int i = 0; i < 3; i++) {
         w->in[i] = w->out[i] = w->kernel[i] = w->stride[i] = w->dilation[i] = 1;
         w->pad_begin[i] = w->pad_end[i] = 0;
     }
+    return NULL;
+}
+
+/* Spatial axis i's kernel, stride, dilation and explicit pads, checked so
+ * that the window arithmetic cannot overflow. */
+typedef struct {
+    int64_t k, s, d, pb, pe;
+} window_axis;
+
+static onnxtl_status *axis_of(const otl_attrs *a, int n, int i, const int64_t *kernel, const int64_t *in,
+                              window_axis *x) {
+    *x = (window_axis){kernel[i], a->n_strides ? a->strides[i] : 1, a->n_dilations ? a->dilations[i] : 1,
+                       a->n_pads ? a->pads[i] : 0, a->n_pads ? a->pads[i + n] : 0};
+    const int64_t big = INT64_MAX / 8;
+    if (x->k < 1 || x->s < 1 || x->d < 1 || x->pb < 0 || x->pe < 0)
+        return bad("kernel, strides and dilations must be positive and pads non-negative");
+    if (x->k > big / x->d || x->s > big || x->pb > big || x->pe > big || in[i] > big / x->s)
+        return bad("kernel, strides, dilations or pads are too large");
+    return NULL;
+}
+
+static void set_axis(otl_window *w, int i, int64_t in, int64_t out, const window_axis *x) {
+    w->in[i] = in, w->out[i] = out, w->kernel[i] = x->k, w->stride[i] = x->s, w->dilation[i] = x->d;
+    w->pad_begin[i] = x->pb, w->pad_end[i] = x->pe;
+}
+
+onnxtl_status *otl_window_init(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
+                               bool use_ceil, otl_window *w) {
+    OTL_TRY(window_reset(a, n, w));
     for (int i = 0; i < n; i++) {
-        int64_t k = kernel[i], s = a->n_strides ? a->strides[i] : 1;
-        int64_t d = a->n_dilations ? a->dilations[i] : 1;
-        int64_t pb = a->n_pads ? a->pads[i] : 0, pe = a->n_pads ? a->pads[i + n] : 0;
-        if (k < 1 || s < 1 || d < 1 || pb < 0 || pe < 0)
-            return otl_error(ONNXTL_ERR_MODEL, "kernel, strides and dilations must be positive and "
-                                               "pads non-negative");
-        int64_t span = d * (k - 1) + 1, out;
+        window_axis x;
+        OTL_TRY(axis_of(a, n, i, kernel, in, &x));
+        int64_t span = x.d * (x.k - 1) + 1, out;
         if (a->auto_pad == AUTO_PAD_SAME_UPPER || a->auto_pad == AUTO_PAD_SAME_LOWER) {
-            out = ceil_div(in[i], s);
-            int64_t total = (out - 1) * s + span - in[i];
+            out = ceil_div(in[i], x.s);
+            int64_t total = (out - 1) * x.s + span - in[i];
             if (total < 0) total = 0;
-            pb = a->auto_pad == AUTO_PAD_SAME_UPPER ? total / 2 : total - total / 2;
-            pe = total - pb;
+            x.pb = a->auto_pad == AUTO_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+            x.pe = total - x.pb;
         } else {
-            if (a->auto_pad == AUTO_PAD_VALID) pb = pe = 0;
-            int64_t room = in[i] + pb + pe - span;
-            out = (use_ceil ? ceil_div(room, s) : (room >= 0 ? room / s : -1)) + 1;
+            if (a->auto_pad == AUTO_PAD_VALID) x.pb = x.pe = 0;
+            int64_t room = in[i] + x.pb + x.pe - span;
+            out = (use_ceil ? ceil_div(room, x.s) : (room >= 0 ? room / x.s : -1)) + 1;
             /* The last window must start inside the input or its leading pad. */
-            if (use_ceil && out > 0 && (out - 1) * s >= in[i] + pb) out--;
+            if (use_ceil && out > 0 && (out - 1) * x.s >= in[i] + x.pb) out--;
         }
         if (out < 1)
             return otl_error(ONNXTL_ERR_MODEL,
                              "input size %lld is too small for kernel %lld (dilation %lld)",
-                             (long long)in[i], (long long)k, (long long)d);
-        w->in[off + i] = in[i];
-        w->out[off + i] = out;
-        w->kernel[off + i] = k;
-        w->stride[off + i] = s;
-        w->dilation[off + i] = d;
-        w->pad_begin[off + i] = pb;
-        w->pad_end[off + i] = pe;
+                             (long long)in[i], (long long)x.k, (long long)x.d);
+        set_axis(w, 3 - n + i, in[i], out, &x);
     }
     return NULL;
 }
@@ -126,9 +145,26 @@ static void window_out_dims(const otl_window *w, int64_t n, int64_t c, int64_t *
     for (int i = 0; i < w->n; i++) dims[2 + i] = w->out[3 - w->n + i];
 }
 
+/* ConvInteger and MatMulInteger: 8-bit integer operands, an int32 result. */
+static onnxtl_status *need_8bit(const otl_node *nd, const otl_tinfo *t) {
+    for (int k = 0; k < nd->n_in; k++) {
+        const otl_tinfo *x = &t[nd->in[k]];
+        if (nd->in[k] >= 0 && x->dtype != ONNXTL_UINT8 && x->dtype != ONNXTL_INT8)
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s on %s tensors is not supported (uint8 or int8)",
+                             otl_op_name(nd->op), otl_dtype_name(x->dtype));
+    }
+    return NULL;
+}
+
+/* The result's type: int32 for the integer forms, else the input's. */
+static int product_dtype(const otl_node *nd, const otl_tinfo *x) {
+    return nd->op == OP_CONVINTEGER || nd->op == OP_MATMULINTEGER ? ONNXTL_INT32 : x->dtype;
+}
+
 static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]], *wt = &t[nd->in[1]];
-    OTL_TRY(need_float(x, "Conv"));
+    const bool integer = nd->op == OP_CONVINTEGER;
+    OTL_TRY(integer ? need_8bit(nd, t) : need_float(x, "Conv"));
     int n = x->rank - 2;
     if (n < 1 || wt->rank != x->rank)
         return bad("Conv expects input and weight of the same rank >= 3");
@@ -140,7 +176,11 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     if (a->n_kernel && a->n_kernel != n) return bad("Conv kernel_shape has the wrong length");
     for (int i = 0; i < a->n_kernel; i++)
         if (a->kernel[i] != wt->dims[2 + i]) return bad("Conv kernel_shape disagrees with W");
-    if (nd->n_in > 2 && nd->in[2] >= 0) {
+    if (integer && ((nd->n_in > 2 && nd->in[2] >= 0 && otl_tinfo_count(&t[nd->in[2]]) != 1) ||
+                    (nd->n_in > 3 && nd->in[3] >= 0 && otl_tinfo_count(&t[nd->in[3]]) != 1 &&
+                     otl_tinfo_count(&t[nd->in[3]]) != wt->dims[0])))
+        return bad("ConvInteger's zero points must be scalars (or one per output channel for w)");
+    if (!integer && nd->n_in > 2 && nd->in[2] >= 0) {
         const otl_tinfo *b = &t[nd->in[2]];
         if (b->rank != 1 || b->dims[0] != wt->dims[0])
             return bad("Conv bias must be 1-D with one value per output channel");
@@ -154,23 +194,83 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
         if (skip->rank != x->rank || memcmp(skip->dims, dims, sizeof(int64_t) * (size_t)x->rank))
             return bad("the residual Add fused into this Conv adds tensors of different shapes");
     }
+    set_out(&t[nd->out[0]], product_dtype(nd, x), x->rank, dims);
+    return NULL;
+}
+
+/* ConvTranspose's geometry as the Conv whose adjoint it is: w->in holds the
+ * ConvTranspose output's spatial dims and w->out its input's, so that input
+ * cell o feeds output cell o * stride - pad_begin + k * dilation.  Pads come
+ * from the attribute, or from output_shape or auto_pad, where the odd cell
+ * of a total goes at the end for SAME_UPPER and at the start otherwise
+ * (NOTSET included, as ONNX and ONNX Runtime do). */
+onnxtl_status *otl_window_transpose(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
+                                    otl_window *w) {
+    OTL_TRY(window_reset(a, n, w));
+    if ((a->n_output_padding && a->n_output_padding != n) || (a->n_output_shape && a->n_output_shape != n))
+        return otl_error(ONNXTL_ERR_MODEL, "ConvTranspose's output_padding/output_shape do not match %d spatial dims", n);
+    for (int i = 0; i < n; i++) {
+        window_axis x;
+        OTL_TRY(axis_of(a, n, i, kernel, in, &x));
+        int64_t extra = a->n_output_padding ? a->output_padding[i] : 0, out;
+        if (extra < 0 || extra > INT64_MAX / 8 || in[i] < 1) return bad("ConvTranspose's output_padding must be non-negative");
+        int64_t full = x.s * (in[i] - 1) + extra + x.d * (x.k - 1) + 1;
+        if (a->n_output_shape || a->auto_pad == AUTO_PAD_SAME_UPPER || a->auto_pad == AUTO_PAD_SAME_LOWER) {
+            out = a->n_output_shape ? a->output_shape[i] : in[i] * x.s;
+            int64_t total = full - out > 0 ? full - out : 0;
+            x.pb = a->auto_pad == AUTO_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+            x.pe = total - x.pb;
+        } else {
+            if (a->auto_pad == AUTO_PAD_VALID) x.pb = x.pe = 0;
+            out = full - x.pb - x.pe;
+        }
+        if (out < 1 || out > INT64_MAX / 8) return bad("ConvTranspose's pads or output_shape leave no output");
+        set_axis(w, 3 - n + i, out, in[i], &x);
+    }
+    return NULL;
+}
+
+/* ConvTranspose: W is [C, M / group, kernel...] and Y has M channels. */
+static onnxtl_status *infer_conv_transpose(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *wt = &t[nd->in[1]];
+    const otl_attrs *a = &nd->attrs;
+    OTL_TRY(need_float(x, "ConvTranspose"));
+    int n = x->rank - 2;
+    if (n < 1 || wt->rank != x->rank) return bad("ConvTranspose expects input and weight of the same rank >= 3");
+    if (a->group < 1 || wt->dims[0] != x->dims[1] || x->dims[1] % a->group)
+        return otl_error(ONNXTL_ERR_MODEL,
+                         "ConvTranspose channels do not match: input has %lld, weight has %lld, group %lld",
+                         (long long)x->dims[1], (long long)wt->dims[0], (long long)a->group);
+    if (a->n_kernel && a->n_kernel != n) return bad("ConvTranspose kernel_shape has the wrong length");
+    for (int i = 0; i < a->n_kernel; i++)
+        if (a->kernel[i] != wt->dims[2 + i]) return bad("ConvTranspose kernel_shape disagrees with W");
+    const int64_t m = wt->dims[1] * a->group;
+    if (nd->n_in > 2 && nd->in[2] >= 0) {
+        const otl_tinfo *b = &t[nd->in[2]];
+        if (b->rank != 1 || b->dims[0] != m) return bad("ConvTranspose bias must be 1-D with one value per output channel");
+    }
+    otl_window w;
+    OTL_TRY(otl_window_transpose(a, n, x->dims + 2, wt->dims + 2, &w));
+    int64_t dims[ONNXTL_MAX_RANK] = {x->dims[0], m};
+    for (int i = 0; i < n; i++) dims[2 + i] = w.in[3 - n + i];
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
     return NULL;
 }
 
 static onnxtl_status *infer_pool(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
-    OTL_TRY(need_float(x, otl_op_name(nd->op)));
+    if (nd->op != OP_MAXPOOL || (x->dtype != ONNXTL_INT8 && x->dtype != ONNXTL_UINT8))
+        OTL_TRY(need_float(x, otl_op_name(nd->op)));
     int n = x->rank - 2;
-    if (nd->n_out > 1 && nd->out[1] >= 0)
-        return otl_error(ONNXTL_ERR_UNSUPPORTED, "MaxPool's Indices output is not supported");
     if (nd->attrs.n_kernel != n)
         return bad("pooling needs kernel_shape with one entry per spatial dimension");
+    if (nd->op == OP_LPPOOL && nd->attrs.lp < 1) return bad("LpPool's p must be at least 1");
     otl_window w;
     OTL_TRY(otl_window_init(&nd->attrs, n, x->dims + 2, nd->attrs.kernel, nd->attrs.ceil_mode, &w));
     int64_t dims[ONNXTL_MAX_RANK];
     window_out_dims(&w, x->dims[0], x->dims[1], dims);
     set_out(&t[nd->out[0]], x->dtype, x->rank, dims);
+    if (nd->n_out > 1 && nd->out[1] >= 0) set_out(&t[nd->out[1]], ONNXTL_INT64, x->rank, dims);
     return NULL;
 }
 
@@ -198,18 +298,19 @@ static onnxtl_status *infer_float_same(const otl_node *nd, otl_tinfo *t) {
 static onnxtl_status *infer_batchnorm(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]];
     OTL_TRY(need_float(x, "BatchNormalization"));
-    if (nd->attrs.training_mode)
-        return otl_error(ONNXTL_ERR_UNSUPPORTED, "BatchNormalization in training mode is not supported");
-    for (int i = 1; i < nd->n_out; i++)
+    /* Before opset 14 the extra outputs were training's; onnxtl computes them in training mode only. */
+    for (int i = nd->attrs.training_mode ? 3 : 1; i < nd->n_out; i++)
         if (nd->out[i] >= 0)
-            return otl_error(ONNXTL_ERR_UNSUPPORTED,
-                             "BatchNormalization's training outputs are not supported");
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "BatchNormalization's saved mean and variance outputs "
+                                                     "are not supported (only running_mean and running_var)");
     if (x->rank < 2) return bad("BatchNormalization needs an N x C x ... input");
     for (int i = 1; i < 5; i++) {
         const otl_tinfo *p = &t[nd->in[i]];
-        if (p->rank != 1 || p->dims[0] != x->dims[1])
-            return bad("BatchNormalization parameters must be 1-D with one value per channel");
+        if (p->rank != 1 || p->dims[0] != x->dims[1] || p->dtype != ONNXTL_FLOAT)
+            return bad("BatchNormalization parameters must be 1-D float32 with one value per channel");
     }
+    for (int i = 1; i < nd->n_out; i++)
+        if (nd->out[i] >= 0) set_out(&t[nd->out[i]], ONNXTL_FLOAT, 1, &x->dims[1]);
     return infer_same(nd, t);
 }
 
@@ -219,11 +320,15 @@ static onnxtl_status *infer_lrn(const otl_node *nd, otl_tinfo *t) {
     return infer_float_same(nd, t);
 }
 
+/* Clip of any type a double holds exactly. */
 static onnxtl_status *infer_clip(const otl_node *nd, otl_tinfo *t) {
-    OTL_TRY(need_float(&t[nd->in[0]], "Clip"));
+    const otl_tinfo *x = &t[nd->in[0]];
+    if (!otl_dtype_size(x->dtype) || x->dtype == ONNXTL_BOOL || x->dtype == ONNXTL_INT64 ||
+        x->dtype == ONNXTL_UINT64 || otl_dtype_is_narrow(x->dtype))
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "Clip on %s tensors is not supported", otl_dtype_name(x->dtype));
     for (int i = 1; i < nd->n_in; i++)
-        if (nd->in[i] >= 0 && otl_tinfo_count(&t[nd->in[i]]) != 1)
-            return bad("Clip's min and max must be scalars");
+        if (nd->in[i] >= 0 && (otl_tinfo_count(&t[nd->in[i]]) != 1 || t[nd->in[i]].dtype != x->dtype))
+            return bad("Clip's min and max must be scalars of its input's type");
     return infer_same(nd, t);
 }
 
@@ -237,7 +342,7 @@ static onnxtl_status *infer_binary(const otl_node *nd, otl_tinfo *t) {
         OTL_TRY(otl_broadcast_shape(&acc, b, &acc));
     }
     if (acc.dtype == ONNXTL_BOOL || !otl_dtype_size(acc.dtype) || acc.dtype == ONNXTL_FLOAT16 ||
-        acc.dtype == ONNXTL_BFLOAT16)
+        acc.dtype == ONNXTL_BFLOAT16 || otl_dtype_is_narrow(acc.dtype))
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s on %s tensors is not supported",
                          otl_op_name(nd->op), otl_dtype_name(acc.dtype));
     set_out(&t[nd->out[0]], acc.dtype, acc.rank, acc.dims);
@@ -269,7 +374,7 @@ static onnxtl_status *infer_gemm(const otl_node *nd, otl_tinfo *t) {
 
 static onnxtl_status *infer_matmul(const otl_node *nd, otl_tinfo *t) {
     otl_tinfo a = t[nd->in[0]], b = t[nd->in[1]];
-    OTL_TRY(need_float(&a, "MatMul"));
+    OTL_TRY(nd->op == OP_MATMULINTEGER ? need_8bit(nd, t) : need_float(&a, "MatMul"));
     if (a.rank < 1 || b.rank < 1) return bad("MatMul inputs must have rank >= 1");
     bool a_vec = a.rank == 1, b_vec = b.rank == 1;
     if (a_vec) { a.rank = 2; a.dims[1] = a.dims[0]; a.dims[0] = 1; }
@@ -286,7 +391,13 @@ static onnxtl_status *infer_matmul(const otl_node *nd, otl_tinfo *t) {
     memcpy(dims, batch.dims, sizeof(int64_t) * (size_t)r);
     if (!a_vec) dims[r++] = a.dims[a.rank - 2];
     if (!b_vec) dims[r++] = b.dims[b.rank - 1];
-    set_out(&t[nd->out[0]], a.dtype, r, dims);
+    if (nd->op == OP_MATMULINTEGER &&
+        ((nd->n_in > 2 && nd->in[2] >= 0 && otl_tinfo_count(&t[nd->in[2]]) != 1 &&
+          otl_tinfo_count(&t[nd->in[2]]) != a.dims[a.rank - 2]) ||
+         (nd->n_in > 3 && nd->in[3] >= 0 && otl_tinfo_count(&t[nd->in[3]]) != 1 &&
+          otl_tinfo_count(&t[nd->in[3]]) != b.dims[b.rank - 1])))
+        return bad("MatMulInteger's zero points must be scalars, or one per row of A or column of B");
+    set_out(&t[nd->out[0]], product_dtype(nd, &a), r, dims);
     return NULL;
 }
 
@@ -452,18 +563,55 @@ static onnxtl_status *infer_shape(const otl_node *nd, otl_tinfo *t) {
     return NULL;
 }
 
+static bool is_index_type(int dtype) { return dtype == ONNXTL_INT64 || dtype == ONNXTL_INT32; }
+
 static onnxtl_status *infer_gather(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]], *idx = &t[nd->in[1]];
     int64_t axis, dims[ONNXTL_MAX_RANK];
     OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
-    if (idx->dtype != ONNXTL_INT64 && idx->dtype != ONNXTL_INT32)
-        return bad("Gather indices must be int32 or int64");
+    if (!is_index_type(idx->dtype)) return bad("Gather indices must be int32 or int64");
     int r = x->rank - 1 + idx->rank;
     if (r > ONNXTL_MAX_RANK) return bad("Gather result rank exceeds 8");
     int k = 0;
     for (int i = 0; i < axis; i++) dims[k++] = x->dims[i];
     for (int i = 0; i < idx->rank; i++) dims[k++] = idx->dims[i];
     for (int i = (int)axis + 1; i < x->rank; i++) dims[k++] = x->dims[i];
+    set_out(&t[nd->out[0]], x->dtype, r, dims);
+    return NULL;
+}
+
+/* GatherElements: the output has the indices' shape. */
+static onnxtl_status *infer_gather_elements(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *idx = &t[nd->in[1]];
+    int64_t axis;
+    OTL_TRY(otl_norm_axis(nd->attrs.axis, x->rank, &axis));
+    if (!is_index_type(idx->dtype) || idx->rank != x->rank)
+        return bad("GatherElements needs int32 or int64 indices of its data's rank");
+    for (int i = 0; i < x->rank; i++)
+        if (i != axis && idx->dims[i] > x->dims[i]) return bad("GatherElements' indices exceed its data outside the axis");
+    if (!otl_dtype_size(x->dtype)) return bad("GatherElements' data has an unsupported type");
+    set_out(&t[nd->out[0]], x->dtype, idx->rank, idx->dims);
+    return NULL;
+}
+
+/* GatherND: indices [batch..., q..., k] pick slices data[batch..., i_1..i_k, ...]. */
+static onnxtl_status *infer_gather_nd(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]], *idx = &t[nd->in[1]];
+    const int64_t b = nd->attrs.batch_dims;
+    if (idx->dtype != ONNXTL_INT64 || idx->rank < 1 || x->rank < 1) return bad("GatherND needs int64 indices");
+    const int64_t k = idx->dims[idx->rank - 1];
+    if (b < 0 || b >= idx->rank || b >= x->rank || k < 1 || k > x->rank - b)
+        return bad("GatherND's batch_dims and index length do not fit its data");
+    for (int i = 0; i < b; i++)
+        if (idx->dims[i] != x->dims[i]) return bad("GatherND's batch dimensions differ between data and indices");
+    int64_t dims[ONNXTL_MAX_RANK];
+    int r = 0;
+    for (int i = 0; i < idx->rank - 1; i++) dims[r++] = idx->dims[i];
+    for (int i = (int)(b + k); i < x->rank; i++) {
+        if (r == ONNXTL_MAX_RANK) return bad("GatherND result rank exceeds 8");
+        dims[r++] = x->dims[i];
+    }
+    if (!otl_dtype_size(x->dtype)) return bad("GatherND's data has an unsupported type");
     set_out(&t[nd->out[0]], x->dtype, r, dims);
     return NULL;
 }
@@ -573,7 +721,7 @@ static onnxtl_status *broadcast_all(const otl_node *nd, const otl_tinfo *t, int 
 }
 
 static onnxtl_status *need_numeric(const otl_tinfo *x, const char *op) {
-    if (!otl_dtype_size(x->dtype) || x->dtype == ONNXTL_BOOL)
+    if (!otl_dtype_size(x->dtype) || x->dtype == ONNXTL_BOOL || otl_dtype_is_narrow(x->dtype))
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s on %s tensors is not supported", op, otl_dtype_name(x->dtype));
     return NULL;
 }
@@ -925,6 +1073,92 @@ static onnxtl_status *infer_depth_to_space(const otl_node *nd, otl_tinfo *t) {
         dims[1] *= b * b, dims[2] /= b, dims[3] /= b;
     }
     set_out(&t[nd->out[0]], x->dtype, 4, dims);
+    return NULL;
+}
+
+/* An optional constant input of any float type, as floats; absent or empty gives 0 values. */
+static onnxtl_status *optional_floats(const otl_node *nd, const otl_tinfo *t, int k, const char *what, float *out,
+                                      int max, int *n) {
+    *n = 0;
+    if (k >= nd->n_in || nd->in[k] < 0 || !otl_tinfo_count(&t[nd->in[k]])) return NULL;
+    const otl_tinfo *x = &t[nd->in[k]];
+    if (!x->data)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s's %s must be a constant (computed values are not supported)",
+                         otl_op_name(nd->op), what);
+    if (!otl_dtype_is_float(x->dtype) || x->rank != 1 || otl_tinfo_count(x) > max)
+        return otl_error(ONNXTL_ERR_MODEL, "%s's %s must be a 1-D float tensor of at most %d values",
+                         otl_op_name(nd->op), what, max);
+    *n = (int)otl_tinfo_count(x);
+    for (int i = 0; i < *n; i++) out[i] = (float)otl_dtype_load(x->data, x->dtype, i);
+    return NULL;
+}
+
+#define RESIZE_MAX_DIM ((float)((int64_t)1 << 40)) /* far past any memory, still exact in int64 */
+
+/* Resize-18's keep_aspect_ratio_policy: one scale for every listed axis. */
+static void keep_aspect(const otl_attrs *a, const int64_t *axes, int n_axes, const int64_t *sizes, otl_resize *r) {
+    float scale = 0;
+    for (int j = 0; j < n_axes; j++) {
+        float s = (float)sizes[j] / (float)r->in[axes[j]];
+        if (j == 0 || (a->keep_aspect == 1 ? s < scale : s > scale)) scale = s;
+    }
+    for (int j = 0; j < n_axes; j++) {
+        const float out = roundf(scale * (float)r->in[axes[j]]);
+        r->scale[axes[j]] = scale;
+        r->out[axes[j]] = out <= RESIZE_MAX_DIM ? (int64_t)out : -1; /* refused by otl_resize_plan */
+    }
+}
+
+onnxtl_status *otl_resize_plan(const otl_node *nd, const otl_tinfo *t, otl_resize *r) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    const otl_attrs *a = &nd->attrs;
+    const bool modern = nd->op == OP_RESIZE && nd->opset >= 11; /* X, roi, scales, sizes */
+    r->rank = x->rank;
+    r->coord_mode = modern ? a->coord_mode : COORD_ASYMMETRIC;
+    r->nearest_mode = modern ? a->nearest_mode : NEAREST_UPSAMPLE;
+    for (int i = 0; i < x->rank; i++)
+        r->in[i] = r->out[i] = x->dims[i], r->scale[i] = 1, r->roi_start[i] = 0, r->roi_end[i] = 1;
+    int64_t axes[ONNXTL_MAX_RANK], sizes[ONNXTL_MAX_RANK];
+    int n_axes = a->n_axes > 0 ? a->n_axes : x->rank, n_scales = 0, n_sizes = 0, n_roi = 0;
+    for (int j = 0; j < n_axes; j++) OTL_TRY(otl_norm_axis(a->n_axes > 0 ? a->axes[j] : j, x->rank, &axes[j]));
+    float scales[ONNXTL_MAX_RANK], roi[2 * ONNXTL_MAX_RANK];
+    if (nd->op == OP_UPSAMPLE && nd->opset < 9) {
+        if (a->n_floats > ONNXTL_MAX_RANK) return bad("Upsample has too many scales");
+        n_scales = a->n_floats;
+        memcpy(scales, a->floats, sizeof(float) * (size_t)n_scales);
+    } else {
+        OTL_TRY(optional_floats(nd, t, modern ? 2 : 1, "scales", scales, ONNXTL_MAX_RANK, &n_scales));
+    }
+    if (modern && nd->n_in > 3 && nd->in[3] >= 0 && otl_tinfo_count(&t[nd->in[3]]))
+        OTL_TRY(otl_tinfo_ints(&t[nd->in[3]], "sizes", sizes, ONNXTL_MAX_RANK, &n_sizes));
+    if (modern && r->coord_mode == COORD_TF_CROP_AND_RESIZE)
+        OTL_TRY(optional_floats(nd, t, 1, "roi", roi, 2 * ONNXTL_MAX_RANK, &n_roi));
+    if ((n_sizes && n_sizes != n_axes) || (n_scales && n_scales != n_axes) || (n_roi && n_roi != 2 * n_axes))
+        return bad("Resize's scales, sizes or roi do not have one entry per axis");
+    if (!n_sizes == !n_scales) return bad("Resize needs exactly one of scales and sizes");
+    if (n_sizes && a->keep_aspect) keep_aspect(a, axes, n_axes, sizes, r);
+    for (int j = 0; j < n_axes && !(n_sizes && a->keep_aspect); j++) {
+        const int64_t ax = axes[j];
+        if (n_sizes) {
+            r->out[ax] = sizes[j], r->scale[ax] = (float)sizes[j] / (float)r->in[ax];
+        } else {
+            const float out = floorf((float)r->in[ax] * scales[j]);
+            if (!(scales[j] > 0) || !(out <= RESIZE_MAX_DIM)) return bad("Resize's scales must be positive and finite");
+            r->scale[ax] = scales[j], r->out[ax] = (int64_t)out;
+        }
+    }
+    for (int j = 0; j < n_roi / 2; j++) r->roi_start[axes[j]] = roi[j], r->roi_end[axes[j]] = roi[n_axes + j];
+    for (int i = 0; i < x->rank; i++)
+        if (r->out[i] < 1 || r->out[i] > (int64_t)RESIZE_MAX_DIM) return bad("Resize's output would be empty or too large");
+    return NULL;
+}
+
+static onnxtl_status *infer_resize(const otl_node *nd, otl_tinfo *t) {
+    const otl_tinfo *x = &t[nd->in[0]];
+    OTL_TRY(need_float(x, otl_op_name(nd->op)));
+    otl_resize r;
+    OTL_TRY(otl_resize_plan(nd, t, &r));
+    set_out(&t[nd->out[0]], x->dtype, x->rank, r.out);
     return NULL;
 }
 

@@ -28,6 +28,10 @@ typedef struct {
 onnxtl_status *otl_window_init(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
                                bool use_ceil, otl_window *w);
 
+/* ConvTranspose's geometry as the Conv it transposes (shape.c says how). */
+onnxtl_status *otl_window_transpose(const otl_attrs *a, int n, const int64_t *in, const int64_t *kernel,
+                                    otl_window *w);
+
 /* Multidirectional (numpy) broadcast of two shapes. */
 onnxtl_status *otl_broadcast_shape(const otl_tinfo *a, const otl_tinfo *b, otl_tinfo *out);
 
@@ -58,6 +62,19 @@ typedef struct {
 onnxtl_status *otl_einsum_parse(const otl_node *nd, const otl_tinfo *t, otl_einsum *e);
 /* Split's axis and the size along it of each output. */
 onnxtl_status *otl_split_sizes(const otl_node *nd, const otl_tinfo *t, int64_t *axis, int64_t *sizes);
+/* Resize and Upsample, per axis of input 0: the sizes, the scale from input
+ * to output coordinates, and tf_crop_and_resize's region (0 to 1 without). */
+enum { RESIZE_NEAREST, RESIZE_LINEAR, RESIZE_CUBIC };
+enum { COORD_HALF_PIXEL, COORD_HALF_PIXEL_SYMMETRIC, COORD_PYTORCH_HALF_PIXEL, COORD_ALIGN_CORNERS,
+       COORD_ASYMMETRIC, COORD_TF_HALF_PIXEL_FOR_NN, COORD_TF_CROP_AND_RESIZE };
+enum { NEAREST_ROUND_PREFER_FLOOR, NEAREST_ROUND_PREFER_CEIL, NEAREST_FLOOR, NEAREST_CEIL,
+       NEAREST_UPSAMPLE /* before Resize-11: truncate when enlarging, ceil when shrinking */ };
+typedef struct {
+    int rank, coord_mode, nearest_mode;
+    int64_t in[ONNXTL_MAX_RANK], out[ONNXTL_MAX_RANK];
+    float scale[ONNXTL_MAX_RANK], roi_start[ONNXTL_MAX_RANK], roi_end[ONNXTL_MAX_RANK];
+} otl_resize;
+onnxtl_status *otl_resize_plan(const otl_node *nd, const otl_tinfo *t, otl_resize *r);
 /* Which axes of input 0 a reduction averages over (attribute or input axes). */
 onnxtl_status *otl_reduce_mask(const otl_node *nd, const otl_tinfo *t, bool *mask);
 #endif

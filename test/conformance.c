@@ -69,6 +69,7 @@ static onnxtl_status *read_pb(const char *path, onnxtl_tensor *t) {
 }
 
 static double element(const onnxtl_tensor *t, int64_t i) {
+    if (otl_dtype_is_narrow(t->dtype)) return otl_dtype_load(t->data, t->dtype, i); /* NaN's codes vary */
     switch (t->dtype) {
     case ONNXTL_FLOAT: return ((float *)t->data)[i];
     case ONNXTL_DOUBLE: return ((double *)t->data)[i];

@@ -234,6 +234,80 @@ def cases():
             conv_of(g, a4(g), 4, 4, **attrs), g.node("MaxPool", [b4(g)], kernel_shape=[1, 1],
                                                      strides=attrs.get("strides", [1, 1]))]))
 
+    def conv_t(g, x, cin, cout, group=1, kernel=(3, 3), **attrs):
+        w = g.const(g.rng.standard_normal((cin, cout // group) + tuple(kernel)) * 0.3)
+        return g.node("ConvTranspose", [x, w, g.const(g.rng.standard_normal(cout) * 0.1)], group=group, **attrs)
+    for label, attrs in (("plain", {}),
+                         ("strided, padded, output_padding", {"strides": [2, 2], "pads": [1, 0, 1, 1],
+                                                              "output_padding": [1, 0]}),
+                         ("dilated", {"dilations": [2, 1]}), ("grouped", {"group": 2}),
+                         ("SAME_UPPER", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+                         ("SAME_LOWER", {"auto_pad": "SAME_LOWER", "strides": [2, 3]}),
+                         ("output_shape", {"strides": [2, 2], "output_shape": [12, 12]})):
+        add(f"ConvTranspose {label}", lambda g, attrs=attrs: conv_t(g, a4(g), 4, 6, **attrs))
+    add("ConvTranspose 1-D", lambda g: conv_t(g, g.node("Reshape", [a4(g), g.const([N, 4, H * W], np.int64)]), 4, 2,
+                                              kernel=(3,), strides=[2]))
+
+    for axis in (0, 1, 2, -1):
+        add(f"GatherElements axis {axis}", lambda g, axis=axis: g.node("GatherElements", [
+            a4(g), g.const(g.rng.integers(-(N, 4, H, W)[axis], (N, 4, H, W)[axis], (N, 4, 3, W)), np.int64)],
+            axis=axis))
+    add("GatherND pairs", lambda g: g.node("GatherND", [a4(g), g.const([[1, 2], [0, -1], [1, 0]], np.int64)]))
+    add("GatherND batch_dims 1", lambda g: g.node("GatherND", [a4(g), g.const([[[3], [1]], [[0], [2]]], np.int64)],
+                                                  batch_dims=1))
+    for order in (0, 1):
+        add(f"MaxPool Indices storage_order {order}", lambda g, order=order: g.node(
+            "MaxPool", [a4(g)], outputs=2, kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1],
+            storage_order=order)[1], 12)
+    add("MaxPool on uint8", lambda g: g.node("Cast", [g.node("MaxPool", [g.node("Cast", [
+        g.node("Relu", [a4(g)])], to=TensorProto.UINT8)], kernel_shape=[2, 2])], to=TensorProto.FLOAT), 12)
+    for p in (1, 2, 3):
+        add(f"LpPool p {p}", lambda g, p=p: g.node("LpPool", [a4(g)], kernel_shape=[3, 2], strides=[2, 1],
+                                                   pads=[1, 0, 1, 1], p=p), 11)
+    add("LpPool ceil_mode", lambda g: g.node("LpPool", [a4(g)], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 18)
+
+    def resize(g, x, scales=None, sizes=None, roi=None, **attrs):
+        ins = [x, g.const(roi, np.float32) if roi is not None else "", g.const(scales, np.float32) if scales else "",
+               g.const(sizes, np.int64) if sizes else ""]
+        while not ins[-1]:
+            ins.pop()
+        return g.node("Resize", ins, **attrs)
+    up, down = [1, 1, 2, 1.5], [1, 1, 0.5, 0.6]
+    for coord in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "tf_half_pixel_for_nn"):
+        for near in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+            for label, sc in (("up", up), ("down", down)):
+                old = coord == "tf_half_pixel_for_nn"  # deprecated from opset 13; opset 11 needs a roi
+                add(f"Resize nearest {coord} {near} {label}", lambda g, c=coord, nm=near, sc=sc, old=old: resize(
+                    g, a4(g), sc, roi=[] if old else None, mode="nearest", coordinate_transformation_mode=c,
+                    nearest_mode=nm), 11 if old else 13)
+    for coord in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"):
+        for label, sc in (("up", up), ("down", down)):
+            add(f"Resize linear {coord} {label}", lambda g, c=coord, sc=sc: resize(
+                g, a4(g), sc, mode="linear", coordinate_transformation_mode=c))
+            for a, exclude in ((-0.75, 0), (-0.5, 1)):
+                add(f"Resize cubic {coord} a {a} exclude_outside {exclude} {label}",
+                    lambda g, c=coord, sc=sc, a=a, ex=exclude: resize(
+                        g, a4(g), sc, mode="cubic", coordinate_transformation_mode=c, cubic_coeff_a=a,
+                        exclude_outside=ex))
+    add("Resize linear half_pixel_symmetric", lambda g: resize(
+        g, a4(g), [1, 1, 1.7, 0.8], mode="linear", coordinate_transformation_mode="half_pixel_symmetric"), 19)
+    for mode in ("nearest", "linear"):
+        add(f"Resize {mode} tf_crop_and_resize", lambda g, mode=mode: resize(
+            g, a4(g), sizes=[N, 4, 7, 4], roi=[0, 0, -0.2, 0.1, 1, 1, 0.9, 1.3], mode=mode,
+            coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=-2.5))
+    add("Resize linear to sizes", lambda g: resize(g, a4(g), sizes=[N, 4, 9, 7], mode="linear"))
+    add("Resize nearest channels by 2", lambda g: resize(g, a4(g), [1, 2, 1, 1], mode="nearest"))
+    for policy in ("not_larger", "not_smaller"):
+        add(f"Resize sizes on axes, keep_aspect_ratio_policy {policy}", lambda g, p=policy: resize(
+            g, a4(g), sizes=[8, 9], mode="linear", axes=[2, 3], keep_aspect_ratio_policy=p), 18)
+    for mode in ("nearest", "linear"):
+        add(f"Resize opset 10 {mode}", lambda g, mode=mode: g.node("Resize", [a4(g), g.const([1, 1, 1.5, 0.7], np.float32)],
+                                                                  mode=mode), 10)
+        add(f"Upsample opset 9 {mode}", lambda g, mode=mode: g.node("Upsample", [a4(g), g.const([1, 1, 2, 3], np.float32)],
+                                                                    mode=mode), 9)
+        add(f"Upsample opset 7 {mode}", lambda g, mode=mode: g.node("Upsample", [a4(g)], mode=mode,
+                                                                    scales=[1.0, 1.0, 2.0, 1.5]), 7)
+
     add("MaxPool dilated", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], dilations=[2, 1]))
     add("MaxPool", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
     add("MaxPool ceil_mode", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1))

@@ -5,6 +5,7 @@
  * writes OUT_DIR/<i>.npy (float32, 3 x H x W) per image, or OUT_DIR/<i>.err */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "npy.h"
 #include "preprocess.h"
@@ -18,7 +19,12 @@ int main(int argc, char **argv) {
     otl_preprocess p;
     otl_preprocess_default(&p);
     otl_jpeg_decoder *d;
-    onnxtl_status *st = otl_preprocess_parse(&p, argv[2], argv[3], argv[4], argv[5]);
+    /* optional: CHANNELS SCALE LAYOUT as environment, so the argument list stays one of images */
+    const char *layout = getenv("OTL_DUMP_LAYOUT");
+    const bool hwc = layout && !strcmp(layout, "hwc");
+    const otl_preprocess_spec spec = {argv[2], argv[3], argv[4], argv[5], getenv("OTL_DUMP_CHANNELS"),
+                                      getenv("OTL_DUMP_SCALE")};
+    onnxtl_status *st = otl_preprocess_parse(&p, &spec);
     if (!st) st = otl_jpeg_decoder_create(&d);
     if (st) {
         fprintf(stderr, "%s\n", onnxtl_status_message(st));
@@ -32,10 +38,10 @@ int main(int argc, char **argv) {
         if (!st && !otl_preprocess_fixed_size(&p, &h, &w)) h = img.height, w = img.width;
         float *chw = st ? NULL : malloc(sizeof(float) * 3 * (size_t)h * (size_t)w);
         if (!st && !chw) st = otl_nomem();
-        if (!st) st = otl_preprocess_image(&p, &img, chw);
+        if (!st) st = otl_preprocess_image(&p, &img, hwc, chw);
         if (!st) {
             snprintf(out, sizeof out, "%s/%d.npy", argv[1], i - 6);
-            onnxtl_tensor t = {.dtype = ONNXTL_FLOAT, .rank = 3, .dims = {3, h, w}, .data = chw};
+            onnxtl_tensor t = {.dtype = ONNXTL_FLOAT, .rank = 3, .dims = {hwc ? h : 3, hwc ? w : h, hwc ? 3 : w}, .data = chw};
             st = otl_npy_write(out, &t);
         }
         if (st) {

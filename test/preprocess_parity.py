@@ -16,13 +16,28 @@ from PIL import Image
 from torchvision import transforms
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-VARIANTS = [  # (label, resize, crop, mean, std, torchvision transform)
+CAFFE = ([103.94, 116.78, 123.68], [1.0, 1.0, 1.0])  # BGR means of 0-255 pixels
+RGB, BGR_255, HWC = {}, {"OTL_DUMP_CHANNELS": "bgr", "OTL_DUMP_SCALE": "255"}, {"OTL_DUMP_LAYOUT": "hwc"}
+VARIANTS = [  # (label, resize, crop, mean, std, torchvision transform, onnxtl's channels/scale/layout)
     ("Resize(256)+CenterCrop(224)+ImageNet", "256", "224", IMAGENET,
-     [transforms.Resize(256), transforms.CenterCrop(224)]),
-    ("CenterCrop(224) only", "none", "224", IMAGENET, [transforms.CenterCrop(224)]),
+     [transforms.Resize(256), transforms.CenterCrop(224)], RGB),
+    ("CenterCrop(224) only", "none", "224", IMAGENET, [transforms.CenterCrop(224)], RGB),
     ("Resize([64,64]), mean=std=0.5", "64x64", "none", ([0.5] * 3, [0.5] * 3),
-     [transforms.Resize([64, 64])]),
+     [transforms.Resize([64, 64])], RGB),
+    ("BGR 0-255 with Caffe's means", "256", "227", CAFFE, [transforms.Resize(256), transforms.CenterCrop(227)], BGR_255),
+    ("channels-last output (NHWC models)", "256", "224", IMAGENET,
+     [transforms.Resize(256), transforms.CenterCrop(224)], HWC),
 ]
+
+
+def reference(img, tv, mean, std, pixels):
+    """torchvision's tensor, then what the channel order, pixel scale and layout ask of it."""
+    x = transforms.Compose(tv + [transforms.ToTensor()])(img).numpy().astype(np.float64)
+    scale = 255.0 if pixels.get("OTL_DUMP_SCALE") == "255" else 1.0
+    if pixels.get("OTL_DUMP_CHANNELS") == "bgr":
+        x = x[::-1]
+    x = (x * scale - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    return x.transpose(1, 2, 0) if pixels.get("OTL_DUMP_LAYOUT") == "hwc" else x
 
 
 def pick_photos(shared, n=56):
@@ -63,12 +78,14 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         images = pick_photos(shared) + special_jpegs(pick_photos(shared, 3)[1], d)
         sizes = sorted({Image.open(f).size for f in images})
-        for label, resize, crop, (mean, std), tv in VARIANTS:
+        for label, resize, crop, (mean, std), tv, pixels in VARIANTS:
             out = os.path.join(d, label.replace(" ", "_").replace("/", "_"))
             os.makedirs(out)
-            subprocess.run([tool, out, resize, crop, ",".join(map(str, mean)), ",".join(map(str, std))] + images, check=True)
-            t = transforms.Compose(tv + [transforms.ToTensor(), transforms.Normalize(mean, std)])
-            std_a = np.array(std, np.float64)[:, None, None]
+            subprocess.run([tool, out, resize, crop, ",".join(map(str, mean)), ",".join(map(str, std))] + images,
+                           check=True, env=dict(os.environ, **pixels))
+            # back to [0,1] pixel units: times std, over the pixel scale
+            unit = np.array(std, np.float64) / (255.0 if pixels.get("OTL_DUMP_SCALE") == "255" else 1.0)
+            unit = unit if pixels.get("OTL_DUMP_LAYOUT") == "hwc" else unit[:, None, None]
             worst, total, count, exact, errs = 0.0, 0.0, 0, 0, []
             for i, f in enumerate(images):
                 err_file = os.path.join(out, f"{i}.err")
@@ -76,11 +93,11 @@ def main():
                     errs.append(f"{os.path.basename(f)}: {open(err_file).read().strip()}")
                     continue
                 ours = np.load(os.path.join(out, f"{i}.npy")).astype(np.float64)
-                ref = t(Image.open(f).convert("RGB")).numpy().astype(np.float64)
+                ref = reference(Image.open(f).convert("RGB"), tv, mean, std, pixels)
                 if ours.shape != ref.shape:
                     errs.append(f"{os.path.basename(f)}: shape {ours.shape} vs {ref.shape}")
                     continue
-                diff = np.abs(ours - ref) * std_a  # back to [0,1] pixel units
+                diff = np.abs(ours - ref) * unit
                 worst = max(worst, diff.max())
                 total += diff.sum()
                 count += diff.size

@@ -10,6 +10,18 @@ torchvision exports (this machine cannot download the model zoo).
 - dynamo_pool: ResNet18 with the pool and flatten as the dynamo exporter
   writes them (ReduceMean over H and W with an axes input, then Reshape), at
   opset 18: the head must be found and the logits equal the plain export's.
+- ir3_inputs: ResNet18 as IR 3 and opset 9 files are, every initializer also
+  listed as a graph input: one image input, the head found, logits equal.
+- opset7_caffe: the zoo's Caffe-era shape: opset 7, an ImageScaler and a
+  BatchNormalization (weights as graph inputs) in front of ResNet18; logits
+  equal the plain export's on the input they compute, and extract takes 0-255
+  pixels by default because the model normalises them itself.
+- custom_vision: SqueezeNet taking 227 x 227 images, with the image metadata
+  Custom Vision writes (Image.BitmapPixelFormat Bgr8, NominalRange_0_255):
+  extract crops 227, feeds BGR 0-255 pixels and says why.
+- nhwc_input: ResNet18 behind a Transpose from N x H x W x 3, as tf2onnx and
+  Keras exports take images: logits equal, and extract's features equal the
+  plain export's on real photos.
 
 usage: producers_tests.py ONNXTL
 """
@@ -121,12 +133,149 @@ def dynamo_pool(onnxtl, tmp):
     report(err <= 1e-5, "producer dynamo_pool: logits equal the plain export's", f"relative {err:.3g} (limit 1e-05)")
 
 
+def list_initializers_as_inputs(m):
+    listed = {i.name for i in m.graph.input}
+    m.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in m.graph.initializer if t.name not in listed)
+
+
+def feed_input_through(m, nodes, out):
+    """Makes the graph input 'input' go through nodes, whose last output out replaces it elsewhere."""
+    rest = list(m.graph.node)
+    for n in rest:
+        n.input[:] = [out if i == "input" else i for i in n.input]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes + rest)
+
+
+def relative(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max()) if a is not None and b is not None else float("inf")
+
+
+def ir3_inputs(onnxtl, tmp):
+    m = onnx.load(export("resnet18"))
+    list_initializers_as_inputs(m)
+    m.ir_version, m.opset_import[0].version = 3, 9
+    path = os.path.join(tmp, "resnet18_ir3.onnx")
+    onnx.save(m, path)
+    r = run(onnxtl, "info", path)
+    listed = r.stdout.split("inputs:\n")[-1].split("ops (")[0].strip().splitlines()
+    report(r.returncode == 0 and "'/Flatten_output_0' [1, 512]" in r.stdout and len(listed) == 1,
+           "producer ir3_inputs: info loads it with one image input and finds the head",
+           f"inputs listed: {listed} {r.stderr.strip()}")
+    x = np.random.default_rng(3).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    _, ours = infer(onnxtl, path, x, ["logits"], tmp)
+    _, plain = infer(onnxtl, export("resnet18"), x, ["logits"], tmp)
+    err = relative(ours and ours[0], plain and plain[0])
+    report(err <= 1e-6, "producer ir3_inputs: logits equal the plain export's", f"relative {err:.3g} (limit 1e-06)")
+
+
+def photo_folder(tmp, n=3):
+    """train/{cat,dog} with n real photos each, or None without ../shared."""
+    src = os.path.join(ROOT, "..", "shared", "data", "dogscats", "train")
+    if not os.path.isdir(src):
+        return None
+    root = os.path.join(tmp, "photos")
+    for cls in ("cat", "dog"):
+        os.makedirs(os.path.join(root, "train", cls), exist_ok=True)
+        for f in sorted(os.listdir(os.path.join(src, cls)))[:n]:
+            os.symlink(os.path.join(src, cls, f), os.path.join(root, "train", cls, f))
+    return root
+
+
+def opset7_caffe(onnxtl, tmp):
+    m = onnx.load(export("resnet18"))
+    rng = np.random.default_rng(4)
+    scale, bias = 1 / 58.0, [-2.1, -2.0, -1.8]
+    bn = {k: rng.random(3).astype(np.float32) + 0.5 for k in ("bn_scale", "bn_var")}
+    bn.update({k: (rng.standard_normal(3) * 0.2).astype(np.float32) for k in ("bn_bias", "bn_mean")})
+    m.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in bn.items())
+    feed_input_through(m, [
+        helper.make_node("ImageScaler", ["input"], ["scaled"], name="scaler", scale=scale, bias=bias),
+        helper.make_node("BatchNormalization", ["scaled", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+                         ["normalized"], name="bn", epsilon=1e-5, spatial=1)], "normalized")
+    list_initializers_as_inputs(m)
+    m.ir_version, m.opset_import[0].version = 3, 7
+    path = os.path.join(tmp, "resnet18_caffe_opset7.onnx")
+    onnx.save(m, path)
+    x = rng.uniform(0, 255, (2, 3, 224, 224)).astype(np.float32)
+    c = (slice(None), None, None)
+    y = (x.astype(np.float64) * scale + np.array(bias)[c] - bn["bn_mean"][c]) / np.sqrt(bn["bn_var"][c] + 1e-5)
+    y = (y * bn["bn_scale"][c] + bn["bn_bias"][c]).astype(np.float32)
+    r, ours = infer(onnxtl, path, x, ["logits"], tmp)
+    _, plain = infer(onnxtl, export("resnet18"), y, ["logits"], tmp)
+    err = relative(ours and ours[0], plain and plain[0])
+    report(err <= 1e-5, "producer opset7_caffe: logits equal the plain export's on what ImageScaler and "
+           "BatchNormalization compute", f"relative {err:.3g} (limit 1e-05) {r.stderr.strip()}")
+    photos = photo_folder(tmp)
+    if photos is None:
+        print("SKIP producer opset7_caffe extract: ../shared/data/dogscats is missing")
+        return
+    r = run(onnxtl, "extract", path, photos, "-o", os.path.join(tmp, "caffe.bin"))
+    line = next((ln for ln in r.stderr.splitlines() if "preprocess:" in ln), "")
+    report(r.returncode == 0 and "pixels 0 to 255" in line and "mean=[0, 0, 0], std=[1, 1, 1]" in line
+           and "ImageScaler" in line, "producer opset7_caffe: extract feeds 0-255 pixels and says why", line or r.stderr)
+    r = run(onnxtl, "extract", path, photos, "-o", os.path.join(tmp, "caffe_bgr.bin"), "--channels", "bgr")
+    line = next((ln for ln in r.stderr.splitlines() if "preprocess:" in ln), "")
+    report(r.returncode == 0 and "BGR pixels 0 to 255" in line, "producer opset7_caffe: --channels bgr overrides it",
+           line or r.stderr)
+
+
+def custom_vision(onnxtl, tmp):
+    m = onnx.load(export("squeezenet1_1"))
+    m.graph.input[0].CopyFrom(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 227, 227]))
+    onnx.helper.set_model_props(m, {"Image.BitmapPixelFormat": "Bgr8", "Image.NominalPixelRange": "NominalRange_0_255"})
+    path = os.path.join(tmp, "squeezenet_custom_vision.onnx")
+    onnx.save(m, path)
+    photos = photo_folder(tmp) if not os.path.isdir(os.path.join(tmp, "photos")) else os.path.join(tmp, "photos")
+    if photos is None:
+        print("SKIP producer custom_vision: ../shared/data/dogscats is missing")
+        return
+    r = run(onnxtl, "extract", path, photos, "-o", os.path.join(tmp, "cv.bin"))
+    line = next((ln for ln in r.stderr.splitlines() if "preprocess:" in ln), "")
+    report(r.returncode == 0 and "Resize(259), CenterCrop([227, 227]), BGR pixels 0 to 255" in line
+           and "input is 227x227" in line and "Bgr8" in line and "NominalRange_0_255" in line,
+           "producer custom_vision: extract takes the model's input size and image metadata, and says why",
+           line or r.stderr)
+
+
+def nhwc_input(onnxtl, tmp):
+    m = onnx.load(export("resnet18"))
+    feed_input_through(m, [helper.make_node("Transpose", ["input"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2])],
+                       "nchw")
+    m.graph.input[0].CopyFrom(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 224, 224, 3]))
+    path = os.path.join(tmp, "resnet18_nhwc.onnx")
+    onnx.save(m, path)
+    x = np.random.default_rng(5).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    _, ours = infer(onnxtl, path, np.ascontiguousarray(x.transpose(0, 2, 3, 1)), ["logits"], tmp)
+    _, plain = infer(onnxtl, export("resnet18"), x, ["logits"], tmp)
+    err = relative(ours and ours[0], plain and plain[0])
+    report(err <= 1e-6, "producer nhwc_input: logits equal the plain export's", f"relative {err:.3g} (limit 1e-06)")
+    photos = photo_folder(tmp) if not os.path.isdir(os.path.join(tmp, "photos")) else os.path.join(tmp, "photos")
+    if photos is None:
+        print("SKIP producer nhwc_input extract: ../shared/data/dogscats is missing")
+        return
+    feats = []
+    for name, model in (("nhwc", path), ("nchw", export("resnet18"))):
+        out = os.path.join(tmp, f"{name}.bin")
+        r1 = run(onnxtl, "extract", model, photos, "-o", out, "--quiet")
+        r2 = run(onnxtl, "features", out, "--npy", os.path.join(tmp, name))
+        feats.append(np.load(os.path.join(tmp, f"{name}_features.npy")) if not r1.returncode + r2.returncode else None)
+    err = relative(feats[0], feats[1])
+    report(err <= 1e-6, "producer nhwc_input: extract's features equal the plain export's on real photos",
+           f"relative {err:.3g} (limit 1e-06)")
+
+
 def main():
     onnxtl = sys.argv[1]
     os.makedirs(MODELS, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ml_tail(onnxtl, tmp)
         dynamo_pool(onnxtl, tmp)
+        ir3_inputs(onnxtl, tmp)
+        opset7_caffe(onnxtl, tmp)
+        custom_vision(onnxtl, tmp)
+        nhwc_input(onnxtl, tmp)
     return 1 if failed else 0
 
 

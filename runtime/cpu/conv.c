@@ -1,5 +1,6 @@
 /* Convolution as im2col + sgemm, per image and group; 1x1 stride-1 convs use
- * the input directly.  Spatial dims are normalised to 3-D (otl_window). */
+ * the input directly.  ConvTranspose is its adjoint: sgemm with W transposed,
+ * then col2im.  Spatial dims are normalised to 3-D (otl_window). */
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -15,10 +16,28 @@ static onnxtl_status *conv_window(const otl_node *n, const otl_tinfo *t, otl_win
     return otl_window_init(&n->attrs, x->rank - 2, x->dims + 2, wt->dims + 2, false, w);
 }
 
+static onnxtl_status *conv_transpose_window(const otl_node *n, const otl_tinfo *t, otl_window *w) {
+    const otl_tinfo *x = &t[n->in[0]], *wt = &t[n->in[1]];
+    return otl_window_transpose(&n->attrs, x->rank - 2, x->dims + 2, wt->dims + 2, w);
+}
+
 static int64_t window_size(const int64_t *v) { return v[0] * v[1] * v[2]; }
+
+/* ConvTranspose's columns: one row per (output channel of a group, kernel
+ * offset), one column per input position. */
+static size_t conv_transpose_workspace(const otl_node *n, const otl_tinfo *t) {
+    otl_window w;
+    onnxtl_status *st = conv_transpose_window(n, t, &w);
+    if (st) {
+        onnxtl_status_release(st);
+        return 0;
+    }
+    return (size_t)(t[n->in[1]].dims[1] * window_size(w.kernel) * window_size(w.out));
+}
 
 size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t) {
     otl_window w;
+    if (n->op == OP_CONVTRANSPOSE) return conv_transpose_workspace(n, t);
     if (n->op != OP_CONV) return 0;
     onnxtl_status *st = conv_window(n, t, &w);
     if (st) {
@@ -55,6 +74,36 @@ static void im2col(const float *x, int64_t channels, const otl_window *w, float 
                 for (int64_t ox = 0; ox < ow; ox++) {
                     int64_t ix = ox * w->stride[2] - w->pad_begin[2] + kx * w->dilation[2];
                     d[ox] = ix >= 0 && ix < W ? s[ix] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: adds each row of col onto the image position that
+ * im2col would have read it from.  Threads own whole channels. */
+static void col2im(const float *col, int64_t channels, const otl_window *w, float *y) {
+    const int64_t kd = w->kernel[0], kh = w->kernel[1], kw = w->kernel[2], taps = kd * kh * kw;
+    const int64_t od = w->out[0], oh = w->out[1], ow = w->out[2], cols = od * oh * ow;
+    const int64_t D = w->in[0], H = w->in[1], W = w->in[2];
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; c++) {
+        float *dst = y + c * D * H * W;
+        for (int64_t k = 0; k < taps; k++) {
+            int64_t kz = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
+            const float *src = col + (c * taps + k) * cols;
+            for (int64_t oz = 0; oz < od; oz++) {
+                int64_t iz = oz * w->stride[0] - w->pad_begin[0] + kz * w->dilation[0];
+                if (iz < 0 || iz >= D) continue;
+                for (int64_t oy = 0; oy < oh; oy++) {
+                    int64_t iy = oy * w->stride[1] - w->pad_begin[1] + ky * w->dilation[1];
+                    if (iy < 0 || iy >= H) continue;
+                    float *d = dst + (iz * H + iy) * W;
+                    const float *s = src + (oz * oh + oy) * ow;
+                    for (int64_t ox = 0; ox < ow; ox++) {
+                        int64_t ix = ox * w->stride[2] - w->pad_begin[2] + kx * w->dilation[2];
+                        if (ix >= 0 && ix < W) d[ix] += s[ox];
+                    }
                 }
             }
         }
@@ -100,6 +149,28 @@ onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
             float *yg = Y + (b * m + g * mg) * out_plane;
             OTL_TRY(otl_sgemm(false, false, mg, out_plane, kdim, 1.0f, Wt + g * mg * kdim, kdim, col,
                               out_plane, residual ? 1.0f : 0.0f, yg, out_plane));
+        }
+        finish_output(Y + b * m * out_plane, bias, a->n->attrs.fused_relu, m, out_plane);
+    }
+    return NULL;
+}
+
+onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *wt = IN_T(a, 1);
+    otl_window w;
+    OTL_TRY(conv_transpose_window(a->n, a->t, &w));
+    const int64_t groups = a->n->attrs.group, batch = x->dims[0];
+    const int64_t cg = x->dims[1] / groups, mg = wt->dims[1], m = mg * groups, rows = mg * window_size(w.kernel);
+    const int64_t in_plane = window_size(w.out), out_plane = window_size(w.in);
+    const float *X = a->in[0], *Wt = a->in[1], *bias = a->n->n_in > 2 ? a->in[2] : NULL;
+    float *Y = a->out[0];
+    memset(Y, 0, otl_tinfo_bytes(OUT_T(a, 0)));
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xg = X + (b * groups + g) * cg * in_plane;
+            OTL_TRY(otl_sgemm(true, false, rows, in_plane, cg, 1.0f, Wt + g * cg * rows, rows, xg, in_plane, 0.0f,
+                              a->workspace, in_plane));
+            col2im(a->workspace, mg, &w, Y + (b * m + g * mg) * out_plane);
         }
         finish_output(Y + b * m * out_plane, bias, a->n->attrs.fused_relu, m, out_plane);
     }

@@ -28,6 +28,9 @@ typedef struct {
 /* The CPU backend's kernel table: one entry per op it runs. */
 static const cpu_kernel kernels[OP_COUNT] = {
     [OP_CONV] = {otl_cpu_conv, LAYOUT_CONV},
+    [OP_CONVTRANSPOSE] = {otl_cpu_conv_transpose, LAYOUT_ONNX},
+    [OP_CONVINTEGER] = {otl_cpu_conv_integer, LAYOUT_ONNX},
+    [OP_MATMULINTEGER] = {otl_cpu_matmul_integer, LAYOUT_ONNX},
     [OP_BATCHNORM] = {otl_cpu_batchnorm, LAYOUT_FOLLOW},
     [OP_LRN] = {otl_cpu_lrn, LAYOUT_ONNX},
     [OP_RELU] = {otl_cpu_relu, LAYOUT_FOLLOW},
@@ -36,6 +39,7 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_CLIP] = {otl_cpu_clip, LAYOUT_FOLLOW},
     [OP_MAXPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
     [OP_AVGPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
+    [OP_LPPOOL] = {otl_cpu_pool, LAYOUT_ONNX},
     [OP_GLOBALAVGPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
     [OP_GLOBALMAXPOOL] = {otl_cpu_global_pool, LAYOUT_FOLLOW},
     [OP_ADD] = {otl_cpu_binary, LAYOUT_BROADCAST},
@@ -66,6 +70,8 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_DROPOUT] = {otl_cpu_copy, LAYOUT_ONNX},
     [OP_SHAPE] = {otl_cpu_shape, LAYOUT_ONNX},
     [OP_GATHER] = {otl_cpu_gather, LAYOUT_ONNX},
+    [OP_GATHERELEMENTS] = {otl_cpu_gather_elements, LAYOUT_ONNX},
+    [OP_GATHERND] = {otl_cpu_gather_nd, LAYOUT_ONNX},
     [OP_CONCAT] = {otl_cpu_concat, LAYOUT_CONCAT},
     [OP_TRANSPOSE] = {otl_cpu_transpose, LAYOUT_TRANSPOSE},
     [OP_PAD] = {otl_cpu_pad, LAYOUT_ONNX},
@@ -117,6 +123,8 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_ARGMIN] = {otl_cpu_argmax, LAYOUT_ONNX},
     [OP_DEPTHTOSPACE] = {otl_cpu_depth_to_space, LAYOUT_ONNX},
     [OP_SPACETODEPTH] = {otl_cpu_depth_to_space, LAYOUT_ONNX},
+    [OP_RESIZE] = {otl_cpu_resize, LAYOUT_ONNX},
+    [OP_UPSAMPLE] = {otl_cpu_resize, LAYOUT_ONNX},
 };
 
 static bool cpu_supports(const otl_plan *p, int step) {
@@ -218,7 +226,8 @@ static bool runs_nhwc(const cpu_state *s, const otl_node *n) {
     const otl_tinfo *t = s->plan->t, *x = &t[n->in[0]];
     switch (kernels[n->op].layout) {
     case LAYOUT_CONV: return otl_dnnl_conv_supported(n, t);
-    case LAYOUT_FOLLOW: return x->rank == 4 && s->nhwc[n->in[0]];
+    case LAYOUT_FOLLOW: /* a second output (MaxPool's Indices) is defined in ONNX order */
+        return x->rank == 4 && s->nhwc[n->in[0]] && (n->n_out < 2 || n->out[1] < 0);
     case LAYOUT_BROADCAST: {
         bool any = false;
         if (t[n->out[0]].rank != 4 || t[n->out[0]].dtype != ONNXTL_FLOAT) return false;

@@ -22,6 +22,10 @@ typedef struct {
 size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t);
 
 onnxtl_status *otl_cpu_conv(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a);
+/* ConvInteger and MatMulInteger, exact in int32 (integer.c). */
+onnxtl_status *otl_cpu_conv_integer(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_matmul_integer(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a);
@@ -36,6 +40,8 @@ onnxtl_status *otl_cpu_reduce(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_copy(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_shape(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_gather(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_gather_elements(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_gather_nd(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_concat(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pad(const otl_kernel_args *a);
@@ -103,6 +109,7 @@ onnxtl_status *otl_cpu_split(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_tile(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_argmax(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_depth_to_space(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_resize(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_slice(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_expand(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_constant_of_shape(const otl_kernel_args *a);

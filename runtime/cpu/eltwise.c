@@ -6,18 +6,26 @@
 #include "cpu_kernels.h"
 #include "dtype.h"
 
-static float scalar_or(const void *p, float fallback) { return p ? *(const float *)p : fallback; }
+/* A bound from an optional scalar input of x's type, else the fallback. */
+static double bound_or(const void *p, int dtype, double fallback) { return p ? otl_dtype_load(p, dtype, 0) : fallback; }
 
-/* Bounds from inputs (opset 11+) or attributes. */
+/* Bounds from inputs (opset 11+) or attributes; float32 directly, other
+ * types through double, which holds each of them exactly. */
 onnxtl_status *otl_cpu_clip(const otl_kernel_args *a) {
-    const int64_t count = otl_tinfo_count(IN_T(a, 0));
-    const float *x = a->in[0];
-    float *y = a->out[0];
+    const otl_tinfo *x = IN_T(a, 0);
+    const int64_t count = otl_tinfo_count(x);
     const bool inputs = a->n->opset >= 11;
-    float lo = inputs ? scalar_or(a->n->n_in > 1 ? a->in[1] : NULL, -INFINITY) : a->n->attrs.clip_min;
-    float hi = inputs ? scalar_or(a->n->n_in > 2 ? a->in[2] : NULL, INFINITY) : a->n->attrs.clip_max;
+    double lo = inputs ? bound_or(a->n->n_in > 1 ? a->in[1] : NULL, x->dtype, -INFINITY) : a->n->attrs.clip_min;
+    double hi = inputs ? bound_or(a->n->n_in > 2 ? a->in[2] : NULL, x->dtype, INFINITY) : a->n->attrs.clip_max;
+    if (x->dtype != ONNXTL_FLOAT) {
+        for (int64_t i = 0; i < count; i++)
+            otl_dtype_store(a->out[0], x->dtype, i, fmin(fmax(otl_dtype_load(a->in[0], x->dtype, i), lo), hi));
+        return NULL;
+    }
+    const float *X = a->in[0], flo = (float)lo, fhi = (float)hi;
+    float *Y = a->out[0];
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i++) y[i] = fminf(fmaxf(x[i], lo), hi);
+    for (int64_t i = 0; i < count; i++) Y[i] = fminf(fmaxf(X[i], flo), fhi);
     return NULL;
 }
 
@@ -51,12 +59,13 @@ onnxtl_status *otl_cpu_lrn(const otl_kernel_args *a) {
     return NULL;
 }
 
-onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
+/* y = (x - mean) / sqrt(var + epsilon) * scale + shift per channel. */
+static onnxtl_status *batchnorm_apply(const otl_kernel_args *a, const float *mean, const float *var) {
     const otl_tinfo *x = IN_T(a, 0);
     const int64_t n = x->dims[0], c = x->dims[1];
     int64_t plane = 1;
     for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
-    const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2], *mean = a->in[3], *var = a->in[4];
+    const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2];
     float *Y = a->out[0];
     const double eps = a->n->attrs.epsilon;
     if (a->nhwc) { /* channels vary fastest: per-channel factors are computed once */
@@ -83,6 +92,51 @@ onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
         }
     }
     return NULL;
+}
+
+/* Training mode: each channel's mean and population variance over the batch
+ * (in double), stats[0..c) and stats[c..2c). */
+static void batch_stats(const otl_kernel_args *a, float *stats) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const int64_t n = x->dims[0], c = x->dims[1];
+    int64_t plane = 1;
+    for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
+    const float *X = a->in[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < c; ch++) {
+        double sum = 0, squares = 0;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < plane; i++) {
+                double v = a->nhwc ? X[(b * plane + i) * c + ch] : X[(b * c + ch) * plane + i];
+                sum += v, squares += v * v;
+            }
+        double count = (double)(n * plane), mean = sum / count;
+        stats[ch] = (float)mean;
+        stats[c + ch] = (float)(squares / count - mean * mean);
+    }
+}
+
+/* The running statistics outputs: momentum * input + (1 - momentum) * batch. */
+static void running_stats(const otl_kernel_args *a, const float *stats) {
+    const int64_t c = IN_T(a, 0)->dims[1];
+    const double m = a->n->attrs.momentum;
+    for (int k = 1; k <= 2 && k < a->n->n_out; k++) {
+        const float *prior = a->in[2 + k];
+        float *out = a->out[k];
+        for (int64_t ch = 0; out && ch < c; ch++) out[ch] = (float)(m * prior[ch] + (1 - m) * stats[(k - 1) * c + ch]);
+    }
+}
+
+onnxtl_status *otl_cpu_batchnorm(const otl_kernel_args *a) {
+    if (!a->n->attrs.training_mode) return batchnorm_apply(a, a->in[3], a->in[4]);
+    const int64_t c = IN_T(a, 0)->dims[1];
+    float *stats = malloc(sizeof(float) * 2 * (size_t)c + 1);
+    if (!stats) return otl_nomem();
+    batch_stats(a, stats);
+    running_stats(a, stats);
+    onnxtl_status *st = batchnorm_apply(a, stats, stats + c);
+    free(stats);
+    return st;
 }
 
 void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *strides) {
@@ -288,7 +342,9 @@ onnxtl_status *otl_cpu_cast(const otl_kernel_args *a) {
         }
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) otl_dtype_store(a->out[0], y->dtype, i, otl_dtype_load(a->in[0], x->dtype, i));
+    const otl_cast_rules rules = {a->n->opset < 19 || a->n->attrs.saturate, (otl_round_mode)a->n->attrs.round_mode};
+    for (int64_t i = 0; i < n; i++)
+        otl_dtype_store_as(a->out[0], y->dtype, i, otl_dtype_load(a->in[0], x->dtype, i), rules);
     return NULL;
 }
 

@@ -1,4 +1,4 @@
-/* Data movement: reshaping copies, Shape, Gather, Concat, Transpose, Pad.
+/* Data movement: reshaping copies, Shape, the Gathers, Concat, Transpose, Pad.
  * All work on any element type through its byte size. */
 #include <string.h>
 
@@ -33,6 +33,17 @@ static void split_at(const otl_tinfo *t, int64_t axis, int64_t *outer, int64_t *
     }
 }
 
+/* Index i of an int32 or int64 tensor, checked against an axis of size dim
+ * and made non-negative. */
+static onnxtl_status *index_at(const otl_tinfo *t, const void *p, int64_t i, int64_t dim, int64_t *k) {
+    *k = t->dtype == ONNXTL_INT64 ? ((const int64_t *)p)[i] : ((const int32_t *)p)[i];
+    if (*k < -dim || *k >= dim)
+        return otl_error(ONNXTL_ERR_ARG, "index %lld is out of range for axis size %lld", (long long)*k,
+                         (long long)dim);
+    if (*k < 0) *k += dim;
+    return NULL;
+}
+
 onnxtl_status *otl_cpu_gather(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0), *ti = IN_T(a, 1);
     int64_t axis, outer, inner;
@@ -43,14 +54,61 @@ onnxtl_status *otl_cpu_gather(const otl_kernel_args *a) {
     const char *src = a->in[0];
     char *dst = a->out[0];
     for (int64_t j = 0; j < q; j++) {
-        int64_t k = ti->dtype == ONNXTL_INT64 ? ((const int64_t *)a->in[1])[j]
-                                              : ((const int32_t *)a->in[1])[j];
-        if (k < -dim || k >= dim)
-            return otl_error(ONNXTL_ERR_ARG, "Gather index %lld is out of range for axis size %lld",
-                             (long long)k, (long long)dim);
-        if (k < 0) k += dim;
+        int64_t k;
+        OTL_TRY(index_at(ti, a->in[1], j, dim, &k));
         for (int64_t o = 0; o < outer; o++)
             memcpy(dst + ((size_t)(o * q + j)) * row, src + ((size_t)(o * dim + k)) * row, row);
+    }
+    return NULL;
+}
+
+static void row_major_strides(const otl_tinfo *t, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = t->rank - 1; i >= 0; i--) strides[i] = s, s *= t->dims[i];
+}
+
+/* out[..., j, ...] = data[..., indices[..., j, ...], ...] along axis; the
+ * other coordinates are the output's own. */
+onnxtl_status *otl_cpu_gather_elements(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *ti = IN_T(a, 1);
+    int64_t axis, strides[ONNXTL_MAX_RANK], coord[ONNXTL_MAX_RANK] = {0};
+    OTL_TRY(otl_norm_axis(a->n->attrs.axis, x->rank, &axis));
+    row_major_strides(x, strides);
+    const size_t es = otl_dtype_size(x->dtype);
+    const int64_t count = otl_tinfo_count(ti);
+    for (int64_t i = 0; i < count; i++) {
+        int64_t k, offset = 0;
+        OTL_TRY(index_at(ti, a->in[1], i, x->dims[axis], &k));
+        for (int d = 0; d < x->rank; d++) offset += (d == axis ? k : coord[d]) * strides[d];
+        memcpy((char *)a->out[0] + (size_t)i * es, (const char *)a->in[0] + (size_t)offset * es, es);
+        for (int d = ti->rank - 1; d >= 0 && ++coord[d] == ti->dims[d]; d--) coord[d] = 0;
+    }
+    return NULL;
+}
+
+/* Each index tuple of length k copies one slice of data, within its batch. */
+onnxtl_status *otl_cpu_gather_nd(const otl_kernel_args *a) {
+    const otl_tinfo *x = IN_T(a, 0), *ti = IN_T(a, 1);
+    const int b = (int)a->n->attrs.batch_dims, k = (int)ti->dims[ti->rank - 1];
+    int64_t strides[ONNXTL_MAX_RANK], batches = 1, tuples = 1;
+    row_major_strides(x, strides);
+    for (int i = 0; i < b; i++) batches *= x->dims[i];
+    for (int i = b; i < ti->rank - 1; i++) tuples *= ti->dims[i];
+    const size_t es = otl_dtype_size(x->dtype);
+    const int64_t slice = strides[b + k - 1], batch_size = b ? strides[b - 1] : 0;
+    const int64_t *idx = a->in[1];
+    char *dst = a->out[0];
+    for (int64_t bi = 0; bi < batches; bi++) {
+        for (int64_t q = 0; q < tuples; q++, idx += k) {
+            int64_t offset = bi * batch_size;
+            for (int j = 0; j < k; j++) {
+                int64_t v;
+                OTL_TRY(index_at(ti, idx, j, x->dims[b + j], &v));
+                offset += v * strides[b + j];
+            }
+            memcpy(dst, (const char *)a->in[0] + (size_t)offset * es, (size_t)slice * es);
+            dst += (size_t)slice * es;
+        }
     }
     return NULL;
 }

@@ -1,7 +1,9 @@
-/* MaxPool, AveragePool and their global forms, over 3-D-normalised windows. */
+/* MaxPool, AveragePool, LpPool and the global forms, over 3-D-normalised windows. */
 #include <float.h>
+#include <math.h>
 
 #include "cpu_kernels.h"
+#include "dtype.h"
 
 typedef struct {
     int64_t begin, end;       /* input range the window covers, clipped to the input */
@@ -21,10 +23,18 @@ static window_span axis_span(const otl_window *w, int axis, int64_t o) {
     return s;
 }
 
-static float pool_window(const float *src, const otl_window *w, const int64_t *o, bool is_max,
-                         bool count_pad) {
+/* What a window computes: its maximum, its mean (over the pads too, or
+ * not), or its Lp norm. */
+typedef struct {
+    otl_op op;
+    bool count_pad;
+    int64_t p;
+} pool_kind;
+
+static float pool_window(const float *src, const otl_window *w, const int64_t *o, const pool_kind *k) {
     window_span sp[3];
     for (int i = 0; i < 3; i++) sp[i] = axis_span(w, i, o[i]);
+    const bool is_max = k->op == OP_MAXPOOL;
     float acc = is_max ? -FLT_MAX : 0.0f;
     int64_t count = 0;
     for (int64_t z = sp[0].begin; z < sp[0].end; z += w->dilation[0]) {
@@ -36,13 +46,15 @@ static float pool_window(const float *src, const otl_window *w, const int64_t *o
                 if (x < 0 || x >= w->in[2]) continue;
                 float v = row[x];
                 if (is_max) acc = v > acc || v != v ? v : acc;
+                else if (k->op == OP_LPPOOL) acc += k->p == 2 ? v * v : powf(fabsf(v), (float)k->p);
                 else acc += v;
                 count++;
             }
         }
     }
     if (is_max) return acc;
-    int64_t divisor = count_pad ? sp[0].padded * sp[1].padded * sp[2].padded : count;
+    if (k->op == OP_LPPOOL) return k->p == 2 ? sqrtf(acc) : powf(acc, 1.0f / (float)k->p);
+    int64_t divisor = k->count_pad ? sp[0].padded * sp[1].padded * sp[2].padded : count;
     return divisor ? acc / (float)divisor : 0.0f;
 }
 
@@ -81,16 +93,70 @@ static void pool_nhwc(const float *X, float *Y, int64_t batch, int64_t C, const 
     }
 }
 
+/* The position in its plane of a window's largest value (the first of equal
+ * ones), or -1 when the window lies wholly in the padding. */
+static int64_t max_window_index(const void *src, int dtype, int64_t base, const otl_window *w, const int64_t *o) {
+    window_span sp[3];
+    for (int i = 0; i < 3; i++) sp[i] = axis_span(w, i, o[i]);
+    int64_t best = -1;
+    double best_v = 0;
+    for (int64_t z = sp[0].begin; z < sp[0].end; z += w->dilation[0]) {
+        if (z < 0 || z >= w->in[0]) continue;
+        for (int64_t y = sp[1].begin; y < sp[1].end; y += w->dilation[1]) {
+            if (y < 0 || y >= w->in[1]) continue;
+            for (int64_t x = sp[2].begin; x < sp[2].end; x += w->dilation[2]) {
+                if (x < 0 || x >= w->in[2]) continue;
+                int64_t at = (z * w->in[1] + y) * w->in[2] + x;
+                double v = otl_dtype_load(src, dtype, base + at);
+                if (best < 0 || v > best_v) best = at, best_v = v;
+            }
+        }
+    }
+    return best;
+}
+
+/* A row-major position within a plane, column-major (storage_order 1). */
+static int64_t column_major(const otl_window *w, int64_t at) {
+    int64_t x = at % w->in[2], y = at / w->in[2] % w->in[1], z = at / (w->in[1] * w->in[2]);
+    return z + w->in[0] * (y + w->in[1] * x);
+}
+
+/* MaxPool of any element type, and with its Indices output: each maximum's
+ * position in the flattened input, batch and channel included. */
+static void max_pool_indexed(const otl_kernel_args *a, const otl_window *w) {
+    const otl_tinfo *x = IN_T(a, 0);
+    const int64_t planes = x->dims[0] * x->dims[1];
+    const int64_t in_plane = w->in[0] * w->in[1] * w->in[2], out_plane = w->out[0] * w->out[1] * w->out[2];
+    int64_t *indices = a->n->n_out > 1 ? a->out[1] : NULL;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        int64_t o[3], i = p * out_plane;
+        for (o[0] = 0; o[0] < w->out[0]; o[0]++)
+            for (o[1] = 0; o[1] < w->out[1]; o[1]++)
+                for (o[2] = 0; o[2] < w->out[2]; o[2]++, i++) {
+                    int64_t at = max_window_index(a->in[0], x->dtype, p * in_plane, w, o);
+                    otl_dtype_store(a->out[0], x->dtype, i,
+                                    at < 0 ? -FLT_MAX : otl_dtype_load(a->in[0], x->dtype, p * in_plane + at));
+                    if (at >= 0 && a->n->attrs.storage_order) at = column_major(w, at);
+                    if (indices) indices[i] = at < 0 ? -1 : p * in_plane + at;
+                }
+    }
+}
+
 onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0);
     const otl_attrs *at = &a->n->attrs;
     otl_window w;
     OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
+    if (x->dtype != ONNXTL_FLOAT || (a->n->n_out > 1 && a->out[1])) {
+        max_pool_indexed(a, &w);
+        return NULL;
+    }
     if (a->nhwc) {
         pool_nhwc(a->in[0], a->out[0], x->dims[0], x->dims[1], &w, a->n->op == OP_MAXPOOL, at->count_include_pad);
         return NULL;
     }
-    const bool is_max = a->n->op == OP_MAXPOOL, count_pad = at->count_include_pad;
+    const pool_kind kind = {a->n->op, at->count_include_pad, at->lp};
     const int64_t planes = x->dims[0] * x->dims[1];
     const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
     const float *X = a->in[0];
@@ -102,7 +168,7 @@ onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
         for (o[0] = 0; o[0] < w.out[0]; o[0]++)
             for (o[1] = 0; o[1] < w.out[1]; o[1]++)
                 for (o[2] = 0; o[2] < w.out[2]; o[2]++)
-                    *dst++ = pool_window(X + p * in_plane, &w, o, is_max, count_pad);
+                    *dst++ = pool_window(X + p * in_plane, &w, o, &kind);
     }
     return NULL;
 }

@@ -94,7 +94,7 @@ static onnxtl_status *upload(cuda_state *s, const float *host, size_t count, voi
     return NULL;
 }
 
-static bool is_4d(const otl_tinfo *t) { return t->rank == 4; }
+static bool is_4d(const otl_tinfo *t) { return t->rank == 4 && t->dtype == ONNXTL_FLOAT; }
 static int64_t hw(const otl_tinfo *t) { return t->dims[2] * t->dims[3]; }
 
 static onnxtl_status *unsupported(const otl_node *n, const char *why) {

@@ -63,6 +63,26 @@ int cli_device_option(const char *cmd, const char *opt, const char *value, onnxt
     return 1;
 }
 
+int cli_preprocess_option(const char *cmd, const char *opt, const char *value, otl_preprocess_spec *spec, int *rc) {
+    const char **field = !strcmp(opt, "--resize")     ? &spec->resize
+                         : !strcmp(opt, "--crop")     ? &spec->crop
+                         : !strcmp(opt, "--mean")     ? &spec->mean
+                         : !strcmp(opt, "--std")      ? &spec->std
+                         : !strcmp(opt, "--channels") ? &spec->channels
+                         : !strcmp(opt, "--scale")    ? &spec->scale
+                                                      : NULL;
+    if (!field) return 0;
+    *field = value;
+    otl_preprocess check;
+    otl_preprocess_default(&check);
+    onnxtl_status *st = otl_preprocess_parse(&check, spec);
+    if (st) {
+        *rc = cli_usage(cmd, "%s", onnxtl_status_message(st));
+        onnxtl_status_release(st);
+    }
+    return 1;
+}
+
 void cli_print_feature_stats(const otl_features_stats *s, const char *const *classes) {
     printf("rows: %llu\n", (unsigned long long)s->rows);
     for (int sp = 0; sp < SPLIT_COUNT; sp++) {

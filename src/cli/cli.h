@@ -18,14 +18,26 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Parses a positive integer option value; false (with a message) if it is not one. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out);
 
-/* Handles --device and --precision into opts; returns 1 if opt was one of
- * them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */
 /* Prints help to stdout when the first argument is --help or -h; true if it did. */
 bool cli_help_asked(int argc, char **argv, const char *help);
+
+/* Handles --device and --precision into opts; returns 1 if opt was one of
+ * them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */
 int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc);
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \
     "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16\n"
+
+/* Handles the preprocessing options into spec, checking each value; returns
+ * 1 if opt was one of them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */
+int cli_preprocess_option(const char *cmd, const char *opt, const char *value, otl_preprocess_spec *spec, int *rc);
+#define CLI_PREPROCESS_HELP                                                                                      \
+    "  --resize R       N (shorter side), HxW, or none\n"                                                       \
+    "  --crop C         N, HxW, or none\n"                                                                      \
+    "  --mean a,b,c     per channel of the network's input, in its order\n"                                    \
+    "  --std a,b,c\n"                                                                                          \
+    "  --channels O     rgb or bgr: the network's channel order\n"                                              \
+    "  --scale S        1 (pixels 0 to 1, as ToTensor) or 255 (0 to 255, Caffe-era and CoreML models)\n"
 
 /* Rows per split and class (named by classes[label]) and the value range. */
 void cli_print_feature_stats(const otl_features_stats *s, const char *const *classes);

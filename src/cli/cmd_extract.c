@@ -27,21 +27,19 @@ static const char extract_help[] =
     "  --decoders N     JPEG decoding threads (default 1)\n"
     "  --streams N      batches in flight, each on its own session (default 1; on cuda, 2 let one\n"
     "                   batch's upload overlap another's compute)\n"
-    "  --resize R       N (shorter side, default 256), HxW, or none\n"
-    "  --crop C         N (default 224), HxW, or none\n"
-    "  --mean a,b,c     default 0.485,0.456,0.406 (ImageNet)\n"
-    "  --std a,b,c      default 0.229,0.224,0.225\n"
     "  --shard K/N      extract the K-th of N deterministic shares (merge them with onnxtl merge)\n"
     "  --strict         stop at the first unreadable image instead of skipping it\n"
     "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
     "  --quiet          no progress or summary\n" CLI_DEVICE_HELP
     "\n"
+    "preprocessing: torchvision's ImageNet evaluation transform (Resize 256, CenterCrop\n"
+    "224, RGB 0 to 1, mean 0.485,0.456,0.406, std 0.229,0.224,0.225), changed by what\n"
+    "the model states (a fixed input size, image metadata, an ImageScaler on the input),\n"
+    "then by these options; extract prints what it uses and why:\n" CLI_PREPROCESS_HELP
+    "\n"
     "An interrupted run (Ctrl-C, kill, power loss) leaves FILE.partial; running the\n"
     "same command again resumes it.  FILE itself only appears once complete.\n";
 
-typedef struct {
-    const char *resize, *crop, *mean, *std, *out;
-} raw_flags;
 
 static int parse_shard(const char *s, otl_extract_options *o) {
     int k, n;
@@ -53,34 +51,29 @@ static int parse_shard(const char *s, otl_extract_options *o) {
     return 0;
 }
 
-static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, raw_flags *f, bool *quiet) {
+static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, const char **out, bool *quiet) {
     const char *a = argv[*i];
     if (!strcmp(a, "--strict")) return o->strict = true, 0;
     if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return *quiet = true, 0;
     if (!strcmp(a, "--restart")) return o->restart = true, 0;
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     int rc = 0;
-    if (v && cli_device_option("extract", a, v, &o->session, &rc)) {
+    if (v && (cli_device_option("extract", a, v, &o->session, &rc) || cli_preprocess_option("extract", a, v, &o->pre, &rc))) {
         (*i)++;
         return rc;
     }
-    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams",
-                                             "--resize", "--crop", "--mean", "--std", "--shard"};
+    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams", "--shard"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return cli_usage("extract", "unknown option '%s'", a);
     if (!v) return cli_usage("extract", "%s needs a value", a);
     (*i)++;
-    if (!strcmp(a, "-o")) f->out = v;
+    if (!strcmp(a, "-o")) *out = v;
     else if (!strcmp(a, "--cut")) o->cut = v;
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--streams")) return cli_parse_int("extract", a, v, 1, 8, &o->streams) ? 0 : EXIT_USAGE;
-    else if (!strcmp(a, "--resize")) f->resize = v;
-    else if (!strcmp(a, "--crop")) f->crop = v;
-    else if (!strcmp(a, "--mean")) f->mean = v;
-    else if (!strcmp(a, "--std")) f->std = v;
     else return parse_shard(v, o);
     return 0;
 }
@@ -97,14 +90,13 @@ static void print_summary(const otl_extract_result *r) {
 int cmd_extract(int argc, char **argv) {
     if (cli_help_asked(argc, argv, extract_help)) return 0;
     otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
-    otl_preprocess_default(&o.pre);
-    raw_flags f = {0};
+    const char *out = NULL;
     bool quiet = false;
     const char *pos[2] = {0};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1]) {
-            int rc = parse_flag(argc, argv, &i, &o, &f, &quiet);
+            int rc = parse_flag(argc, argv, &i, &o, &out, &quiet);
             if (rc) return rc;
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
@@ -113,23 +105,17 @@ int cmd_extract(int argc, char **argv) {
         }
     }
     if (n_pos != 2) return cli_usage("extract", "expected MODEL and DATA_DIR");
-    onnxtl_status *st = otl_preprocess_parse(&o.pre, f.resize, f.crop, f.mean, f.std);
-    if (st) {
-        int rc = cli_usage("extract", "%s", onnxtl_status_message(st));
-        onnxtl_status_release(st);
-        return rc;
-    }
     char default_out[64];
     snprintf(default_out, sizeof default_out, o.shard_n > 1 ? "features.%d-of-%d.bin" : "features.bin", o.shard_k, o.shard_n);
     o.model_path = pos[0];
     o.data_dir = pos[1];
-    o.out_path = f.out ? f.out : default_out;
+    o.out_path = out ? out : default_out;
     if (!o.session.threads) o.session.threads = omp_get_num_procs();
     cli_reporter rep;
     const otl_events events = cli_reporter_events(&rep, quiet);
     o.events = &events;
     otl_extract_result r;
-    st = otl_extract(&o, &r);
+    onnxtl_status *st = otl_extract(&o, &r);
     if (st) {
         otl_extract_result_free(&r);
         return cli_fail(st);

@@ -22,7 +22,8 @@ static const char run_help[] =
     "  --json           one JSON object per line instead\n"
     "  --batch N        images per run (default 16)\n"
     "  --threads N      default: all cores\n"
-    "  --resize R --crop C --mean a,b,c --std a,b,c   override the model's preprocessing\n" CLI_DEVICE_HELP
+    "preprocessing, over the model's own (what fit-head recorded, or what the model states):\n"
+    CLI_PREPROCESS_HELP CLI_DEVICE_HELP
     "\n"
     "A bad image gets a message naming it; the others are still classified and\n"
     "the exit status is 1.\n";
@@ -115,7 +116,8 @@ static void print_error(void *ctx, size_t index, const char *why) {
 
 int cmd_run(int argc, char **argv) {
     if (cli_help_asked(argc, argv, run_help)) return 0;
-    const char *model = NULL, *resize = NULL, *crop = NULL, *mean = NULL, *std = NULL;
+    const char *model = NULL;
+    otl_preprocess_spec pre = {0};
     int top = 1, batch = 16;
     onnxtl_options opts = {.log = cli_log_line};
     bool json = false;
@@ -132,14 +134,10 @@ int cmd_run(int argc, char **argv) {
             if (i + 1 >= argc) return cli_usage("run", "%s needs a value", a);
             const char *v = argv[++i];
             int ok = 1, rc = 0;
-            if (cli_device_option("run", a, v, &opts, &rc)) ok = !rc;
+            if (cli_device_option("run", a, v, &opts, &rc) || cli_preprocess_option("run", a, v, &pre, &rc)) ok = !rc;
             else if (!strcmp(a, "--top")) ok = cli_parse_int("run", a, v, 1, 64, &top);
             else if (!strcmp(a, "--batch")) ok = cli_parse_int("run", a, v, 1, 4096, &batch);
             else if (!strcmp(a, "--threads")) ok = cli_parse_int("run", a, v, 1, 1024, &opts.threads);
-            else if (!strcmp(a, "--resize")) resize = v;
-            else if (!strcmp(a, "--crop")) crop = v;
-            else if (!strcmp(a, "--mean")) mean = v;
-            else if (!strcmp(a, "--std")) std = v;
             else return cli_usage("run", "unknown option '%s'", a);
             if (!ok) return EXIT_USAGE;
         }
@@ -152,7 +150,7 @@ int cmd_run(int argc, char **argv) {
         st = dir ? collect_dir(&files, inputs.items[i]) : otl_strlist_push(&files, inputs.items[i]);
     }
     otl_classifier c = {0};
-    if (!st) st = otl_classifier_open(model, &opts, resize, crop, mean, std, &c);
+    if (!st) st = otl_classifier_open(model, &opts, &pre, &c);
     run_ctx r = {&c, files.items, top, json, 0};
     otl_classify_sink sink = {print_prediction, print_error, &r};
     if (!st) st = otl_classify_files(&c, (const char *const *)files.items, files.n, batch, &sink);

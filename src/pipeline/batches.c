@@ -44,7 +44,7 @@ static void decode_one(pipeline *pl, otl_jpeg_decoder *dec, size_t image, slot *
     const size_t i = image % (size_t)pl->src->batch;
     otl_image img;
     onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[image], &img);
-    if (!st) st = otl_preprocess_image(pl->src->pre, &img, s->pixels + i * pl->image_floats);
+    if (!st) st = otl_preprocess_image(pl->src->pre, &img, pl->src->hwc, s->pixels + i * pl->image_floats);
     otl_image_free(&img);
     s->errors[i] = NULL;
     if (st) {

@@ -12,6 +12,7 @@ typedef struct {
     size_t n;
     const otl_preprocess *pre;
     int height, width; /* the preprocessed size */
+    bool hwc;          /* images are written height x width x 3 (an NHWC network input) */
     int batch, decoders;
     int consumers;           /* threads running the callback, each batch on one of them */
     onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
@@ -20,7 +21,7 @@ typedef struct {
 typedef struct {
     size_t first;        /* index of the batch's first image in paths */
     size_t count;        /* images the batch covers */
-    float *pixels;       /* good x 3 x height x width, then zeros up to count */
+    float *pixels;       /* good x 3 x height x width (or x height x width x 3), then zeros up to count */
     size_t good;
     const size_t *index; /* per good image: its index in paths */
     size_t n_bad;

@@ -31,16 +31,19 @@ static onnxtl_status *read_classes(otl_classifier *c, const otl_graph *g, int64_
     return NULL;
 }
 
-onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const char *resize,
-                                   const char *crop, const char *mean, const char *std, otl_classifier *c) {
+onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const otl_preprocess_spec *user,
+                                   otl_classifier *c) {
     memset(c, 0, sizeof *c);
     OTL_TRY(onnxtl_model_load(model_path, &c->model));
     const otl_graph *g = onnxtl_model_graph(c->model);
     otl_preprocess_default(&c->pre);
-    OTL_TRY(otl_error_wrap(otl_preprocess_parse(&c->pre, otl_graph_meta(g, "onnxtl.resize"), otl_graph_meta(g, "onnxtl.crop"),
-                                                otl_graph_meta(g, "onnxtl.mean"), otl_graph_meta(g, "onnxtl.std")),
-                           "%s: preprocessing metadata", model_path));
-    OTL_TRY(otl_preprocess_parse(&c->pre, resize, crop, mean, std));
+    char why[256];
+    otl_image_model_defaults(c->model, &c->pre, why, sizeof why);
+    const otl_preprocess_spec fit_head = {otl_graph_meta(g, "onnxtl.resize"), otl_graph_meta(g, "onnxtl.crop"),
+                                          otl_graph_meta(g, "onnxtl.mean"), otl_graph_meta(g, "onnxtl.std"),
+                                          otl_graph_meta(g, "onnxtl.channels"), otl_graph_meta(g, "onnxtl.scale")};
+    OTL_TRY(otl_error_wrap(otl_preprocess_parse(&c->pre, &fit_head), "%s: preprocessing metadata", model_path));
+    OTL_TRY(otl_preprocess_parse(&c->pre, user));
     OTL_TRY(otl_image_model_input(c->model, &c->pre, &c->input));
     const otl_value *out = &g->values[g->outputs[0]];
     c->output = out->name;
@@ -69,8 +72,8 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
     batch_ctx *x = ctx;
     onnxtl_tensor out = {.name = x->c->output};
     if (b->good) {
-        onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
-                            .dims = {(int64_t)b->count, 3, x->c->input.height, x->c->input.width}, .data = b->pixels};
+        onnxtl_tensor in = {.name = x->c->input.name, .dtype = ONNXTL_FLOAT, .rank = 4, .data = b->pixels};
+        otl_image_input_dims(&x->c->input, b->count, in.dims);
         OTL_TRY(onnxtl_session_run(x->c->session, &in, 1, &out, 1));
     }
     if (!otl_batch_wait_turn(turn)) return NULL;
@@ -82,7 +85,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
 
 onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, size_t n, int batch,
                                   const otl_classify_sink *sink) {
-    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, batch, 1, 1, c->session};
+    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, c->input.nhwc, batch, 1, 1, c->session};
     batch_ctx x = {c, sink};
     void *ctxs[1] = {&x};
     return n ? otl_batches_run(&src, on_batch, ctxs) : NULL;

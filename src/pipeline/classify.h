@@ -17,9 +17,11 @@ typedef struct {
     char *class_text; /* storage behind classes */
 } otl_classifier;
 
-/* Loads model; preprocessing comes from its metadata unless overridden (NULL keeps it). */
-onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const char *resize,
-                                   const char *crop, const char *mean, const char *std, otl_classifier *c);
+/* Loads model; preprocessing comes from fit-head's metadata, else from what
+ * the model states (otl_image_model_defaults), and the user's spec (NULL:
+ * none) overrides either. */
+onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options *opts, const otl_preprocess_spec *user,
+                                   otl_classifier *c);
 void otl_classifier_close(otl_classifier *c);
 
 /* Called per readable image with its class probabilities, and per unreadable one with why. */

@@ -36,7 +36,7 @@ onnxtl_status *otl_evaluate(const char *model, const char *data, int batch, cons
                             const otl_events *events, otl_evaluation *e) {
     *e = (otl_evaluation){.events = events};
     otl_strlist paths = {0};
-    onnxtl_status *st = otl_classifier_open(model, opts, NULL, NULL, NULL, NULL, &e->c);
+    onnxtl_status *st = otl_classifier_open(model, opts, NULL, &e->c);
     if (!st) st = otl_dataset_scan(data, &e->ds);
     if (!st) {
         e->to_model = calloc((size_t)e->ds->n_classes + 1, sizeof *e->to_model);

@@ -22,6 +22,8 @@ typedef struct {
     onnxtl_session *sessions[MAX_STREAMS]; /* one per batch in flight */
     int n_sessions;
     otl_image_input input;
+    otl_preprocess pre;  /* defaults, then what the model states, then the user's options */
+    char pre_why[256];   /* what the model stated */
     const char *cut_name;
     int cut;
     uint32_t dim;
@@ -55,14 +57,18 @@ static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
                      why);
 }
 
-/* Finds the cut and its width by planning batch 1 up to it. */
+/* Settles the preprocessing, then finds the cut and its width by planning batch 1 up to it. */
 static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *o) {
     const otl_graph *g = onnxtl_model_graph(b->model);
-    OTL_TRY(otl_image_model_input(b->model, &o->pre, &b->input));
+    otl_preprocess_default(&b->pre);
+    otl_image_model_defaults(b->model, &b->pre, b->pre_why, sizeof b->pre_why);
+    OTL_TRY(otl_preprocess_parse(&b->pre, &o->pre));
+    OTL_TRY(otl_image_model_input(b->model, &b->pre, &b->input));
     OTL_TRY(find_cut(g, o->cut, &b->cut));
     b->cut_name = g->values[b->cut].name;
     otl_graph_head_shape(g, b->cut, b->head, sizeof b->head);
-    otl_tinfo input = {.dtype = ONNXTL_FLOAT, .rank = 4, .dims = {1, 3, b->input.height, b->input.width}}, cut;
+    otl_tinfo input = {.dtype = ONNXTL_FLOAT, .rank = 4}, cut;
+    otl_image_input_dims(&b->input, 1, input.dims);
     OTL_TRY(otl_model_shape(b->model, &input, 1, b->cut, &cut));
     int64_t count = otl_tinfo_count(&cut);
     if (count < 1 || count > UINT32_MAX / 8)
@@ -74,7 +80,7 @@ static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *
 static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b, const otl_dataset *ds,
                                  char **text, size_t *len) {
     otl_features_meta m = {.cut = (char *)b->cut_name, .head = (char *)b->head, .dim = b->dim,
-                           .pre = o->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
+                           .pre = b->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
                            .classes = ds->classes, .n_classes = ds->n_classes,
                            .images = ds->samples, .n_images = ds->n_samples};
     char real[PATH_MAX];
@@ -91,8 +97,8 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
     extraction *x = sc->x;
     onnxtl_tensor out = {.name = x->bb->cut_name};
     if (b->good && !(x->o->strict && b->n_bad)) {
-        onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4,
-                            .dims = {(int64_t)b->count, 3, x->bb->input.height, x->bb->input.width}, .data = b->pixels};
+        onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4, .data = b->pixels};
+        otl_image_input_dims(&x->bb->input, b->count, in.dims);
         OTL_TRY(onnxtl_session_run(sc->session, &in, 1, &out, 1));
     }
     if (!otl_batch_wait_turn(turn)) return NULL;
@@ -117,8 +123,9 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     otl_strlist paths = {0};
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
     onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
-    otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->o->pre, x->bb->input.height,
-                            x->bb->input.width, x->o->batch, x->o->decoders, x->bb->n_sessions, x->bb->sessions[0]};
+    otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->bb->pre, x->bb->input.height,
+                            x->bb->input.width, x->bb->input.nhwc, x->o->batch, x->o->decoders, x->bb->n_sessions,
+                            x->bb->sessions[0]};
     stream streams[MAX_STREAMS];
     void *ctxs[MAX_STREAMS];
     for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
@@ -171,13 +178,14 @@ static onnxtl_status *check_existing(const char *out_path, const char *meta, siz
 
 static void announce(const otl_extract_options *o, const otl_dataset *ds, const backbone *b, size_t total, size_t resumed) {
     char pre[256], shard[96] = "";
-    otl_preprocess_describe(&o->pre, pre, sizeof pre);
+    otl_preprocess_describe(&b->pre, pre, sizeof pre);
     if (o->shard_n > 1) snprintf(shard, sizeof shard, ", shard %d/%d has %zu", o->shard_k, o->shard_n, total);
     otl_events_note(o->events, false, "data: %s: %s, %d classes, %zu images%s", ds->root, otl_layout_name(ds->layout),
                     ds->n_classes, ds->n_samples, shard);
     otl_events_note(o->events, false, "model: %s, features: '%s' (%u values per image)%s%s", o->model_path, b->cut_name,
                     b->dim, *b->head ? ", head cut away: " : "", b->head);
-    otl_events_note(o->events, false, "preprocess: %s", pre);
+    otl_events_note(o->events, false, "preprocess: %s%s%s%s", pre, *b->pre_why ? " (" : "", b->pre_why,
+                    *b->pre_why ? ")" : "");
     if (resumed) otl_events_note(o->events, false, "resuming %s.partial: %zu rows already extracted", o->out_path, resumed);
 }
 

@@ -8,7 +8,7 @@
 typedef struct {
     const char *model_path, *data_dir, *out_path;
     const char *cut; /* NULL: the tensor that feeds the classifier head */
-    otl_preprocess pre;
+    otl_preprocess_spec pre; /* the user's preprocessing, over the model's and torchvision's defaults */
     int batch, decoders;
     int streams; /* batches in flight, each on its own session; 0: one */
     onnxtl_options session; /* threads, device, precision and log of each session */

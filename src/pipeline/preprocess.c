@@ -9,7 +9,7 @@
 
 void otl_preprocess_default(otl_preprocess *p) {
     *p = (otl_preprocess){.resize_short = 256, .crop_w = 224, .crop_h = 224,
-                          .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+                          .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}, .scale = 1};
 }
 
 static bool parse_size(const char *s, int *h, int *w) {
@@ -44,32 +44,41 @@ static bool parse_triple(const char *s, float *v) {
     return *end == '\0';
 }
 
-onnxtl_status *otl_preprocess_parse(otl_preprocess *p, const char *resize, const char *crop,
-                                    const char *mean, const char *std) {
-    if (resize) {
-        p->resize_short = p->resize_w = p->resize_h = 0;
-        int h, w;
-        if (!strcmp(resize, "none")) {
-        } else if (strchr(resize, 'x') && parse_size(resize, &h, &w)) {
-            p->resize_h = h, p->resize_w = w;
-        } else if (parse_size(resize, &h, &w)) {
-            p->resize_short = h;
-        } else {
-            return otl_error(ONNXTL_ERR_ARG, "--resize takes N (shorter side), HxW, or none; got '%s'", resize);
-        }
-    }
-    if (crop) {
-        if (!strcmp(crop, "none")) p->crop_h = p->crop_w = 0;
-        else if (!parse_size(crop, &p->crop_h, &p->crop_w))
-            return otl_error(ONNXTL_ERR_ARG, "--crop takes N, HxW, or none; got '%s'", crop);
-    }
-    if (mean && !parse_triple(mean, p->mean))
-        return otl_error(ONNXTL_ERR_ARG, "--mean takes three numbers like 0.485,0.456,0.406; got '%s'", mean);
-    if (std && !parse_triple(std, p->std))
-        return otl_error(ONNXTL_ERR_ARG, "--std takes three numbers like 0.229,0.224,0.225; got '%s'", std);
-    for (int c = 0; std && c < 3; c++)
-        if (p->std[c] == 0) return otl_error(ONNXTL_ERR_ARG, "--std must not be zero");
+static onnxtl_status *parse_resize(otl_preprocess *p, const char *resize) {
+    p->resize_short = p->resize_w = p->resize_h = 0;
+    int h, w;
+    if (!strcmp(resize, "none")) return NULL;
+    if (strchr(resize, 'x') && parse_size(resize, &h, &w)) p->resize_h = h, p->resize_w = w;
+    else if (parse_size(resize, &h, &w)) p->resize_short = h;
+    else return otl_error(ONNXTL_ERR_ARG, "--resize takes N (shorter side), HxW, or none; got '%s'", resize);
     return NULL;
+}
+
+static onnxtl_status *parse_pixels(otl_preprocess *p, const char *channels, const char *scale) {
+    if (channels && strcmp(channels, "rgb") && strcmp(channels, "bgr"))
+        return otl_error(ONNXTL_ERR_ARG, "--channels takes rgb or bgr; got '%s'", channels);
+    if (channels) p->bgr = !strcmp(channels, "bgr");
+    if (scale && strcmp(scale, "1") && strcmp(scale, "255"))
+        return otl_error(ONNXTL_ERR_ARG, "--scale takes 1 (pixels 0 to 1, as ToTensor) or 255 (0 to 255); got '%s'", scale);
+    if (scale) p->scale = atoi(scale);
+    return NULL;
+}
+
+onnxtl_status *otl_preprocess_parse(otl_preprocess *p, const otl_preprocess_spec *s) {
+    if (!s) return NULL;
+    if (s->resize) OTL_TRY(parse_resize(p, s->resize));
+    if (s->crop) {
+        if (!strcmp(s->crop, "none")) p->crop_h = p->crop_w = 0;
+        else if (!parse_size(s->crop, &p->crop_h, &p->crop_w))
+            return otl_error(ONNXTL_ERR_ARG, "--crop takes N, HxW, or none; got '%s'", s->crop);
+    }
+    if (s->mean && !parse_triple(s->mean, p->mean))
+        return otl_error(ONNXTL_ERR_ARG, "--mean takes three numbers like 0.485,0.456,0.406; got '%s'", s->mean);
+    if (s->std && !parse_triple(s->std, p->std))
+        return otl_error(ONNXTL_ERR_ARG, "--std takes three numbers like 0.229,0.224,0.225; got '%s'", s->std);
+    for (int c = 0; s->std && c < 3; c++)
+        if (p->std[c] == 0) return otl_error(ONNXTL_ERR_ARG, "--std must not be zero");
+    return parse_pixels(p, s->channels, s->scale);
 }
 
 bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w) {
@@ -90,6 +99,8 @@ void otl_preprocess_to_text(const otl_preprocess *p, otl_preprocess_text *t) {
     size_text(t->crop, sizeof t->crop, p->crop_h, p->crop_w);
     snprintf(t->mean, sizeof t->mean, "%.9g,%.9g,%.9g", p->mean[0], p->mean[1], p->mean[2]);
     snprintf(t->std, sizeof t->std, "%.9g,%.9g,%.9g", p->std[0], p->std[1], p->std[2]);
+    snprintf(t->channels, sizeof t->channels, "%s", p->bgr ? "bgr" : "rgb");
+    snprintf(t->scale, sizeof t->scale, "%d", p->scale);
 }
 
 void otl_preprocess_describe(const otl_preprocess *p, char *buf, size_t n) {
@@ -99,8 +110,8 @@ void otl_preprocess_describe(const otl_preprocess *p, char *buf, size_t n) {
     else snprintf(resize, sizeof resize, "no Resize");
     if (p->crop_h) snprintf(crop, sizeof crop, "CenterCrop([%d, %d])", p->crop_h, p->crop_w);
     else snprintf(crop, sizeof crop, "no CenterCrop");
-    snprintf(buf, n, "%s, %s, Normalize(mean=[%g, %g, %g], std=[%g, %g, %g])", resize, crop,
-             p->mean[0], p->mean[1], p->mean[2], p->std[0], p->std[1], p->std[2]);
+    snprintf(buf, n, "%s, %s, %s pixels 0 to %d, Normalize(mean=[%g, %g, %g], std=[%g, %g, %g])", resize, crop,
+             p->bgr ? "BGR" : "RGB", p->scale, p->mean[0], p->mean[1], p->mean[2], p->std[0], p->std[1], p->std[2]);
 }
 
 /* Pillow's resampler (ImagingResample, bilinear, 8 bits per channel):
@@ -318,27 +329,51 @@ void otl_resample_plan_free(otl_resample_plan *pl) {
 /* CenterCrop fused with ToTensor and Normalize, reading src: the plan's
  * window of the resized image.  A byte has 256 values, so each channel's
  * (v / 255 - mean) / std -- the same float32 operations as ToTensor and
- * Normalize -- is computed once per value. */
-static void crop_normalize(const otl_preprocess *p, const otl_image *src, const otl_resample_plan *pl, float *chw) {
-    const int ch = pl->crop_h, cw = pl->crop_w;
+ * Normalize -- is computed once per value; with scale 255 it is
+ * (v - mean) / std.  Output channel c reads the image's channel c, or
+ * 2 - c for a BGR network; a CHW output has channel planes, an HWC one
+ * interleaves them. */
+typedef struct {
     float table[3][256];
-    for (int c = 0; c < 3; c++)
-        for (int v = 0; v < 256; v++) table[c][v] = ((float)v / 255.0f - p->mean[c]) / p->std[c];
-    const size_t plane = (size_t)ch * (size_t)cw;
+    int source[3];               /* per output channel: the RGB channel it reads */
+    size_t pixel_step, channel_step; /* between pixels and channels of the output */
+} normalizer;
+
+static void normalizer_init(const otl_preprocess *p, int ch, int cw, bool hwc, normalizer *n) {
+    for (int c = 0; c < 3; c++) {
+        n->source[c] = p->bgr ? 2 - c : c;
+        for (int v = 0; v < 256; v++)
+            n->table[c][v] = ((p->scale == 255 ? (float)v : (float)v / 255.0f) - p->mean[c]) / p->std[c];
+    }
+    n->pixel_step = hwc ? 3 : 1;
+    n->channel_step = hwc ? 1 : (size_t)ch * (size_t)cw;
+}
+
+static void put_pixel(const normalizer *n, const uint8_t *rgb, float *out) {
+    for (int c = 0; c < 3; c++) out[c * n->channel_step] = n->table[c][rgb[n->source[c]]];
+}
+
+static void crop_normalize(const otl_preprocess *p, const otl_image *src, const otl_resample_plan *pl, bool hwc,
+                           float *out) {
+    const int ch = pl->crop_h, cw = pl->crop_w;
+    static const uint8_t black[3] = {0, 0, 0}; /* the padding, zeros before ToTensor */
+    normalizer n;
+    normalizer_init(p, ch, cw, hwc, &n);
     for (int y = 0; y < ch; y++) {
         const int sy = y + pl->top;
         const bool row_inside = sy >= pl->y0 && sy < pl->y1;
-        /* the crop's columns inside the image; the rest is padding, zeros before ToTensor */
+        /* the crop's columns inside the image */
         const int x_begin = row_inside ? pl->x0 - pl->left : cw, x_end = row_inside ? pl->x1 - pl->left : cw;
-        float *r = chw + (size_t)y * cw, *g = r + plane, *b = g + plane;
-        for (int x = 0; x < x_begin; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
+        float *row = out + (size_t)y * cw * n.pixel_step;
         const uint8_t *px = row_inside ? src->rgb + ((size_t)(sy - pl->y0) * src->width + (size_t)(x_begin + pl->left - pl->x0)) * 3 : NULL;
-        for (int x = x_begin; x < x_end; x++, px += 3) r[x] = table[0][px[0]], g[x] = table[1][px[1]], b[x] = table[2][px[2]];
-        for (int x = x_end; x < cw; x++) r[x] = table[0][0], g[x] = table[1][0], b[x] = table[2][0];
+        for (int x = 0; x < cw; x++) {
+            const bool inside = x >= x_begin && x < x_end;
+            put_pixel(&n, inside ? px + (size_t)(x - x_begin) * 3 : black, row + (size_t)x * n.pixel_step);
+        }
     }
 }
 
-onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw) {
+onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, bool hwc, float *out) {
     otl_resample_plan pl;
     OTL_TRY(otl_resample_plan_make(p, img->width, img->height, &pl));
     otl_image window = {0};
@@ -349,7 +384,7 @@ onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *im
         window = *img;
         window.rgb = img->rgb + ((size_t)pl.y0 * img->width + (size_t)pl.x0) * 3;
     }
-    if (!st) crop_normalize(p, &window, &pl, chw);
+    if (!st) crop_normalize(p, &window, &pl, hwc, out);
     if (pl.hk || pl.vk) otl_image_free(&window);
     otl_resample_plan_free(&pl);
     return st;

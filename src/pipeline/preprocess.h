@@ -12,22 +12,28 @@ typedef struct {
     int resize_short; /* Resize(N): shorter side to N; 0 when unused */
     int resize_w, resize_h; /* Resize([H, W]); 0 when unused */
     int crop_w, crop_h;     /* CenterCrop; 0 for none */
-    float mean[3], std[3];
+    float mean[3], std[3];  /* per channel of the network's input, in its order */
+    bool bgr;               /* the network takes blue, green, red (Caffe-era and CoreML models) */
+    int scale;              /* pixels before Normalize: 1 as ToTensor gives them (0 to 1), or 255 (0 to 255) */
 } otl_preprocess;
 
-/* torchvision's ImageNet evaluation transform: Resize(256), CenterCrop(224), ImageNet mean/std. */
+/* torchvision's ImageNet evaluation transform: Resize(256), CenterCrop(224),
+ * ToTensor (RGB, 0 to 1), ImageNet mean/std. */
 void otl_preprocess_default(otl_preprocess *p);
 
-/* Parses the CLI forms: resize "256" | "64x64" (H x W) | "none"; crop "224" | "HxW" | "none";
- * mean/std "a,b,c" (one value applies to all three channels). NULL leaves a field as is. */
-onnxtl_status *otl_preprocess_parse(otl_preprocess *p, const char *resize, const char *crop,
-                                    const char *mean, const char *std);
+/* Preprocessing as the CLI and metadata spell it: resize "256" | "64x64" (H x W) | "none";
+ * crop "224" | "HxW" | "none"; mean/std "a,b,c" (one value applies to all three channels);
+ * channels "rgb" | "bgr"; scale "1" | "255".  A NULL field leaves its setting as it is. */
+typedef struct {
+    const char *resize, *crop, *mean, *std, *channels, *scale;
+} otl_preprocess_spec;
+onnxtl_status *otl_preprocess_parse(otl_preprocess *p, const otl_preprocess_spec *s);
 
 /* Output height and width; false when images of different sizes would not batch. */
 bool otl_preprocess_fixed_size(const otl_preprocess *p, int *h, int *w);
 
-/* Writes 3 x out_h x out_w floats to chw. */
-onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, float *chw);
+/* Writes 3 x out_h x out_w floats, or out_h x out_w x 3 with hwc (a network that takes NHWC). */
+onnxtl_status *otl_preprocess_image(const otl_preprocess *p, const otl_image *img, bool hwc, float *out);
 
 /* How one w x h image becomes the network's input: Resize to resized_w x
  * resized_h, then the crop_w x crop_h crop at (left, top) (negative: zero
@@ -47,9 +53,9 @@ typedef struct {
 onnxtl_status *otl_resample_plan_make(const otl_preprocess *p, int w, int h, otl_resample_plan *plan);
 void otl_resample_plan_free(otl_resample_plan *plan);
 
-/* The four CLI-form strings (resize, crop, mean, std) that otl_preprocess_parse reads back. */
+/* The CLI-form strings that otl_preprocess_parse reads back. */
 typedef struct {
-    char resize[32], crop[32], mean[64], std[64];
+    char resize[32], crop[32], mean[64], std[64], channels[8], scale[8];
 } otl_preprocess_text;
 void otl_preprocess_to_text(const otl_preprocess *p, otl_preprocess_text *t);
 
