@@ -25,6 +25,7 @@ typedef enum {
 const char *otl_op_name(otl_op op);
 
 enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID };
+enum { FUSED_NONE, FUSED_SWISH, FUSED_HARDSWISH, FUSED_CLIP };
 
 /* Parsed attributes of a node, holding the defaults of its op's version
  * (ops.def) where the node gives none.  One flat struct: each op reads the
@@ -89,6 +90,9 @@ typedef struct {
     int64_t training_mode;
     /* Set by otl_pass_fuse_relu: the op applies Relu to its output. */
     int fused_relu;
+    /* Set by otl_pass_fuse_conv_activation: another activation a Conv applies
+     * to its output, with alpha (Swish) or clip_min/clip_max (Clip). */
+    int fused_act;
     /* Set by otl_pass_fuse_residual: a Conv adds input 3 (a tensor of its
      * output's shape) to its result before any fused Relu; residual_add is
      * the node index of the Add it took in, which a plan runs again where the
@@ -157,6 +161,8 @@ onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_residual(otl_graph *g);
 onnxtl_status *otl_pass_fuse_gelu(otl_graph *g);
+onnxtl_status *otl_pass_fuse_swish(otl_graph *g);
+onnxtl_status *otl_pass_fuse_conv_activation(otl_graph *g);
 
 /* The value that feeds the classifier head (head.c): walking back from the
  * output over the Linear layers, activations, Dropout, flattening and final

@@ -361,6 +361,8 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
     OTL_TRY(otl_pass_fold_batchnorm(g));
     OTL_TRY(otl_pass_fuse_relu(g));
     OTL_TRY(otl_pass_fuse_gelu(g));
+    OTL_TRY(otl_pass_fuse_swish(g));
+    OTL_TRY(otl_pass_fuse_conv_activation(g));
     return otl_pass_fuse_residual(g);
 }
 

@@ -160,7 +160,7 @@ static void fuse_one_residual(otl_graph *g, otl_node *add) {
         if (!produced_by(g, skip, OP_CONV) && !produced_by(g, skip, OP_ADD) && !produced_by(g, skip, OP_MAXPOOL)) continue;
         if (g->values[skip].producer > p) continue;
         otl_node *conv = &g->nodes[p];
-        if (conv->attrs.fused_relu || conv->attrs.fused_add) continue;
+        if (conv->attrs.fused_relu || conv->attrs.fused_act || conv->attrs.fused_add) continue;
         int *in = realloc(conv->in, 4 * sizeof *in);
         if (!in) return; /* leaving the graph unfused is always correct */
         conv->in = in;
@@ -231,5 +231,66 @@ static void fuse_one_gelu(otl_graph *g, otl_node *erf) {
 onnxtl_status *otl_pass_fuse_gelu(otl_graph *g) {
     for (int i = 0; i < g->n_nodes; i++)
         if (!g->nodes[i].removed && g->nodes[i].op == OP_ERF) fuse_one_gelu(g, &g->nodes[i]);
+    return NULL;
+}
+
+/* x * Sigmoid(x), as torch exports nn.SiLU (EfficientNet's activation),
+ * becomes one Swish node: two passes over the activation become one. */
+static void fuse_one_swish(otl_graph *g, otl_node *sigmoid) {
+    otl_node *mul = only_reader(g, sigmoid->out[0]);
+    if (!mul || mul->op != OP_MUL || mul->attrs.fused_relu || other_input(mul, sigmoid->out[0]) != sigmoid->in[0])
+        return;
+    mul->op = OP_SWISH;
+    mul->in[0] = sigmoid->in[0];
+    mul->n_in = 1;
+    memset(&mul->attrs, 0, sizeof mul->attrs);
+    mul->attrs.n_axes = mul->attrs.n_perm = mul->attrs.n_split = -1;
+    mul->attrs.alpha = 1.0f;
+    sigmoid->removed = true;
+}
+
+onnxtl_status *otl_pass_fuse_swish(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].removed && g->nodes[i].op == OP_SIGMOID) fuse_one_swish(g, &g->nodes[i]);
+    return NULL;
+}
+
+/* Clip's bounds where they are known at load time: attributes before opset
+ * 11, constant scalar inputs (or none) after. */
+static bool constant_clip(const otl_graph *g, const otl_node *clip, float *lo, float *hi) {
+    *lo = clip->opset < 11 ? clip->attrs.clip_min : -INFINITY;
+    *hi = clip->opset < 11 ? clip->attrs.clip_max : INFINITY;
+    for (int k = 1; k < clip->n_in && clip->opset >= 11; k++) {
+        if (clip->in[k] < 0) continue;
+        const otl_value *b = &g->values[clip->in[k]];
+        if (!b->data || b->dtype != ONNXTL_FLOAT || (b->rank == 1 && b->dims[0] != 1) || b->rank > 1) return false;
+        *(k == 1 ? lo : hi) = *(const float *)b->data;
+    }
+    return true;
+}
+
+/* Conv followed by Swish (EfficientNet), HardSwish (MobileNetV3) or Clip
+ * (MobileNetV2's ReLU6): the Conv applies it as it writes its output, which
+ * oneDNN does as a post-op while the tile is in cache. */
+static void fuse_one_conv_activation(otl_graph *g, otl_node *conv) {
+    otl_node *act = only_reader(g, conv->out[0]);
+    float lo, hi;
+    if (!act || act->in[0] != conv->out[0]) return;
+    if (act->op == OP_SWISH) conv->attrs.fused_act = FUSED_SWISH, conv->attrs.alpha = act->attrs.alpha;
+    else if (act->op == OP_HARDSWISH) conv->attrs.fused_act = FUSED_HARDSWISH;
+    else if (act->op == OP_CLIP && constant_clip(g, act, &lo, &hi))
+        conv->attrs.fused_act = FUSED_CLIP, conv->attrs.clip_min = lo, conv->attrs.clip_max = hi;
+    else return;
+    g->values[act->out[0]].producer = (int)(conv - g->nodes);
+    conv->out[0] = act->out[0];
+    act->removed = true;
+}
+
+onnxtl_status *otl_pass_fuse_conv_activation(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *n = &g->nodes[i];
+        if (!n->removed && n->op == OP_CONV && n->n_out == 1 && !n->attrs.fused_relu && !n->attrs.fused_act)
+            fuse_one_conv_activation(g, n);
+    }
     return NULL;
 }

@@ -217,12 +217,23 @@ static void last_uses(const otl_plan *p, int *last) {
     for (int i = 0; i < p->n_outputs; i++) last[p->outputs[i]] = p->n_steps;
 }
 
-/* A Conv with a fused residual may write over its skip tensor when that is
- * the skip's last use: the output then shares the skip's buffer. */
+/* Ops whose output is their input's bytes, which then copy nothing. */
+static bool is_reshape(otl_op op) {
+    switch (op) {
+    case OP_FLATTEN: case OP_RESHAPE: case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_IDENTITY: case OP_DROPOUT:
+        return true;
+    default: return false;
+    }
+}
+
+/* A step may take over the buffer of an input whose last use it is, where
+ * that input holds the output's bytes: a Conv its fused residual's skip
+ * tensor, a reshape its input. */
 static int inplace_base(const otl_plan *p, const otl_node *n, int s, const int *slot, const int *last) {
-    if (n->op != OP_CONV || !n->attrs.fused_add) return -1;
-    int skip = n->in[3];
-    return slot[skip] >= 0 && last[skip] == s ? skip : -1;
+    const int base = n->op == OP_CONV && n->attrs.fused_add ? n->in[3] : is_reshape(n->op) ? n->in[0] : -1;
+    if (base < 0 || n->out[0] < 0 || slot[base] < 0 || last[base] != s) return -1;
+    const otl_tinfo *x = &p->t[base], *y = &p->t[n->out[0]];
+    return x->dtype == y->dtype && otl_tinfo_count(x) == otl_tinfo_count(y) ? base : -1;
 }
 
 /* One lifetime per buffer; *aliases lists (value, base value) pairs that share one. */

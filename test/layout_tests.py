@@ -308,6 +308,23 @@ def cases():
         add(f"Upsample opset 7 {mode}", lambda g, mode=mode: g.node("Upsample", [a4(g)], mode=mode,
                                                                     scales=[1.0, 1.0, 2.0, 1.5]), 7)
 
+    # Activations a Conv takes in (Swish as Sigmoid times its input, HardSwish, Clip as ReLU6), and
+    # look-alikes it must not: a Sigmoid of another tensor, a Clip with computed bounds.
+    add("Conv then x * Sigmoid(x) (Swish)", lambda g: (lambda x: g.node("Mul", [x, g.node("Sigmoid", [x])]))(a4(g)))
+    add("Conv then Sigmoid(x) * x (Swish)", lambda g: (lambda x: g.node("Mul", [g.node("Sigmoid", [x]), x]))(a4(g)))
+    add("x * Sigmoid(y) stays apart", lambda g: g.node("Mul", [a4(g), g.node("Sigmoid", [b4(g)])]))
+    add("Swish of a Slice (no Conv to take it)", lambda g: (lambda x: g.node("Mul", [x, g.node("Sigmoid", [x])]))(
+        g.node("Slice", [a4(g), g.const([1], np.int64), g.const([5], np.int64), g.const([2], np.int64)])))
+    add("Conv then HardSwish", lambda g: g.node("HardSwish", [a4(g)]), 14)
+    add("Conv then Clip(0, 6)", lambda g: g.node("Clip", [a4(g), g.const(0.0), g.const(6.0)]), 13)
+    add("Conv then Clip(-0.2, 0.3) opset 10", lambda g: g.node("Clip", [a4(g)], min=-0.2, max=0.3), 10)
+    add("Conv then Clip with a computed bound", lambda g: g.node("Clip", [
+        a4(g), g.node("ReduceMin", [b4(g)], keepdims=0), g.const(0.5)]), 13)
+    add("Conv then Swish, used twice", lambda g: (lambda x: (lambda y: g.node("Add", [y, x]))(
+        g.node("Mul", [x, g.node("Sigmoid", [x])])))(a4(g)))
+    add("Conv dilated then HardSwish", lambda g: g.node("HardSwish", [conv_of(g, a4(g), 4, 4, dilations=[2, 2],
+                                                                              pads=[2, 2, 2, 2])]), 14)
+
     add("MaxPool dilated", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], dilations=[2, 1]))
     add("MaxPool", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
     add("MaxPool ceil_mode", lambda g: g.node("MaxPool", [a4(g)], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1))

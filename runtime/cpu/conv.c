@@ -110,16 +110,13 @@ static void col2im(const float *col, int64_t channels, const otl_window *w, floa
     }
 }
 
-/* Adds the per-channel bias (when there is one) and applies a fused Relu. */
-static void finish_output(float *y, const float *bias, bool relu, int64_t channels, int64_t plane) {
-    if (!bias && !relu) return;
+/* Adds the per-channel bias (when there is one) and applies a fused activation. */
+static void finish_output(float *y, const float *bias, const otl_attrs *a, int64_t channels, int64_t plane) {
+    if (!bias && !a->fused_relu && !a->fused_act) return;
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; c++) {
         float b = bias ? bias[c] : 0.0f;
-        for (int64_t i = 0; i < plane; i++) {
-            float v = y[c * plane + i] + b;
-            y[c * plane + i] = relu && v < 0.0f ? 0.0f : v;
-        }
+        for (int64_t i = 0; i < plane; i++) y[c * plane + i] = otl_conv_activation(a, y[c * plane + i] + b);
     }
 }
 
@@ -150,7 +147,7 @@ onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
             OTL_TRY(otl_sgemm(false, false, mg, out_plane, kdim, 1.0f, Wt + g * mg * kdim, kdim, col,
                               out_plane, residual ? 1.0f : 0.0f, yg, out_plane));
         }
-        finish_output(Y + b * m * out_plane, bias, a->n->attrs.fused_relu, m, out_plane);
+        finish_output(Y + b * m * out_plane, bias, &a->n->attrs, m, out_plane);
     }
     return NULL;
 }
@@ -172,7 +169,7 @@ onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a) {
                               a->workspace, in_plane));
             col2im(a->workspace, mg, &w, Y + (b * m + g * mg) * out_plane);
         }
-        finish_output(Y + b * m * out_plane, bias, a->n->attrs.fused_relu, m, out_plane);
+        finish_output(Y + b * m * out_plane, bias, &a->n->attrs, m, out_plane);
     }
     return NULL;
 }

@@ -36,6 +36,7 @@ static const cpu_kernel kernels[OP_COUNT] = {
     [OP_RELU] = {otl_cpu_relu, LAYOUT_FOLLOW},
     [OP_LEAKYRELU] = {otl_cpu_leakyrelu, LAYOUT_FOLLOW},
     [OP_SIGMOID] = {otl_cpu_sigmoid, LAYOUT_FOLLOW},
+    [OP_SWISH] = {otl_cpu_swish, LAYOUT_FOLLOW},
     [OP_CLIP] = {otl_cpu_clip, LAYOUT_FOLLOW},
     [OP_MAXPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},
     [OP_AVGPOOL] = {otl_cpu_pool, LAYOUT_FOLLOW},

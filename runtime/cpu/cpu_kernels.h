@@ -67,6 +67,20 @@ static inline float otl_erf_poly(float x) {
     return x < 0.0f ? -r : r;
 }
 
+/* The activation a Conv applies to its output (a fused Relu, Swish,
+ * HardSwish or Clip), or v unchanged. */
+static inline float otl_conv_activation(const otl_attrs *a, float v) {
+    switch (a->fused_act) {
+    case FUSED_SWISH: return v / (1.0f + otl_exp_poly(-a->alpha * v));
+    case FUSED_HARDSWISH: {
+        const float h = v * (1.0f / 6.0f) + 0.5f;
+        return v * (h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h);
+    }
+    case FUSED_CLIP: return v < a->clip_min ? a->clip_min : v > a->clip_max ? a->clip_max : v;
+    default: return a->fused_relu && v < 0.0f ? 0.0f : v;
+    }
+}
+
 /* t's dims right-aligned to [N, C, H, W], ones in front (rank 4 or less). */
 static inline void otl_dims4(const otl_tinfo *t, int64_t *d) {
     d[0] = d[1] = d[2] = d[3] = 1;
@@ -81,6 +95,7 @@ void otl_broadcast_strides(const otl_tinfo *in, const otl_tinfo *out, int64_t *s
 onnxtl_status *otl_cpu_relu(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_leakyrelu(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_sigmoid(const otl_kernel_args *a);
+onnxtl_status *otl_cpu_swish(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_hardsigmoid(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_hardswish(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_tanh(const otl_kernel_args *a);

@@ -59,15 +59,21 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &smd, &wmd,
                                                         has_bias ? &bmd : NULL, &dmd, strides, dil, pl, pr),
              "convolution desc");
-    /* Fused residual: dst = conv + dst (dst holds the skip tensor); then Relu. */
+    /* Fused residual: dst = conv + dst (dst holds the skip tensor); then the activation. */
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
-    if (n->attrs.fused_relu || n->attrs.fused_add) {
+    const otl_attrs *a = &n->attrs;
+    if (a->fused_relu || a->fused_act || a->fused_add) {
         DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
         DNNL_TRY(dnnl_post_ops_create(&ops), "post ops");
-        if (n->attrs.fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
-        if (n->attrs.fused_relu)
-            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
+        if (a->fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
+        if (a->fused_relu) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
+        if (a->fused_act == FUSED_SWISH)
+            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, a->alpha, 0.0f), "post ops");
+        if (a->fused_act == FUSED_HARDSWISH)
+            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f), "post ops");
+        if (a->fused_act == FUSED_CLIP)
+            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_clip_v2, a->clip_min, a->clip_max), "post ops");
         DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post ops");
     }
     dnnl_status_t s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL);

@@ -1,5 +1,6 @@
 /* Data movement: reshaping copies, Shape, the Gathers, Concat, Transpose, Pad.
  * All work on any element type through its byte size. */
+#include <omp.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -146,6 +147,21 @@ onnxtl_status *otl_cpu_concat(const otl_kernel_args *a) {
     return NULL;
 }
 
+/* Copies one element of es bytes; the common sizes as plain loads and stores. */
+static inline void copy_element(char *dst, const char *src, size_t es) {
+    switch (es) {
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    case 2: memcpy(dst, src, 2); break;
+    case 1: *dst = *src; break;
+    default: memcpy(dst, src, es);
+    }
+}
+
+/* Output rows are runs of the last output axis; where that axis is also the
+ * input's last (perm ends with r-1), each row is one contiguous copy.  The
+ * threads take equal shares of the rows, each starting its index from its
+ * first row. */
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
     if (a->nhwc) { /* the layout planner found the permutation to be the storage's own */
@@ -162,16 +178,29 @@ onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a) {
         perm_stride[i] = in_stride[a->n->attrs.n_perm >= 0 ? a->n->attrs.perm[i] : r - 1 - i];
     const size_t es = otl_dtype_size(x->dtype);
     const int64_t count = otl_tinfo_count(y);
+    const bool runs = r > 0 && perm_stride[r - 1] == 1;
+    const int64_t run = runs ? y->dims[r - 1] : 1, rows = run ? count / run : 0;
+    const int outer = runs ? r - 1 : r;
     const char *src = a->in[0];
     char *dst = a->out[0];
-    int64_t idx[ONNXTL_MAX_RANK] = {0}, off = 0;
-    for (int64_t i = 0; i < count; i++) {
-        memcpy(dst + (size_t)i * es, src + (size_t)off * es, es);
-        for (int d = r - 1; d >= 0; d--) {
-            off += perm_stride[d];
-            if (++idx[d] < y->dims[d]) break;
-            off -= perm_stride[d] * idx[d];
-            idx[d] = 0;
+#pragma omp parallel if (count > 65536)
+    {
+        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+        int64_t idx[ONNXTL_MAX_RANK] = {0}, off = 0, rest = begin;
+        for (int d = outer - 1; d >= 0; d--) {
+            idx[d] = rest % y->dims[d], rest /= y->dims[d];
+            off += idx[d] * perm_stride[d];
+        }
+        for (int64_t row = begin; row < end; row++) {
+            if (runs) memcpy(dst + (size_t)(row * run) * es, src + (size_t)off * es, (size_t)run * es);
+            else copy_element(dst + (size_t)row * es, src + (size_t)off * es, es);
+            for (int d = outer - 1; d >= 0; d--) {
+                off += perm_stride[d];
+                if (++idx[d] < y->dims[d]) break;
+                off -= perm_stride[d] * idx[d];
+                idx[d] = 0;
+            }
         }
     }
     return NULL;

@@ -41,6 +41,7 @@ static inline float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f 
 MAP_KERNEL(relu, x > 0.0f ? x : 0.0f)
 MAP_KERNEL(leakyrelu, x >= 0.0f ? x : at->alpha * x)
 MAP_KERNEL(sigmoid, 1.0f / (1.0f + otl_exp_poly(-x)))
+MAP_KERNEL(swish, x / (1.0f + otl_exp_poly(-at->alpha * x)))
 MAP_KERNEL(hardsigmoid, clamp01(at->alpha * x + at->beta))
 MAP_KERNEL(hardswish, x * clamp01(x * (1.0f / 6.0f) + 0.5f))
 MAP_KERNEL(tanh, tanhf(x))

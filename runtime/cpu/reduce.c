@@ -18,12 +18,36 @@ static void softmax_layout(const otl_node *n, const otl_tinfo *x, int64_t *outer
     }
 }
 
+/* Softmax over contiguous rows, in float: the maximum, exp(x - max) by
+ * otl_exp_poly and their sum vectorise. */
+static void softmax_rows(const float *X, float *Y, int64_t rows, int64_t dim, bool log_out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < rows; o++) {
+        const float *x = X + o * dim;
+        float *y = Y + o * dim, mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+        for (int64_t d = 0; d < dim; d++) mx = x[d] > mx ? x[d] : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t d = 0; d < dim; d++) {
+            y[d] = otl_exp_poly(x[d] - mx);
+            sum += y[d];
+        }
+        const float inv = 1.0f / sum, log_sum = logf(sum);
+#pragma omp simd
+        for (int64_t d = 0; d < dim; d++) y[d] = log_out ? x[d] - mx - log_sum : y[d] * inv;
+    }
+}
+
 onnxtl_status *otl_cpu_softmax(const otl_kernel_args *a) {
     int64_t outer, dim, inner;
     softmax_layout(a->n, IN_T(a, 0), &outer, &dim, &inner);
     const bool log_out = a->n->op == OP_LOGSOFTMAX;
     const float *X = a->in[0];
     float *Y = a->out[0];
+    if (inner == 1) {
+        softmax_rows(X, Y, outer, dim, log_out);
+        return NULL;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t i = 0; i < inner; i++) {

@@ -27,6 +27,7 @@ typedef struct {
     cudnnActivationDescriptor_t act;
     void *weights, *bias_data; /* device, in the compute type */
     bool to_nchw;              /* a copy op that must reorder an NHWC input */
+    bool via_workspace;        /* ... into its own buffer (the plan let the output take it over) */
 } cuda_step;
 
 typedef struct {
@@ -414,7 +415,10 @@ static onnxtl_status *run_add(cuda_state *s, const otl_node *n, const cuda_step 
 
 /* Channels-last data read in ONNX order is reordered first. */
 static onnxtl_status *prepare_copy(cuda_state *s, const otl_node *n, cuda_step *cs, size_t *ws) {
-    cs->to_nchw = s->nhwc[n->in[0]] && hw(&s->plan->t[n->in[0]]) > 1;
+    const otl_plan *p = s->plan;
+    cs->to_nchw = s->nhwc[n->in[0]] && hw(&p->t[n->in[0]]) > 1;
+    cs->via_workspace = cs->to_nchw && p->offset[n->in[0]] >= 0 && p->offset[n->in[0]] == p->offset[n->out[0]];
+    if (cs->via_workspace) *ws = (size_t)otl_tinfo_count(&p->t[n->out[0]]) * s->esize;
     return NULL;
 }
 
@@ -422,8 +426,13 @@ static onnxtl_status *run_copy(cuda_state *s, const otl_node *n, const cuda_step
     const otl_tinfo *x = &s->plan->t[n->in[0]], *y = &s->plan->t[n->out[0]];
     const void *in = s->ptr[n->in[0]];
     void *out = s->ptr[n->out[0]];
-    if (cs->to_nchw) CUDA_TRY(otl_cuda_nhwc_to_nchw(in, out, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
-    else if (in != out)
+    if (cs->via_workspace) {
+        CUDA_TRY(otl_cuda_nhwc_to_nchw(in, s->workspace, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
+        CUDA_TRY(cudaMemcpyAsync(out, s->workspace, (size_t)otl_tinfo_count(y) * s->esize, cudaMemcpyDeviceToDevice,
+                                 s->stream));
+    } else if (cs->to_nchw) {
+        CUDA_TRY(otl_cuda_nhwc_to_nchw(in, out, s->dtype, x->dims[0], x->dims[1], hw(x), s->stream));
+    } else if (in != out)
         CUDA_TRY(cudaMemcpyAsync(out, in, (size_t)otl_tinfo_count(y) * s->esize, cudaMemcpyDeviceToDevice, s->stream));
     return NULL;
 }
@@ -450,7 +459,7 @@ static bool symmetric_window(const otl_node *n, const otl_tinfo *x, const int64_
 static bool conv_runs(const otl_plan *p, const otl_node *n) {
     const otl_tinfo *x = &p->t[n->in[0]], *w = &p->t[n->in[1]];
     otl_window win;
-    return is_4d(x) && w->data && (n->n_in < 3 || n->in[2] < 0 || p->t[n->in[2]].data) &&
+    return is_4d(x) && w->data && (n->n_in < 3 || n->in[2] < 0 || p->t[n->in[2]].data) && !n->attrs.fused_act &&
            symmetric_window(n, x, w->dims + 2, false, &win);
 }
 
