@@ -44,6 +44,8 @@ typedef struct {
     int64_t storage_order; /* MaxPool's Indices: 0 row-major, 1 column-major within a plane */
     /* Axis-based ops. */
     int64_t axis;
+    int64_t broadcast; /* binary ops before opset 7: broadcast B onto A (from axis, where has_axis) */
+    bool has_axis;
     int n_axes; /* -1: attribute absent */
     int64_t axes[ONNXTL_MAX_RANK];
     int n_perm; /* -1: absent (Transpose reverses) */

@@ -57,8 +57,8 @@ static onnxtl_status *init_header(otl_graph *g, const char *path, const Onnx__Mo
     g->opset = default_opset(m);
     if (g->opset < 0)
         return otl_error(ONNXTL_ERR_MODEL, "the model imports no default-domain (ai.onnx) opset");
-    if (g->opset < 7)
-        return otl_error(ONNXTL_ERR_UNSUPPORTED, "opset %d is too old (7 or newer supported)",
+    if (g->opset < 6)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "opset %d is too old (6 or newer supported)",
                          g->opset);
     return NULL;
 }

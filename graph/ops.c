@@ -9,8 +9,8 @@
 #include "dtype.h"
 
 typedef enum {
-    ATTR_INT, ATTR_INT_SET, ATTR_FLOAT, ATTR_INTS, ATTR_FLOATS, ATTR_ENUM, ATTR_STRING, ATTR_TENSOR, ATTR_ONLY,
-    ATTR_UNUSED
+    ATTR_INT, ATTR_INT_SET, ATTR_INT_NOT, ATTR_FLOAT, ATTR_INTS, ATTR_FLOATS, ATTR_ENUM, ATTR_STRING, ATTR_TENSOR,
+    ATTR_ONLY, ATTR_UNUSED
 } attr_type;
 
 /* One attribute an op version accepts, and where its value goes. */
@@ -28,6 +28,7 @@ typedef struct {
 #define OFF(f) offsetof(otl_attrs, f)
 #define A_INT(name, f, def) {name, ATTR_INT, OFF(f), 0, 0, def, NULL, NULL},
 #define A_INT_SET(name, f, flag) {name, ATTR_INT_SET, OFF(f), OFF(flag), 0, 0, NULL, NULL},
+#define A_INT_NOT(name, f, def) {name, ATTR_INT_NOT, OFF(f), 0, 0, def, NULL, NULL},
 #define A_FLOAT(name, f, def) {name, ATTR_FLOAT, OFF(f), 0, 0, def, NULL, NULL},
 #define A_INTS(name, f, count, cap) {name, ATTR_INTS, OFF(f), OFF(count), cap, 0, NULL, NULL},
 #define A_FLOATS(name, f, count, cap) {name, ATTR_FLOATS, OFF(f), OFF(count), cap, 0, NULL, NULL},
@@ -167,6 +168,7 @@ static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, 
     switch (s->type) {
     case ATTR_INT: *(int64_t *)field = at->i; return NULL;
     case ATTR_INT_SET: *(int64_t *)field = at->i, *(bool *)((char *)a + s->extra) = true; return NULL;
+    case ATTR_INT_NOT: *(int64_t *)field = !at->i; return NULL;
     case ATTR_FLOAT: *(float *)field = at->f; return NULL;
     case ATTR_INTS: return set_ints(s, at, a);
     case ATTR_FLOATS:
@@ -190,6 +192,7 @@ static void set_defaults(const otl_op_version *v, otl_attrs *a) {
     a->n_axes = a->n_perm = a->n_split = -1; /* absent */
     for (const attr_spec *s = v->attrs; s->name; s++) {
         if (s->type == ATTR_INT) *(int64_t *)((char *)a + s->field) = (int64_t)s->value;
+        else if (s->type == ATTR_INT_NOT) *(int64_t *)((char *)a + s->field) = !(int64_t)s->value;
         else if (s->type == ATTR_FLOAT) *(float *)((char *)a + s->field) = (float)s->value;
     }
 }

@@ -332,7 +332,23 @@ static onnxtl_status *infer_clip(const otl_node *nd, otl_tinfo *t) {
     return infer_same(nd, t);
 }
 
+/* Before opset 7, Add, Sub, Mul, Div, Pow, the comparisons and the logic ops
+ * broadcast B onto A only with broadcast=1, aligned at axis or with A's last
+ * dims.  Numpy's rules, which onnxtl applies, give the same result except
+ * where axis puts B before A's last dims (Caffe2's bias along channels):
+ * that is refused rather than computed otherwise. */
+static onnxtl_status *check_legacy_broadcast(const otl_node *nd, const otl_tinfo *t) {
+    if (nd->opset >= 7 || nd->n_in != 2 || !nd->attrs.broadcast || !nd->attrs.has_axis) return NULL;
+    const otl_tinfo *a = &t[nd->in[0]], *b = &t[nd->in[1]];
+    if (nd->attrs.axis == a->rank - b->rank) return NULL;
+    return otl_error(ONNXTL_ERR_UNSUPPORTED,
+                     "%s with broadcast=1 along axis %lld (B of rank %d aligned before A's last dims) is not "
+                     "supported; convert the model to opset 7 or newer", otl_op_name(nd->op),
+                     (long long)nd->attrs.axis, b->rank);
+}
+
 static onnxtl_status *infer_binary(const otl_node *nd, otl_tinfo *t) {
+    OTL_TRY(check_legacy_broadcast(nd, t));
     otl_tinfo acc = t[nd->in[0]];
     for (int i = 1; i < nd->n_in; i++) {
         const otl_tinfo *b = &t[nd->in[i]];
@@ -709,6 +725,7 @@ static onnxtl_status *infer_cast(const otl_node *nd, otl_tinfo *t) {
 
 /* Broadcast shape of every input, which must share one type unless mixed is set. */
 static onnxtl_status *broadcast_all(const otl_node *nd, const otl_tinfo *t, int first, bool mixed, otl_tinfo *acc) {
+    OTL_TRY(check_legacy_broadcast(nd, t));
     *acc = t[nd->in[first]];
     for (int i = first + 1; i < nd->n_in; i++) {
         const otl_tinfo *b = &t[nd->in[i]];

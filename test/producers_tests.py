@@ -19,12 +19,18 @@ torchvision exports (this machine cannot download the model zoo).
 - custom_vision: SqueezeNet taking 227 x 227 images, with the image metadata
   Custom Vision writes (Image.BitmapPixelFormat Bgr8, NominalRange_0_255):
   extract crops 227, feeds BGR 0-255 pixels and says why.
+- opset6: a network as the ONNX 1.2-era PyTorch exporter wrote it at opset 6
+  (BatchNormalization with is_test, Dropout with is_test, Gemm and Add/Mul
+  with broadcast=1): onnxtl runs the opset 6 file and must agree with ONNX
+  Runtime (which starts at opset 7) on ONNX's own conversion of it to opset
+  7; a broadcast along an axis before B's last dims is refused in one line.
 - nhwc_input: ResNet18 behind a Transpose from N x H x W x 3, as tf2onnx and
   Keras exports take images: logits equal, and extract's features equal the
   plain export's on real photos.
 
 usage: producers_tests.py ONNXTL
 """
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +38,7 @@ import tempfile
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,6 +246,70 @@ def custom_vision(onnxtl, tmp):
            line or r.stderr)
 
 
+def ort_outputs(tmp, model, x, names):
+    """ONNX Runtime's outputs for input x, through test/ort_run.js."""
+    xin, spec = os.path.join(tmp, "ort_x.npy"), os.path.join(tmp, "ort_spec.json")
+    np.save(xin, x)
+    refs = {n: os.path.join(tmp, f"ort_{i}.npy") for i, n in enumerate(names)}
+    with open(spec, "w") as f:
+        json.dump([{"model": model, "inputs": {"input": xin}, "outputs": refs}], f)
+    subprocess.run([os.path.join(ROOT, "tools", "install_ort.sh")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["node", os.path.join(ROOT, "test", "ort_run.js"), spec], check=True, stdout=subprocess.DEVNULL)
+    for ref in refs.values():
+        if os.path.exists(ref + ".err"):
+            print(f"ONNX Runtime refused {model}: {open(ref + '.err').read().strip()}")
+            return None
+    return [np.load(refs[n]) for n in names]
+
+
+def opset6_network(rng, legacy_axis):
+    c = lambda name, shape, scale=0.3: numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+    inits = [c("w", (4, 3, 3, 3)), c("b", (4,)), c("bn_scale", (4,)), c("bn_bias", (4,)), c("bn_mean", (4,), 0.1),
+             numpy_helper.from_array((rng.random(4) + 0.5).astype(np.float32), "bn_var"),
+             c("fc_w", (10, 4 * 8 * 8)), c("fc_b", (10,)), c("extra", (10,)), c("gain", (10,)), c("channel_bias", (4,))]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn"],
+                         is_test=1, epsilon=1e-5, momentum=0.9, spatial=1),
+        helper.make_node("Relu", ["bn"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Dropout", ["pool"], ["drop"], is_test=1, ratio=0.5),
+        helper.make_node("Flatten", ["drop"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], transB=1, broadcast=1),
+        helper.make_node("Add", ["fc", "extra"], ["shifted"], broadcast=1),
+        helper.make_node("Mul", ["shifted", "gain"], ["scaled"], broadcast=1, axis=1),
+        helper.make_node("Softmax", ["scaled"], ["probs"], axis=1),
+    ]
+    if legacy_axis:  # Caffe2's per-channel bias: [C] onto N x C x H x W at axis 1
+        nodes.insert(1, helper.make_node("Add", ["conv", "channel_bias"], ["biased"], name="channel_add",
+                                         broadcast=1, axis=1))
+        nodes[2].input[0] = "biased"
+    g = helper.make_graph(nodes, "opset6", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 16, 16])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 10]) for n in ("probs", "fc")], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 6)])
+    m.ir_version = 3
+    list_initializers_as_inputs(m)  # IR 3 requires it
+    return m
+
+
+def opset6(onnxtl, tmp):
+    rng = np.random.default_rng(6)
+    m = opset6_network(rng, False)
+    path, converted = os.path.join(tmp, "opset6.onnx"), os.path.join(tmp, "opset6_as_7.onnx")
+    onnx.save(m, path)
+    onnx.save(onnx.version_converter.convert_version(m, 7), converted)
+    x = rng.standard_normal((2, 3, 16, 16), dtype=np.float32)
+    r, ours = infer(onnxtl, path, x, ["probs", "fc"], tmp)
+    ref = ort_outputs(tmp, converted, x, ["probs", "fc"])
+    err = max(relative(ours and ours[0], ref[0]), relative(ours and ours[1], ref[1]))
+    report(err <= 1e-5, "producer opset6: runs the opset 6 file as ONNX Runtime runs its opset 7 conversion",
+           f"relative {err:.3g} (limit 1e-05) {r.stderr.strip()}")
+    onnx.save(opset6_network(rng, True), path)
+    r, _ = infer(onnxtl, path, x, ["probs"], tmp)
+    report(r.returncode == 1 and "'channel_add'" in r.stderr and "axis 1" in r.stderr and len(r.stderr.splitlines()) == 1,
+           "producer opset6: a broadcast along axis 1 is refused in one line naming the node", r.stderr.strip())
+
+
 def nhwc_input(onnxtl, tmp):
     m = onnx.load(export("resnet18"))
     feed_input_through(m, [helper.make_node("Transpose", ["input"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2])],
@@ -275,6 +346,7 @@ def main():
         ir3_inputs(onnxtl, tmp)
         opset7_caffe(onnxtl, tmp)
         custom_vision(onnxtl, tmp)
+        opset6(onnxtl, tmp)
         nhwc_input(onnxtl, tmp)
     return 1 if failed else 0
 
