@@ -18,6 +18,13 @@ endif
 ifeq ($(CUDA),1)
 BUILD := build-cuda
 endif
+# FUZZ=1: clang with libFuzzer's instrumentation, ASan and UBSan, into build-fuzz/ (make fuzz).
+ifeq ($(FUZZ),1)
+BUILD := build-fuzz
+CC := clang
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -DOTL_FUZZING -Wno-pass-failed
+OPT := -O1 -g
+endif
 
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
           -I$(BUILD)/onnx -Iinclude -Igraph -Iruntime -Iruntime/cpu -Isrc/api -Isrc/pipeline $(SANFLAGS)
@@ -39,6 +46,9 @@ endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o $(CUDA_OBJ)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/test_sha256 $(BUILD)/bench_backbone $(BUILD)/synth_features
+# Fuzz targets: test/fuzz/NAME.c, run by libFuzzer (fuzz_NAME) or on saved inputs (replay_NAME).
+FUZZ_NAMES := $(basename $(notdir $(filter-out test/fuzz/replay.c test/fuzz/fuzz_file.c,$(wildcard test/fuzz/*.c))))
+FUZZ_SHARED := $(BUILD)/obj/test/fuzz/fuzz_file.o $(BUILD)/libonnxtl.a
 
 all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
 
@@ -70,6 +80,25 @@ $(BUILD)/bench_%: $(BUILD)/obj/tools/bench_%.o $(BUILD)/libonnxtl.a
 $(BUILD)/synth_features: $(BUILD)/obj/tools/synth_features.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
 
+$(BUILD)/obj/test/fuzz/%.o: CFLAGS += -Itest/fuzz
+
+$(BUILD)/fuzz_%: $(BUILD)/obj/test/fuzz/%.o $(FUZZ_SHARED)
+	$(CC) $^ -o $@ $(LDLIBS) -fsanitize=fuzzer
+
+$(BUILD)/replay_%: $(BUILD)/obj/test/fuzz/%.o $(BUILD)/obj/test/fuzz/replay.o $(FUZZ_SHARED)
+	$(CC) $^ -o $@ $(LDLIBS)
+
+replays: $(foreach t,$(FUZZ_NAMES),$(BUILD)/replay_$(t))
+
+# make fuzz FUZZ_S=N: each fuzz target for N seconds (default 60), from the seeds
+# tools/fuzz.sh gathers; inputs that fail are saved under build-fuzz/crashes/.
+FUZZ_S ?= 60
+fuzz:
+	tools/install_deps.sh fuzz
+	$(MAKE) build/synth_features
+	$(MAKE) FUZZ=1 $(foreach t,$(FUZZ_NAMES),build-fuzz/fuzz_$(t))
+	tools/fuzz.sh $(FUZZ_S)
+
 deps:
 	tools/install_deps.sh
 
@@ -86,7 +115,7 @@ bench: deps
 	tools/bench.sh
 
 clean:
-	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-cuda
+	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-cuda build-fuzz
 
-.PHONY: all deps demo test bench clean
+.PHONY: all deps demo test bench clean fuzz replays
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

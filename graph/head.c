@@ -39,10 +39,11 @@ static bool passes_through(const otl_graph *g, const otl_node *n) {
     }
 }
 
-/* The one computed input of n among its first two. */
+/* The one computed input of n among its first two (an unsupported node's may be omitted: -1). */
 static int activation_input(const otl_graph *g, const otl_node *n) {
     if (n->n_in < 1) return -1;
-    return n->n_in > 1 && g->values[n->in[0]].data ? n->in[1] : n->in[0];
+    const bool first_constant = n->in[0] < 0 || g->values[n->in[0]].data;
+    return n->n_in > 1 && first_constant ? n->in[1] : n->in[0];
 }
 
 /* The head input reached from output v, or -1. */

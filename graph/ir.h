@@ -149,8 +149,10 @@ typedef struct {
     struct otl_name_map *names;
 } otl_graph;
 
-/* Loads and validates a model, then runs the graph passes (passes.c). */
+/* Loads and validates a model, then runs the graph passes (passes.c).  One
+ * held in memory (name is for messages) may not use external data. */
 onnxtl_status *otl_graph_load(const char *path, otl_graph **out);
+onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out);
 void otl_graph_free(otl_graph *g);
 
 /* Value lookup and creation; names are unique within a graph. */

@@ -16,7 +16,7 @@
  * where a plan needs that part.  Any other status is returned as it is. */
 static onnxtl_status *defer_unsupported(onnxtl_status *st, char **why) {
     if (!st || onnxtl_status_code(st) != ONNXTL_ERR_UNSUPPORTED) return st;
-    *why = strdup(onnxtl_status_message(st));
+    if (!*why) *why = strdup(onnxtl_status_message(st)); /* the first reason found is the one kept */
     onnxtl_status_release(st);
     return *why ? NULL : otl_nomem();
 }
@@ -43,15 +43,13 @@ static onnxtl_status *copy_metadata(otl_graph *g, const Onnx__ModelProto *m) {
     return NULL;
 }
 
-static onnxtl_status *init_header(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
-    char *tmp = strdup(path);
-    if (!tmp) return otl_nomem();
+/* dir is the folder external data is read from; NULL for a model in memory. */
+static onnxtl_status *init_header(otl_graph *g, const char *path, const char *dir, const Onnx__ModelProto *m) {
     g->path = strdup(path);
-    g->dir = strdup(dirname(tmp));
-    free(tmp);
+    g->dir = dir ? strdup(dir) : NULL;
     g->producer_name = strdup(m->producer_name ? m->producer_name : "");
     g->producer_version = strdup(m->producer_version ? m->producer_version : "");
-    if (!g->path || !g->dir || !g->producer_name || !g->producer_version) return otl_nomem();
+    if (!g->path || (dir && !g->dir) || !g->producer_name || !g->producer_version) return otl_nomem();
     OTL_TRY(copy_metadata(g, m));
     g->ir_version = m->ir_version;
     g->opset = default_opset(m);
@@ -87,6 +85,7 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
             goto done;
         }
         OTL_TRY_GOTO(st, defer_unsupported(otl_proto_tensor_describe(t, &infos[i]), &unusable[i]), done);
+        if (!unusable[i]) OTL_TRY_GOTO(st, otl_proto_tensor_check_stored(t, &infos[i], g->dir), done);
         if (unusable[i]) continue; /* a value onnxtl cannot hold, kept without data */
         size_t padded = (infos[i].nbytes + WEIGHT_ALIGN - 1) & ~(size_t)(WEIGHT_ALIGN - 1);
         offsets[i] = total;
@@ -96,7 +95,8 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
         }
     }
     g->weights_bytes = total;
-    if (total && !(g->weights = aligned_alloc(WEIGHT_ALIGN, total))) {
+    /* Never NULL, even for empty tensors only: a constant is a value whose data is set. */
+    if (!(g->weights = aligned_alloc(WEIGHT_ALIGN, total ? total : WEIGHT_ALIGN))) {
         st = otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes for the weights", total);
         goto done;
     }
@@ -181,6 +181,7 @@ static onnxtl_status *constant_from_ints(otl_value *v, const int64_t *x, size_t 
 static onnxtl_status *constant_from_tensor(otl_graph *g, otl_value *v, const Onnx__TensorProto *t) {
     otl_proto_tensor_info info;
     OTL_TRY(otl_proto_tensor_describe(t, &info));
+    OTL_TRY(otl_proto_tensor_check_stored(t, &info, g->dir));
     set_value_shape(v, &info);
     if (!(v->data = malloc(info.nbytes ? info.nbytes : 1))) return otl_nomem();
     v->data_owned = true;
@@ -219,6 +220,7 @@ static onnxtl_status *load_op(const otl_graph *g, const Onnx__NodeProto *np, otl
     OTL_TRY(node_op(g, np, &nd->op));
     OTL_TRY(otl_op_version_for(nd->op, g->opset, &version));
     OTL_TRY(otl_op_check_arity(version, (int)np->n_input, (int)np->n_output));
+    OTL_TRY(otl_op_check_names(version, np->input, (int)np->n_input, np->output, (int)np->n_output));
     return otl_attrs_parse(version, np->attribute, np->n_attribute, &nd->attrs);
 }
 
@@ -351,8 +353,8 @@ static onnxtl_status *load_outputs(otl_graph *g, const Onnx__GraphProto *gp) {
     return NULL;
 }
 
-static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
-    OTL_TRY(init_header(g, path, m));
+static onnxtl_status *build_graph(otl_graph *g, const char *path, const char *dir, const Onnx__ModelProto *m) {
+    OTL_TRY(init_header(g, path, dir, m));
     OTL_TRY(load_initializers(g, m->graph));
     OTL_TRY(load_inputs(g, m->graph));
     OTL_TRY(load_nodes(g, m->graph));
@@ -366,11 +368,9 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
     return otl_pass_fuse_residual(g);
 }
 
-onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
-    Onnx__ModelProto *m;
-    OTL_TRY(otl_proto_read_model(path, &m));
+static onnxtl_status *graph_of(Onnx__ModelProto *m, const char *path, const char *dir, otl_graph **out) {
     otl_graph *g = calloc(1, sizeof *g);
-    onnxtl_status *st = g ? build_graph(g, path, m) : otl_nomem();
+    onnxtl_status *st = g ? build_graph(g, path, dir, m) : otl_nomem();
     onnx__model_proto__free_unpacked(m, NULL);
     if (st) {
         otl_graph_free(g);
@@ -378,4 +378,23 @@ onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
     }
     *out = g;
     return NULL;
+}
+
+onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
+    Onnx__ModelProto *m;
+    OTL_TRY(otl_proto_read_model(path, &m));
+    char *tmp = strdup(path);
+    if (!tmp) {
+        onnx__model_proto__free_unpacked(m, NULL);
+        return otl_nomem();
+    }
+    onnxtl_status *st = graph_of(m, path, dirname(tmp), out);
+    free(tmp);
+    return st;
+}
+
+onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out) {
+    Onnx__ModelProto *m;
+    OTL_TRY(otl_proto_parse_model(data, size, name, &m));
+    return graph_of(m, name, NULL, out);
 }

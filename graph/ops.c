@@ -64,7 +64,7 @@ static const char *const op_domains[OP_UNSUPPORTED] = {
 static const otl_op_version versions[] = {
 #define OTL_OP(id, domain, name, shape)
 #define OTL_VERSION(id, since, min_in, max_in, min_out, max_out, attrs) \
-    {OP_##id, since, min_in, max_in, min_out, max_out, (const attr_spec[]){attrs{NULL}}},
+    {OP_##id, since, min_in, max_in, min_out, max_out, (const attr_spec[]){attrs{0}}},
 #include "ops.def"
 #undef OTL_OP
 #undef OTL_VERSION
@@ -97,6 +97,23 @@ onnxtl_status *otl_op_version_for(otl_op op, int opset, const otl_op_version **o
                              otl_op_name(op), oldest, opset);
 }
 
+/* The inputs and outputs a node must name: the first min of them, and
+ * every input of a variadic op (Concat, Sum, Max...). */
+static onnxtl_status *check_named(const otl_op_version *v, char *const *names, int n, int required, const char *what) {
+    for (int k = 0; k < required && k < n; k++)
+        if (!names[k] || !names[k][0])
+            return otl_error(ONNXTL_ERR_MODEL, "%s-%d's %s %d is required but left empty", otl_op_name(v->op), v->since,
+                             what, k);
+    return NULL;
+}
+
+onnxtl_status *otl_op_check_names(const otl_op_version *v, char *const *inputs, int n_in, char *const *outputs,
+                                  int n_out) {
+    enum { MOST_NAMED_INPUTS = 16 }; /* beyond this an op is variadic */
+    OTL_TRY(check_named(v, inputs, n_in, v->max_in > MOST_NAMED_INPUTS ? n_in : v->min_in, "input"));
+    return check_named(v, outputs, n_out, v->min_out, "output");
+}
+
 onnxtl_status *otl_op_check_arity(const otl_op_version *v, int n_in, int n_out) {
     if (n_in < v->min_in || n_in > v->max_in)
         return otl_error(ONNXTL_ERR_MODEL, "%s-%d takes %d to %d inputs, this node has %d", otl_op_name(v->op),
@@ -111,7 +128,7 @@ static onnxtl_status *set_ints(const attr_spec *s, const Onnx__AttributeProto *a
     if (at->n_ints > (size_t)s->cap)
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' has %zu values, at most %d supported", s->name,
                          at->n_ints, s->cap);
-    memcpy((char *)a + s->field, at->ints, at->n_ints * sizeof(int64_t));
+    if (at->n_ints) memcpy((char *)a + s->field, at->ints, at->n_ints * sizeof(int64_t)); /* ints is NULL when empty */
     *(int *)((char *)a + s->extra) = (int)at->n_ints;
     return NULL;
 }
@@ -137,15 +154,19 @@ static onnxtl_status *set_scalar_tensor(const attr_spec *s, const Onnx__Attribut
     if (!t || !es || es > sizeof a->fill.bytes || count != 1)
         return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' must be a one-element numeric tensor", s->name);
     a->fill.dtype = t->data_type;
-    if (t->has_raw_data && t->raw_data.len == es) memcpy(a->fill.bytes, t->raw_data.data, es);
-    else if (t->n_float_data == 1) memcpy(a->fill.bytes, t->float_data, es);
-    else if (t->n_double_data == 1) memcpy(a->fill.bytes, t->double_data, es);
-    else if (t->n_int64_data == 1) memcpy(a->fill.bytes, t->int64_data, es);
-    else if (t->n_int32_data == 1) { /* small types are stored widened to int32 */
-        int64_t v = t->int32_data[0];
-        memcpy(a->fill.bytes, &v, es); /* little-endian: the low bytes hold the value */
-    } else
-        return otl_error(ONNXTL_ERR_MODEL, "attribute '%s' holds no value of its type", s->name);
+    /* Each type has its field; small ones are stored widened, and little-endian
+     * puts the value in the low bytes of the wide one. */
+    const void *src = NULL;
+    uint64_t wide = 0;
+    if (t->has_raw_data) src = t->raw_data.len == es ? t->raw_data.data : NULL;
+    else if (t->data_type == ONNXTL_FLOAT) src = t->n_float_data == 1 ? t->float_data : NULL;
+    else if (t->data_type == ONNXTL_DOUBLE) src = t->n_double_data == 1 ? t->double_data : NULL;
+    else if (t->data_type == ONNXTL_INT64) src = t->n_int64_data == 1 ? t->int64_data : NULL;
+    else if (t->data_type == ONNXTL_UINT32 || t->data_type == ONNXTL_UINT64)
+        src = t->n_uint64_data == 1 ? (wide = t->uint64_data[0], &wide) : NULL;
+    else src = t->n_int32_data == 1 ? (wide = (uint64_t)(int64_t)t->int32_data[0], &wide) : NULL;
+    if (!src) return otl_error(ONNXTL_ERR_MODEL, "attribute '%s' holds no value of its type", s->name);
+    memcpy(a->fill.bytes, src, es);
     return NULL;
 }
 
@@ -175,7 +196,7 @@ static onnxtl_status *apply(const attr_spec *s, const Onnx__AttributeProto *at, 
         if (at->n_floats > (size_t)s->cap)
             return otl_error(ONNXTL_ERR_UNSUPPORTED, "attribute '%s' has %zu values, at most %d supported", s->name,
                              at->n_floats, s->cap);
-        memcpy(field, at->floats, at->n_floats * sizeof(float));
+        if (at->n_floats) memcpy(field, at->floats, at->n_floats * sizeof(float));
         *(int *)((char *)a + s->extra) = (int)at->n_floats;
         return NULL;
     case ATTR_ENUM: return set_enum(s, at, a);

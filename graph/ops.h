@@ -17,6 +17,9 @@ onnxtl_status *otl_op_version_for(otl_op op, int opset, const otl_op_version **v
 
 /* Checks a node's input and output counts against its op version. */
 onnxtl_status *otl_op_check_arity(const otl_op_version *v, int n_in, int n_out);
+/* Whether the node names every input and output it must (omitted optional ones are empty names). */
+onnxtl_status *otl_op_check_names(const otl_op_version *v, char *const *inputs, int n_in, char *const *outputs,
+                                  int n_out);
 
 /* Fills attrs with the version's defaults, then with the node's attributes
  * that the version lists. */

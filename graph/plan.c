@@ -1,7 +1,9 @@
 #include "plan.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checked.h"
 #include "dtype.h"
@@ -123,14 +125,35 @@ static onnxtl_status *fold_node(otl_plan *p, const otl_node *n, otl_eval_fn eval
     return NULL;
 }
 
+/* The machine's memory, the most any one plan may ask for. */
+static size_t memory_bytes(void) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t bytes;
+    return pages > 0 && page > 0 && otl_mul_size((size_t)pages, (size_t)page, &bytes) ? bytes : SIZE_MAX;
+}
+
+static onnxtl_status *too_large(const char *what, size_t bytes, size_t limit) {
+    return otl_error(ONNXTL_ERR_MODEL, "%s would take %zu MiB, more than this machine's %zu MiB of memory; "
+                     "use a smaller --batch (or input size)", what, bytes >> 20, limit >> 20);
+}
+
+/* Each output's size, checked for overflow and against the machine's memory
+ * before anything is allocated for it. */
 static onnxtl_status *check_outputs(const otl_plan *p, const otl_node *n) {
+    const size_t limit = memory_bytes();
     for (int k = 0; k < n->n_out; k++) {
-        const otl_tinfo *o = &p->t[n->out[k] >= 0 ? n->out[k] : n->in[0]];
+        if (n->out[k] < 0) continue;
+        const otl_tinfo *o = &p->t[n->out[k]];
         int64_t count;
         size_t bytes;
         if (!otl_shape_count(o->dims, o->rank, &count) ||
             !otl_mul_size((size_t)count, otl_dtype_size(o->dtype), &bytes))
             return otl_error(ONNXTL_ERR_MODEL, "output %d is too large", k);
+        if (bytes > limit) {
+            char what[64];
+            snprintf(what, sizeof what, "output %d", k);
+            return too_large(what, bytes, limit);
+        }
     }
     return NULL;
 }
@@ -304,6 +327,7 @@ static onnxtl_status *plan_memory(otl_plan *p) {
     if (!st) {
         place_buffers(p, lt, n);
         for (int i = 0; i < n_alias; i++) p->offset[aliases[2 * i]] = p->offset[aliases[2 * i + 1]];
+        if (p->arena_bytes > memory_bytes()) st = too_large("the activations", p->arena_bytes, memory_bytes());
     }
     free(lt);
     free(aliases);

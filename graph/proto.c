@@ -59,9 +59,8 @@ static const char *describe_non_protobuf(const file_bytes *fb) {
     const unsigned char *p = fb->data;
     for (size_t i = 0; i < n; i++)
         printable += (p[i] >= 0x20 && p[i] < 0x7f) || p[i] == '\n' || p[i] == '\r' || p[i] == '\t';
-    if (printable == n) {
-        if (strstr((const char *)p, "ir_version") || strstr((const char *)p, "graph {") ||
-            strstr((const char *)p, "graph{"))
+    if (printable == n) { /* the bytes end where the file does: no terminating NUL to rely on */
+        if (memmem(p, n, "ir_version", 10) || memmem(p, n, "graph {", 7) || memmem(p, n, "graph{", 6))
             return "is a text-format protobuf; onnxtl reads binary .onnx files (convert it with "
                    "google.protobuf.text_format.Parse into an onnx.ModelProto, then onnx.save)";
         return "is a text file, not a binary ONNX model";
@@ -72,22 +71,26 @@ static const char *describe_non_protobuf(const file_bytes *fb) {
 onnxtl_status *otl_proto_read_model(const char *path, Onnx__ModelProto **out) {
     file_bytes fb = {0};
     OTL_TRY(map_file(path, &fb));
-    const char *text = describe_non_protobuf(&fb);
-    if (text) {
-        unmap_file(&fb);
-        return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", path, text);
-    }
-    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, fb.size, fb.data);
+    onnxtl_status *st = otl_proto_parse_model(fb.data, fb.size, path, out);
     unmap_file(&fb);
+    return st;
+}
+
+onnxtl_status *otl_proto_parse_model(const void *data, size_t size, const char *name, Onnx__ModelProto **out) {
+    const file_bytes fb = {(void *)data, size};
+    if (!size) return otl_error(ONNXTL_ERR_FORMAT, "%s: file is empty", name);
+    const char *text = describe_non_protobuf(&fb);
+    if (text) return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", name, text);
+    Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, fb.size, fb.data);
     if (!m)
         return otl_error(ONNXTL_ERR_FORMAT,
                          "%s: not a valid ONNX model (protobuf parse failed: truncated or corrupt "
-                         "file, %zu bytes)", path, fb.size);
+                         "file, %zu bytes)", name, fb.size);
     if (!m->graph) {
         onnx__model_proto__free_unpacked(m, NULL);
         return otl_error(ONNXTL_ERR_FORMAT,
                          "%s: not an ONNX model (no graph in the protobuf; truncated or not a "
-                         ".onnx file)", path);
+                         ".onnx file)", name);
     }
     *out = m;
     return NULL;
@@ -131,6 +134,9 @@ onnxtl_status *otl_proto_tensor_describe(const Onnx__TensorProto *t, otl_proto_t
 /* External data may only name a file inside the model's folder. */
 static onnxtl_status *resolve_external_path(const char *tname, const char *location,
                                             const char *model_dir, char *resolved) {
+    if (!model_dir)
+        return otl_error(ONNXTL_ERR_MODEL, "tensor '%s': a model loaded from memory cannot use external data ('%s')",
+                         tname, location);
     if (location[0] == '/' || strstr(location, ".."))
         return otl_error(ONNXTL_ERR_MODEL,
                          "tensor '%s': external data location '%s' must be a relative path inside "
@@ -163,49 +169,61 @@ static onnxtl_status *parse_u64(const char *tname, const char *key, const char *
     return NULL;
 }
 
-static onnxtl_status *read_external(const Onnx__TensorProto *t, size_t nbytes, const char *model_dir, void *dst) {
+/* Where an external tensor's bytes are: its file, checked to stay inside the
+ * model's folder and to hold offset + length bytes. */
+typedef struct {
+    char path[PATH_MAX];
+    const char *location;
+    uint64_t offset, length;
+} external_source;
+
+static onnxtl_status *locate_external(const Onnx__TensorProto *t, size_t nbytes, const char *model_dir,
+                                      external_source *x) {
     const char *tname = t->name ? t->name : "";
-    const char *location = NULL;
-    uint64_t offset = 0, length = nbytes;
+    x->location = NULL, x->offset = 0, x->length = nbytes;
     for (size_t i = 0; i < t->n_external_data; i++) {
         const Onnx__StringStringEntryProto *e = t->external_data[i];
         if (!e->key || !e->value) continue;
-        if (!strcmp(e->key, "location")) location = e->value;
-        else if (!strcmp(e->key, "offset")) OTL_TRY(parse_u64(tname, "offset", e->value, &offset));
-        else if (!strcmp(e->key, "length")) OTL_TRY(parse_u64(tname, "length", e->value, &length));
+        if (!strcmp(e->key, "location")) x->location = e->value;
+        else if (!strcmp(e->key, "offset")) OTL_TRY(parse_u64(tname, "offset", e->value, &x->offset));
+        else if (!strcmp(e->key, "length")) OTL_TRY(parse_u64(tname, "length", e->value, &x->length));
     }
-    if (!location)
+    if (!x->location)
         return otl_error(ONNXTL_ERR_MODEL, "tensor '%s': external data without a location", tname);
-    if (length != nbytes)
+    if (x->length != nbytes)
         return otl_error(ONNXTL_ERR_MODEL,
                          "tensor '%s': external data length %llu does not match its dims (%zu bytes)",
-                         tname, (unsigned long long)length, nbytes);
-    char path[PATH_MAX];
-    OTL_TRY(resolve_external_path(tname, location, model_dir, path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+                         tname, (unsigned long long)x->length, nbytes);
+    OTL_TRY(resolve_external_path(tname, x->location, model_dir, x->path));
+    struct stat sb;
+    uint64_t end;
+    if (stat(x->path, &sb) != 0)
+        return otl_error(ONNXTL_ERR_IO, "tensor '%s': cannot open external data '%s': %s", tname, x->location,
+                         strerror(errno));
+    if (__builtin_add_overflow(x->offset, x->length, &end) || end > (uint64_t)sb.st_size)
+        return otl_error(ONNXTL_ERR_MODEL,
+                         "tensor '%s': external data offset %llu + length %llu is past the end of '%s'",
+                         tname, (unsigned long long)x->offset, (unsigned long long)x->length, x->location);
+    return NULL;
+}
+
+static onnxtl_status *read_external(const Onnx__TensorProto *t, size_t nbytes, const char *model_dir, void *dst) {
+    const char *tname = t->name ? t->name : "";
+    external_source x;
+    OTL_TRY(locate_external(t, nbytes, model_dir, &x));
+    int fd = open(x.path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return otl_error(ONNXTL_ERR_IO, "tensor '%s': cannot open external data '%s': %s", tname,
-                         location, strerror(errno));
-    struct stat sb;
+                         x.location, strerror(errno));
     onnxtl_status *st = NULL;
-    uint64_t end;
-    if (fstat(fd, &sb) != 0 || __builtin_add_overflow(offset, length, &end) ||
-        end > (uint64_t)sb.st_size) {
-        st = otl_error(ONNXTL_ERR_MODEL,
-                       "tensor '%s': external data offset %llu + length %llu is past the end of '%s'",
-                       tname, (unsigned long long)offset, (unsigned long long)length, location);
-        goto done;
-    }
-    for (size_t got = 0; got < length;) {
-        ssize_t r = pread(fd, (char *)dst + got, length - got, (off_t)(offset + got));
-        if (r <= 0) {
+    for (size_t got = 0; got < x.length && !st;) {
+        ssize_t r = pread(fd, (char *)dst + got, x.length - got, (off_t)(x.offset + got));
+        if (r <= 0)
             st = otl_error(ONNXTL_ERR_IO, "tensor '%s': reading external data '%s' failed: %s",
-                           tname, location, r < 0 ? strerror(errno) : "unexpected end of file");
-            goto done;
-        }
-        got += (size_t)r;
+                           tname, x.location, r < 0 ? strerror(errno) : "unexpected end of file");
+        else
+            got += (size_t)r;
     }
-done:
     close(fd);
     return st;
 }
@@ -222,6 +240,17 @@ static void narrow_int32(const int32_t *src, size_t n, size_t esize, void *dst) 
         if (esize == 1) ((uint8_t *)dst)[i] = (uint8_t)src[i];
         else if (esize == 2) ((uint16_t *)dst)[i] = (uint16_t)src[i];
         else ((int32_t *)dst)[i] = src[i];
+    }
+}
+
+/* How many values the typed field for dtype holds, and its name. */
+static size_t typed_count(const Onnx__TensorProto *t, int dtype, const char **field) {
+    switch (dtype) {
+    case ONNXTL_FLOAT: return *field = "float_data", t->n_float_data;
+    case ONNXTL_DOUBLE: return *field = "double_data", t->n_double_data;
+    case ONNXTL_INT64: return *field = "int64_data", t->n_int64_data;
+    case ONNXTL_UINT32: case ONNXTL_UINT64: return *field = "uint64_data", t->n_uint64_data;
+    default: return *field = "int32_data", t->n_int32_data;
     }
 }
 
@@ -275,13 +304,36 @@ static onnxtl_status *read_stored(const Onnx__TensorProto *t, const otl_proto_te
     return read_typed(t, info, nbytes, dst);
 }
 
+/* The bytes the file stores for the tensor: 4- and 2-bit types packed. */
+static size_t stored_bytes(const otl_proto_tensor_info *info) {
+    const int bits = otl_dtype_file_bits(info->dtype);
+    return bits >= 8 ? info->nbytes : (info->nbytes * (size_t)bits + 7) / 8;
+}
+
+onnxtl_status *otl_proto_tensor_check_stored(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+                                             const char *model_dir) {
+    const size_t want = stored_bytes(info), esize = otl_dtype_size(info->dtype);
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+        external_source x;
+        return locate_external(t, want, model_dir, &x);
+    }
+    if (t->has_raw_data) {
+        if (t->raw_data.len == want) return NULL;
+        return otl_error(ONNXTL_ERR_MODEL, "tensor '%s': raw_data has %zu bytes but its dims need %zu",
+                         t->name ? t->name : "", t->raw_data.len, want);
+    }
+    const size_t count = otl_dtype_file_bits(info->dtype) >= 8 ? want / esize : want;
+    const char *field;
+    const size_t have = typed_count(t, info->dtype, &field);
+    return !count || have == count ? NULL : count_mismatch(t, field, have, count);
+}
+
 /* 4- and 2-bit types are packed in the file (int32_data too holds one
  * packed byte per entry) and held one element per byte in memory. */
 onnxtl_status *otl_proto_tensor_read(const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
                                      const char *model_dir, void *dst) {
-    const int bits = otl_dtype_file_bits(info->dtype);
-    if (bits >= 8) return read_stored(t, info, model_dir, info->nbytes, dst);
-    const size_t count = info->nbytes, packed_n = (count * (size_t)bits + 7) / 8;
+    if (otl_dtype_file_bits(info->dtype) >= 8) return read_stored(t, info, model_dir, info->nbytes, dst);
+    const size_t count = info->nbytes, packed_n = stored_bytes(info);
     uint8_t *packed = malloc(packed_n + 1);
     if (!packed) return otl_nomem();
     onnxtl_status *st = read_stored(t, info, model_dir, packed_n, packed);

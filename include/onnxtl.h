@@ -19,6 +19,9 @@ typedef struct onnxtl_model onnxtl_model;
 
 /* Loads, validates and optimises (folding, BatchNorm into Conv) a model. */
 onnxtl_status *onnxtl_model_load(const char *path, onnxtl_model **out);
+/* The same from size bytes in memory, which may be freed once it returns;
+ * name labels messages.  Such a model cannot use external data files. */
+onnxtl_status *onnxtl_model_load_memory(const void *data, size_t size, const char *name, onnxtl_model **out);
 void onnxtl_model_release(onnxtl_model *model);
 
 size_t onnxtl_model_input_count(const onnxtl_model *model);

@@ -91,6 +91,16 @@ def make_corpus(d):
     case("unsupported_op", ["unsupported op 'LSTM'", "lstm_1"], lambda p, f: save(base_graph(nodes=[
         helper.make_node("LSTM", ["X", "W", "B"], ["Y"], name="lstm_1")]), p))
     case("undefined_output", ["'Z' is not produced"], lambda p, f: save(base_graph(outputs=("Y", "Z")), p))
+    # Hostile sizes, refused before anything is allocated for them.
+    case("constant_past_its_data", ["'huge'", "raw_data has 4 bytes"], lambda p, f: save(base_graph(nodes=[
+        helper.make_node("Constant", [], ["huge"], name="huge_const",
+                         value=raw_tensor("huge", [1 << 20, 1 << 20], b"\0" * 4)),
+        helper.make_node("Add", ["X", "huge"], ["Y"], name="add_1")]), p))
+    case("expand_past_memory", ["expand_1", "more than this machine's", "MiB of memory"], lambda p, f: save(base_graph(
+        nodes=[helper.make_node("Expand", ["X", "shape"], ["Y"], name="expand_1")],
+        inits=[numpy_helper.from_array(np.array([1 << 28, 3, 8, 8], np.int64), "shape")]), p))
+    case("required_input_empty", ["Concat", "input 0 is required"], lambda p, f: save(base_graph(nodes=[
+        helper.make_node("Concat", ["", "X"], ["Y"], name="concat_1", axis=1)]), p))
 
     def outside(p, f, location):
         with open(os.path.join(d, "outside.bin"), "wb") as o:

@@ -70,7 +70,7 @@ fi
 
 # Sanitizers on a subset: the bad-model corpus, the node tests, one small network.
 if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
-    if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance build-san/test_preprocess_dump \
+    if make -s SANITIZE=1 build-san/onnxtl build-san/test_conformance build-san/test_preprocess_dump replays \
         >"$LOG/sanitize-build.log" 2>&1; then
         export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
         run_suite asan_bad_models $PY test/bad_models.py build-san/onnxtl
@@ -80,6 +80,11 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
         run_suite asan_layout $PY test/layout_tests.py build-san/onnxtl
         run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
         run_suite asan_preprocess $PY test/preprocess_parity.py build-san/test_preprocess_dump "$SHARED"
+        # Every input a fuzz target ever failed on (test/fuzz/NAME/), run again.
+        for target in test/fuzz/*/; do
+            name=$(basename "$target")
+            run_suite "asan_fuzz_$name" "build-san/replay_$name" "$target"
+        done
     else
         echo "FAIL sanitizer build (see $LOG/sanitize-build.log)" | tee "$LOG/sanitize-result.log"
     fi

@@ -4,6 +4,8 @@
 set -eu
 PKGS="build-essential protobuf-c-compiler libprotobuf-c-dev libonnx-dev libturbojpeg0-dev
       libdnnl-dev python3-numpy python3-torch python3-torchvision python3-onnx python3-pil"
+# `install_deps.sh fuzz`: also clang with libFuzzer and its OpenMP runtime (make fuzz).
+[ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 missing=()
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -30,17 +30,30 @@ struct onnxtl_session {
     cached_plan *plans;
 };
 
-onnxtl_status *onnxtl_model_load(const char *path, onnxtl_model **out) {
-    if (!path || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_model_load: NULL argument");
-    onnxtl_model *m = calloc(1, sizeof *m);
-    if (!m) return otl_nomem();
-    onnxtl_status *st = otl_graph_load(path, &m->g);
+static onnxtl_status *model_of(onnxtl_status *st, otl_graph *g, onnxtl_model **out) {
+    onnxtl_model *m = st ? NULL : calloc(1, sizeof *m);
+    if (!st && !m) st = otl_nomem();
     if (st) {
-        free(m);
+        otl_graph_free(g);
         return st;
     }
+    m->g = g;
     *out = m;
     return NULL;
+}
+
+onnxtl_status *onnxtl_model_load(const char *path, onnxtl_model **out) {
+    if (!path || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_model_load: NULL argument");
+    otl_graph *g = NULL;
+    onnxtl_status *st = otl_graph_load(path, &g);
+    return model_of(st, g, out);
+}
+
+onnxtl_status *onnxtl_model_load_memory(const void *data, size_t size, const char *name, onnxtl_model **out) {
+    if (!data || !name || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_model_load_memory: NULL argument");
+    otl_graph *g = NULL;
+    onnxtl_status *st = otl_graph_load_memory(data, size, name, &g);
+    return model_of(st, g, out);
 }
 
 void onnxtl_model_release(onnxtl_model *m) {

@@ -71,10 +71,45 @@ static onnxtl_status *add_sample(otl_dataset *ds, size_t *cap, const char *rel, 
     return NULL;
 }
 
-/* Adds every image under rel (recursively, sorted as os.walk would) with one label. */
+/* The folders from the root down to the one being walked, to recognise a
+ * symlink that leads back into them (a loop). */
+#define MAX_FOLDER_DEPTH 64
+typedef struct folder_chain {
+    dev_t dev;
+    ino_t ino;
+    int depth;
+    const struct folder_chain *up;
+} folder_chain;
+
+static bool on_chain(const folder_chain *c, const struct stat *sb) {
+    for (; c; c = c->up)
+        if (c->dev == sb->st_dev && c->ino == sb->st_ino) return true;
+    return false;
+}
+
+static onnxtl_status *walk_folder(otl_dataset *ds, size_t *cap, const char *rel, int label, int split,
+                                  const folder_chain *up);
+
+/* Adds every image under rel (recursively, sorted as os.walk would) with one
+ * label.  Symlinked folders are followed, except into a folder being walked
+ * (a loop) or deeper than MAX_FOLDER_DEPTH: those count as ignored. */
 static onnxtl_status *walk_class(otl_dataset *ds, size_t *cap, const char *rel, int label, int split) {
+    struct stat root;
+    if (stat(ds->root, &root) != 0) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder: %s", ds->root, strerror(errno));
+    const folder_chain base = {root.st_dev, root.st_ino, 0, NULL};
+    return walk_folder(ds, cap, rel, label, split, &base);
+}
+
+static onnxtl_status *walk_folder(otl_dataset *ds, size_t *cap, const char *rel, int label, int split,
+                                  const folder_chain *up) {
     char full[8300];
     snprintf(full, sizeof full, "%s/%s", ds->root, rel);
+    struct stat sb;
+    if (stat(full, &sb) != 0 || on_chain(up, &sb) || up->depth >= MAX_FOLDER_DEPTH) {
+        ds->ignored++;
+        return NULL;
+    }
+    const folder_chain here = {sb.st_dev, sb.st_ino, up->depth + 1, up};
     otl_strlist dirs = {0}, files = {0};
     onnxtl_status *st = list_dir(full, &dirs, &files);
     for (size_t i = 0; !st && i < files.n; i++) {
@@ -86,7 +121,7 @@ static onnxtl_status *walk_class(otl_dataset *ds, size_t *cap, const char *rel, 
     for (size_t i = 0; !st && i < dirs.n; i++) {
         char path[4096];
         if (snprintf(path, sizeof path, "%s/%s", rel, dirs.items[i]) < (int)sizeof path)
-            st = walk_class(ds, cap, path, label, split);
+            st = walk_folder(ds, cap, path, label, split, &here);
     }
     otl_strlist_free(&dirs);
     otl_strlist_free(&files);

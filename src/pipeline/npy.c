@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checked.h"
 #include "dtype.h"
@@ -92,6 +93,12 @@ onnxtl_status *otl_npy_read(const char *path, onnxtl_tensor *t) {
     if (!st && (!otl_shape_count(t->dims, t->rank, &count) ||
                 !otl_mul_size((size_t)count, otl_dtype_size(t->dtype), &bytes)))
         st = otl_error(ONNXTL_ERR_FORMAT, "%s: .npy shape is too large", path);
+    /* The header's claim is checked against the file before any of it is allocated. */
+    struct stat sb;
+    const long at = st ? 0 : ftell(f);
+    if (!st && (at < 0 || fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size - (uint64_t)at < bytes))
+        st = otl_error(ONNXTL_ERR_FORMAT, "%s: truncated .npy data (the header claims %zu bytes, the file holds %lld)",
+                       path, bytes, at < 0 ? 0LL : (long long)(sb.st_size - at));
     if (!st && !(t->data = malloc(bytes ? bytes : 1))) st = otl_nomem();
     if (!st && fread(t->data, 1, bytes, f) != bytes)
         st = otl_error(ONNXTL_ERR_FORMAT, "%s: truncated .npy data (expected %zu bytes)", path, bytes);
