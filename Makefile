@@ -1,5 +1,6 @@
 # onnxtl build.  `make` builds build/onnxtl and build/libonnxtl.a;
-# `make test` runs every test; `make SANITIZE=1` builds with ASan+UBSan into build-san/.
+# `make test` runs every test; `make SANITIZE=1` builds with ASan+UBSan into build-san/,
+# `make SANITIZE=thread` with ThreadSanitizer into build-tsan/.
 
 CC ?= cc
 
@@ -9,6 +10,10 @@ NVCC ?= $(CUDA_HOME)/bin/nvcc
 ifeq ($(SANITIZE),1)
 BUILD := build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1 -g
+else ifeq ($(SANITIZE),thread)
+BUILD := build-tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 OPT := -O1 -g
 else
 BUILD := build
@@ -115,7 +120,7 @@ bench: deps
 	tools/bench.sh
 
 clean:
-	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-cuda build-fuzz
+	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-tsan build-cuda build-fuzz
 
 .PHONY: all deps demo test bench clean fuzz replays
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -4,6 +4,7 @@ files in the data, shards, and damaged features files.
 
 usage: extract_tests.py ONNXTL SHARED_DATA
 """
+import fcntl
 import os
 import random
 import shutil
@@ -97,6 +98,42 @@ def test_resume(onnxtl, data, d):
     return ref
 
 
+def decompression_bomb(jpeg):
+    """The photo with its frame header claiming 30000 x 30000 pixels (900 megapixels)."""
+    b = bytearray(jpeg)
+    i = min(k for k in (b.find(b"\xff\xc0"), b.find(b"\xff\xc2")) if k >= 0)
+    b[i + 5:i + 9] = (30000).to_bytes(2, "big") * 2  # after the marker: length, precision, height, width
+    return bytes(b)
+
+
+def test_interrupt_and_lock(onnxtl, data, d, ref):
+    m = model()
+    out = os.path.join(d, "interrupted.bin")
+    partial = out + ".partial"
+    cmd = [onnxtl, "extract", m, data, "-o", out, "--batch", "8", "--quiet"]
+    with open(partial, "wb") as held:  # another writer's lock, taken as extract takes it
+        fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = run(onnxtl, *cmd[1:], timeout=60)
+    report(r.returncode == 1 and f"process {os.getpid()}" in r.stderr and len(r.stderr.splitlines()) == 1,
+           "a second extract onto an output being written refuses at once, naming the writer's process",
+           r.stderr.strip())
+    os.remove(partial)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while p.poll() is None and time.time() < deadline:
+        if os.path.exists(partial) and os.path.getsize(partial) > 16384 + 20 * (512 * 4 + 16):
+            p.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    err = p.communicate(timeout=120)[1]
+    report(p.returncode == 1 and "run the same command again to resume" in err and os.path.exists(partial)
+           and not os.path.exists(out), "extract stops on SIGINT after the batch in hand and says how to resume",
+           err.strip()[-200:])
+    r = run(onnxtl, *cmd[1:])
+    report(r.returncode == 0 and same_file(out, ref), "extract resumed after SIGINT equals an uninterrupted run byte "
+           "for byte", r.stderr.strip()[-200:])
+
+
 def make_bad_folder(shared, d):
     root = os.path.join(d, "bad")
     good_src = os.path.join(os.path.abspath(shared), "dogscats", "train")
@@ -112,9 +149,11 @@ def make_bad_folder(shared, d):
     open(os.path.join(cat, "empty.jpg"), "wb").close()
     Image.new("RGB", (64, 64), (200, 10, 10)).save(os.path.join(cat, "png_named.jpg"), format="PNG")
     os.symlink(os.path.join(d, "nowhere.jpg"), os.path.join(cat, "dangling.jpg"))
+    open(os.path.join(cat, "bomb.jpg"), "wb").write(decompression_bomb(jpeg))
+    open(os.path.join(cat, "tab\tname.jpg"), "wb").write(jpeg)  # readable, but its name cannot be recorded
     for junk in (".DS_Store", "Thumbs.db", "notes.txt"):
         open(os.path.join(cat, junk), "w").write("not an image\n")
-    return root, ["truncated.jpg", "corrupt.jpg", "empty.jpg", "png_named.jpg", "dangling.jpg"]
+    return root, ["truncated.jpg", "corrupt.jpg", "empty.jpg", "png_named.jpg", "dangling.jpg", "bomb.jpg"]
 
 
 def test_bad_files(onnxtl, shared, d):
@@ -124,7 +163,13 @@ def test_bad_files(onnxtl, shared, d):
     warned = [b for b in bad if any(b in line and "warning" in line for line in r.stderr.splitlines())]
     report(r.returncode == 0 and len(warned) == len(bad), "extract skips each bad file with a warning naming it",
            f"warned about {len(warned)}/{len(bad)}: {[l for l in r.stderr.splitlines() if 'warning' in l][:5]}")
-    report("skipped 5 unreadable images" in r.stdout and "ignored 3 non-image files" in r.stdout and "rows: 12" in r.stdout,
+    report(any("tab\tname.jpg" in line and "cannot record" in line for line in r.stderr.splitlines()),
+           "extract warns about an image whose name holds a tab, naming it",
+           next((line for line in r.stderr.splitlines() if "name.jpg" in line), ""))
+    report(any("bomb.jpg" in line and "--max-pixels" in line for line in r.stderr.splitlines()),
+           "extract refuses a JPEG declaring 900 megapixels before decoding it, naming --max-pixels",
+           next((line for line in r.stderr.splitlines() if "bomb.jpg" in line), ""))
+    report("skipped 6 unreadable images" in r.stdout and "ignored 3 non-image files" in r.stdout and "rows: 12" in r.stdout,
            "extract summary counts skipped and ignored files", r.stdout.strip().splitlines()[-1] if r.stdout else "")
     r = run(onnxtl, "extract", model(), root, "-o", os.path.join(d, "strict.bin"), "--strict", "--quiet")
     report(r.returncode == 1 and "--strict" in r.stderr and any(b in r.stderr for b in bad),
@@ -210,6 +255,7 @@ def main():
             return 1 if failed else 0
         data = subset(shared, d, 40, 12)
         ref = test_resume(onnxtl, data, d)
+        test_interrupt_and_lock(onnxtl, data, d, ref)
         test_bad_files(onnxtl, shared, d)
         test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)

@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
     const otl_preprocess_spec spec = {argv[2], argv[3], argv[4], argv[5], getenv("OTL_DUMP_CHANNELS"),
                                       getenv("OTL_DUMP_SCALE")};
     onnxtl_status *st = otl_preprocess_parse(&p, &spec);
-    if (!st) st = otl_jpeg_decoder_create(&d);
+    if (!st) st = otl_jpeg_decoder_create(0, &d);
     if (st) {
         fprintf(stderr, "%s\n", onnxtl_status_message(st));
         return 1;

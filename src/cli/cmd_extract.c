@@ -1,5 +1,6 @@
 /* onnxtl extract: image folders to a cached features file. */
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ static const char extract_help[] =
     "                   batch's upload overlap another's compute)\n"
     "  --shard K/N      extract the K-th of N deterministic shares (merge them with onnxtl merge)\n"
     "  --strict         stop at the first unreadable image instead of skipping it\n"
+    "  --max-pixels N   skip JPEGs that declare more pixels (default 100000000)\n"
     "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
     "  --quiet          no progress or summary\n" CLI_DEVICE_HELP
     "\n"
@@ -38,7 +40,9 @@ static const char extract_help[] =
     "then by these options; extract prints what it uses and why:\n" CLI_PREPROCESS_HELP
     "\n"
     "An interrupted run (Ctrl-C, kill, power loss) leaves FILE.partial; running the\n"
-    "same command again resumes it.  FILE itself only appears once complete.\n";
+    "same command again resumes it.  FILE itself only appears once complete.  Ctrl-C\n"
+    "or SIGTERM stops after the batch in hand, its rows synced; a second one at once.\n"
+    "A second extract onto the same FILE refuses while the first runs.\n";
 
 
 static int parse_shard(const char *s, otl_extract_options *o) {
@@ -62,7 +66,8 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, con
         (*i)++;
         return rc;
     }
-    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams", "--shard"};
+    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams", "--shard",
+                                             "--max-pixels"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return cli_usage("extract", "unknown option '%s'", a);
@@ -74,6 +79,11 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, con
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--streams")) return cli_parse_int("extract", a, v, 1, 8, &o->streams) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--max-pixels")) {
+        int mp;
+        if (!cli_parse_int("extract", a, v, 1, 2000000000, &mp)) return EXIT_USAGE;
+        o->max_pixels = mp;
+    }
     else return parse_shard(v, o);
     return 0;
 }
@@ -85,6 +95,24 @@ static void print_summary(const otl_extract_result *r) {
     if (r->resumed) printf(", %zu rows resumed from an earlier run", r->resumed);
     printf("; skipped %zu unreadable image%s, ignored %zu non-image file%s\n", r->skipped,
            r->skipped == 1 ? "" : "s", r->ignored, r->ignored == 1 ? "" : "s");
+}
+
+/* The signal handler's flag: a handler can only reach static storage. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C or a kill (SIGTERM) stops extract after the batch in hand, its rows
+ * synced; a second one ends it at once (SA_RESETHAND), losing at most the
+ * rows not yet synced, which a resume then recomputes. */
+static void stop_on_signals(void) {
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 int cmd_extract(int argc, char **argv) {
@@ -114,6 +142,8 @@ int cmd_extract(int argc, char **argv) {
     cli_reporter rep;
     const otl_events events = cli_reporter_events(&rep, quiet);
     o.events = &events;
+    o.interrupt = &interrupted;
+    stop_on_signals();
     otl_extract_result r;
     onnxtl_status *st = otl_extract(&o, &r);
     if (st) {

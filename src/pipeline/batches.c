@@ -70,7 +70,7 @@ static void *decoder_main(void *arg) {
      * all of them at the next barrier. */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10); /* best effort: only speed depends on it */
     otl_jpeg_decoder *dec = NULL;
-    onnxtl_status *st = otl_jpeg_decoder_create(&dec);
+    onnxtl_status *st = otl_jpeg_decoder_create(pl->src->max_pixels, &dec);
     if (st) {
         fail(pl, st);
         return NULL;

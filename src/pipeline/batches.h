@@ -14,6 +14,7 @@ typedef struct {
     int height, width; /* the preprocessed size */
     bool hwc;          /* images are written height x width x 3 (an NHWC network input) */
     int batch, decoders;
+    int64_t max_pixels;      /* the decoders' limit (0: OTL_DEFAULT_MAX_PIXELS) */
     int consumers;           /* threads running the callback, each batch on one of them */
     onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
 } otl_batch_source;

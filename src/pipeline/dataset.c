@@ -115,8 +115,9 @@ static onnxtl_status *walk_folder(otl_dataset *ds, size_t *cap, const char *rel,
     for (size_t i = 0; !st && i < files.n; i++) {
         char path[4096];
         if (snprintf(path, sizeof path, "%s/%s", rel, files.items[i]) >= (int)sizeof path) continue;
-        if (is_image_name(files.items[i]) && !strpbrk(path, "\t\n")) st = add_sample(ds, cap, path, label, split);
-        else ds->ignored++;
+        if (!is_image_name(files.items[i])) ds->ignored++;
+        else if (strpbrk(path, "\t\n")) st = otl_strlist_push(&ds->unrecordable, path);
+        else st = add_sample(ds, cap, path, label, split);
     }
     for (size_t i = 0; !st && i < dirs.n; i++) {
         char path[4096];
@@ -206,8 +207,12 @@ static onnxtl_status *scan_flat(otl_dataset *ds, const otl_strlist *files) {
     size_t cap = 0;
     for (size_t i = 0; !st && i < files->n; i++) {
         const char *f = files->items[i], *dot = strchr(f, '.');
-        if (!is_image_name(f) || dot == f || strpbrk(f, "\t\n")) {
+        if (!is_image_name(f) || dot == f) {
             ds->ignored++;
+            continue;
+        }
+        if (strpbrk(f, "\t\n")) {
+            st = otl_strlist_push(&ds->unrecordable, f);
             continue;
         }
         char label[256];
@@ -270,6 +275,7 @@ void otl_dataset_free(otl_dataset *ds) {
     for (int i = 0; i < ds->n_classes; i++) free(ds->classes[i]);
     free(ds->samples);
     free(ds->classes);
+    otl_strlist_free(&ds->unrecordable);
     free(ds->root);
     free(ds);
 }

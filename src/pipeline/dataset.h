@@ -26,6 +26,8 @@ typedef struct {
     otl_sample *samples; /* split, then class, then path order */
     size_t n_samples;
     size_t ignored; /* files that are not images by their name (.DS_Store, Thumbs.db, ...) */
+    otl_strlist unrecordable; /* images whose names hold a tab or a newline, which the features
+                               * file's text cannot record: skipped, for the caller to warn about */
 } otl_dataset;
 
 onnxtl_status *otl_dataset_scan(const char *root, otl_dataset **out);

@@ -115,6 +115,9 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
         OTL_TRY(otl_features_writer_append(x->w, out.data, x->tags, b->good));
     }
     otl_events_progress(x->o->events, "extract", "img", b->first + b->count, x->n_todo);
+    if (x->o->interrupt && *x->o->interrupt)
+        return otl_error(ONNXTL_ERR_RUNTIME, "interrupted: the rows extracted so far are kept in %s.partial; "
+                         "run the same command again to resume", x->o->out_path);
     return NULL;
 }
 
@@ -124,8 +127,8 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
     onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
     otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->bb->pre, x->bb->input.height,
-                            x->bb->input.width, x->bb->input.nhwc, x->o->batch, x->o->decoders, x->bb->n_sessions,
-                            x->bb->sessions[0]};
+                            x->bb->input.width, x->bb->input.nhwc, x->o->batch, x->o->decoders, x->o->max_pixels,
+                            x->bb->n_sessions, x->bb->sessions[0]};
     stream streams[MAX_STREAMS];
     void *ctxs[MAX_STREAMS];
     for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
@@ -186,6 +189,9 @@ static void announce(const otl_extract_options *o, const otl_dataset *ds, const 
                     b->dim, *b->head ? ", head cut away: " : "", b->head);
     otl_events_note(o->events, false, "preprocess: %s%s%s%s", pre, *b->pre_why ? " (" : "", b->pre_why,
                     *b->pre_why ? ")" : "");
+    for (size_t i = 0; i < ds->unrecordable.n; i++)
+        otl_events_note(o->events, true, "skipped %s/%s: its name holds a tab or a newline, which a features file "
+                        "cannot record; rename it", ds->root, ds->unrecordable.items[i]);
     if (resumed) otl_events_note(o->events, false, "resuming %s.partial: %zu rows already extracted", o->out_path, resumed);
 }
 

@@ -2,6 +2,8 @@
 #ifndef OTL_EXTRACT_H
 #define OTL_EXTRACT_H
 
+#include <signal.h>
+
 #include "events.h"
 #include "feature_file.h"
 
@@ -10,11 +12,16 @@ typedef struct {
     const char *cut; /* NULL: the tensor that feeds the classifier head */
     otl_preprocess_spec pre; /* the user's preprocessing, over the model's and torchvision's defaults */
     int batch, decoders;
+    int64_t max_pixels; /* the largest JPEG accepted (0: OTL_DEFAULT_MAX_PIXELS) */
     int streams; /* batches in flight, each on its own session; 0: one */
     onnxtl_options session; /* threads, device, precision and log of each session */
     int shard_k, shard_n; /* 1-based shard of n */
     bool strict, restart;
     const otl_events *events; /* progress, what is extracted, skipped images */
+    /* Set, by a signal handler say, to stop once the current batch's rows are
+     * written and synced: the run ends with an error saying how to resume.
+     * NULL: never. */
+    const volatile sig_atomic_t *interrupt;
 } otl_extract_options;
 
 typedef struct {

@@ -114,6 +114,19 @@ static bool partial_matches(otl_features_writer *w, const char *meta, size_t met
     return same;
 }
 
+/* One writer per output: a second extraction onto the same file stops at
+ * once and names the process that holds it.  A POSIX record lock, which the
+ * system drops when that process ends, however it ends. */
+static onnxtl_status *lock_partial(int fd, const char *path) {
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &l) == 0) return NULL;
+    if (errno != EACCES && errno != EAGAIN) return otl_error(ONNXTL_ERR_IO, "%s: cannot lock: %s", path, strerror(errno));
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    const long pid = fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK ? (long)who.l_pid : 0;
+    return otl_error(ONNXTL_ERR_ARG, "%s is being written by another extraction (process %ld); wait for it to "
+                     "finish or choose another -o", path, pid);
+}
+
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, size_t meta_len,
                                         uint32_t dim, int n_classes, bool restart, otl_features_writer **out,
                                         uint32_t *next_image, uint64_t *rows_done) {
@@ -138,6 +151,7 @@ onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, 
         st = otl_error(ONNXTL_ERR_IO, "%s: cannot open: %s", w->partial_path, strerror(errno));
         goto fail;
     }
+    OTL_TRY_GOTO(st, lock_partial(w->fd, w->partial_path), fail);
     struct stat sb;
     bool existing = fstat(w->fd, &sb) == 0 && sb.st_size > 0;
     if (existing && partial_matches(w, meta, meta_len)) {

@@ -11,18 +11,19 @@
 #include "status.h"
 
 /* Larger images are refused rather than risk exhausting memory. */
-#define MAX_PIXELS ((int64_t)1 << 28)
 #define MAX_FILE_BYTES ((size_t)1 << 30)
 
 struct otl_jpeg_decoder {
     tjhandle tj;
+    int64_t max_pixels;
     uint8_t *file_buf; /* reused across loads */
     size_t file_cap;
 };
 
-onnxtl_status *otl_jpeg_decoder_create(otl_jpeg_decoder **out) {
+onnxtl_status *otl_jpeg_decoder_create(int64_t max_pixels, otl_jpeg_decoder **out) {
     otl_jpeg_decoder *d = calloc(1, sizeof *d);
     if (!d) return otl_nomem();
+    d->max_pixels = max_pixels > 0 ? max_pixels : OTL_DEFAULT_MAX_PIXELS;
     if (!(d->tj = tjInitDecompress())) {
         free(d);
         return otl_error(ONNXTL_ERR_RUNTIME, "cannot initialise TurboJPEG: %s", tjGetErrorStr2(NULL));
@@ -85,8 +86,10 @@ onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t l
     int w, h, subsamp, colorspace;
     if (tjDecompressHeader3(d->tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace))
         return decode_failed(d, path, "corrupt JPEG header");
-    if (w <= 0 || h <= 0 || (int64_t)w * h > MAX_PIXELS)
-        return otl_error(ONNXTL_ERR_FORMAT, "%s: unsupported JPEG size %dx%d", path, w, h);
+    if (w <= 0 || h <= 0) return otl_error(ONNXTL_ERR_FORMAT, "%s: unsupported JPEG size %dx%d", path, w, h);
+    if ((int64_t)w * h > d->max_pixels)
+        return otl_error(ONNXTL_ERR_FORMAT, "%s: the JPEG declares %dx%d pixels, more than --max-pixels %lld; "
+                         "raise it if the image is genuine", path, w, h, (long long)d->max_pixels);
     bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
     size_t pixels = (size_t)w * (size_t)h, channels = cmyk ? 4 : 3;
     uint8_t *raw = malloc(pixels * channels);

@@ -15,7 +15,11 @@ typedef struct {
 
 typedef struct otl_jpeg_decoder otl_jpeg_decoder; /* one per thread */
 
-onnxtl_status *otl_jpeg_decoder_create(otl_jpeg_decoder **out);
+/* A JPEG whose header declares more than max_pixels (0: the default, about
+ * 100 megapixels) is refused before anything is allocated for it: a
+ * decompression bomb is a few kilobytes that claim gigabytes. */
+#define OTL_DEFAULT_MAX_PIXELS ((int64_t)100000000)
+onnxtl_status *otl_jpeg_decoder_create(int64_t max_pixels, otl_jpeg_decoder **out);
 void otl_jpeg_decoder_release(otl_jpeg_decoder *d);
 
 /* Decodes a JPEG held in memory.  Grayscale becomes R=G=B; CMYK is converted

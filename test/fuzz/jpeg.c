@@ -15,7 +15,7 @@ static const otl_preprocess_spec variants[] = {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     static otl_jpeg_decoder *d; /* one for the process, as each decoding thread keeps one */
-    if (!d && otl_jpeg_decoder_create(&d)) abort();
+    if (!d && otl_jpeg_decoder_create(0, &d)) abort();
     const int v = data[0] % (int)(sizeof variants / sizeof *variants);
     otl_preprocess p;
     otl_preprocess_default(&p);
