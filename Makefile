@@ -13,7 +13,7 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 OPT := -O1 -g
 else ifeq ($(SANITIZE),thread)
 BUILD := build-tsan
-SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer -DOTL_NO_ISA_CLONES
 OPT := -O1 -g
 else
 BUILD := build

@@ -90,6 +90,15 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
     fi
 fi
 
+# ThreadSanitizer over extract's decoder, consumer and commit threads.
+if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ]; then
+    if make -s SANITIZE=thread build-tsan/onnxtl >"$LOG/tsan-build.log" 2>&1; then
+        run_suite tsan_extract $PY test/tsan_tests.py build-tsan/onnxtl "$SHARED"
+    else
+        echo "FAIL ThreadSanitizer build (see $LOG/tsan-build.log)" | tee "$LOG/tsan-result.log"
+    fi
+fi
+
 passed=$(cat "$LOG"/*.log | grep -c '^PASS')
 failed=$(cat "$LOG"/*.log | grep -c '^FAIL')
 skipped=$(cat "$LOG"/*.log | grep -c '^SKIP')

@@ -46,6 +46,15 @@ onnxtl_status *otl_cpu_concat(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a);
 onnxtl_status *otl_cpu_pad(const otl_kernel_args *a);
 
+/* A loop compiled for AVX-512, AVX2 and the baseline, the loader picking
+ * what the CPU runs (an ifunc).  ThreadSanitizer cannot run ifunc resolvers,
+ * which run before it starts: its build (OTL_NO_ISA_CLONES) keeps the baseline. */
+#ifdef OTL_NO_ISA_CLONES
+#define OTL_ISA_CLONES
+#else
+#define OTL_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 /* exp(x) as 2^n * 2^f, n = round(x log2 e) and |f| <= 1/2, 2^f from its
  * Taylor polynomial to degree 6 (relative error below 2e-7), with no call
  * and no branch, so that a loop over it vectorises. */

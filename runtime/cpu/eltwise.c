@@ -198,7 +198,7 @@ static inline float prelu_f(float x, float slope) { return x < 0.0f ? slope * x 
         else for (int64_t i = 0; i < n; i++) z[i] = f(x[i * ix], y[i * iy]);     \
     } while (0)
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+OTL_ISA_CLONES
 static void row_f32(otl_op op, const float *x, int64_t ix, const float *y, int64_t iy, float *z, int64_t n) {
     switch (op) {
     case OP_SUB: ROW(sub_f); break;

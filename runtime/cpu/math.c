@@ -19,11 +19,10 @@ static onnxtl_status *map_chunks(const otl_kernel_args *a, chunk_fn f) {
     return NULL;
 }
 
-/* A chunk loop compiled for AVX-512, AVX2 and the baseline (the loader
- * picks what the CPU runs, an ifunc), which vectorises where the expression
- * has no libm call. */
+/* A chunk loop for each ISA (OTL_ISA_CLONES), which vectorises where the
+ * expression has no libm call. */
 #define MAP_CHUNK(NAME, EXPR)                                                                     \
-    __attribute__((target_clones("avx512f", "avx2", "default")))                                  \
+    OTL_ISA_CLONES                                                                                \
     static void NAME##_chunk(const float *X, float *Y, int64_t n, const otl_attrs *at) {          \
         _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                     \
             const float x = X[i];                                                                 \

@@ -1,6 +1,7 @@
 /* onnxtl extract: image folders to a cached features file. */
 #include <omp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,11 +99,11 @@ static void print_summary(const otl_extract_result *r) {
 }
 
 /* The signal handler's flag: a handler can only reach static storage. */
-static volatile sig_atomic_t interrupted;
+static atomic_int interrupted;
 
 static void on_signal(int sig) {
     (void)sig;
-    interrupted = 1;
+    atomic_store_explicit(&interrupted, 1, memory_order_relaxed);
 }
 
 /* Ctrl-C or a kill (SIGTERM) stops extract after the batch in hand, its rows

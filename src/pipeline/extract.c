@@ -115,7 +115,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
         OTL_TRY(otl_features_writer_append(x->w, out.data, x->tags, b->good));
     }
     otl_events_progress(x->o->events, "extract", "img", b->first + b->count, x->n_todo);
-    if (x->o->interrupt && *x->o->interrupt)
+    if (x->o->interrupt && atomic_load_explicit(x->o->interrupt, memory_order_relaxed))
         return otl_error(ONNXTL_ERR_RUNTIME, "interrupted: the rows extracted so far are kept in %s.partial; "
                          "run the same command again to resume", x->o->out_path);
     return NULL;

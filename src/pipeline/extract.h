@@ -2,7 +2,7 @@
 #ifndef OTL_EXTRACT_H
 #define OTL_EXTRACT_H
 
-#include <signal.h>
+#include <stdatomic.h>
 
 #include "events.h"
 #include "feature_file.h"
@@ -18,10 +18,11 @@ typedef struct {
     int shard_k, shard_n; /* 1-based shard of n */
     bool strict, restart;
     const otl_events *events; /* progress, what is extracted, skipped images */
-    /* Set, by a signal handler say, to stop once the current batch's rows are
+    /* Set, by a signal handler say (a lock-free atomic is async-signal-safe
+     * and seen by every thread), to stop once the current batch's rows are
      * written and synced: the run ends with an error saying how to resume.
      * NULL: never. */
-    const volatile sig_atomic_t *interrupt;
+    const atomic_int *interrupt;
 } otl_extract_options;
 
 typedef struct {

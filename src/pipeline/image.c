@@ -83,8 +83,9 @@ onnxtl_status *otl_jpeg_decode(otl_jpeg_decoder *d, const uint8_t *buf, size_t l
     const char *other = sniff_format(buf, len);
     if (other) return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", path, other);
     if (!d->tj) return otl_error(ONNXTL_ERR_RUNTIME, "%s: TurboJPEG could not be reinitialised", path);
-    int w, h, subsamp, colorspace;
-    if (tjDecompressHeader3(d->tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace))
+    /* A header cut short can leave TurboJPEG's answers unset: they start out invalid. */
+    int w = 0, h = 0, subsamp = -1, colorspace = -1;
+    if (tjDecompressHeader3(d->tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace) || subsamp < 0)
         return decode_failed(d, path, "corrupt JPEG header");
     if (w <= 0 || h <= 0) return otl_error(ONNXTL_ERR_FORMAT, "%s: unsupported JPEG size %dx%d", path, w, h);
     if ((int64_t)w * h > d->max_pixels)
