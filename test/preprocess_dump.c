@@ -35,7 +35,10 @@ int main(int argc, char **argv) {
         char out[4096];
         st = otl_jpeg_load(d, argv[i], &img);
         int h = 0, w = 0;
-        if (!st && !otl_preprocess_fixed_size(&p, &h, &w)) h = img.height, w = img.width;
+        otl_resample_plan plan = {0};
+        if (!st) st = otl_resample_plan_make(&p, img.width, img.height, &plan); /* its crop is the output */
+        if (!st) h = plan.crop_h, w = plan.crop_w;
+        otl_resample_plan_free(&plan);
         float *chw = st ? NULL : malloc(sizeof(float) * 3 * (size_t)h * (size_t)w);
         if (!st && !chw) st = otl_nomem();
         if (!st) st = otl_preprocess_image(&p, &img, hwc, chw);

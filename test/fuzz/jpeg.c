@@ -22,10 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (otl_preprocess_parse(&p, &variants[v])) abort(); /* the variants are valid */
     otl_image img;
     onnxtl_status *st = otl_jpeg_decode(d, data + 1, size - 1, "fuzz.jpg", &img);
-    int h = 0, w = 0;
-    if (!st && !otl_preprocess_fixed_size(&p, &h, &w)) h = img.height, w = img.width;
-    /* Without a crop the output is the image's size, which extract never batches: kept small here. */
-    float *out = st || (int64_t)h * w > (1 << 22) ? NULL : malloc(sizeof(float) * 3 * (size_t)h * (size_t)w);
+    /* The output's size is the plan's crop (without one, the resized image,
+     * which extract never batches: kept small here). */
+    otl_resample_plan plan = {0};
+    if (!st) st = otl_resample_plan_make(&p, img.width, img.height, &plan);
+    const int64_t pixels = st ? 0 : (int64_t)plan.crop_h * plan.crop_w;
+    otl_resample_plan_free(&plan);
+    float *out = !st && pixels <= (1 << 22) ? malloc(sizeof(float) * 3 * (size_t)pixels) : NULL;
     if (out) st = otl_preprocess_image(&p, &img, data[0] & 0x80, out);
     free(out);
     otl_image_free(&img);
