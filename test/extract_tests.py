@@ -134,6 +134,29 @@ def test_interrupt_and_lock(onnxtl, data, d, ref):
            "for byte", r.stderr.strip()[-200:])
 
 
+def test_disk_full(onnxtl, data, d, ref):
+    """extract onto a 96 KiB tmpfs runs out of space mid-run; once the tmpfs grows, the same command resumes."""
+    mnt = os.path.join(d, "small_disk")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", mnt], capture_output=True, text=True)
+    if r.returncode:
+        print(f"SKIP extract on a full disk: cannot mount a small tmpfs here ({r.stderr.strip()})")
+        return
+    try:
+        out = os.path.join(mnt, "full.bin")
+        cmd = ["extract", model(), data, "-o", out, "--batch", "8", "--quiet"]
+        r = run(onnxtl, *cmd)
+        report(r.returncode == 1 and "No space left on device" in r.stderr and len(r.stderr.splitlines()) == 1
+               and os.path.exists(out + ".partial") and not os.path.exists(out),
+               "extract on a full disk fails in one line naming the cause, keeping FILE.partial", r.stderr.strip())
+        subprocess.run(["mount", "-o", "remount,size=4m", mnt], check=True)
+        r = run(onnxtl, *cmd)
+        report(r.returncode == 0 and same_file(out, ref),
+               "extract resumed once there is space equals an uninterrupted run byte for byte", r.stderr.strip()[-200:])
+    finally:
+        subprocess.run(["umount", mnt], check=False)
+
+
 def make_bad_folder(shared, d):
     root = os.path.join(d, "bad")
     good_src = os.path.join(os.path.abspath(shared), "dogscats", "train")
@@ -256,6 +279,7 @@ def main():
         data = subset(shared, d, 40, 12)
         ref = test_resume(onnxtl, data, d)
         test_interrupt_and_lock(onnxtl, data, d, ref)
+        test_disk_full(onnxtl, data, d, ref)
         test_bad_files(onnxtl, shared, d)
         test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)

@@ -108,9 +108,10 @@ static void on_signal(int sig) {
 
 /* Ctrl-C or a kill (SIGTERM) stops extract after the batch in hand, its rows
  * synced; a second one ends it at once (SA_RESETHAND), losing at most the
- * rows not yet synced, which a resume then recomputes. */
+ * rows not yet synced, which a resume then recomputes.  SA_RESTART keeps the
+ * reads and writes in flight from failing with EINTR meanwhile. */
 static void stop_on_signals(void) {
-    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND};
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
