@@ -157,6 +157,28 @@ def test_disk_full(onnxtl, data, d, ref):
         subprocess.run(["umount", mnt], check=False)
 
 
+def test_many_entries(onnxtl, shared, d):
+    """A class folder with 400,000 non-image files beside its photos: the scan's memory follows the images kept."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else d
+    with tempfile.TemporaryDirectory(dir=base) as t:
+        clean = subset(shared, t, 3, 0)
+        crowded = subset(shared, os.path.join(t, "c"), 3, 0)
+        junk = os.path.join(crowded, "train", "cat")
+        for i in range(400_000):
+            os.close(os.open(os.path.join(junk, f"notes-{i:06d}-" + "x" * 100 + ".txt"), os.O_CREAT | os.O_WRONLY))
+        rss, codes = [], []
+        for data in (clean, crowded):  # each run's own peak, from wait4
+            p = subprocess.Popen([onnxtl, "extract", model(), data, "-o", os.path.join(t, f"{len(rss)}.bin"), "--quiet"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            codes.append(p.returncode)
+            rss.append(usage.ru_maxrss / 1024)  # MiB
+        report(codes == [0, 0] and rss[1] - rss[0] < 8, "extract's scan of 400,000 other files beside the photos "
+               "stays within 8 MiB of the plain folder's peak memory (their names alone are 46 MiB)",
+               f"peak {rss[0]:.0f} MiB, then {rss[1]:.0f} MiB, exit {codes}")
+
+
 def make_bad_folder(shared, d):
     root = os.path.join(d, "bad")
     good_src = os.path.join(os.path.abspath(shared), "dogscats", "train")
@@ -280,6 +302,7 @@ def main():
         ref = test_resume(onnxtl, data, d)
         test_interrupt_and_lock(onnxtl, data, d, ref)
         test_disk_full(onnxtl, data, d, ref)
+        test_many_entries(onnxtl, shared, d)
         test_bad_files(onnxtl, shared, d)
         test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)

@@ -38,8 +38,10 @@ static bool is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* Sorted entry names of a folder, split into subfolders and files. */
-static onnxtl_status *list_dir(const char *path, otl_strlist *dirs, otl_strlist *files) {
+/* Sorted entry names of a folder: its subfolders, and its files named as
+ * images.  Other files are only counted in *ignored, so that memory follows
+ * the images kept, whatever else a folder holds. */
+static onnxtl_status *list_dir(const char *path, otl_strlist *dirs, otl_strlist *files, size_t *ignored) {
     DIR *d = opendir(path);
     if (!d) return otl_error(ONNXTL_ERR_IO, "%s: cannot read folder: %s", path, strerror(errno));
     onnxtl_status *st = NULL;
@@ -47,7 +49,9 @@ static onnxtl_status *list_dir(const char *path, otl_strlist *dirs, otl_strlist 
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char full[4096];
         if (snprintf(full, sizeof full, "%s/%s", path, e->d_name) >= (int)sizeof full) continue;
-        st = otl_strlist_push(is_dir(full) ? dirs : files, e->d_name);
+        if (is_dir(full)) st = otl_strlist_push(dirs, e->d_name);
+        else if (is_image_name(e->d_name)) st = otl_strlist_push(files, e->d_name);
+        else (*ignored)++;
     }
     closedir(d);
     otl_strlist_sort(dirs);
@@ -111,12 +115,11 @@ static onnxtl_status *walk_folder(otl_dataset *ds, size_t *cap, const char *rel,
     }
     const folder_chain here = {sb.st_dev, sb.st_ino, up->depth + 1, up};
     otl_strlist dirs = {0}, files = {0};
-    onnxtl_status *st = list_dir(full, &dirs, &files);
+    onnxtl_status *st = list_dir(full, &dirs, &files, &ds->ignored);
     for (size_t i = 0; !st && i < files.n; i++) {
         char path[4096];
         if (snprintf(path, sizeof path, "%s/%s", rel, files.items[i]) >= (int)sizeof path) continue;
-        if (!is_image_name(files.items[i])) ds->ignored++;
-        else if (strpbrk(path, "\t\n")) st = otl_strlist_push(&ds->unrecordable, path);
+        if (strpbrk(path, "\t\n")) st = otl_strlist_push(&ds->unrecordable, path);
         else st = add_sample(ds, cap, path, label, split);
     }
     for (size_t i = 0; !st && i < dirs.n; i++) {
@@ -162,9 +165,9 @@ static onnxtl_status *scan_splits(otl_dataset *ds, const otl_strlist *top) {
         char p[8300];
         snprintf(p, sizeof p, "%s/%s", ds->root, top->items[i]);
         otl_strlist dirs = {0}, files = {0};
-        st = list_dir(p, &dirs, &files);
+        st = list_dir(p, &dirs, &files, &ds->ignored);
         for (size_t k = 0; !st && k < dirs.n; k++) st = otl_strlist_push(&names, dirs.items[k]);
-        ds->ignored += files.n;
+        ds->ignored += files.n; /* images beside the class folders */
         otl_strlist_free(&dirs);
         otl_strlist_free(&files);
     }
@@ -198,7 +201,7 @@ static onnxtl_status *scan_flat(otl_dataset *ds, const otl_strlist *files) {
     onnxtl_status *st = NULL;
     for (size_t i = 0; !st && i < files->n; i++) {
         const char *f = files->items[i], *dot = strchr(f, '.');
-        if (!is_image_name(f) || dot == f) continue;
+        if (dot == f) continue; /* ".jpg": no label */
         char label[256];
         snprintf(label, sizeof label, "%.*s", (int)(dot - f), f);
         st = otl_strlist_push(&names, label);
@@ -207,7 +210,7 @@ static onnxtl_status *scan_flat(otl_dataset *ds, const otl_strlist *files) {
     size_t cap = 0;
     for (size_t i = 0; !st && i < files->n; i++) {
         const char *f = files->items[i], *dot = strchr(f, '.');
-        if (!is_image_name(f) || dot == f) {
+        if (dot == f) {
             ds->ignored++;
             continue;
         }
@@ -230,7 +233,7 @@ static int by_label(const void *a, const void *b) {
 
 static onnxtl_status *detect_and_scan(otl_dataset *ds) {
     otl_strlist dirs = {0}, files = {0};
-    OTL_TRY(list_dir(ds->root, &dirs, &files));
+    OTL_TRY(list_dir(ds->root, &dirs, &files, &ds->ignored));
     bool has_split = false;
     for (size_t i = 0; i < dirs.n; i++) has_split |= split_of(dirs.items[i]) >= 0;
     onnxtl_status *st;
