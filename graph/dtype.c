@@ -166,13 +166,13 @@ static unsigned double_to_minifloat(const minifloat *f, double v, bool saturate)
     const unsigned overflow = clamps                          ? sign | max_code
                               : f->specials == SPECIALS_IEEE ? sign | (max_code + 1)
                                                              : minifloat_nan(f, negative);
-    const double a = fabs(v), emin = 1 - f->bias;
-    if (isinf(a) || a > minifloat_to_double(f, max_code) * 2) return overflow;
+    const double a = fabs(v), emin = 1 - f->bias, max = minifloat_to_double(f, max_code);
+    if (isinf(a) || a > max * 2) return overflow;
     int e;
     frexp(a, &e);
     const double quantum = ldexp(1.0, (e - 1 > emin ? e - 1 : (int)emin) - f->man_bits);
     const double r = nearbyint(a / quantum) * quantum;
-    if (r > minifloat_to_double(f, max_code)) return overflow;
+    if (r > max) return overflow;
     if (r == 0) return f->specials == SPECIALS_FNUZ ? 0 : sign;
     unsigned code;
     if (r < ldexp(1.0, (int)emin)) {

@@ -207,6 +207,15 @@ static int other_input(const otl_node *n, int v) {
     return n->n_in == 2 && (n->in[0] == v || n->in[1] == v) ? n->in[n->in[0] == v] : -1;
 }
 
+/* Rewrites n, the last node of a fused pattern, as op of x with default attributes. */
+static void become_unary(otl_node *n, otl_op op, int x) {
+    n->op = op;
+    n->in[0] = x;
+    n->n_in = 1;
+    memset(&n->attrs, 0, sizeof n->attrs);
+    n->attrs.n_axes = n->attrs.n_perm = n->attrs.n_split = -1;
+}
+
 /* x * (1 + erf(x / sqrt(2))) * 0.5, as torch exports nn.GELU, becomes one
  * Gelu node: five passes over the activation become one. */
 static void fuse_one_gelu(otl_graph *g, otl_node *erf) {
@@ -220,11 +229,7 @@ static void fuse_one_gelu(otl_graph *g, otl_node *erf) {
     if (!mul || mul->op != OP_MUL || other_input(mul, add->out[0]) != x) return;
     otl_node *half = only_reader(g, mul->out[0]);
     if (!half || half->op != OP_MUL || !is_scalar(g, other_input(half, mul->out[0]), 0.5f)) return;
-    half->op = OP_GELU;
-    half->in[0] = x;
-    half->n_in = 1;
-    memset(&half->attrs, 0, sizeof half->attrs);
-    half->attrs.n_axes = half->attrs.n_perm = half->attrs.n_split = -1;
+    become_unary(half, OP_GELU, x);
     div->removed = erf->removed = add->removed = mul->removed = true;
 }
 
@@ -240,11 +245,7 @@ static void fuse_one_swish(otl_graph *g, otl_node *sigmoid) {
     otl_node *mul = only_reader(g, sigmoid->out[0]);
     if (!mul || mul->op != OP_MUL || mul->attrs.fused_relu || other_input(mul, sigmoid->out[0]) != sigmoid->in[0])
         return;
-    mul->op = OP_SWISH;
-    mul->in[0] = sigmoid->in[0];
-    mul->n_in = 1;
-    memset(&mul->attrs, 0, sizeof mul->attrs);
-    mul->attrs.n_axes = mul->attrs.n_perm = mul->attrs.n_split = -1;
+    become_unary(mul, OP_SWISH, sigmoid->in[0]);
     mul->attrs.alpha = 1.0f;
     sigmoid->removed = true;
 }

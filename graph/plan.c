@@ -139,8 +139,7 @@ static onnxtl_status *too_large(const char *what, size_t bytes, size_t limit) {
 
 /* Each output's size, checked for overflow and against the machine's memory
  * before anything is allocated for it. */
-static onnxtl_status *check_outputs(const otl_plan *p, const otl_node *n) {
-    const size_t limit = memory_bytes();
+static onnxtl_status *check_outputs(const otl_plan *p, const otl_node *n, size_t limit) {
     for (int k = 0; k < n->n_out; k++) {
         if (n->out[k] < 0) continue;
         const otl_tinfo *o = &p->t[n->out[k]];
@@ -202,13 +201,14 @@ static onnxtl_status *runnable(const otl_graph *g, const otl_node *n) {
 
 static onnxtl_status *infer_and_fold(otl_plan *p, bool *needed, otl_eval_fn eval, void *ctx) {
     const otl_graph *g = p->g;
+    const size_t limit = memory_bytes();
     for (int i = 0; i < g->n_nodes; i++) {
         const otl_node *n = &p->nodes[i];
         if (!needed[i]) continue;
         onnxtl_status *st = runnable(g, n);
         if (!st && n->op == OP_CONV && n->attrs.fused_add) st = check_residual(p, i, needed);
         if (!st) st = otl_infer_node(n, p->t);
-        if (!st) st = check_outputs(p, n);
+        if (!st) st = check_outputs(p, n, limit);
         bool foldable = n->op == OP_SHAPE || inputs_constant(n, p->t);
         if (!st && foldable) st = fold_node(p, n, eval, ctx);
         if (st) return otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op));
@@ -327,7 +327,8 @@ static onnxtl_status *plan_memory(otl_plan *p) {
     if (!st) {
         place_buffers(p, lt, n);
         for (int i = 0; i < n_alias; i++) p->offset[aliases[2 * i]] = p->offset[aliases[2 * i + 1]];
-        if (p->arena_bytes > memory_bytes()) st = too_large("the activations", p->arena_bytes, memory_bytes());
+        const size_t limit = memory_bytes();
+        if (p->arena_bytes > limit) st = too_large("the activations", p->arena_bytes, limit);
     }
     free(lt);
     free(aliases);

@@ -145,6 +145,20 @@ static void window_out_dims(const otl_window *w, int64_t n, int64_t c, int64_t *
     for (int i = 0; i < w->n; i++) dims[2 + i] = w->out[3 - w->n + i];
 }
 
+/* Conv's and ConvTranspose's weight: the input's rank, spatial dims that
+ * kernel_shape (where given) repeats. */
+static onnxtl_status *check_weight_window(const otl_node *nd, const otl_tinfo *x, const otl_tinfo *wt) {
+    const char *op = otl_op_name(nd->op);
+    const otl_attrs *a = &nd->attrs;
+    if (x->rank < 3 || wt->rank != x->rank)
+        return otl_error(ONNXTL_ERR_MODEL, "%s expects input and weight of the same rank >= 3", op);
+    if (a->n_kernel && a->n_kernel != x->rank - 2)
+        return otl_error(ONNXTL_ERR_MODEL, "%s kernel_shape has the wrong length", op);
+    for (int i = 0; i < a->n_kernel; i++)
+        if (a->kernel[i] != wt->dims[2 + i]) return otl_error(ONNXTL_ERR_MODEL, "%s kernel_shape disagrees with W", op);
+    return NULL;
+}
+
 /* ConvInteger and MatMulInteger: 8-bit integer operands, an int32 result. */
 static onnxtl_status *need_8bit(const otl_node *nd, const otl_tinfo *t) {
     for (int k = 0; k < nd->n_in; k++) {
@@ -165,17 +179,13 @@ static onnxtl_status *infer_conv(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]], *wt = &t[nd->in[1]];
     const bool integer = nd->op == OP_CONVINTEGER;
     OTL_TRY(integer ? need_8bit(nd, t) : need_float(x, "Conv"));
-    int n = x->rank - 2;
-    if (n < 1 || wt->rank != x->rank)
-        return bad("Conv expects input and weight of the same rank >= 3");
+    const int n = x->rank - 2;
+    OTL_TRY(check_weight_window(nd, x, wt));
     const otl_attrs *a = &nd->attrs;
     if (a->group < 1 || x->dims[1] != wt->dims[1] * a->group || wt->dims[0] % a->group)
         return otl_error(ONNXTL_ERR_MODEL,
                          "Conv channels do not match: input has %lld, weight expects %lld x group %lld",
                          (long long)x->dims[1], (long long)wt->dims[1], (long long)a->group);
-    if (a->n_kernel && a->n_kernel != n) return bad("Conv kernel_shape has the wrong length");
-    for (int i = 0; i < a->n_kernel; i++)
-        if (a->kernel[i] != wt->dims[2 + i]) return bad("Conv kernel_shape disagrees with W");
     if (integer && ((nd->n_in > 2 && nd->in[2] >= 0 && otl_tinfo_count(&t[nd->in[2]]) != 1) ||
                     (nd->n_in > 3 && nd->in[3] >= 0 && otl_tinfo_count(&t[nd->in[3]]) != 1 &&
                      otl_tinfo_count(&t[nd->in[3]]) != wt->dims[0])))
@@ -235,15 +245,12 @@ static onnxtl_status *infer_conv_transpose(const otl_node *nd, otl_tinfo *t) {
     const otl_tinfo *x = &t[nd->in[0]], *wt = &t[nd->in[1]];
     const otl_attrs *a = &nd->attrs;
     OTL_TRY(need_float(x, "ConvTranspose"));
-    int n = x->rank - 2;
-    if (n < 1 || wt->rank != x->rank) return bad("ConvTranspose expects input and weight of the same rank >= 3");
+    const int n = x->rank - 2;
+    OTL_TRY(check_weight_window(nd, x, wt));
     if (a->group < 1 || wt->dims[0] != x->dims[1] || x->dims[1] % a->group)
         return otl_error(ONNXTL_ERR_MODEL,
                          "ConvTranspose channels do not match: input has %lld, weight has %lld, group %lld",
                          (long long)x->dims[1], (long long)wt->dims[0], (long long)a->group);
-    if (a->n_kernel && a->n_kernel != n) return bad("ConvTranspose kernel_shape has the wrong length");
-    for (int i = 0; i < a->n_kernel; i++)
-        if (a->kernel[i] != wt->dims[2 + i]) return bad("ConvTranspose kernel_shape disagrees with W");
     const int64_t m = wt->dims[1] * a->group;
     if (nd->n_in > 2 && nd->in[2] >= 0) {
         const otl_tinfo *b = &t[nd->in[2]];

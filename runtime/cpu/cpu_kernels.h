@@ -76,15 +76,19 @@ static inline float otl_erf_poly(float x) {
     return x < 0.0f ? -r : r;
 }
 
+static inline float otl_swish(float x, float alpha) { return x / (1.0f + otl_exp_poly(-alpha * x)); }
+
+static inline float otl_hardswish(float x) {
+    const float h = x * (1.0f / 6.0f) + 0.5f;
+    return x * (h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h);
+}
+
 /* The activation a Conv applies to its output (a fused Relu, Swish,
  * HardSwish or Clip), or v unchanged. */
 static inline float otl_conv_activation(const otl_attrs *a, float v) {
     switch (a->fused_act) {
-    case FUSED_SWISH: return v / (1.0f + otl_exp_poly(-a->alpha * v));
-    case FUSED_HARDSWISH: {
-        const float h = v * (1.0f / 6.0f) + 0.5f;
-        return v * (h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h);
-    }
+    case FUSED_SWISH: return otl_swish(v, a->alpha);
+    case FUSED_HARDSWISH: return otl_hardswish(v);
     case FUSED_CLIP: return v < a->clip_min ? a->clip_min : v > a->clip_max ? a->clip_max : v;
     default: return a->fused_relu && v < 0.0f ? 0.0f : v;
     }

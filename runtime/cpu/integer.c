@@ -52,16 +52,11 @@ onnxtl_status *otl_cpu_conv_integer(const otl_kernel_args *a) {
     return NULL;
 }
 
-/* Per output batch axis, the matrix stride of an operand whose batch dims
- * broadcast to the output's (0 where it repeats). */
-static void batch_strides(const int64_t *dims, int rank, int out_rank, int64_t *strides) {
-    int64_t s = 1;
-    for (int i = out_rank - 1; i >= 0; i--) {
-        int j = i - (out_rank - rank);
-        int64_t d = j >= 0 ? dims[j] : 1;
-        strides[i] = d == 1 ? 0 : s;
-        s *= d;
-    }
+/* The leading rank dims of t, as a tensor of their own (the batch axes). */
+static otl_tinfo leading(const otl_tinfo *t, int rank) {
+    otl_tinfo v = {.dtype = t->dtype, .rank = rank};
+    for (int i = 0; i < rank; i++) v.dims[i] = t->dims[i];
+    return v;
 }
 
 onnxtl_status *otl_cpu_matmul_integer(const otl_kernel_args *a) {
@@ -70,9 +65,11 @@ onnxtl_status *otl_cpu_matmul_integer(const otl_kernel_args *a) {
     const int64_t m = a_vec ? 1 : A->dims[A->rank - 2], k = A->dims[A->rank - 1], n = b_vec ? 1 : B->dims[B->rank - 1];
     const int a_batch = a_vec ? 0 : A->rank - 2, b_batch = b_vec ? 0 : B->rank - 2;
     const int y_batch = Y->rank - !a_vec - !b_vec;
+    /* Per output batch axis, each operand's stride in matrices (0 where it repeats). */
     int64_t sa[ONNXTL_MAX_RANK], sb[ONNXTL_MAX_RANK], batches = 1;
-    batch_strides(A->dims, a_batch, y_batch, sa);
-    batch_strides(B->dims, b_batch, y_batch, sb);
+    const otl_tinfo ab = leading(A, a_batch), bb = leading(B, b_batch), yb = leading(Y, y_batch);
+    otl_broadcast_strides(&ab, &yb, sa);
+    otl_broadcast_strides(&bb, &yb, sb);
     for (int i = 0; i < y_batch; i++) batches *= Y->dims[i];
     int32_t *out = a->out[0];
     for (int64_t bi = 0; bi < batches; bi++) {
