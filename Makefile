@@ -1,5 +1,6 @@
 # onnxtl build.  `make` builds build/onnxtl and build/libonnxtl.a;
-# `make test` runs every test; `make SANITIZE=1` builds with ASan+UBSan into build-san/,
+# `make test` runs every test (`make test-sanitize`: all of them under ASan+UBSan);
+# `make SANITIZE=1` builds with ASan+UBSan into build-san/,
 # `make SANITIZE=thread` with ThreadSanitizer into build-tsan/.
 
 CC ?= cc
@@ -115,6 +116,11 @@ test: deps
 	$(MAKE) all
 	test/run_tests.sh
 
+# Every suite of make test on the ASan+UBSan build, build-san/ (about twice as long).
+test-sanitize: deps
+	$(MAKE) SANITIZE=1 all
+	ONNXTL_BUILD=build-san ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 test/run_tests.sh
+
 bench: deps
 	$(MAKE) all
 	tools/bench.sh
@@ -122,5 +128,5 @@ bench: deps
 clean:
 	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-tsan build-cuda build-fuzz
 
-.PHONY: all deps demo test bench clean fuzz replays
+.PHONY: all deps demo test test-sanitize bench clean fuzz replays
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

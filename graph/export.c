@@ -181,7 +181,8 @@ static bool name_in(char *const *names, size_t n, const char *s) {
 }
 
 /* Keeps only the nodes that compute cut (and the initializers they read). */
-static onnxtl_status *prune_to(Onnx__GraphProto *g, const char *cut) {
+/* Parts of a parsed model are freed with its allocator, which leaves the payloads in the file alone. */
+static onnxtl_status *prune_to(Onnx__GraphProto *g, const char *cut, ProtobufCAllocator *parsed) {
     bool *keep = calloc(g->n_node + 1, sizeof *keep);
     char **want = calloc(g->n_node * 8 + 2, sizeof *want); /* tensors still to produce */
     size_t n_want = 0, cap = g->n_node * 8 + 2;
@@ -202,13 +203,13 @@ static onnxtl_status *prune_to(Onnx__GraphProto *g, const char *cut) {
     size_t w = 0;
     for (size_t i = 0; i < g->n_node; i++) {
         if (keep[i]) g->node[w++] = g->node[i];
-        else onnx__node_proto__free_unpacked(g->node[i], NULL);
+        else onnx__node_proto__free_unpacked(g->node[i], parsed);
     }
     g->n_node = w;
     w = 0;
     for (size_t i = 0; i < g->n_initializer; i++) {
         if (name_in(want, n_want, g->initializer[i]->name)) g->initializer[w++] = g->initializer[i];
-        else onnx__tensor_proto__free_unpacked(g->initializer[i], NULL);
+        else onnx__tensor_proto__free_unpacked(g->initializer[i], parsed);
     }
     g->n_initializer = w;
     w = 0;
@@ -216,10 +217,10 @@ static onnxtl_status *prune_to(Onnx__GraphProto *g, const char *cut) {
         bool is_init = false;
         for (size_t k = 0; k < g->n_initializer && !is_init; k++) is_init = !strcmp(g->initializer[k]->name, g->input[i]->name);
         if (name_in(want, n_want, g->input[i]->name) || is_init) g->input[w++] = g->input[i];
-        else onnx__value_info_proto__free_unpacked(g->input[i], NULL);
+        else onnx__value_info_proto__free_unpacked(g->input[i], parsed);
     }
     g->n_input = w;
-    for (size_t i = 0; i < g->n_value_info; i++) onnx__value_info_proto__free_unpacked(g->value_info[i], NULL);
+    for (size_t i = 0; i < g->n_value_info; i++) onnx__value_info_proto__free_unpacked(g->value_info[i], parsed);
     g->n_value_info = 0;
     free(keep);
     free(want);
@@ -251,10 +252,11 @@ static onnxtl_status *write_model(const Onnx__ModelProto *m, const char *path) {
 
 onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int cut_rank, const otl_head_spec *h,
                                 const char *out_path) {
-    Onnx__ModelProto *m;
-    OTL_TRY(otl_proto_read_model(backbone_path, &m));
+    otl_proto_model parsed;
+    OTL_TRY(otl_proto_read_model(backbone_path, &parsed));
+    Onnx__ModelProto *m = parsed.proto;
     Onnx__GraphProto *g = m->graph;
-    onnxtl_status *st = prune_to(g, cut);
+    onnxtl_status *st = prune_to(g, cut, &parsed.allocator);
     const char *head_in = cut;
     if (!st && cut_rank != 2) { /* the head takes [N, features] */
         Onnx__NodeProto *fl = node("Flatten", "onnxtl_head.flatten", cut, NULL, NULL, "onnxtl_head.features");
@@ -265,7 +267,7 @@ onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int 
     if (!st) st = append_head(g, head_in, h);
     if (!st) st = set_metadata(m, h);
     if (!st) st = write_model(m, out_path);
-    onnx__model_proto__free_unpacked(m, NULL);
+    otl_proto_model_release(&parsed);
     return st ? otl_error_wrap(st, "exporting %s", out_path) : NULL;
 }
 

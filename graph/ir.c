@@ -91,7 +91,7 @@ void otl_graph_free(otl_graph *g) {
     free(g->outputs);
     free(g->weights);
     free(g->path);
-    free(g->dir);
+    otl_model_files_release(&g->files);
     free(g->producer_name);
     free(g->producer_version);
     for (int i = 0; i < g->n_meta; i++) {

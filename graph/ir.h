@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model_files.h"
 #include "status.h"
 
 #define OTL_MAX_SPATIAL 3
@@ -108,7 +109,7 @@ typedef struct {
     int rank;   /* -1 while unknown */
     int64_t dims[ONNXTL_MAX_RANK]; /* -1 for a symbolic dimension */
     void *data; /* contents of a constant (initializer or Constant node), else NULL */
-    bool data_owned; /* data was allocated on its own rather than in the weight block */
+    bool data_owned; /* data was allocated on its own, not in the weight block or a mapped file */
     int producer;    /* index of the producing node, -1 for inputs and constants */
     char *unusable;  /* why onnxtl cannot hold it (a string tensor, a map), NULL if it can */
 } otl_value;
@@ -127,7 +128,6 @@ typedef struct {
 
 typedef struct {
     char *path;        /* model file, for messages */
-    char *dir;         /* its folder, for external data */
     int64_t ir_version;
     int opset;         /* default-domain opset */
     char *producer_name, *producer_version;
@@ -143,7 +143,8 @@ typedef struct {
     int *outputs;
     int n_outputs;
 
-    void *weights; /* one allocation for every initializer */
+    otl_model_files files; /* mapped for the graph's lifetime; weights are used in them where they can be */
+    void *weights;         /* one allocation for the initializers that are not */
     size_t weights_bytes;
 
     struct otl_name_map *names;

@@ -1,5 +1,4 @@
 /* ONNX ModelProto -> otl_graph. */
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,13 +42,11 @@ static onnxtl_status *copy_metadata(otl_graph *g, const Onnx__ModelProto *m) {
     return NULL;
 }
 
-/* dir is the folder external data is read from; NULL for a model in memory. */
-static onnxtl_status *init_header(otl_graph *g, const char *path, const char *dir, const Onnx__ModelProto *m) {
+static onnxtl_status *init_header(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
     g->path = strdup(path);
-    g->dir = dir ? strdup(dir) : NULL;
     g->producer_name = strdup(m->producer_name ? m->producer_name : "");
     g->producer_version = strdup(m->producer_version ? m->producer_version : "");
-    if (!g->path || (dir && !g->dir) || !g->producer_name || !g->producer_version) return otl_nomem();
+    if (!g->path || !g->producer_name || !g->producer_version) return otl_nomem();
     OTL_TRY(copy_metadata(g, m));
     g->ir_version = m->ir_version;
     g->opset = default_opset(m);
@@ -67,14 +64,43 @@ static void set_value_shape(otl_value *v, const otl_proto_tensor_info *info) {
     memcpy(v->dims, info->dims, sizeof(int64_t) * (size_t)info->rank);
 }
 
-/* All initializers go into one allocation, each at an aligned offset. */
+/* Where a tensor's data lies in a file the graph keeps mapped, stored as
+ * onnxtl holds it; NULL for a model in memory, whose bytes are its caller's.
+ * The mapping is private and writable, so the graph may own the bytes. */
+static onnxtl_status *locate_data(otl_graph *g, const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+                                  void **held) {
+    *held = NULL;
+    if (!g->files.model.bytes) return NULL;
+    const void *at;
+    OTL_TRY(otl_proto_tensor_stored_as_held(t, info, &g->files, &at));
+    *held = (void *)at;
+    return NULL;
+}
+
+/* Used where it lies: a C type needs its natural alignment. */
+static bool usable_in_place(const void *held, const otl_proto_tensor_info *info) {
+    return held && (uintptr_t)held % otl_dtype_size(info->dtype) == 0;
+}
+
+/* Copies a tensor's data to dst, then gives back the mapped pages it came
+ * from: nothing reads them again. */
+static onnxtl_status *copy_data(otl_graph *g, const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
+                                const void *held, void *dst) {
+    OTL_TRY(otl_proto_tensor_read(t, info, &g->files, dst));
+    if (held) otl_mapped_forget(held, info->nbytes);
+    return NULL;
+}
+
+/* Initializers are used where the file holds them when they can be; the
+ * others go into one allocation, each at an aligned offset. */
 static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp) {
     size_t n = gp->n_initializer, total = 0;
     otl_proto_tensor_info *infos = calloc(n ? n : 1, sizeof *infos);
     size_t *offsets = calloc(n ? n : 1, sizeof *offsets);
+    void **held = calloc(n ? n : 1, sizeof *held);
     char **unusable = calloc(n ? n : 1, sizeof *unusable);
     onnxtl_status *st = NULL;
-    if (!infos || !offsets || !unusable) {
+    if (!infos || !offsets || !held || !unusable) {
         st = otl_nomem();
         goto done;
     }
@@ -85,8 +111,10 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
             goto done;
         }
         OTL_TRY_GOTO(st, defer_unsupported(otl_proto_tensor_describe(t, &infos[i]), &unusable[i]), done);
-        if (!unusable[i]) OTL_TRY_GOTO(st, otl_proto_tensor_check_stored(t, &infos[i], g->dir), done);
         if (unusable[i]) continue; /* a value onnxtl cannot hold, kept without data */
+        OTL_TRY_GOTO(st, otl_proto_tensor_check_stored(t, &infos[i], &g->files), done);
+        OTL_TRY_GOTO(st, locate_data(g, t, &infos[i], &held[i]), done);
+        if (usable_in_place(held[i], &infos[i])) continue;
         size_t padded = (infos[i].nbytes + WEIGHT_ALIGN - 1) & ~(size_t)(WEIGHT_ALIGN - 1);
         offsets[i] = total;
         if (padded < infos[i].nbytes || !otl_add_size(total, padded, &total)) {
@@ -102,21 +130,26 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
     }
     for (size_t i = 0; i < n; i++) {
         const Onnx__TensorProto *t = gp->initializer[i];
-        void *dst = (char *)g->weights + offsets[i];
         int idx;
         OTL_TRY_GOTO(st, otl_graph_add_value(g, t->name, &idx), done);
+        otl_value *v = &g->values[idx];
         if (unusable[i]) {
-            g->values[idx].unusable = unusable[i];
+            v->unusable = unusable[i];
             unusable[i] = NULL;
             continue;
         }
-        OTL_TRY_GOTO(st, otl_proto_tensor_read(t, &infos[i], g->dir, dst), done);
-        set_value_shape(&g->values[idx], &infos[i]);
-        g->values[idx].data = dst;
+        set_value_shape(v, &infos[i]);
+        if (usable_in_place(held[i], &infos[i])) {
+            v->data = held[i];
+            continue;
+        }
+        v->data = (char *)g->weights + offsets[i];
+        OTL_TRY_GOTO(st, copy_data(g, t, &infos[i], held[i], v->data), done);
     }
 done:
     for (size_t i = 0; unusable && i < n; i++) free(unusable[i]);
     free(unusable);
+    free(held);
     free(infos);
     free(offsets);
     return st;
@@ -180,12 +213,15 @@ static onnxtl_status *constant_from_ints(otl_value *v, const int64_t *x, size_t 
 
 static onnxtl_status *constant_from_tensor(otl_graph *g, otl_value *v, const Onnx__TensorProto *t) {
     otl_proto_tensor_info info;
+    void *held;
     OTL_TRY(otl_proto_tensor_describe(t, &info));
-    OTL_TRY(otl_proto_tensor_check_stored(t, &info, g->dir));
+    OTL_TRY(otl_proto_tensor_check_stored(t, &info, &g->files));
+    OTL_TRY(locate_data(g, t, &info, &held));
     set_value_shape(v, &info);
+    if (usable_in_place(held, &info)) return v->data = held, NULL;
     if (!(v->data = malloc(info.nbytes ? info.nbytes : 1))) return otl_nomem();
     v->data_owned = true;
-    return otl_proto_tensor_read(t, &info, g->dir, v->data);
+    return copy_data(g, t, &info, held, v->data);
 }
 
 /* A Constant node becomes a constant value; no node is kept for it. */
@@ -353,8 +389,8 @@ static onnxtl_status *load_outputs(otl_graph *g, const Onnx__GraphProto *gp) {
     return NULL;
 }
 
-static onnxtl_status *build_graph(otl_graph *g, const char *path, const char *dir, const Onnx__ModelProto *m) {
-    OTL_TRY(init_header(g, path, dir, m));
+static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
+    OTL_TRY(init_header(g, path, m));
     OTL_TRY(load_initializers(g, m->graph));
     OTL_TRY(load_inputs(g, m->graph));
     OTL_TRY(load_nodes(g, m->graph));
@@ -368,10 +404,10 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const char *di
     return otl_pass_fuse_residual(g);
 }
 
-static onnxtl_status *graph_of(Onnx__ModelProto *m, const char *path, const char *dir, otl_graph **out) {
-    otl_graph *g = calloc(1, sizeof *g);
-    onnxtl_status *st = g ? build_graph(g, path, dir, m) : otl_nomem();
-    onnx__model_proto__free_unpacked(m, NULL);
+/* The graph of a parsed model, which is released; g is freed on failure. */
+static onnxtl_status *graph_of(otl_graph *g, otl_proto_model *pm, const char *path, otl_graph **out) {
+    onnxtl_status *st = build_graph(g, path, pm->proto);
+    otl_proto_model_release(pm);
     if (st) {
         otl_graph_free(g);
         return otl_error_wrap(st, "%s", path);
@@ -380,21 +416,29 @@ static onnxtl_status *graph_of(Onnx__ModelProto *m, const char *path, const char
     return NULL;
 }
 
+/* The file stays mapped for the graph's lifetime: weights are used in it. */
 onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
-    Onnx__ModelProto *m;
-    OTL_TRY(otl_proto_read_model(path, &m));
-    char *tmp = strdup(path);
-    if (!tmp) {
-        onnx__model_proto__free_unpacked(m, NULL);
-        return otl_nomem();
+    otl_graph *g = calloc(1, sizeof *g);
+    if (!g) return otl_nomem();
+    otl_proto_model pm;
+    onnxtl_status *st = otl_model_files_open(&g->files, path);
+    if (!st) st = otl_proto_parse_model(g->files.model.bytes, g->files.model.size, path, &pm);
+    if (st) {
+        otl_graph_free(g);
+        return st;
     }
-    onnxtl_status *st = graph_of(m, path, dirname(tmp), out);
-    free(tmp);
-    return st;
+    return graph_of(g, &pm, path, out);
 }
 
+/* The caller's bytes are its own once this returns: weights are copied. */
 onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out) {
-    Onnx__ModelProto *m;
-    OTL_TRY(otl_proto_parse_model(data, size, name, &m));
-    return graph_of(m, name, NULL, out);
+    otl_graph *g = calloc(1, sizeof *g);
+    if (!g) return otl_nomem();
+    otl_proto_model pm;
+    onnxtl_status *st = otl_proto_parse_model(data, size, name, &pm);
+    if (st) {
+        otl_graph_free(g);
+        return st;
+    }
+    return graph_of(g, &pm, name, out);
 }

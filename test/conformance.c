@@ -62,7 +62,7 @@ static onnxtl_status *read_pb(const char *path, onnxtl_tensor *t) {
         t->rank = info.rank;
         memcpy(t->dims, info.dims, sizeof(int64_t) * (size_t)info.rank);
         t->data = malloc(info.nbytes ? info.nbytes : 1);
-        st = t->data ? otl_proto_tensor_read(tp, &info, ".", t->data) : otl_nomem();
+        st = t->data ? otl_proto_tensor_read(tp, &info, NULL, t->data) : otl_nomem();
     }
     onnx__tensor_proto__free_unpacked(tp, NULL);
     return st;

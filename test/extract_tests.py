@@ -4,6 +4,7 @@ files in the data, shards, and damaged features files.
 
 usage: extract_tests.py ONNXTL SHARED_DATA
 """
+import contextlib
 import fcntl
 import os
 import random
@@ -134,27 +135,41 @@ def test_interrupt_and_lock(onnxtl, data, d, ref):
            "for byte", r.stderr.strip()[-200:])
 
 
-def test_disk_full(onnxtl, data, d, ref):
-    """extract onto a 96 KiB tmpfs runs out of space mid-run; once the tmpfs grows, the same command resumes."""
+@contextlib.contextmanager
+def small_disk(d, size, what):
+    """A tmpfs of size under d (None, after a SKIP line, where none can be mounted); grow it with grow_disk."""
     mnt = os.path.join(d, "small_disk")
     os.makedirs(mnt)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", mnt], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], capture_output=True, text=True)
     if r.returncode:
-        print(f"SKIP extract on a full disk: cannot mount a small tmpfs here ({r.stderr.strip()})")
+        print(f"SKIP {what} on a full disk: cannot mount a small tmpfs here ({r.stderr.strip()})")
+        yield None
         return
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], check=False)
+
+
+def grow_disk(mnt, size):
+    subprocess.run(["mount", "-o", f"remount,size={size}", mnt], check=True)
+
+
+def test_disk_full(onnxtl, data, d, ref):
+    """extract onto a 96 KiB tmpfs runs out of space mid-run; once the tmpfs grows, the same command resumes."""
+    with small_disk(d, "96k", "extract") as mnt:
+        if mnt is None:
+            return
         out = os.path.join(mnt, "full.bin")
         cmd = ["extract", model(), data, "-o", out, "--batch", "8", "--quiet"]
         r = run(onnxtl, *cmd)
         report(r.returncode == 1 and "No space left on device" in r.stderr and len(r.stderr.splitlines()) == 1
                and os.path.exists(out + ".partial") and not os.path.exists(out),
                "extract on a full disk fails in one line naming the cause, keeping FILE.partial", r.stderr.strip())
-        subprocess.run(["mount", "-o", "remount,size=4m", mnt], check=True)
+        grow_disk(mnt, "4m")
         r = run(onnxtl, *cmd)
         report(r.returncode == 0 and same_file(out, ref),
                "extract resumed once there is space equals an uninterrupted run byte for byte", r.stderr.strip()[-200:])
-    finally:
-        subprocess.run(["umount", mnt], check=False)
 
 
 def test_many_entries(onnxtl, shared, d):

@@ -13,13 +13,14 @@ import sys
 import tempfile
 
 import numpy as np
+import onnx
 from PIL import Image
 from torchvision import transforms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from extract_tests import model, report, subset, failed_count  # noqa: E402
+from extract_tests import failed_count, grow_disk, model, report, small_disk, subset  # noqa: E402
 
 
 def run(onnxtl, *args):
@@ -48,6 +49,15 @@ def ort_probabilities(model_path, images):
     return np.frombuffer(node.stdout, np.float32).reshape(len(images), -1)
 
 
+def exported_weights_intact(backbone, exported):
+    """The loader parses without copying payloads; the export writes them back as the file had them."""
+    theirs = {t.name: t for t in onnx.load(backbone).graph.initializer}
+    ours = onnx.load(exported).graph.initializer
+    kept = [t for t in ours if t.name in theirs]
+    return kept and all(t.raw_data == theirs[t.name].raw_data and not t.UnknownFields() for t in kept) and \
+        all(not t.UnknownFields() for t in ours)
+
+
 def test_workflow(onnxtl, shared, d, arch="resnet18"):
     d = os.path.join(d, arch)
     os.makedirs(d)
@@ -64,6 +74,8 @@ def test_workflow(onnxtl, shared, d, arch="resnet18"):
     report(r.returncode == 0 and len(ep) == 5 and falls,
            f"workflow {arch}: fit-head trains 5 epochs{', the loss falls' if arch == 'resnet18' else ''}",
            f"losses {[e[0] for e in ep]}; {r.stderr.strip()[-200:]}")
+    report(r.returncode == 0 and exported_weights_intact(model(arch), mdl),
+           f"workflow {arch}: the exported model holds the backbone's weights byte for byte and only ONNX's fields")
     r = run(onnxtl, "eval", mdl, os.path.join(data, "test"), "--json")
     ev = json.loads(r.stdout) if r.returncode == 0 else {}
     report(ev and ep and abs(ev["accuracy"] - ep[-1][1]) < 1e-9, f"workflow {arch}: eval agrees with fit-head's test accuracy",
@@ -114,6 +126,22 @@ def test_bad_inputs(onnxtl, shared, d, feats, mdl):
     open(bad, "wb").write(blob[:rows_offset] + bytes(row) + blob[rows_offset + row_bytes:])
     r = run(onnxtl, "fit-head", bad, "-o", os.path.join(d, "x.onnx"))
     report(r.returncode == 1 and "non-finite" in r.stderr, "fit-head refuses non-finite features", r.stderr.strip())
+    # an image path that leads outside the data folder, with both checksums fixed
+    meta = blob[128:128 + hdr[3]]
+    first = meta.split(b"\nimage=", 1)[1].split(b"\n", 1)[0].split(b"\t")[2]
+    for hostile in (b"/" + b"x" * (len(first) - 1), (b"../" * len(first))[:len(first) - 1] + b"x"):
+        altered = bytearray(blob)
+        start = 128 + meta.index(b"\t" + first + b"\n") + 1
+        altered[start:start + len(first)] = hostile
+        struct.pack_into("<I", altered, 80, crc32c(bytes(altered[128:128 + hdr[3]])))
+        struct.pack_into("<I", altered, 84, crc32c(bytes(altered[:84])))
+        open(bad, "wb").write(bytes(altered))
+        for cmd in (["features", bad], ["features", bad, "--npy", os.path.join(d, "x")],
+                    ["fit-head", bad, "-o", os.path.join(d, "x.onnx")]):
+            r = run(onnxtl, *cmd)
+            report(r.returncode == 1 and bad in r.stderr and "not inside the data folder" in r.stderr,
+                   f"{cmd[0]}{' --npy' if '--npy' in cmd else ''} refuses a features file whose image path "
+                   f"{'is absolute' if hostile.startswith(b'/') else 'climbs out with ..'}", r.stderr.strip()[-160:])
     one = os.path.join(d, "one")
     os.makedirs(os.path.join(one, "cat"))
     src = os.path.join(os.path.abspath(shared), "dogscats", "train", "cat")
@@ -135,6 +163,29 @@ def test_bad_inputs(onnxtl, shared, d, feats, mdl):
            "run names a bad image, classifies the others and exits 1", r.stderr.strip().splitlines()[0] if r.stderr else "")
 
 
+def test_fit_head_disk_full(onnxtl, d, feats):
+    """fit-head writes its model to FILE.tmp and renames it: on a full disk the model already there stays whole."""
+    with small_disk(d, "64m", "fit-head") as mnt:
+        if mnt is None:
+            return
+        out, ref = os.path.join(mnt, "model.onnx"), os.path.join(d, "seed1.onnx")
+        fit = ["fit-head", feats, "--epochs", "2", "--quiet"]
+        first = run(onnxtl, *fit, "-o", out)
+        kept = open(out, "rb").read() if first.returncode == 0 else b""
+        r = run(onnxtl, *fit, "--seed", "1", "-o", out)  # a second 43 MiB model does not fit beside the first
+        report(first.returncode == 0 and r.returncode == 1 and "No space left on device" in r.stderr and
+               len(r.stderr.splitlines()) == 1 and open(out, "rb").read() == kept and
+               not os.path.exists(out + ".tmp"),
+               "fit-head on a full disk fails in one line, leaving the previous model whole and no temporary file",
+               r.stderr.strip())
+        grow_disk(mnt, "128m")
+        r = run(onnxtl, *fit, "--seed", "1", "-o", out)
+        run(onnxtl, *fit, "--seed", "1", "-o", ref)
+        report(r.returncode == 0 and open(out, "rb").read() == open(ref, "rb").read(),
+               "fit-head run again once there is space writes the model an uninterrupted run writes, byte for byte",
+               r.stderr.strip()[-200:])
+
+
 def main():
     onnxtl, shared = sys.argv[1], sys.argv[2]
     if not os.path.isdir(os.path.join(shared, "dogscats")):
@@ -144,6 +195,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         feats, mdl = test_workflow(onnxtl, shared, d)
         test_bad_inputs(onnxtl, shared, d, feats, mdl)
+        test_fit_head_disk_full(onnxtl, d, feats)
         for arch in ("mobilenet_v3_large", "vit_b_16"):  # modern backbones, end to end
             test_workflow(onnxtl, shared, d, arch)
     return 1 if failed_count() else 0

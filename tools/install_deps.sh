@@ -6,6 +6,9 @@ PKGS="build-essential protobuf-c-compiler libprotobuf-c-dev libonnx-dev libturbo
       libdnnl-dev python3-numpy python3-torch python3-torchvision python3-onnx python3-pil"
 # `install_deps.sh fuzz`: also clang with libFuzzer and its OpenMP runtime (make fuzz).
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
+# `install_deps.sh slurm`: also Slurm and munge, for the test that runs a single-node
+# cluster under a temporary folder (the packages' own services stay unconfigured).
+[ "${1:-}" = slurm ] && PKGS="$PKGS slurmctld slurmd slurm-client munge"
 missing=()
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

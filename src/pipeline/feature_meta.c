@@ -71,6 +71,20 @@ static int split_index(const char *s) {
     return -1;
 }
 
+/* extract records paths relative to the data folder, so one that is absolute
+ * or climbs out of it was written by someone else: it is refused before
+ * anything could follow it. */
+static bool stays_inside(const char *path) {
+    if (!*path || *path == '/') return false;
+    for (const char *c = path; c;) {
+        const char *slash = strchr(c, '/');
+        const size_t n = slash ? (size_t)(slash - c) : strlen(c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) return false;
+        c = slash ? slash + 1 : NULL;
+    }
+    return true;
+}
+
 static onnxtl_status *parse_image_line(otl_features_meta *m, char *v) {
     char *tab1 = strchr(v, '\t'), *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
     if (!tab2) return otl_error(ONNXTL_ERR_FORMAT, "malformed image line");
@@ -82,6 +96,9 @@ static onnxtl_status *parse_image_line(otl_features_meta *m, char *v) {
     if (s->split < 0 || *end || label < 0 || label >= m->n_classes)
         return otl_error(ONNXTL_ERR_FORMAT, "image line with a bad split or label");
     s->label = (int)label;
+    if (!stays_inside(tab2 + 1))
+        return otl_error(ONNXTL_ERR_FORMAT, "image path '%s' is not inside the data folder (extract writes "
+                         "relative paths only; this file was altered)", tab2 + 1);
     if (!(s->path = strdup(tab2 + 1))) return otl_nomem();
     m->n_images++;
     return NULL;

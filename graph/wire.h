@@ -1,0 +1,29 @@
+/* The protobuf wire format, for the one thing protobuf-c cannot do: parse a
+ * model without copying its tensor payloads. */
+#ifndef OTL_WIRE_H
+#define OTL_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The TensorProto field a skeleton puts where raw_data was: 16 bytes, the
+ * payload's offset in the model's bytes and its length (little-endian
+ * uint64s).  The highest field number protobuf allows, which ONNX never uses;
+ * one found in a file is dropped. */
+#define OTL_WIRE_PAYLOAD_FIELD 536870911u
+#define OTL_WIRE_PAYLOAD_REF_BYTES 16
+
+/* payloads of fewer bytes stay in the skeleton: a reference would not be shorter */
+#define OTL_WIRE_MIN_PAYLOAD 64
+
+/* Rewrites a serialized ModelProto with every TensorProto's raw_data of at
+ * least OTL_WIRE_MIN_PAYLOAD bytes replaced by a reference to where it lies
+ * in bytes, wherever ONNX nests tensors: initializers, sparse initializers,
+ * attributes, subgraphs, functions.  Everything else is kept byte for byte.
+ * *out is malloc'd.  False on malformed wire data (left for the protobuf
+ * parser to report, which it does for the same bytes) or when out of memory
+ * (*nomem set). */
+bool otl_wire_skeleton(const uint8_t *bytes, size_t size, uint8_t **out, size_t *out_size, bool *nomem);
+
+#endif
