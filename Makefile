@@ -32,7 +32,9 @@ SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=un
 OPT := -O1 -g
 endif
 
+# -fPIC: the objects make libonnxtl.so too; -fvisibility=hidden: it exports only ONNXTL_API.
 CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -march=x86-64-v2 -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp \
+          -fPIC -fvisibility=hidden \
           -I$(BUILD)/onnx -Iinclude -Igraph -Iruntime -Iruntime/cpu -Isrc/api -Isrc/pipeline $(SANFLAGS)
 # protobuf-c is linked statically so the binary runs on machines without it.
 LDLIBS := -l:libprotobuf-c.a -l:libturbojpeg.a -ldnnl -lm -fopenmp $(SANFLAGS)
@@ -56,7 +58,12 @@ TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/te
 FUZZ_NAMES := $(basename $(notdir $(filter-out test/fuzz/replay.c test/fuzz/fuzz_file.c,$(wildcard test/fuzz/*.c))))
 FUZZ_SHARED := $(BUILD)/obj/test/fuzz/fuzz_file.o $(BUILD)/libonnxtl.a
 
-all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(TEST_BINS)
+VERSION := $(shell sed -n 's/^\#define ONNXTL_VERSION "\(.*\)"/\1/p' include/onnxtl.h)
+SONAME := libonnxtl.so.$(firstword $(subst ., ,$(VERSION)))
+# The shared library links its dependencies as shared libraries, where the CLI has them built in.
+SO_LIBS := $(subst -l:libturbojpeg.a,-lturbojpeg,$(subst -l:libprotobuf-c.a,-lprotobuf-c,$(LDLIBS)))
+
+all: $(BUILD)/onnxtl $(BUILD)/libonnxtl.a $(BUILD)/libonnxtl.so.$(VERSION) $(BUILD)/onnxtl.1 $(TEST_BINS)
 
 include onnx/schema.mk
 
@@ -69,13 +76,20 @@ $(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h
 
 $(BUILD)/obj/runtime/cuda/kernels.o: runtime/cuda/kernels.cu runtime/cuda/kernels.h
 	@mkdir -p $(@D)
-	$(NVCC) -O2 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
+	$(NVCC) -O2 -Xcompiler -fPIC -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
 
 $(BUILD)/libonnxtl.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/onnxtl: $(CLI_OBJ) $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/libonnxtl.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $^ -o $@ $(SO_LIBS)
+
+# The manual is the binary's own --help texts.
+$(BUILD)/onnxtl.1: $(BUILD)/onnxtl tools/make_man.sh
+	tools/make_man.sh $< $(VERSION) > $@
 
 $(BUILD)/test_%: $(BUILD)/obj/test/%.o $(BUILD)/libonnxtl.a
 	$(CC) $^ -o $@ $(LDLIBS)
@@ -125,8 +139,36 @@ bench: deps
 	$(MAKE) all
 	tools/bench.sh
 
-clean:
-	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.a build/test_* build-san build-tsan build-cuda build-fuzz
+# make install PREFIX=/usr/local DESTDIR=...: the CLI, the shared and static
+# libraries, the headers, onnxtl.pc and the manual; make uninstall removes
+# exactly those files.
+PREFIX ?= /usr/local
+BINDIR := $(PREFIX)/bin
+LIBDIR := $(PREFIX)/lib
+INCLUDEDIR := $(PREFIX)/include
+MANDIR := $(PREFIX)/share/man/man1
+INSTALLED := $(BINDIR)/onnxtl $(LIBDIR)/libonnxtl.so.$(VERSION) $(LIBDIR)/$(SONAME) $(LIBDIR)/libonnxtl.so \
+             $(LIBDIR)/libonnxtl.a $(INCLUDEDIR)/onnxtl.h $(INCLUDEDIR)/onnxtl_base.h \
+             $(LIBDIR)/pkgconfig/onnxtl.pc $(MANDIR)/onnxtl.1
 
-.PHONY: all deps demo test test-sanitize bench clean fuzz replays
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)
+	install -m 755 $(BUILD)/onnxtl $(DESTDIR)$(BINDIR)/onnxtl
+	install -m 755 $(BUILD)/libonnxtl.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libonnxtl.so.$(VERSION)
+	ln -sf libonnxtl.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libonnxtl.so
+	install -m 644 $(BUILD)/libonnxtl.a $(DESTDIR)$(LIBDIR)/libonnxtl.a
+	install -m 644 include/onnxtl.h graph/onnxtl_base.h $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/onnxtl.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/onnxtl.pc
+	install -m 644 $(BUILD)/onnxtl.1 $(DESTDIR)$(MANDIR)/onnxtl.1
+	$(if $(DESTDIR),,-ldconfig)
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	$(if $(DESTDIR),,-ldconfig)
+
+clean:
+	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.* build/onnxtl.1 build/test_* build-san build-tsan build-cuda build-fuzz
+
+.PHONY: all deps demo test test-sanitize bench clean fuzz replays install uninstall
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -16,6 +16,9 @@
 extern "C" {
 #endif
 
+/* What libonnxtl.so exports: the public API only, everything else is hidden. */
+#define ONNXTL_API __attribute__((visibility("default")))
+
 typedef enum {
     ONNXTL_OK = 0,
     ONNXTL_ERR_ARG,         /* bad argument from the caller */
@@ -28,9 +31,9 @@ typedef enum {
 } onnxtl_code;
 
 typedef struct onnxtl_status onnxtl_status;
-onnxtl_code onnxtl_status_code(const onnxtl_status *st);
-const char *onnxtl_status_message(const onnxtl_status *st);
-void onnxtl_status_release(onnxtl_status *st);
+ONNXTL_API onnxtl_code onnxtl_status_code(const onnxtl_status *st);
+ONNXTL_API const char *onnxtl_status_message(const onnxtl_status *st);
+ONNXTL_API void onnxtl_status_release(onnxtl_status *st);
 
 /* Element types use the ONNX TensorProto.DataType numbering. */
 enum {

@@ -12,6 +12,7 @@ saying so, without a GPU.
 
 usage: trainer_parity.py ONNXTL SHARED_DATA [--device cuda]
 """
+import json
 import os
 import subprocess
 import sys
@@ -117,10 +118,10 @@ def main():
             for opt_label, opt_flags, make_opt in CASES:
                 out = os.path.join(d, "out")
                 os.makedirs(out, exist_ok=True)
-                log = os.path.join(d, "steps.txt")
+                log = os.path.join(d, "log.jsonl")
                 r = subprocess.run([onnxtl, "fit-head", feats, "-o", os.path.join(d, "m.onnx"), "--quiet", "--no-shuffle",
                                     "--dropout", "0", "--keep", "last", "--batch", str(BATCH), "--epochs", str(EPOCHS),
-                                    "--init-from", init, "--save-weights", out, "--step-log", log, "--device", device]
+                                    "--init-from", init, "--save-weights", out, "--log", log, "--device", device]
                                    + head_flags + opt_flags, capture_output=True, text=True)
                 if r.returncode and no_gpu(r.stderr):
                     print(f"SKIP trainer parity on {device}: {r.stderr.strip()}")
@@ -129,7 +130,7 @@ def main():
                     print(f"FAIL trainer parity {head_label} {opt_label}: {r.stderr.strip()}")
                     failed += 1
                     continue
-                ours_loss = np.loadtxt(log)[:, 1]
+                ours_loss = np.array([j["loss"] for j in map(json.loads, open(log)) if "step" in j])
                 ref_loss, ref_params = torch_train(x, y, dims, init, make_opt)
                 # relative to the loss scale: per-step ratios of near-zero float32 losses mean nothing
                 loss_err = float(np.max(np.abs(ours_loss - ref_loss)) / np.max(np.abs(ref_loss)))

@@ -6,7 +6,7 @@
 #include "plan.h"
 #include "onnxtl.h"
 
-const otl_graph *onnxtl_model_graph(const onnxtl_model *m);
+const otl_graph *otl_model_graph(const onnxtl_model *m);
 
 /* A plan of the model computing values, built with the CPU as the evaluator
  * of constant subgraphs: for shapes and memory, not for running.  inputs

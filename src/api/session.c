@@ -62,7 +62,7 @@ void onnxtl_model_release(onnxtl_model *m) {
     free(m);
 }
 
-const otl_graph *onnxtl_model_graph(const onnxtl_model *m) { return m->g; }
+const otl_graph *otl_model_graph(const onnxtl_model *m) { return m->g; }
 
 size_t onnxtl_model_input_count(const onnxtl_model *m) { return (size_t)m->g->n_inputs; }
 size_t onnxtl_model_output_count(const onnxtl_model *m) { return (size_t)m->g->n_outputs; }

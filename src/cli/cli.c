@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -11,8 +12,20 @@ void cli_log_line(void *ctx, const char *line) {
     fprintf(stderr, "onnxtl: %s\n", line);
 }
 
+/* Colour only where a person reads it, and never with NO_COLOR set (no-color.org). */
+static bool colour_on_stderr(void) {
+    const char *no_colour = getenv("NO_COLOR"), *term = getenv("TERM");
+    return isatty(STDERR_FILENO) && !(no_colour && *no_colour) && !(term && !strcmp(term, "dumb"));
+}
+
+void cli_message(const char *label, const char *text) {
+    const bool error = !strcmp(label, "error");
+    if (colour_on_stderr()) fprintf(stderr, "onnxtl: \033[1;%sm%s:\033[0m %s\n", error ? "31" : "33", label, text);
+    else fprintf(stderr, "onnxtl: %s: %s\n", label, text);
+}
+
 int cli_fail(onnxtl_status *st) {
-    fprintf(stderr, "onnxtl: error: %s\n", onnxtl_status_message(st));
+    cli_message("error", onnxtl_status_message(st));
     onnxtl_status_release(st);
     return EXIT_FAIL;
 }

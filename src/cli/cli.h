@@ -11,6 +11,9 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 /* Prints "onnxtl: <line>" to stderr: the backends' diagnostics (onnxtl_options.log). */
 void cli_log_line(void *ctx, const char *line);
+/* Prints "onnxtl: LABEL: TEXT" to stderr, LABEL ("error" or "warning") in
+ * colour on a terminal unless NO_COLOR is set. */
+void cli_message(const char *label, const char *text);
 /* Prints "onnxtl: error: <message>" to stderr, releases st, and returns EXIT_FAIL. */
 int cli_fail(onnxtl_status *st);
 /* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */

@@ -6,28 +6,57 @@
 #include "cli.h"
 #include "evaluate.h"
 #include "progress.h"
+#include "report.h"
 
 static const char eval_help[] =
-    "usage: onnxtl eval MODEL DATA_DIR [--json] [--batch N] [--threads N] [--device D] [--precision P]\n"
+    "usage: onnxtl eval MODEL DATA_DIR [--json] [--report FILE.html] [options]\n"
     "\n"
     "Classifies every image of a labelled folder (the layouts extract reads; with\n"
-    "splits, all of them) and prints accuracy, per-class precision and recall and\n"
-    "the confusion matrix.  Folder classes are matched to the model's by name.\n"
-    "--json prints one JSON object, with every image's prediction.\n";
+    "splits, all of them) and prints top-1 (and top-5, with 5 classes or more)\n"
+    "accuracy as torchvision's reference scripts do, per-class precision, recall\n"
+    "and F1 in scikit-learn's classification_report layout, the expected\n"
+    "calibration error (10 equal bins of confidence) and the confusion matrix.\n"
+    "Folder classes are matched to the model's by name.  --json prints one JSON\n"
+    "object with the same figures, the reliability bins and every image's\n"
+    "prediction and probability.\n"
+    "\n"
+    "options:\n"
+    "  --json           print the figures as one JSON object\n"
+    "  --report FILE    also write a self-contained HTML report: the figures, the\n"
+    "                   confusion matrix in colour, a reliability diagram and the\n"
+    "                   misclassified photos as thumbnails, the most confident first\n"
+    "  --report-photos N  at most N thumbnails in the report (default 60)\n"
+    "  --batch N        images per run (default 16)\n"
+    "  --threads N      worker threads (default: all cores)\n"
+    CLI_DEVICE_HELP;
 
-static void print_text(const otl_evaluation *e, size_t scored) {
-    const int n = e->c.n_classes;
-    int64_t correct = 0;
-    for (int i = 0; i < n; i++) correct += e->confusion[i * n + i];
-    printf("accuracy: %.4f (%lld of %zu images)", scored ? (double)correct / (double)scored : 0.0, (long long)correct, scored);
-    if (e->errors) printf(", %zu unreadable skipped", e->errors);
-    printf("\n%-16s %9s %9s %8s\n", "class", "precision", "recall", "support");
+/* torchvision's reference scripts' line, then scikit-learn's classification_report layout (digits=4). */
+static void print_report(const otl_evaluation *e, const otl_eval_figures *f) {
+    static const char *const heads[] = {"precision", "recall", "f1-score", "support"};
+    const int n = f->n_classes;
+    printf("Acc@1 %.3f", 100 * f->top1);
+    if (f->top5 >= 0) printf(" Acc@5 %.3f", 100 * f->top5);
+    printf(" (%zu images%s)\n\n", f->scored, e->errors ? ", unreadable ones skipped" : "");
+    int width = (int)strlen("weighted avg");
+    for (int i = 0; i < n; i++) width = (int)strlen(e->c.classes[i]) > width ? (int)strlen(e->c.classes[i]) : width;
+    printf("%*s ", width, "");
+    for (int h = 0; h < 4; h++) printf(" %9s", heads[h]);
+    printf("\n\n");
     for (int i = 0; i < n; i++) {
-        int64_t tp = e->confusion[i * n + i], pred = 0, actual = 0;
-        for (int j = 0; j < n; j++) pred += e->confusion[j * n + i], actual += e->confusion[i * n + j];
-        printf("%-16s %9.4f %9.4f %8lld\n", e->c.classes[i], pred ? (double)tp / (double)pred : 0.0,
-               actual ? (double)tp / (double)actual : 0.0, (long long)actual);
+        const otl_class_figures *c = &f->per_class[i];
+        printf("%*s  %9.4f %9.4f %9.4f %9lld\n", width, e->c.classes[i], c->precision, c->recall, c->f1, (long long)c->support);
     }
+    printf("\n%*s  %9s %9s %9.4f %9lld\n", width, "accuracy", "", "", f->top1, (long long)f->macro.support);
+    const otl_class_figures *avg[2] = {&f->macro, &f->weighted};
+    for (int a = 0; a < 2; a++)
+        printf("%*s  %9.4f %9.4f %9.4f %9lld\n", width, a ? "weighted avg" : "macro avg", avg[a]->precision,
+               avg[a]->recall, avg[a]->f1, (long long)avg[a]->support);
+    printf("\nexpected calibration error (%d bins): %.4f\n", OTL_RELIABILITY_BINS, f->ece);
+}
+
+static void print_text(const otl_evaluation *e, const otl_eval_figures *f) {
+    const int n = f->n_classes;
+    print_report(e, f);
     printf("confusion matrix (rows: true class, columns: predicted):\n%16s", "");
     for (int j = 0; j < n; j++) printf(" %8.8s", e->c.classes[j]);
     printf("\n");
@@ -48,13 +77,29 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
-static void print_json(const otl_evaluation *e, size_t scored) {
-    const int n = e->c.n_classes;
-    int64_t correct = 0;
-    for (int i = 0; i < n; i++) correct += e->confusion[i * n + i];
-    printf("{\"accuracy\": %.6f, \"images\": %zu, \"skipped\": %zu, \"classes\": [", scored ? (double)correct / (double)scored : 0.0,
-           scored, e->errors);
+static void json_class(const char *key, const otl_class_figures *c) {
+    printf("%s\"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f, \"support\": %lld}", key, c->precision, c->recall,
+           c->f1, (long long)c->support);
+}
+
+static void print_json(const otl_evaluation *e, const otl_eval_figures *f) {
+    const int n = f->n_classes;
+    printf("{\"accuracy\": %.6f, \"top1\": %.6f, ", f->top1, f->top1);
+    if (f->top5 >= 0) printf("\"top5\": %.6f, ", f->top5);
+    printf("\"images\": %zu, \"skipped\": %zu, \"ece\": %.6f, \"classes\": [", f->scored, e->errors, f->ece);
     for (int i = 0; i < n; i++) printf("%s", i ? ", " : ""), json_str(e->c.classes[i]);
+    printf("], \"per_class\": [");
+    for (int i = 0; i < n; i++) {
+        printf("%s{\"class\": ", i ? ", " : "");
+        json_str(e->c.classes[i]);
+        json_class(", ", &f->per_class[i]);
+    }
+    json_class("], \"macro_avg\": {", &f->macro);
+    json_class(", \"weighted_avg\": {", &f->weighted);
+    printf(", \"reliability\": [");
+    for (int b = 0; b < OTL_RELIABILITY_BINS; b++)
+        printf("%s{\"count\": %lld, \"confidence\": %.6f, \"accuracy\": %.6f}", b ? ", " : "", (long long)f->bins[b].count,
+               f->bins[b].confidence, f->bins[b].accuracy);
     printf("], \"confusion\": [");
     for (int i = 0; i < n; i++) {
         printf("%s[", i ? ", " : "");
@@ -70,18 +115,29 @@ static void print_json(const otl_evaluation *e, size_t scored) {
         json_str(e->ds->classes[e->ds->samples[k].label]);
         printf(", \"predicted\": ");
         json_str(e->c.classes[e->predicted[k]]);
-        printf("}");
+        printf(", \"probability\": %.6f}", e->confidence[k]);
         first = 0;
     }
     printf("]}\n");
 }
 
-static onnxtl_status *evaluate(const char *model, const char *data, int batch, const onnxtl_options *opts, bool json) {
+typedef struct {
+    int batch;
+    bool json;
+    const char *report;
+    int report_photos;
+} eval_options;
+
+static onnxtl_status *evaluate(const char *model, const char *data, const eval_options *o, const onnxtl_options *opts) {
     cli_reporter rep;
     const otl_events events = cli_reporter_events(&rep, false);
     otl_evaluation e;
-    onnxtl_status *st = otl_evaluate(model, data, batch, opts, &events, &e);
-    if (!st) (json ? print_json : print_text)(&e, e.ds->n_samples - e.errors);
+    otl_eval_figures f = {0};
+    onnxtl_status *st = otl_evaluate(model, data, o->batch, opts, &events, &e);
+    if (!st) st = otl_evaluation_figures(&e, &f);
+    if (!st) (o->json ? print_json : print_text)(&e, &f);
+    if (!st && o->report) st = otl_report_eval(o->report, &e, &f, model, data, o->report_photos);
+    otl_eval_figures_free(&f);
     otl_evaluation_free(&e);
     return st;
 }
@@ -89,23 +145,27 @@ static onnxtl_status *evaluate(const char *model, const char *data, int batch, c
 int cmd_eval(int argc, char **argv) {
     if (cli_help_asked(argc, argv, eval_help)) return 0;
     const char *pos[2] = {0};
-    int n_pos = 0, batch = 16, rc = 0;
+    int n_pos = 0, rc = 0;
+    eval_options o = {.batch = 16, .report_photos = 60};
     onnxtl_options opts = {.log = cli_log_line};
-    bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--json")) json = true;
+        if (!strcmp(a, "--json")) o.json = true;
         else if (a[0] == '-' && i + 1 < argc && cli_device_option("eval", a, argv[i + 1], &opts, &rc)) {
             if (rc) return rc;
             i++;
-        } else if (!strcmp(a, "--batch") || !strcmp(a, "--threads")) {
+        } else if (!strcmp(a, "--report")) {
             if (i + 1 >= argc) return cli_usage("eval", "%s needs a value", a);
-            if (!cli_parse_int("eval", a, argv[++i], 1, 4096, !strcmp(a, "--batch") ? &batch : &opts.threads)) return EXIT_USAGE;
+            o.report = argv[++i];
+        } else if (!strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--report-photos")) {
+            if (i + 1 >= argc) return cli_usage("eval", "%s needs a value", a);
+            int *v = !strcmp(a, "--batch") ? &o.batch : !strcmp(a, "--threads") ? &opts.threads : &o.report_photos;
+            if (!cli_parse_int("eval", a, argv[++i], !strcmp(a, "--report-photos") ? 0 : 1, 100000, v)) return EXIT_USAGE;
         } else if (a[0] == '-') return cli_usage("eval", "unknown option '%s'", a);
         else if (n_pos < 2) pos[n_pos++] = a;
         else return cli_usage("eval", "unexpected argument '%s'", a);
     }
     if (n_pos != 2) return cli_usage("eval", "expected MODEL and DATA_DIR");
-    onnxtl_status *st = evaluate(pos[0], pos[1], batch, &opts, json);
+    onnxtl_status *st = evaluate(pos[0], pos[1], &o, &opts);
     return st ? cli_fail(st) : 0;
 }

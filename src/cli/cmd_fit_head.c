@@ -36,7 +36,8 @@ static const char fit_head_help[] =
     "  --init-from DIR      start from DIR/w0.npy, b0.npy, ... instead of a random init\n"
     "  --save-weights DIR   also write the trained weights as DIR/w0.npy, b0.npy, ...\n"
     "  --no-shuffle         keep the row order (reproducible comparisons)\n"
-    "  --step-log FILE      write each step's loss to FILE\n"
+    "  --log FILE           JSON lines: each step's loss and accuracy, each epoch's figures\n"
+    "  --report FILE        a self-contained HTML report with the loss and accuracy curves\n"
     "  --quiet              no progress or per-epoch lines\n";
 
 typedef struct {
@@ -75,7 +76,8 @@ static int parse_value(fit_args *a, const char *opt, const char *v) {
     else if (!strcmp(opt, "--backbone")) a->o.backbone = v;
     else if (!strcmp(opt, "--init-from")) a->o.init_from = v;
     else if (!strcmp(opt, "--save-weights")) a->o.save_weights = v;
-    else if (!strcmp(opt, "--step-log")) t->step_log = v;
+    else if (!strcmp(opt, "--log")) t->log = v;
+    else if (!strcmp(opt, "--report")) a->o.report = v;
     else if (!strcmp(opt, "--lr")) return parse_float(opt, v, &t->lr);
     else if (!strcmp(opt, "--momentum")) return parse_float(opt, v, &t->momentum);
     else if (!strcmp(opt, "--weight-decay")) return parse_float(opt, v, &t->weight_decay);

@@ -73,7 +73,7 @@ static void print_outputs(const otl_graph *g, const otl_plan *p) {
 
 /* The head input found, its shape at batch 1, and how it was found. */
 static onnxtl_status *print_head(const onnxtl_model *m) {
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     char why[512];
     int head = otl_graph_head_input(g, why, sizeof why);
     if (head < 0) {
@@ -102,7 +102,7 @@ static void print_unsupported(const otl_graph *g) {
  * whose outputs need what onnxtl lacks (a label-lookup tail) still has a
  * head input, found and planned on its own. */
 static onnxtl_status *print_plan_facts(const onnxtl_model *m) {
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     otl_plan *p;
     onnxtl_status *st = otl_model_plan(m, NULL, 1, g->outputs, g->n_outputs, &p);
     char why[512];
@@ -143,7 +143,7 @@ int cmd_info(int argc, char **argv) {
     onnxtl_model *m;
     onnxtl_status *st = onnxtl_model_load(argv[1], &m);
     if (st) return cli_fail(st);
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     printf("model: %s\n", g->path);
     printf("ir_version: %lld  opset: %d  producer: %s %s\n", (long long)g->ir_version, g->opset,
            g->producer_name, g->producer_version);

@@ -110,7 +110,7 @@ static void print_prediction(void *ctx, size_t index, const float *probs) {
 static void print_error(void *ctx, size_t index, const char *why) {
     run_ctx *r = ctx;
     (void)index;
-    fprintf(stderr, "onnxtl: error: %s\n", why);
+    cli_message("error", why);
     r->errors++;
 }
 

@@ -5,7 +5,6 @@
 #include "cli.h"
 #include "commands.h"
 
-#define ONNXTL_VERSION "0.1.0"
 
 static const char usage_text[] =
     "onnxtl " ONNXTL_VERSION ": transfer learning on ONNX models, in C\n"
@@ -24,7 +23,22 @@ static const char usage_text[] =
     "  run MODEL IMAGE_OR_DIR...       classify JPEGs with a fine-tuned model\n"
     "  eval MODEL DATA_DIR             accuracy, precision/recall and confusion matrix\n"
     "\n"
-    "Run 'onnxtl COMMAND --help' for a command's options.\n";
+    "Run 'onnxtl COMMAND --help' for a command's options.\n"
+    "\n"
+    "exit status:\n"
+    "  0                               success\n"
+    "  1                               bad input or a failure, named in one line on stderr\n"
+    "                                  (run: also when an image could not be classified)\n"
+    "  2                               usage error: unknown command or option, bad value\n"
+    "\n"
+    "environment:\n"
+    "  NO_COLOR                        set: no colour in messages, even on a terminal\n"
+    "  ONNXTL_LOG=1                    print which backend runs each node when a session plans\n"
+    "  ONNXTL_FALLBACK_OPS=A,B         run these ops on a CPU backend of their own (testing)\n"
+    "  ONNXTL_CACHE_DIR                where tuned CUDA choices are kept (default\n"
+    "                                  $XDG_CACHE_HOME/onnxtl or ~/.cache/onnxtl)\n"
+    "  ONNXTL_CUDA_LOG=1, ONNXTL_CUDNN=legacy\n"
+    "                                  CUDA diagnostics; cuDNN's legacy API for every convolution\n";
 
 static const struct {
     const char *name;

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "cli.h"
+
 static void progress_start(otl_progress *p, const char *what, const char *unit, size_t total, bool quiet) {
     *p = (otl_progress){.what = what, .unit = unit, .total = total, .quiet = quiet,
                         .tty = isatty(STDERR_FILENO), .start = otl_now()};
@@ -62,7 +64,7 @@ static void on_note(void *ctx, const char *text) {
     if (!r->quiet) fprintf(stderr, "%s\n", text);
 }
 
-static void on_warning(void *ctx, const char *text) { fprintf(stderr, "onnxtl: warning: %s\n", text); }
+static void on_warning(void *ctx, const char *text) { cli_message("warning", text); }
 
 static void on_epoch(void *ctx, const otl_epoch_figures *e) {
     const cli_reporter *r = ctx;

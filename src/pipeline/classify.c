@@ -35,7 +35,7 @@ onnxtl_status *otl_classifier_open(const char *model_path, const onnxtl_options 
                                    otl_classifier *c) {
     memset(c, 0, sizeof *c);
     OTL_TRY(onnxtl_model_load(model_path, &c->model));
-    const otl_graph *g = onnxtl_model_graph(c->model);
+    const otl_graph *g = otl_model_graph(c->model);
     otl_preprocess_default(&c->pre);
     char why[256];
     otl_image_model_defaults(c->model, &c->pre, why, sizeof why);
@@ -90,4 +90,59 @@ onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, s
     batch_ctx x = {c, sink};
     void *ctxs[1] = {&x};
     return n ? otl_batches_run(&src, on_batch, ctxs) : NULL;
+}
+
+/* The public API's classifier is the pipeline's, one image at a time. */
+struct onnxtl_classifier {
+    otl_classifier c;
+};
+
+onnxtl_status *onnxtl_classifier_open(const char *model_path, const onnxtl_options *opts, onnxtl_classifier **out) {
+    static const onnxtl_options defaults; /* the CPU, all cores */
+    onnxtl_classifier *h = calloc(1, sizeof *h);
+    if (!h) return otl_nomem();
+    onnxtl_status *st = otl_classifier_open(model_path, opts ? opts : &defaults, NULL, &h->c);
+    if (st) {
+        onnxtl_classifier_release(h);
+        return st;
+    }
+    *out = h;
+    return NULL;
+}
+
+size_t onnxtl_classifier_class_count(const onnxtl_classifier *h) { return (size_t)h->c.n_classes; }
+
+const char *onnxtl_classifier_class_name(const onnxtl_classifier *h, size_t i) {
+    return i < (size_t)h->c.n_classes ? h->c.classes[i] : NULL;
+}
+
+typedef struct {
+    float *probabilities;
+    size_t n;
+    bool classified;
+    char why[512];
+} one_image;
+
+static void take_probabilities(void *ctx, size_t index, const float *probs) {
+    one_image *o = ctx;
+    memcpy(o->probabilities, probs, o->n * sizeof *probs);
+    o->classified = true;
+}
+
+static void take_reason(void *ctx, size_t index, const char *why) {
+    one_image *o = ctx;
+    snprintf(o->why, sizeof o->why, "%s", why);
+}
+
+onnxtl_status *onnxtl_classifier_classify(onnxtl_classifier *h, const char *image_path, float *probabilities) {
+    one_image o = {.probabilities = probabilities, .n = (size_t)h->c.n_classes};
+    const otl_classify_sink sink = {take_probabilities, take_reason, &o};
+    OTL_TRY(otl_classify_files(&h->c, &image_path, 1, 1, &sink));
+    return o.classified ? NULL : otl_error(ONNXTL_ERR_FORMAT, "%s", o.why);
+}
+
+void onnxtl_classifier_release(onnxtl_classifier *h) {
+    if (!h) return;
+    otl_classifier_close(&h->c);
+    free(h);
 }

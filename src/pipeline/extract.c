@@ -59,7 +59,7 @@ static onnxtl_status *find_cut(const otl_graph *g, const char *name, int *cut) {
 
 /* Settles the preprocessing, then finds the cut and its width by planning batch 1 up to it. */
 static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *o) {
-    const otl_graph *g = onnxtl_model_graph(b->model);
+    const otl_graph *g = otl_model_graph(b->model);
     otl_preprocess_default(&b->pre);
     otl_image_model_defaults(b->model, &b->pre, b->pre_why, sizeof b->pre_why);
     OTL_TRY(otl_preprocess_parse(&b->pre, &o->pre));

@@ -7,6 +7,7 @@
 #include "export.h"
 #include "hash.h"
 #include "model.h"
+#include "report.h"
 #include "status.h"
 
 struct otl_fit_head {
@@ -46,7 +47,7 @@ static onnxtl_status *check_backbone(const char *path, const otl_features_meta *
                          "expected %.12s...); give the right one with --backbone", path, sha, m->model_sha256);
     onnxtl_model *model;
     OTL_TRY(onnxtl_model_load(path, &model));
-    int cut = otl_graph_find(onnxtl_model_graph(model), m->cut);
+    int cut = otl_graph_find(otl_model_graph(model), m->cut);
     otl_tinfo shape;
     onnxtl_status *st = cut < 0 ? otl_error(ONNXTL_ERR_MODEL, "%s has no tensor '%s'", path, m->cut)
                                 : otl_model_shape(model, NULL, 1, cut, &shape);
@@ -107,8 +108,16 @@ onnxtl_status *otl_fit_head_open(const otl_fit_head_options *o, otl_fit_head **o
 const otl_head *otl_fit_head_layers(const otl_fit_head *f) { return &f->head; }
 
 onnxtl_status *otl_fit_head_run(otl_fit_head *f, otl_train_result *r) {
-    OTL_TRY(otl_train(&f->head, f->f, &f->o->train, r));
-    return export_all(f, r);
+    otl_train_history history = {0};
+    otl_train_options train = f->o->train;
+    if (f->o->report) train.history = &history;
+    onnxtl_status *st = otl_train(&f->head, f->f, &train, r);
+    if (!st) st = export_all(f, r);
+    if (!st && f->o->report)
+        st = otl_report_training(f->o->report, &history, f->o->features,
+                                 r->eval_split >= 0 ? otl_split_names[r->eval_split] : NULL);
+    otl_train_history_free(&history);
+    return st;
 }
 
 void otl_fit_head_close(otl_fit_head *f) {

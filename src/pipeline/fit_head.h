@@ -13,6 +13,7 @@ typedef struct {
     const char *head;      /* auto (the shape of the classifier the cut removed), linear or mlp */
     int hidden[2];         /* MLP hidden sizes; 0: as the removed classifier, else 4096 */
     const char *init_from, *save_weights; /* DIR/w0.npy, b0.npy, ... or NULL */
+    const char *report;                   /* an HTML report of the training curves, or NULL */
     otl_train_options train;
 } otl_fit_head_options;
 

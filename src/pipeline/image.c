@@ -147,3 +147,45 @@ onnxtl_status *otl_jpeg_load(otl_jpeg_decoder *d, const char *path, otl_image *i
     OTL_TRY(read_whole(d, path, &len));
     return otl_jpeg_decode(d, d->file_buf, len, path, img);
 }
+
+/* Box-filtered: each thumbnail pixel is the mean of the source pixels it covers. */
+static void shrink(const otl_image *img, int w, int h, uint8_t *out) {
+    for (int y = 0; y < h; y++) {
+        const int y0 = (int)((int64_t)y * img->height / h), y1 = (int)((int64_t)(y + 1) * img->height / h);
+        for (int x = 0; x < w; x++) {
+            const int x0 = (int)((int64_t)x * img->width / w), x1 = (int)((int64_t)(x + 1) * img->width / w);
+            uint32_t sum[3] = {0}, n = 0;
+            for (int sy = y0; sy < (y1 > y0 ? y1 : y0 + 1); sy++)
+                for (int sx = x0; sx < (x1 > x0 ? x1 : x0 + 1); sx++, n++)
+                    for (int c = 0; c < 3; c++) sum[c] += img->rgb[((size_t)sy * (size_t)img->width + (size_t)sx) * 3 + (size_t)c];
+            for (int c = 0; c < 3; c++) out[((size_t)y * (size_t)w + (size_t)x) * 3 + (size_t)c] = (uint8_t)((sum[c] + n / 2) / n);
+        }
+    }
+}
+
+onnxtl_status *otl_jpeg_thumbnail(otl_jpeg_decoder *d, const char *path, int max_side, uint8_t **jpeg, size_t *len) {
+    otl_image img;
+    OTL_TRY(otl_jpeg_load(d, path, &img));
+    const int longest = img.width > img.height ? img.width : img.height;
+    const int w = longest > max_side ? (int)((int64_t)img.width * max_side / longest) : img.width,
+              h = longest > max_side ? (int)((int64_t)img.height * max_side / longest) : img.height;
+    uint8_t *small = malloc((size_t)(w ? w : 1) * (size_t)(h ? h : 1) * 3);
+    tjhandle tj = small ? tjInitCompress() : NULL;
+    onnxtl_status *st = !small ? otl_nomem() : !tj ? otl_error(ONNXTL_ERR_RUNTIME, "cannot initialise TurboJPEG") : NULL;
+    unsigned char *encoded = NULL;
+    unsigned long n = 0;
+    *jpeg = NULL;
+    if (!st) {
+        shrink(&img, w ? w : 1, h ? h : 1, small);
+        if (tjCompress2(tj, small, w ? w : 1, 0, h ? h : 1, TJPF_RGB, &encoded, &n, TJSAMP_420, 80, 0) != 0)
+            st = otl_error(ONNXTL_ERR_RUNTIME, "%s: cannot encode its thumbnail: %s", path, tjGetErrorStr2(tj));
+        else if (!(*jpeg = malloc(n))) st = otl_nomem();
+        else memcpy(*jpeg, encoded, n);
+    }
+    tjFree(encoded);
+    *len = st ? 0 : n;
+    if (tj) tjDestroy(tj);
+    free(small);
+    otl_image_free(&img);
+    return st;
+}

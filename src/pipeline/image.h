@@ -32,4 +32,8 @@ onnxtl_status *otl_jpeg_load(otl_jpeg_decoder *d, const char *path, otl_image *i
 
 void otl_image_free(otl_image *img);
 
+/* A JPEG of the image at path shrunk to fit max_side (box filter, quality
+ * 80), for reports; *jpeg is malloc'd. */
+onnxtl_status *otl_jpeg_thumbnail(otl_jpeg_decoder *d, const char *path, int max_side, uint8_t **jpeg, size_t *len);
+
 #endif

@@ -11,7 +11,7 @@
 static bool is_nhwc(const otl_value *in) { return in->dims[3] == 3 && in->dims[1] != 3; }
 
 onnxtl_status *otl_image_model_input(const onnxtl_model *m, const otl_preprocess *pre, otl_image_input *out) {
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     if (g->n_inputs != 1)
         return otl_error(ONNXTL_ERR_ARG, "%s: expected a model with one image input, this one has %d", g->path, g->n_inputs);
     const otl_value *in = &g->values[g->inputs[0]];
@@ -87,7 +87,7 @@ static bool scaled_in_graph(const otl_graph *g) {
 }
 
 void otl_image_model_defaults(const onnxtl_model *m, otl_preprocess *p, char *why, size_t why_n) {
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     why[0] = '\0';
     if (g->n_inputs != 1 || g->values[g->inputs[0]].rank != 4) return; /* otl_image_model_input says why */
     input_size(&g->values[g->inputs[0]], p, why, why_n);

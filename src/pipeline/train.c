@@ -1,5 +1,6 @@
 #include "train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,9 +198,34 @@ static onnxtl_status *split_rows(trainer *t, otl_train_result *r) {
     return NULL;
 }
 
-static FILE *open_step_log(const otl_train_options *o) {
-    return o->step_log ? fopen(o->step_log, "w") : NULL;
+onnxtl_status *otl_train_history_add_step(otl_train_history *h, double loss) {
+    if (h->n_steps == h->cap_steps) {
+        const int64_t cap = h->cap_steps ? 2 * h->cap_steps : 256;
+        double *grown = realloc(h->step_loss, (size_t)cap * sizeof *grown);
+        if (!grown) return otl_nomem();
+        h->step_loss = grown, h->cap_steps = cap;
+    }
+    h->step_loss[h->n_steps++] = loss;
+    return NULL;
 }
+
+onnxtl_status *otl_train_history_add_epoch(otl_train_history *h, const otl_epoch_figures *e) {
+    if (h->n_epochs == h->cap_epochs) {
+        const int cap = h->cap_epochs ? 2 * h->cap_epochs : 16;
+        otl_epoch_figures *grown = realloc(h->epochs, (size_t)cap * sizeof *grown);
+        if (!grown) return otl_nomem();
+        h->epochs = grown, h->cap_epochs = cap;
+    }
+    h->epochs[h->n_epochs++] = *e; /* eval_split is one of otl_split_names: it stays valid */
+    return NULL;
+}
+
+void otl_train_history_free(otl_train_history *h) {
+    free(h->epochs);
+    free(h->step_loss);
+    *h = (otl_train_history){0};
+}
+
 
 /* One epoch over the training rows; returns mean loss and accuracy. */
 static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r, FILE *log, int epoch, int64_t *steps,
@@ -218,10 +244,15 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
         int n = t->n_train - s < (size_t)o->batch ? (int)(t->n_train - s) : o->batch;
         gather(t, t->train + s, n);
         OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
+        const int before = correct;
         double l = cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
         if (!isfinite(l)) return otl_error(ONNXTL_ERR_RUNTIME, "the loss became non-finite at epoch %d; lower --lr", epoch);
         sum += l;
-        if (log) fprintf(log, "%lld %.9g\n", (long long)++*steps, l / n);
+        ++*steps;
+        if (log)
+            fprintf(log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"accuracy\": %.6f}\n", (long long)*steps,
+                    epoch, l / n, (double)(correct - before) / n);
+        if (o->history) OTL_TRY(otl_train_history_add_step(o->history, l / n));
         OTL_TRY(t->be->step(t->state, t->dlogits, n));
         otl_events_progress(ev, what, "step", step + 1, n_steps);
     }
@@ -254,10 +285,17 @@ static onnxtl_status *check_finite(const otl_features *f) {
                      (long long)first_bad, otl_features_meta_of(f)->images[tag.image].path);
 }
 
+static void log_epoch(FILE *log, const otl_epoch_figures *e) {
+    fprintf(log, "{\"epoch\": %d, \"train_loss\": %.9g, \"train_accuracy\": %.6f", e->epoch, e->train_loss, e->train_acc);
+    if (e->eval_split)
+        fprintf(log, ", \"%s_loss\": %.9g, \"%s_accuracy\": %.6f", e->eval_split, e->eval_loss, e->eval_split, e->eval_acc);
+    fputs("}\n", log);
+}
+
 static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_options *o, otl_train_result *r, float *best) {
     rng rr = {o->seed ^ 0x5eed};
-    FILE *log = open_step_log(o);
-    if (o->step_log && !log) return otl_error(ONNXTL_ERR_IO, "%s: cannot create", o->step_log);
+    FILE *log = o->log ? fopen(o->log, "w") : NULL;
+    if (o->log && !log) return otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", o->log, strerror(errno));
     onnxtl_status *st = NULL;
     double best_acc = -1;
     int64_t steps = 0;
@@ -266,8 +304,11 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
         st = train_epoch(t, o, &rr, log, e, &steps, &loss, &acc);
         if (!st) st = evaluate(t, &tl, &ta);
         if (st) break;
-        otl_events_epoch(o->events, &(otl_epoch_figures){e, o->epochs, loss, acc, tl, ta,
-                                                           t->n_eval ? otl_split_names[r->eval_split] : NULL});
+        const otl_epoch_figures figures = {e, o->epochs, loss, acc, tl, ta,
+                                           t->n_eval ? otl_split_names[r->eval_split] : NULL};
+        otl_events_epoch(o->events, &figures);
+        if (log) log_epoch(log, &figures);
+        if (o->history) st = otl_train_history_add_epoch(o->history, &figures);
         bool keep = o->keep_last || !t->n_eval || ta > best_acc;
         if (keep) {
             best_acc = ta;
@@ -275,7 +316,10 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
             *r = (otl_train_result){e, loss, acc, tl, ta, r->eval_split, r->train_rows, r->eval_rows};
         }
     }
-    if (log) fclose(log);
+    if (log) {
+        const bool failed = ferror(log) != 0;
+        if ((fclose(log) != 0 || failed) && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", o->log, strerror(errno));
+    }
     if (!st) memcpy(h->params, best, h->n_params * sizeof(float));
     return st;
 }

@@ -28,6 +28,18 @@ onnxtl_status *otl_head_load_npy(otl_head *h, const char *dir);
 onnxtl_status *otl_head_save_npy(const otl_head *h, const char *dir);
 void otl_head_free(otl_head *h);
 
+/* What training went through: per-epoch figures and every step's loss. */
+typedef struct {
+    otl_epoch_figures *epochs;
+    int n_epochs, cap_epochs;
+    double *step_loss;
+    int64_t n_steps, cap_steps;
+} otl_train_history;
+
+onnxtl_status *otl_train_history_add_step(otl_train_history *h, double loss);
+onnxtl_status *otl_train_history_add_epoch(otl_train_history *h, const otl_epoch_figures *e);
+void otl_train_history_free(otl_train_history *h);
+
 typedef struct {
     bool adam;      /* else SGD */
     float lr, momentum, weight_decay, dropout;
@@ -38,7 +50,11 @@ typedef struct {
     bool shuffle;   /* reshuffle the training rows every epoch */
     bool keep_last; /* else keep the epoch with the best test accuracy */
     const otl_events *events; /* per-epoch figures and progress */
-    const char *step_log; /* if set, one line per step: step and loss (for tests) */
+    /* If set, JSON lines: {"step", "epoch", "loss", "accuracy"} per step (the batch's
+     * mean loss and accuracy), {"epoch", "train_loss", "train_accuracy", and the
+     * evaluation split's "test_loss", "test_accuracy" or "val_..."} per epoch. */
+    const char *log;
+    otl_train_history *history; /* if set, filled as training goes */
 } otl_train_options;
 
 typedef struct {

@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_drop(st);
         return 0;
     }
-    const otl_graph *g = onnxtl_model_graph(m);
+    const otl_graph *g = otl_model_graph(m);
     char why[512], head[256];
     const int cut = otl_graph_head_input(g, why, sizeof why);
     if (cut >= 0) otl_graph_head_shape(g, cut, head, sizeof head);
