@@ -51,6 +51,12 @@ def fine_tune(onnxtl, data, d):
     return out
 
 
+def seven_class_model(onnxtl, shared, d):
+    """A model fitted on photos dealt into seven classes, and their test folder."""
+    data = seven_classes(shared, d, 10, 8)
+    return fine_tune(onnxtl, data, d), os.path.join(data, "test")
+
+
 def class_report_block(text):
     """The lines of eval's text from the table's header to the weighted average."""
     lines = text.splitlines()
@@ -65,9 +71,7 @@ def main():
         print(f"SKIP eval tests: {shared}/dogscats is missing")
         return 0
     with tempfile.TemporaryDirectory() as d:
-        data = seven_classes(shared, d, 10, 8)
-        mdl = fine_tune(onnxtl, data, d)
-        test = os.path.join(data, "test")
+        mdl, test = seven_class_model(onnxtl, shared, d)
         r = sh(onnxtl, "eval", mdl, test, "--json")
         ev = json.loads(r.stdout) if r.returncode == 0 else {}
         text = sh(onnxtl, "eval", mdl, test).stdout

@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from eval_tests import fine_tune, seven_classes  # noqa: E402
+from eval_tests import seven_class_model  # noqa: E402
 from extract_tests import failed_count, report  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
@@ -146,9 +146,8 @@ def main():
         print(f"SKIP report tests: {shared}/dogscats is missing")
         return 0
     with tempfile.TemporaryDirectory() as d:
-        data = seven_classes(shared, d, 10, 8)
-        mdl = fine_tune(onnxtl, data, d)
-        test_eval_report(onnxtl, mdl, os.path.join(data, "test"), d)
+        mdl, test = seven_class_model(onnxtl, shared, d)
+        test_eval_report(onnxtl, mdl, test, d)
         test_training_report(onnxtl, d)
     return 1 if failed_count() else 0
 

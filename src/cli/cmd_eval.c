@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "evaluate.h"
+#include "json.h"
 #include "progress.h"
 #include "report.h"
 
@@ -67,58 +68,62 @@ static void print_text(const otl_evaluation *e, const otl_eval_figures *f) {
     }
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20) printf("\\u%04x", (unsigned char)*s);
-        else putchar(*s);
-    }
-    putchar('"');
-}
-
-static void json_class(const char *key, const otl_class_figures *c) {
-    printf("%s\"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f, \"support\": %lld}", key, c->precision, c->recall,
-           c->f1, (long long)c->support);
+static void json_class(cli_json *j, const char *key, const char *name, const otl_class_figures *c) {
+    cli_json_object(j, key);
+    if (name) cli_json_str(j, "class", name);
+    cli_json_num(j, "precision", c->precision);
+    cli_json_num(j, "recall", c->recall);
+    cli_json_num(j, "f1", c->f1);
+    cli_json_int(j, "support", (long long)c->support);
+    cli_json_close(j);
 }
 
 static void print_json(const otl_evaluation *e, const otl_eval_figures *f) {
     const int n = f->n_classes;
-    printf("{\"accuracy\": %.6f, \"top1\": %.6f, ", f->top1, f->top1);
-    if (f->top5 >= 0) printf("\"top5\": %.6f, ", f->top5);
-    printf("\"images\": %zu, \"skipped\": %zu, \"ece\": %.6f, \"classes\": [", f->scored, e->errors, f->ece);
-    for (int i = 0; i < n; i++) printf("%s", i ? ", " : ""), json_str(e->c.classes[i]);
-    printf("], \"per_class\": [");
-    for (int i = 0; i < n; i++) {
-        printf("%s{\"class\": ", i ? ", " : "");
-        json_str(e->c.classes[i]);
-        json_class(", ", &f->per_class[i]);
+    cli_json j = cli_json_start(stdout);
+    cli_json_object(&j, NULL);
+    cli_json_num(&j, "accuracy", f->top1);
+    cli_json_num(&j, "top1", f->top1);
+    if (f->top5 >= 0) cli_json_num(&j, "top5", f->top5);
+    cli_json_int(&j, "images", (long long)f->scored);
+    cli_json_int(&j, "skipped", (long long)e->errors);
+    cli_json_num(&j, "ece", f->ece);
+    cli_json_array(&j, "classes");
+    for (int i = 0; i < n; i++) cli_json_str(&j, NULL, e->c.classes[i]);
+    cli_json_close(&j);
+    cli_json_array(&j, "per_class");
+    for (int i = 0; i < n; i++) json_class(&j, NULL, e->c.classes[i], &f->per_class[i]);
+    cli_json_close(&j);
+    json_class(&j, "macro_avg", NULL, &f->macro);
+    json_class(&j, "weighted_avg", NULL, &f->weighted);
+    cli_json_array(&j, "reliability");
+    for (int b = 0; b < OTL_RELIABILITY_BINS; b++) {
+        cli_json_object(&j, NULL);
+        cli_json_int(&j, "count", (long long)f->bins[b].count);
+        cli_json_num(&j, "confidence", f->bins[b].confidence);
+        cli_json_num(&j, "accuracy", f->bins[b].accuracy);
+        cli_json_close(&j);
     }
-    json_class("], \"macro_avg\": {", &f->macro);
-    json_class(", \"weighted_avg\": {", &f->weighted);
-    printf(", \"reliability\": [");
-    for (int b = 0; b < OTL_RELIABILITY_BINS; b++)
-        printf("%s{\"count\": %lld, \"confidence\": %.6f, \"accuracy\": %.6f}", b ? ", " : "", (long long)f->bins[b].count,
-               f->bins[b].confidence, f->bins[b].accuracy);
-    printf("], \"confusion\": [");
+    cli_json_close(&j);
+    cli_json_array(&j, "confusion");
     for (int i = 0; i < n; i++) {
-        printf("%s[", i ? ", " : "");
-        for (int j = 0; j < n; j++) printf("%s%lld", j ? ", " : "", (long long)e->confusion[i * n + j]);
-        printf("]");
+        cli_json_array(&j, NULL);
+        for (int k = 0; k < n; k++) cli_json_int(&j, NULL, (long long)e->confusion[i * n + k]);
+        cli_json_close(&j);
     }
-    printf("], \"predictions\": [");
-    for (size_t k = 0, first = 1; k < e->ds->n_samples; k++) {
+    cli_json_close(&j);
+    cli_json_array(&j, "predictions");
+    for (size_t k = 0; k < e->ds->n_samples; k++) {
         if (e->predicted[k] < 0) continue;
-        printf("%s{\"path\": ", first ? "" : ", ");
-        json_str(e->ds->samples[k].path);
-        printf(", \"label\": ");
-        json_str(e->ds->classes[e->ds->samples[k].label]);
-        printf(", \"predicted\": ");
-        json_str(e->c.classes[e->predicted[k]]);
-        printf(", \"probability\": %.6f}", e->confidence[k]);
-        first = 0;
+        cli_json_object(&j, NULL);
+        cli_json_str(&j, "path", e->ds->samples[k].path);
+        cli_json_str(&j, "label", e->ds->classes[e->ds->samples[k].label]);
+        cli_json_str(&j, "predicted", e->c.classes[e->predicted[k]]);
+        cli_json_num(&j, "probability", e->confidence[k]);
+        cli_json_close(&j);
     }
-    printf("]}\n");
+    cli_json_close(&j);
+    cli_json_close(&j);
 }
 
 typedef struct {

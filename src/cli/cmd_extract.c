@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "json.h"
 #include "extract.h"
 #include "progress.h"
 #include "status.h"
@@ -33,7 +34,8 @@ static const char extract_help[] =
     "  --strict         stop at the first unreadable image instead of skipping it\n"
     "  --max-pixels N   skip JPEGs that declare more pixels (default 100000000)\n"
     "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
-    "  --quiet          no progress or summary\n" CLI_DEVICE_HELP
+    "  --quiet          no progress or summary\n"
+    "  --json           the summary as one JSON object (progress stays on stderr)\n" CLI_DEVICE_HELP
     "\n"
     "preprocessing: torchvision's ImageNet evaluation transform (Resize 256, CenterCrop\n"
     "224, RGB 0 to 1, mean 0.485,0.456,0.406, std 0.229,0.224,0.225), changed by what\n"
@@ -56,10 +58,16 @@ static int parse_shard(const char *s, otl_extract_options *o) {
     return 0;
 }
 
-static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, const char **out, bool *quiet) {
+typedef struct {
+    const char *out;
+    bool quiet, json;
+} output_flags;
+
+static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, output_flags *f) {
     const char *a = argv[*i];
     if (!strcmp(a, "--strict")) return o->strict = true, 0;
-    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return *quiet = true, 0;
+    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) return f->quiet = true, 0;
+    if (!strcmp(a, "--json")) return f->json = true, 0;
     if (!strcmp(a, "--restart")) return o->restart = true, 0;
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     int rc = 0;
@@ -74,7 +82,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, con
     if (!known) return cli_usage("extract", "unknown option '%s'", a);
     if (!v) return cli_usage("extract", "%s needs a value", a);
     (*i)++;
-    if (!strcmp(a, "-o")) *out = v;
+    if (!strcmp(a, "-o")) f->out = v;
     else if (!strcmp(a, "--cut")) o->cut = v;
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
@@ -87,6 +95,22 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, con
     }
     else return parse_shard(v, o);
     return 0;
+}
+
+static void print_json(const otl_extract_result *r, const char *out) {
+    cli_json j = cli_json_start(stdout);
+    cli_json_object(&j, NULL);
+    cli_json_str(&j, "output", out);
+    cli_json_bool(&j, "already_complete", r->already_complete);
+    cli_json_int(&j, "images", (long long)r->images);
+    cli_json_int(&j, "extracted", (long long)(r->images - r->resumed - r->skipped));
+    cli_json_int(&j, "resumed", (long long)r->resumed);
+    cli_json_int(&j, "skipped", (long long)r->skipped);
+    cli_json_int(&j, "ignored", (long long)r->ignored);
+    cli_json_num(&j, "seconds", r->seconds);
+    cli_json_num(&j, "images_per_second", r->images_per_second);
+    if (!r->already_complete) cli_json_feature_stats(&j, "stats", &r->stats, (const char *const *)r->classes);
+    cli_json_close(&j);
 }
 
 static void print_summary(const otl_extract_result *r) {
@@ -120,13 +144,12 @@ static void stop_on_signals(void) {
 int cmd_extract(int argc, char **argv) {
     if (cli_help_asked(argc, argv, extract_help)) return 0;
     otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
-    const char *out = NULL;
-    bool quiet = false;
+    output_flags f = {0};
     const char *pos[2] = {0};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1]) {
-            int rc = parse_flag(argc, argv, &i, &o, &out, &quiet);
+            int rc = parse_flag(argc, argv, &i, &o, &f);
             if (rc) return rc;
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
@@ -139,10 +162,10 @@ int cmd_extract(int argc, char **argv) {
     snprintf(default_out, sizeof default_out, o.shard_n > 1 ? "features.%d-of-%d.bin" : "features.bin", o.shard_k, o.shard_n);
     o.model_path = pos[0];
     o.data_dir = pos[1];
-    o.out_path = out ? out : default_out;
+    o.out_path = f.out ? f.out : default_out;
     if (!o.session.threads) o.session.threads = omp_get_num_procs();
     cli_reporter rep;
-    const otl_events events = cli_reporter_events(&rep, quiet);
+    const otl_events events = cli_reporter_events(&rep, f.quiet);
     o.events = &events;
     o.interrupt = &interrupted;
     stop_on_signals();
@@ -152,9 +175,11 @@ int cmd_extract(int argc, char **argv) {
         otl_extract_result_free(&r);
         return cli_fail(st);
     }
-    if (r.already_complete && !quiet)
+    if (f.json)
+        print_json(&r, o.out_path);
+    else if (r.already_complete && !f.quiet)
         printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
-    else if (!quiet)
+    else if (!f.quiet)
         print_summary(&r);
     otl_extract_result_free(&r);
     return 0;

@@ -5,17 +5,19 @@
 #include <string.h>
 
 #include "cli.h"
+#include "json.h"
 #include "npy.h"
 #include "status.h"
 
 static const char features_help[] =
-    "usage: onnxtl features FILE [--npy PREFIX]\n"
+    "usage: onnxtl features FILE [--npy PREFIX] [--json]\n"
     "\n"
     "Prints a features file's header (model, cut, preprocessing, classes) and\n"
     "statistics (rows per split and class, feature value ranges).  With --npy,\n"
     "also writes PREFIX_features.npy (float32, rows x dim), PREFIX_labels.npy\n"
     "(int64), PREFIX_splits.npy (int8: 0 train, 1 val, 2 test, 3 unsplit) and\n"
-    "PREFIX_paths.txt (one image path per row, in row order).\n";
+    "PREFIX_paths.txt (one image path per row, in row order).  --json prints the\n"
+    "same as one JSON object.\n";
 
 /* What made the file: model, cut, preprocessing, shard. */
 static void print_header(const otl_features *f) {
@@ -28,15 +30,40 @@ static void print_header(const otl_features *f) {
     if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
 }
 
-static onnxtl_status *describe(const otl_features *f) {
-    otl_features_stats stats;
-    OTL_TRY(otl_features_check_rows(f));
-    OTL_TRY(otl_features_stats_of(f, &stats));
+static void print_json(const otl_features *f, const otl_features_stats *stats, const char *prefix) {
+    const otl_features_meta *m = otl_features_meta_of(f);
+    char pre[256], path[4200];
+    otl_preprocess_describe(&m->pre, pre, sizeof pre);
+    cli_json j = cli_json_start(stdout);
+    cli_json_object(&j, NULL);
+    cli_json_str(&j, "file", otl_features_path(f));
+    cli_json_str(&j, "model", m->model_path);
+    cli_json_str(&j, "model_sha256", m->model_sha256);
+    cli_json_str(&j, "cut", m->cut);
+    cli_json_int(&j, "dim", m->dim);
+    cli_json_str(&j, "head", m->head);
+    cli_json_str(&j, "preprocess", pre);
+    if (m->shard_n > 1) cli_json_str(&j, "shard", (snprintf(path, sizeof path, "%d/%d", m->shard_k, m->shard_n), path));
+    cli_json_array(&j, "classes");
+    for (int c = 0; c < m->n_classes; c++) cli_json_str(&j, NULL, m->classes[c]);
+    cli_json_close(&j);
+    cli_json_int(&j, "images", (long long)m->n_images);
+    cli_json_feature_stats(&j, "stats", stats, (const char *const *)m->classes);
+    if (prefix) {
+        cli_json_array(&j, "wrote");
+        for (int c = 0; c < 4; c++) {
+            snprintf(path, sizeof path, "%s_%s", prefix, (const char *[]){"features.npy", "labels.npy", "splits.npy", "paths.txt"}[c]);
+            cli_json_str(&j, NULL, path);
+        }
+        cli_json_close(&j);
+    }
+    cli_json_close(&j);
+}
+
+static void print_text(const otl_features *f, const otl_features_stats *stats) {
     print_header(f);
     printf("images listed: %zu\n", otl_features_meta_of(f)->n_images);
-    cli_print_feature_stats(&stats, (const char *const *)otl_features_meta_of(f)->classes);
-    otl_features_stats_free(&stats);
-    return NULL;
+    cli_print_feature_stats(stats, (const char *const *)otl_features_meta_of(f)->classes);
 }
 
 /* Streams one column of the file into a .npy array, row by row. */
@@ -87,8 +114,11 @@ static onnxtl_status *write_paths(const otl_features *f, const char *prefix) {
 int cmd_features(int argc, char **argv) {
     if (cli_help_asked(argc, argv, features_help)) return 0;
     const char *file = NULL, *prefix = NULL;
+    bool json = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--npy")) {
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--npy")) {
             if (i + 1 >= argc) return cli_usage("features", "--npy needs a PREFIX");
             prefix = argv[++i];
         } else if (argv[i][0] == '-') {
@@ -103,11 +133,17 @@ int cmd_features(int argc, char **argv) {
     otl_features *f;
     onnxtl_status *st = otl_features_open(file, &f);
     if (st) return cli_fail(st);
-    st = describe(f);
+    otl_features_stats stats = {0};
+    st = otl_features_check_rows(f);
+    if (!st) st = otl_features_stats_of(f, &stats);
     for (int c = 0; !st && prefix && c < 3; c++)
         st = write_column(f, prefix, (const char *[]){"features", "labels", "splits"}[c], c);
     if (!st && prefix) st = write_paths(f, prefix);
-    if (!st && prefix) printf("wrote %s_features.npy, %s_labels.npy, %s_splits.npy, %s_paths.txt\n", prefix, prefix, prefix, prefix);
+    if (!st && json) print_json(f, &stats, prefix);
+    else if (!st) print_text(f, &stats);
+    if (!st && prefix && !json)
+        printf("wrote %s_features.npy, %s_labels.npy, %s_splits.npy, %s_paths.txt\n", prefix, prefix, prefix, prefix);
+    otl_features_stats_free(&stats);
     otl_features_close(f);
     return st ? cli_fail(st) : 0;
 }

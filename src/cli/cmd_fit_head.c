@@ -1,11 +1,13 @@
 /* onnxtl fit-head: train the replaced classifier on cached features and
  * export the fine-tuned model as ONNX. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "fit_head.h"
+#include "json.h"
 #include "progress.h"
 
 static const char fit_head_help[] =
@@ -38,13 +40,14 @@ static const char fit_head_help[] =
     "  --no-shuffle         keep the row order (reproducible comparisons)\n"
     "  --log FILE           JSON lines: each step's loss and accuracy, each epoch's figures\n"
     "  --report FILE        a self-contained HTML report with the loss and accuracy curves\n"
-    "  --quiet              no progress or per-epoch lines\n";
+    "  --quiet              no progress or per-epoch lines\n"
+    "  --json               JSON lines on stdout: one per epoch, then the result\n";
 
 typedef struct {
     otl_fit_head_options o;
     const char *optim, *keep;
     onnxtl_options dev; /* --device and --precision */
-    bool quiet;
+    bool quiet, json;
 } fit_args;
 
 static int parse_float(const char *opt, const char *v, float *out) {
@@ -96,6 +99,7 @@ static int parse_args(int argc, char **argv, fit_args *a) {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) a->quiet = true;
+        else if (!strcmp(s, "--json")) a->json = true;
         else if (!strcmp(s, "--no-shuffle")) a->o.train.shuffle = false;
         else if (s[0] == '-') {
             if (i + 1 >= argc) return cli_usage("fit-head", "%s needs a value", s);
@@ -127,14 +131,50 @@ static void print_head(const otl_head *h, const otl_train_options *t) {
            t->adam ? "Adam" : "SGD", t->lr, t->batch, t->epochs);
 }
 
+static void json_epoch(void *ctx, const otl_epoch_figures *e) {
+    cli_json j = cli_json_start(stdout);
+    cli_json_object(&j, NULL);
+    cli_json_int(&j, "epoch", e->epoch);
+    cli_json_num(&j, "train_loss", e->train_loss);
+    cli_json_num(&j, "train_accuracy", e->train_acc);
+    if (e->eval_split) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_loss", e->eval_split);
+        cli_json_num(&j, key, e->eval_loss);
+        snprintf(key, sizeof key, "%s_accuracy", e->eval_split);
+        cli_json_num(&j, key, e->eval_acc);
+    }
+    cli_json_close(&j);
+    fflush(stdout);
+}
+
+static void json_result(const fit_args *a, const otl_head *h, const otl_train_result *r) {
+    cli_json j = cli_json_start(stdout);
+    cli_json_object(&j, NULL);
+    cli_json_array(&j, "head");
+    for (int l = 0; l <= h->n_layers; l++) cli_json_int(&j, NULL, h->dims[l]);
+    cli_json_close(&j);
+    cli_json_int(&j, "parameters", (long long)h->n_params);
+    cli_json_int(&j, "kept_epoch", r->best_epoch);
+    cli_json_num(&j, "train_loss", r->train_loss);
+    cli_json_num(&j, "train_accuracy", r->train_acc);
+    cli_json_str(&j, "eval_split", r->eval_split >= 0 ? otl_split_names[r->eval_split] : NULL);
+    cli_json_num(&j, "eval_loss", r->eval_split >= 0 ? r->test_loss : NAN);
+    cli_json_num(&j, "eval_accuracy", r->eval_split >= 0 ? r->test_acc : NAN);
+    cli_json_str(&j, "model", a->o.out);
+    cli_json_str(&j, "head_only", a->o.head_only);
+    cli_json_close(&j);
+}
+
 static onnxtl_status *fit(const fit_args *a) {
     otl_fit_head *fh;
     OTL_TRY(otl_fit_head_open(&a->o, &fh));
-    if (!a->quiet) print_head(otl_fit_head_layers(fh), &a->o.train);
+    if (!a->quiet && !a->json) print_head(otl_fit_head_layers(fh), &a->o.train);
     otl_train_result r;
     onnxtl_status *st = otl_fit_head_run(fh, &r);
+    if (!st && a->json) json_result(a, otl_fit_head_layers(fh), &r);
     otl_fit_head_close(fh);
-    if (!st && !a->quiet) {
+    if (!st && !a->quiet && !a->json) {
         printf("kept epoch %d: train acc %.4f", r.best_epoch, r.train_acc);
         if (r.eval_split >= 0) printf(", %s acc %.4f", otl_split_names[r.eval_split], r.test_acc);
         printf("\nwrote%s%s%s%s\n", a->o.out ? " " : "", a->o.out ? a->o.out : "", a->o.head_only ? " " : "",
@@ -151,7 +191,8 @@ int cmd_fit_head(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     cli_reporter rep;
-    const otl_events events = cli_reporter_events(&rep, a.quiet);
+    otl_events events = cli_reporter_events(&rep, a.quiet);
+    if (a.json) events.epoch = json_epoch;
     a.o.train.events = &events;
     onnxtl_status *st = fit(&a);
     return st ? cli_fail(st) : 0;

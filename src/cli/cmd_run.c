@@ -7,6 +7,7 @@
 
 #include "classify.h"
 #include "cli.h"
+#include "json.h"
 #include "status.h"
 #include "strlist.h"
 
@@ -56,17 +57,6 @@ static onnxtl_status *collect_dir(otl_strlist *l, const char *dir) {
     return st;
 }
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 typedef struct {
     const otl_classifier *c;
     char *const *paths;
@@ -90,16 +80,19 @@ static void print_prediction(void *ctx, size_t index, const float *probs) {
             if (!chosen(order, k, j) && (best < 0 || probs[j] > probs[best])) best = j;
         order[k] = best;
     }
-    if (r->json) {
-        printf("{\"path\": ");
-        json_string(stdout, r->paths[index]);
-        printf(", \"predictions\": [");
+    if (r->json) { /* one object a line */
+        cli_json j = cli_json_start(stdout);
+        cli_json_object(&j, NULL);
+        cli_json_str(&j, "path", r->paths[index]);
+        cli_json_array(&j, "predictions");
         for (int k = 0; k < n; k++) {
-            printf("%s{\"class\": ", k ? ", " : "");
-            json_string(stdout, r->c->classes[order[k]]);
-            printf(", \"probability\": %.6f}", probs[order[k]]);
+            cli_json_object(&j, NULL);
+            cli_json_str(&j, "class", r->c->classes[order[k]]);
+            cli_json_num(&j, "probability", probs[order[k]]);
+            cli_json_close(&j);
         }
-        printf("]}\n");
+        cli_json_close(&j);
+        cli_json_close(&j);
     } else {
         printf("%s", r->paths[index]);
         for (int k = 0; k < n; k++) printf("\t%s\t%.6f", r->c->classes[order[k]], probs[order[k]]);

@@ -1,0 +1,89 @@
+#include "json.h"
+
+#include <math.h>
+
+cli_json cli_json_start(FILE *f) { return (cli_json){.f = f}; }
+
+static void put_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        const unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* The comma and the key before an item. */
+static void item(cli_json *j, const char *key) {
+    if (j->has_items[j->depth]) fputs(", ", j->f);
+    j->has_items[j->depth] = true;
+    if (key) put_string(j->f, key), fputs(": ", j->f);
+}
+
+static void open_container(cli_json *j, const char *key, char open, char close) {
+    item(j, key);
+    fputc(open, j->f);
+    j->depth++;
+    j->has_items[j->depth] = false;
+    j->closer[j->depth] = close;
+}
+
+void cli_json_object(cli_json *j, const char *key) { open_container(j, key, '{', '}'); }
+void cli_json_array(cli_json *j, const char *key) { open_container(j, key, '[', ']'); }
+
+void cli_json_close(cli_json *j) {
+    fputc(j->closer[j->depth--], j->f);
+    if (!j->depth) fputc('\n', j->f);
+}
+
+void cli_json_str(cli_json *j, const char *key, const char *v) {
+    item(j, key);
+    if (v) put_string(j->f, v);
+    else fputs("null", j->f);
+}
+
+void cli_json_num(cli_json *j, const char *key, double v) {
+    item(j, key);
+    if (isfinite(v)) fprintf(j->f, "%.9g", v);
+    else fputs("null", j->f);
+}
+
+void cli_json_int(cli_json *j, const char *key, long long v) {
+    item(j, key);
+    fprintf(j->f, "%lld", v);
+}
+
+void cli_json_bool(cli_json *j, const char *key, bool v) {
+    item(j, key);
+    fputs(v ? "true" : "false", j->f);
+}
+
+void cli_json_dims(cli_json *j, const char *key, const int64_t *dims, int rank) {
+    cli_json_array(j, key);
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0) cli_json_str(j, NULL, NULL);
+        else cli_json_int(j, NULL, (long long)dims[i]);
+    }
+    cli_json_close(j);
+}
+
+void cli_json_feature_stats(cli_json *j, const char *key, const otl_features_stats *s, const char *const *classes) {
+    cli_json_object(j, key);
+    cli_json_int(j, "rows", (long long)s->rows);
+    cli_json_object(j, "splits");
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) {
+        if (!s->split_rows[sp]) continue;
+        cli_json_object(j, otl_split_names[sp]);
+        for (int c = 0; c < s->n_classes; c++) cli_json_int(j, classes[c], (long long)s->class_rows[sp * s->n_classes + c]);
+        cli_json_close(j);
+    }
+    cli_json_close(j);
+    const double finite = (double)s->values - (double)s->nonfinite;
+    cli_json_num(j, "min", s->rows ? s->min : NAN);
+    cli_json_num(j, "max", s->rows ? s->max : NAN);
+    cli_json_num(j, "mean", finite > 0 ? s->sum / finite : NAN);
+    cli_json_int(j, "nonfinite", (long long)s->nonfinite);
+    cli_json_close(j);
+}
