@@ -8,6 +8,7 @@ usage: json_tests.py ONNXTL SHARED_DATA
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,16 @@ def stderr_on_terminal(args, env):
     return out.decode(errors="replace")
 
 
+def test_progress(onnxtl, shared, d):
+    data = subset(shared, os.path.join(d, "p"), 20, 0)
+    out = os.path.join(d, "p.bin")
+    shown = stderr_on_terminal([onnxtl, "extract", model(), data, "-o", out, "--batch", "4"], dict(os.environ, TERM="xterm"))
+    redraws = len(re.findall("\r(?!\n)", shown))  # a terminal turns each newline into \r\n
+    report(redraws >= 2 and "img/s" in shown and "ETA" in shown and shown.count("\n") <= 4,
+           "extract's progress on a terminal: one line redrawn in place, with a rate and an ETA",
+           shown.replace("\r", "\\r")[-160:])
+
+
 def test_no_color(onnxtl, d):
     args = [onnxtl, "info", os.path.join(d, "absent.onnx")]
     env = dict(os.environ, TERM="xterm")
@@ -113,6 +124,7 @@ def main():
         test_info(onnxtl)
         if os.path.isdir(os.path.join(shared, "dogscats")):
             test_features(onnxtl, shared, d)
+            test_progress(onnxtl, shared, d)
         else:
             print(f"SKIP --json on extract, features, merge and fit-head: {shared}/dogscats is missing")
         test_no_color(onnxtl, d)

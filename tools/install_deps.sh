@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential protobuf-c-compiler libprotobuf-c-dev libonnx-dev libturbojpeg0-dev
       libdnnl-dev python3-numpy python3-torch python3-torchvision python3-onnx python3-pil
-      python3-sklearn chromium pkg-config"
+      python3-sklearn chromium pkg-config man-db"
 # `install_deps.sh fuzz`: also clang with libFuzzer and its OpenMP runtime (make fuzz).
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 # `install_deps.sh slurm`: also Slurm and munge, for the test that runs a single-node
