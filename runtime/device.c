@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dnnl_conv.h"
+
 onnxtl_status *otl_device_parse(const char *name, otl_device *d) {
     *d = (otl_device){0};
     if (!name || !strcmp(name, "cpu")) return NULL;
@@ -22,7 +24,21 @@ onnxtl_status *otl_device_parse(const char *name, otl_device *d) {
 static onnxtl_status *cpu_fp32_only(onnxtl_precision p) {
     return p == ONNXTL_PRECISION_FP32
                ? NULL
-               : otl_error(ONNXTL_ERR_ARG, "the CPU computes in fp32 only; --precision needs --device cuda");
+               : otl_error(ONNXTL_ERR_ARG, "the CPU trains in fp32 only; --precision needs --device cuda");
+}
+
+/* Networks on the CPU: fp32, or bf16 convolutions where the CPU multiplies bf16. */
+static onnxtl_status *cpu_precision(onnxtl_precision p) {
+    char why[256];
+    if (p == ONNXTL_PRECISION_FP32) return NULL;
+    if (p != ONNXTL_PRECISION_BF16)
+        return otl_error(ONNXTL_ERR_ARG, "the CPU runs fp32 or bf16; tf32 and fp16 need --device cuda");
+    return otl_cpu_bf16_available(why, sizeof why) ? NULL : otl_error(ONNXTL_ERR_UNSUPPORTED, "%s", why);
+}
+
+void otl_cpu_facts_get(otl_cpu_facts *f) {
+    char why[256];
+    *f = (otl_cpu_facts){otl_cpu_isa_name(), otl_cpu_bf16_available(why, sizeof why)};
 }
 
 onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const otl_backend **b) {
@@ -30,7 +46,7 @@ onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const
 #ifdef ONNXTL_CUDA
     if (d->cuda) *b = &otl_backend_cuda;
 #endif
-    return d->cuda ? NULL : cpu_fp32_only(p);
+    return d->cuda ? NULL : cpu_precision(p);
 }
 
 onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, const otl_head_backend **b) {

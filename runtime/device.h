@@ -22,6 +22,14 @@ onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const
  * head's weights need float32 updates). */
 onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, const otl_head_backend **b);
 
+/* What the CPU's kernels run on, for people comparing machines: oneDNN's
+ * instruction set ("avx512_core_amx") and whether --precision bf16 runs. */
+typedef struct {
+    const char *isa;
+    bool bf16;
+} otl_cpu_facts;
+void otl_cpu_facts_get(otl_cpu_facts *f);
+
 /* The backends' settings from the environment, read once by the caller:
  * ONNXTL_LOG, ONNXTL_FALLBACK_OPS, ONNXTL_CUDA_LOG, ONNXTL_CUDNN=legacy, and
  * the cuDNN tuning cache at $ONNXTL_CACHE_DIR, else $XDG_CACHE_HOME/onnxtl,

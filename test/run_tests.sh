@@ -60,6 +60,7 @@ run_suite workflow $PY test/workflow_tests.py $B/onnxtl "$SHARED"
 run_suite eval $PY test/eval_tests.py $B/onnxtl "$SHARED"
 run_suite report $PY test/report_tests.py $B/onnxtl "$SHARED"
 run_suite json $PY test/json_tests.py $B/onnxtl "$SHARED"
+run_suite precision $PY test/precision_tests.py $B/onnxtl "$SHARED"
 # make install into a temporary DESTDIR, and the example built against it (not for build-san).
 [ "$B" = build ] && run_suite install $PY test/install_tests.py $B/onnxtl "$SHARED"
 

@@ -2,31 +2,38 @@
 # Backbone throughput of onnxtl against ONNX Runtime 1.30 CPU, in one run:
 # each model's whole graph on a synthetic input, batch 16, all cores, measured
 # alternately (onnxtl, ONNX Runtime, onnxtl, ONNX Runtime) and the median
-# of each kept.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
+# of each kept; where the CPU multiplies bf16, onnxtl's --precision bf16 too,
+# against ONNX Runtime's fp32.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
 set -eu
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 THREADS=${BENCH_THREADS:-$(nproc)}
 ITERS=${BENCH_ITERS:-3}
-MODELS=${BENCH_MODELS:-resnet50 efficientnet_b0 mobilenet_v3_large convnext_tiny vit_b_16}
+MODELS=${BENCH_MODELS:-resnet50 vgg16 efficientnet_b0 mobilenet_v3_large convnext_tiny vit_b_16}
 tools/install_ort.sh
 # The ISA extensions that oneDNN and our element-wise loops (AVX-512, AVX2 or the baseline) pick from.
 isa=$(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | paste -sd' ')
 echo "== backbones, batch 16, $THREADS threads (CPU: $(lscpu | sed -n 's/^Model name: *//p'); ISA: ${isa:-baseline x86-64})"
-printf '%-22s %12s %12s %8s\n' model onnxtl ort ratio
+cpu_facts=$(build/onnxtl info build/models/resnet18_op17_fold.onnx --device cpu | sed -n 's/^CPU kernels: //p')
+echo "   onnxtl's CPU kernels: $cpu_facts"
+bf16=0
+case "$cpu_facts" in *"bf16 available"*) bf16=1 ;; esac
+printf '%-22s %12s %12s %8s %14s %8s\n' model onnxtl ort ratio "onnxtl bf16" ratio
 for arch in $MODELS; do
     model=build/models/${arch}_op17_fold.onnx
     [ -f "$model" ] || $PY models/export_torchvision.py --arch "$arch" --opset 17 --out build/models >/dev/null
     size=$(build/onnxtl info "$model" | sed -n 's/^  input *float32 *\[N, \([0-9]*\), \([0-9]*\), \([0-9]*\)\]/\1x\2x\3/p')
-    ours=() theirs=()
+    ours=() theirs=() halves=()
     for round in 1 2; do
         ours+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits)")
         theirs+=("$(node tools/ort_bench.js "$model" 16 "$ITERS" "$THREADS" "$size")")
+        [ $bf16 = 1 ] && halves+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits cpu 3)") || halves+=(0)
     done
-    $PY - "$arch" "${ours[@]}" "${theirs[@]}" <<'PYEOF'
+    $PY - "$arch" "${ours[@]}" "${theirs[@]}" "${halves[@]}" <<'PYEOF'
 import statistics, sys
-arch, a1, a2, b1, b2 = sys.argv[1], *map(float, sys.argv[2:])
-o, t = statistics.median([a1, a2]), statistics.median([b1, b2])
-print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x")
+arch, a1, a2, b1, b2, c1, c2 = sys.argv[1], *map(float, sys.argv[2:])
+o, t, h = statistics.median([a1, a2]), statistics.median([b1, b2]), statistics.median([c1, c2])
+half = f"{h:9.1f} img/s {h / t:7.2f}x" if h else f"{'-':>14s} {'-':>8s}"
+print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x {half}")
 PYEOF
 done

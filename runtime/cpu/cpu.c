@@ -180,6 +180,8 @@ typedef struct {
     void *arena;
     float *workspace;
     char *conv_scratch; /* converted inputs of the running step; steps run one at a time */
+    bool bf16;          /* convolutions multiply in bf16 (--precision bf16) */
+    bool *bf16_held;    /* per value, with bf16: written in bf16 by a convolution for convolutions */
     void **ptr;    /* per value */
     bool *nhwc;    /* per value: stored channels-last */
     step_plan *steps;
@@ -268,8 +270,45 @@ static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, b
     return NULL;
 }
 
+/* With bf16 convolutions, an output that only convolutions read, as their
+ * input, is written in bf16 (in its own slot, half of it), so no rounding
+ * pass runs between them.  One that anything else reads stays fp32. */
+/* Depthwise convolutions read and write as much as they compute: in bf16
+ * they would only add rounding passes, so they stay fp32. */
+static bool multiplies_bf16(const cpu_state *s, const otl_node *n) {
+    const otl_tinfo *t = s->plan->t;
+    return s->bf16 && n->op == OP_CONV && otl_dnnl_conv_supported(n, t) &&
+           !(n->attrs.group > 1 && n->attrs.group == t[n->in[0]].dims[1]);
+}
+
+static onnxtl_status *plan_bf16_values(cpu_state *s) {
+    const otl_plan *p = s->plan;
+    if (!s->bf16) return NULL;
+    if (!(s->bf16_held = calloc((size_t)p->g->n_values + 1, sizeof *s->bf16_held))) return otl_nomem();
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        /* a fused residual is added into the output where it lies, in fp32 */
+        if (multiplies_bf16(s, n) && !n->attrs.fused_add && n->out[0] >= 0) s->bf16_held[n->out[0]] = true;
+    }
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        const bool conv = multiplies_bf16(s, n);
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && !(conv && k == 0)) s->bf16_held[n->in[k]] = false;
+    }
+    for (int i = 0; i < p->n_outputs; i++) s->bf16_held[p->outputs[i]] = false;
+    return NULL;
+}
+
+static int conv_types(const cpu_state *s, const otl_node *n) {
+    if (!multiplies_bf16(s, n)) return 0;
+    return OTL_CONV_BF16 | (s->bf16_held[n->in[0]] ? OTL_CONV_SRC_BF16 : 0) |
+           (s->bf16_held[n->out[0]] ? OTL_CONV_DST_BF16 : 0);
+}
+
 /* Decides each step's layout and the conversions at layout boundaries. */
 static onnxtl_status *plan_layouts(cpu_state *s) {
+    OTL_TRY(plan_bf16_values(s));
     const otl_plan *p = s->plan;
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
@@ -285,7 +324,8 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
         }
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
-        if (n->op == OP_CONV && sp->nhwc) OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, &sp->conv));
+        if (n->op == OP_CONV && sp->nhwc)
+            OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_types(s, n), &sp->conv));
     }
     return NULL;
 }
@@ -301,6 +341,7 @@ static void cpu_release(void *state) {
     if (s->engine) dnnl_engine_destroy(s->engine);
     free(s->steps);
     free(s->nhwc);
+    free(s->bf16_held);
     free(s->arena);
     free(s->workspace);
     free(s->conv_scratch);
@@ -332,7 +373,10 @@ static onnxtl_status *alloc_workspace(cpu_state *s) {
     const otl_plan *p = s->plan;
     size_t ws = 0, conv = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        size_t w = s->steps[i].conv ? 0 : otl_cpu_workspace_floats(otl_plan_step(p, i), p->t);
+        /* the running step's: a kernel's scratch, or a bf16 convolution's rounded input */
+        const otl_dnnl_conv *c = s->steps[i].conv;
+        size_t w = c ? (otl_dnnl_conv_scratch_bytes(c) + sizeof(float) - 1) / sizeof(float)
+                     : otl_cpu_workspace_floats(otl_plan_step(p, i), p->t);
         if (w > ws) ws = w;
         if (s->steps[i].conv_bytes > conv) conv = s->steps[i].conv_bytes;
     }
@@ -350,6 +394,7 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
     if (!s) return otl_nomem();
     s->plan = plan;
     s->threads = cfg && cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
+    s->bf16 = cfg && cfg->precision == ONNXTL_PRECISION_BF16;
     omp_set_num_threads(s->threads);
     onnxtl_status *st = alloc_state(plan, s);
     if (!st) st = plan_layouts(s);
@@ -381,7 +426,7 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
     onnxtl_status *st;
     if (sp->conv) {
         const float *skip = n->attrs.fused_add ? in[3] : NULL;
-        st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0]);
+        st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0], s->workspace);
     } else {
         otl_kernel_args a = {n, s->plan->t, in, out, s->workspace, sp->nhwc};
         st = run_kernel(&a);

@@ -1,5 +1,6 @@
 #include "dnnl_conv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,10 @@ struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
+    /* bf16: the fp32 input is rounded into a scratch buffer the primitive reads */
+    dnnl_primitive_t to_bf16;
+    dnnl_memory_t src_f32;
+    size_t scratch_bytes;
 };
 
 static onnxtl_status *dnnl_failed(dnnl_status_t s, const char *what) {
@@ -36,7 +41,7 @@ static void window_dims(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t di
     }
 }
 
-static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
+static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, int types,
                                           dnnl_primitive_desc_t *pd) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     const int64_t g = n->attrs.group;
@@ -49,10 +54,13 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     dnnl_dims_t bd = {w->dims[0]}, strides, dil, pl, pr;
     window_dims(&win, strides, dil, pl, pr);
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nhwc), "memory desc");
-    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 5, wd5, dnnl_f32, dnnl_format_tag_any), "memory desc");
-    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 4, wd4, dnnl_f32, dnnl_format_tag_any), "memory desc");
+    /* bf16: inputs and weights rounded to bf16, products summed and stored in fp32 */
+    const dnnl_data_type_t in_type = types & OTL_CONV_BF16 ? dnnl_bf16 : dnnl_f32;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, in_type, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, types & OTL_CONV_DST_BF16 ? dnnl_bf16 : dnnl_f32, dnnl_nhwc),
+             "memory desc");
+    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 5, wd5, in_type, dnnl_format_tag_any), "memory desc");
+    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 4, wd4, in_type, dnnl_format_tag_any), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
     dnnl_convolution_desc_t cd;
@@ -112,9 +120,25 @@ static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const
     return s == dnnl_success ? NULL : dnnl_failed(s, "weight reorder");
 }
 
-static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t) {
+/* The reorder that rounds the fp32 NHWC input into the bf16 one the primitive reads. */
+static onnxtl_status *make_rounding(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *bf16_md,
+                                    const otl_tinfo *x) {
+    dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    dnnl_memory_desc_t f32_md;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&f32_md, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_create(&c->src_f32, &f32_md, eng, DNNL_MEMORY_NONE), "memory");
+    dnnl_primitive_desc_t rpd;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &f32_md, eng, bf16_md, eng, NULL), "bf16 reorder");
+    dnnl_status_t s = dnnl_primitive_create(&c->to_bf16, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    if (s != dnnl_success) return dnnl_failed(s, "bf16 reorder");
+    c->scratch_bytes = dnnl_memory_desc_get_size(bf16_md);
+    return NULL;
+}
+
+static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, int types) {
     dnnl_primitive_desc_t pd;
-    OTL_TRY(make_primitive_desc(eng, n, t, &pd));
+    OTL_TRY(make_primitive_desc(eng, n, t, types, &pd));
     onnxtl_status *st = NULL;
     dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
     if (s != dnnl_success) st = dnnl_failed(s, "convolution primitive");
@@ -123,6 +147,7 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (!st) st = reorder_weights(eng, c->stream, n, t, wmd, &c->weights);
     if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
+    if (!st && (types & OTL_CONV_BF16) && !(types & OTL_CONV_SRC_BF16)) st = make_rounding(c, eng, smd, &t[n->in[0]]);
     if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
     if (!st && n->n_in > 2 && n->in[2] >= 0) {
         const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
@@ -133,11 +158,11 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
 }
 
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
-                                    const otl_tinfo *t, otl_dnnl_conv **out) {
+                                    const otl_tinfo *t, int types, otl_dnnl_conv **out) {
     otl_dnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return otl_nomem();
     c->stream = stream;
-    onnxtl_status *st = build(c, eng, n, t);
+    onnxtl_status *st = build(c, eng, n, t, types);
     if (st) {
         otl_dnnl_conv_release(c);
         return st;
@@ -146,9 +171,19 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     return NULL;
 }
 
-onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const float *src, const float *skip, size_t bytes, float *dst) {
+size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) { return c->scratch_bytes; }
+
+onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
+                                 void *scratch) {
     if (skip && skip != dst) memcpy(dst, skip, bytes);
-    DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
+    if (c->to_bf16) {
+        DNNL_TRY(dnnl_memory_set_data_handle(c->src_f32, (void *)src), "set handle");
+        DNNL_TRY(dnnl_memory_set_data_handle(c->src, scratch), "set handle");
+        dnnl_exec_arg_t round[] = {{DNNL_ARG_FROM, c->src_f32}, {DNNL_ARG_TO, c->src}};
+        DNNL_TRY(dnnl_primitive_execute(c->to_bf16, c->stream, 2, round), "bf16 reorder");
+    } else {
+        DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
+    }
     DNNL_TRY(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->weights}, {DNNL_ARG_DST, c->dst},
                                {DNNL_ARG_BIAS, c->bias}};
@@ -164,5 +199,29 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->to_bf16) dnnl_primitive_destroy(c->to_bf16);
+    if (c->src_f32) dnnl_memory_destroy(c->src_f32);
     free(c);
+}
+
+const char *otl_cpu_isa_name(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+bool otl_cpu_bf16_available(char *why, size_t n) {
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    if ((isa & bf16) == bf16) return true;
+    snprintf(why, n, "--precision bf16 on the CPU needs AVX512_BF16 or AMX-BF16 instructions, which this CPU lacks "
+                     "(oneDNN runs %s here); use fp32", otl_cpu_isa_name());
+    return false;
 }

@@ -29,7 +29,8 @@ bool cli_help_asked(int argc, char **argv, const char *help);
 int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc);
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \
-    "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16\n"
+    "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16; on the CPU:\n"    \
+    "                   fp32 (default) or bf16 convolutions (needs AVX512_BF16 or AMX)\n"
 
 /* Handles the preprocessing options into spec, checking each value; returns
  * 1 if opt was one of them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */

@@ -27,6 +27,7 @@ static void print_header(const otl_features *f) {
     printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u float32 values per row\n",
            otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
     printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
+    if (*m->compute) printf("computed on: %s\n", m->compute);
     if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
 }
 
@@ -43,6 +44,7 @@ static void print_json(const otl_features *f, const otl_features_stats *stats, c
     cli_json_int(&j, "dim", m->dim);
     cli_json_str(&j, "head", m->head);
     cli_json_str(&j, "preprocess", pre);
+    cli_json_str(&j, "compute", *m->compute ? m->compute : NULL);
     if (m->shard_n > 1) cli_json_str(&j, "shard", (snprintf(path, sizeof path, "%d/%d", m->shard_k, m->shard_n), path));
     cli_json_array(&j, "classes");
     for (int c = 0; c < m->n_classes; c++) cli_json_str(&j, NULL, m->classes[c]);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "device.h"
 #include "json.h"
 #include "dtype.h"
 #include "model.h"
@@ -213,13 +214,18 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
     int steps = 0;
     if (j) cli_json_object(j, "placement"), cli_json_str(j, "device", device), cli_json_array(j, "fallbacks");
     OTL_TRY(otl_model_fallbacks(m, &opts, list_fallback, &l, &steps));
+    otl_cpu_facts cpu;
+    otl_cpu_facts_get(&cpu);
+    const bool on_cpu = !strcmp(device, "cpu");
     if (j) {
         cli_json_close(j);
         cli_json_int(j, "nodes", steps);
         cli_json_int(j, "on_device", steps - l.count);
+        if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16);
         cli_json_close(j);
     } else {
         printf("on %s: %d of %d nodes run there, %d on the CPU\n", device, steps - l.count, steps, l.count);
+        if (on_cpu) printf("CPU kernels: oneDNN %s; --precision bf16 %s\n", cpu.isa, cpu.bf16 ? "available" : "not available");
     }
     return NULL;
 }

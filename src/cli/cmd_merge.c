@@ -24,9 +24,11 @@ static onnxtl_status *check_shards(otl_features *const *in, int n) {
     for (int i = 0; i < n && !st; i++) {
         const otl_features_meta *m = otl_features_meta_of(in[i]);
         if (!otl_features_same_extraction(in[0], in[i]))
-            st = otl_error(ONNXTL_ERR_ARG, "%s and %s come from different extractions (model, cut, preprocessing "
-                           "or data differ: %s vs %s); only shards of one extraction can be merged",
-                           otl_features_path(in[0]), otl_features_path(in[i]), m0->model_sha256, m->model_sha256);
+            st = otl_error(ONNXTL_ERR_ARG, "%s and %s come from different extractions (model, cut, preprocessing, "
+                           "data or arithmetic differ: model %.12s... on %s vs %.12s... on %s); only shards of one "
+                           "extraction can be merged", otl_features_path(in[0]), otl_features_path(in[i]),
+                           m0->model_sha256, *m0->compute ? m0->compute : "?", m->model_sha256,
+                           *m->compute ? m->compute : "?");
         else if (m->shard_n != expected || seen[m->shard_k])
             st = otl_error(ONNXTL_ERR_ARG, "%s: shard %d/%d is repeated or from another split of the data",
                            otl_features_path(in[i]), m->shard_k, m->shard_n);

@@ -86,6 +86,10 @@ static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b
     char real[PATH_MAX];
     if (!realpath(o->model_path, real)) snprintf(real, sizeof real, "%s", o->model_path);
     m.model_path = real;
+    /* features from other arithmetic must not be resumed or merged into these */
+    static const char *const precisions[] = {"fp32", "tf32", "fp16", "bf16"};
+    snprintf(m.compute, sizeof m.compute, "%s %s", o->session.device ? o->session.device : "cpu",
+             precisions[o->session.precision]);
     OTL_TRY(otl_sha256_file(o->model_path, m.model_sha256));
     return otl_features_meta_text(&m, text, len);
 }

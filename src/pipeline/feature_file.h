@@ -23,6 +23,7 @@ typedef struct {
     int n_head_layers;                            /* those layers, parsed from head */
     int64_t head_layers[OTL_FEATURES_MAX_HEAD][2]; /* in and out of the first of them */
     uint32_t dim;
+    char compute[32]; /* the backbone's device and precision, "cpu fp32", "cpu bf16", "cuda fp16"; "" before it was recorded */
     otl_preprocess pre;
     int shard_k, shard_n;
     char **classes;

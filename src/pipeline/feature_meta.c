@@ -37,9 +37,9 @@ onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, s
     otl_preprocess_text pt;
     otl_preprocess_to_text(&m->pre, &pt);
     onnxtl_status *st = appendf(&t,
-        "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=float32\ndim=%u\n"
+        "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=float32\ndim=%u\ncompute=%s\n"
         "resize=%s\ncrop=%s\nmean=%s\nstd=%s\nchannels=%s\nscale=%s\nshard=%d/%d\n",
-        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, pt.resize, pt.crop,
+        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, m->compute, pt.resize, pt.crop,
         pt.mean, pt.std, pt.channels, pt.scale, m->shard_k, m->shard_n);
     for (int i = 0; !st && i < m->n_classes; i++) st = appendf(&t, "class=%s\n", m->classes[i]);
     for (size_t i = 0; !st && i < m->n_images; i++)
@@ -141,6 +141,7 @@ static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
         return dup_into(&m->head, v);
     }
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
+    else if (!strcmp(k, "compute")) snprintf(m->compute, sizeof m->compute, "%s", v);
     else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.resize = v});
     else if (!strcmp(k, "crop")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.crop = v});
     else if (!strcmp(k, "mean")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.mean = v});
