@@ -70,7 +70,12 @@ include onnx/schema.mk
 # Only the CLI sees its own headers: the library cannot reach up to it.
 $(CLI_OBJ): CFLAGS += -Isrc/cli
 
-$(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h
+# Objects are rebuilt when the flags change, not only when their sources do.
+$(BUILD)/cflags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CC) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS)' > $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h $(BUILD)/cflags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -170,5 +175,5 @@ uninstall:
 clean:
 	rm -rf build/obj build/onnx build/onnxtl build/libonnxtl.* build/onnxtl.1 build/test_* build-san build-tsan build-cuda build-fuzz
 
-.PHONY: all deps demo test test-sanitize bench clean fuzz replays install uninstall
+.PHONY: all deps demo test test-sanitize bench clean fuzz replays install uninstall FORCE
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -13,7 +13,7 @@ $(PB_C): $(ONNX_PROTO)
 
 $(BUILD)/onnx/onnx.pb-c.h: $(PB_C)
 
-$(BUILD)/obj/onnx/onnx.pb-c.o: $(PB_C)
+$(BUILD)/obj/onnx/onnx.pb-c.o: $(PB_C) $(BUILD)/cflags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -w -c $< -o $@
 
