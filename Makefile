@@ -53,7 +53,7 @@ endif
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/onnx/onnx.pb-c.o $(CUDA_OBJ)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
-TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/test_sha256 $(BUILD)/bench_backbone $(BUILD)/synth_features
+TEST_BINS := $(BUILD)/test_conformance $(BUILD)/test_preprocess_dump $(BUILD)/test_sha256 $(BUILD)/test_repack $(BUILD)/bench_backbone $(BUILD)/synth_features
 # Fuzz targets: test/fuzz/NAME.c, run by libFuzzer (fuzz_NAME) or on saved inputs (replay_NAME).
 FUZZ_NAMES := $(basename $(notdir $(filter-out test/fuzz/replay.c test/fuzz/fuzz_file.c,$(wildcard test/fuzz/*.c))))
 FUZZ_SHARED := $(BUILD)/obj/test/fuzz/fuzz_file.o $(BUILD)/libonnxtl.a

@@ -7,6 +7,7 @@ with the same model stored inline.
 
 usage: loader_tests.py ONNXTL
 """
+import glob
 import hashlib
 import os
 import subprocess
@@ -113,9 +114,64 @@ def test_peak_memory(onnxtl):
            "are not copied where they are aligned", f"file {size:.0f} MiB, peak {peak:.0f} MiB")
 
 
+def nested_tensors_model(path):
+    """Tensors with raw_data wherever ONNX nests them: initializers, a sparse initializer, a Constant, If
+    branches (subgraph initializers and attributes), a function's node, and training_info (left as it is)."""
+    from onnx import helper, numpy_helper, TensorProto
+    rng = np.random.default_rng(0)
+    raw = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+
+    def branch(name):
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [4])
+        const = helper.make_node("Constant", [], [f"{name}_c"], value=raw(f"{name}_v", [4]))
+        add = helper.make_node("Add", [f"{name}_c", f"{name}_w"], [f"{name}_out"])
+        return helper.make_graph([const, add], name, [], [out], initializer=[raw(f"{name}_w", [4])])
+
+    sparse = helper.make_sparse_tensor(raw("sv", [3]), numpy_helper.from_array(np.array([0, 2, 5], np.int64), "si"), [8])
+    cond = helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True), "cv"))
+    if_node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"))
+    big = helper.make_node("Constant", [], ["t"], value=raw("big", [64, 64]))
+    listed = helper.make_node("Identity", ["t"], ["u"], tensors=[raw("l1", [2, 3]), raw("l2", [5])])  # a TENSORS attribute
+    graph = helper.make_graph([cond, if_node, big, listed], "nested", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                              initializer=[raw("w", [16, 16])], sparse_initializer=[sparse])
+    fn = helper.make_function("local", "Scaled", ["x"], ["z"],
+                              [helper.make_node("Constant", [], ["k"], value=raw("fk", [4])),
+                               helper.make_node("Mul", ["x", "k"], ["z"])], [helper.make_opsetid("", 17)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                          functions=[fn])
+    m.training_info.add().initialization.CopyFrom(helper.make_graph([], "init", [], [], initializer=[raw("ti", [8])]))
+    onnx.save(m, path)
+
+
+def test_parse_is_faithful(onnxtl, d):
+    """The loader's parse, packed again, is the same message: every nested payload found its way back."""
+    repack = os.path.join(os.path.dirname(onnxtl), "test_repack")
+    cases = [("a model with tensors nested everywhere ONNX nests them", os.path.join(d, "nested.onnx"))]
+    nested_tensors_model(cases[0][1])
+    node_tests = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "onnx-node")
+    shared = sorted(glob.glob(os.path.join(node_tests, "*", "model.onnx")))
+    for label, models in ((cases[0][0], [cases[0][1]]), (f"the {len(shared)} ONNX node-test models", shared),
+                          ("the torchvision exports", [model("resnet18"), model("resnet18", "nofold")])):
+        differ = []
+        for path in models:
+            out = os.path.join(d, "repacked.onnx")
+            r = subprocess.run([repack, path, out], capture_output=True, text=True)
+            ours = onnx.ModelProto()
+            if r.returncode == 0:
+                ours.ParseFromString(open(out, "rb").read())
+            theirs = onnx.ModelProto()
+            theirs.ParseFromString(open(path, "rb").read())
+            if r.returncode or ours != theirs:
+                differ.append(os.path.basename(os.path.dirname(path)) or path)
+        if models:
+            report(not differ, f"the loader's parse of {label}, packed again, equals the file's message (python-protobuf)",
+                   f"{len(models)} models; differing: {differ[:4]}")
+
+
 def main():
     onnxtl = sys.argv[1]
     with tempfile.TemporaryDirectory() as d:
+        test_parse_is_faithful(onnxtl, d)
         test_external(onnxtl, d)
         test_file_never_written(onnxtl, d)
         test_peak_memory(onnxtl)
