@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dnnl_conv.h"
+#include "dnnl_matmul.h"
 #include "dtype.h"
 
 /* How a kernel treats 4-D activations stored channels-last. */
@@ -170,6 +171,7 @@ typedef struct {
 typedef struct {
     bool nhwc;            /* the step runs channels-last */
     otl_dnnl_conv *conv;  /* a Conv on oneDNN's primitive */
+    otl_dnnl_matmul *matmul; /* with bf16: a Linear layer on oneDNN's matmul */
     conversion *conv_in;  /* inputs to convert first */
     int n_conv_in;
     size_t conv_bytes;    /* scratch their copies take */
@@ -326,6 +328,8 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
         if (n->op == OP_CONV && sp->nhwc)
             OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_types(s, n), &sp->conv));
+        if (s->bf16 && otl_dnnl_matmul_supported(n, p->t))
+            OTL_TRY(otl_dnnl_matmul_create(s->engine, s->stream, n, p->t, &sp->matmul));
     }
     return NULL;
 }
@@ -335,6 +339,7 @@ static void cpu_release(void *state) {
     if (!s) return;
     for (int i = 0; s->steps && i < s->plan->n_steps; i++) {
         otl_dnnl_conv_release(s->steps[i].conv);
+        otl_dnnl_matmul_release(s->steps[i].matmul);
         free(s->steps[i].conv_in);
     }
     if (s->stream) dnnl_stream_destroy(s->stream);
@@ -373,10 +378,12 @@ static onnxtl_status *alloc_workspace(cpu_state *s) {
     const otl_plan *p = s->plan;
     size_t ws = 0, conv = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        /* the running step's: a kernel's scratch, or a bf16 convolution's rounded input */
-        const otl_dnnl_conv *c = s->steps[i].conv;
-        size_t w = c ? (otl_dnnl_conv_scratch_bytes(c) + sizeof(float) - 1) / sizeof(float)
-                     : otl_cpu_workspace_floats(otl_plan_step(p, i), p->t);
+        /* the running step's: a kernel's scratch, or a bf16 convolution's or MatMul's rounded input */
+        const step_plan *sp = &s->steps[i];
+        const size_t rounded = sp->conv ? otl_dnnl_conv_scratch_bytes(sp->conv)
+                               : sp->matmul ? otl_dnnl_matmul_scratch_bytes(sp->matmul) : 0;
+        size_t w = sp->conv || sp->matmul ? (rounded + sizeof(float) - 1) / sizeof(float)
+                                          : otl_cpu_workspace_floats(otl_plan_step(p, i), p->t);
         if (w > ws) ws = w;
         if (s->steps[i].conv_bytes > conv) conv = s->steps[i].conv_bytes;
     }
@@ -424,7 +431,9 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
         in[cv->k] = copy;
     }
     onnxtl_status *st;
-    if (sp->conv) {
+    if (sp->matmul) {
+        st = otl_dnnl_matmul_run(sp->matmul, in[0], out[0], s->workspace);
+    } else if (sp->conv) {
         const float *skip = n->attrs.fused_add ? in[3] : NULL;
         st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0], s->workspace);
     } else {

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dnnl_check.h"
+
 struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
@@ -13,16 +15,6 @@ struct otl_dnnl_conv {
     dnnl_memory_t src_f32;
     size_t scratch_bytes;
 };
-
-static onnxtl_status *dnnl_failed(dnnl_status_t s, const char *what) {
-    return otl_error(ONNXTL_ERR_RUNTIME, "oneDNN %s failed (status %d)", what, (int)s);
-}
-
-#define DNNL_TRY(call, what)                            \
-    do {                                                \
-        dnnl_status_t s_ = (call);                      \
-        if (s_ != dnnl_success) return dnnl_failed(s_, what); \
-    } while (0)
 
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]];
@@ -87,7 +79,7 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     dnnl_status_t s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL);
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
-    return s == dnnl_success ? NULL : dnnl_failed(s, "convolution primitive");
+    return s == dnnl_success ? NULL : otl_dnnl_failed(s, "convolution primitive");
 }
 
 /* Copies the ONNX OIHW weights into the layout the primitive chose. */
@@ -117,7 +109,7 @@ static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const
     }
     if (r) dnnl_primitive_destroy(r);
     dnnl_memory_destroy(src);
-    return s == dnnl_success ? NULL : dnnl_failed(s, "weight reorder");
+    return s == dnnl_success ? NULL : otl_dnnl_failed(s, "weight reorder");
 }
 
 /* The reorder that rounds the fp32 NHWC input into the bf16 one the primitive reads. */
@@ -131,7 +123,7 @@ static onnxtl_status *make_rounding(otl_dnnl_conv *c, dnnl_engine_t eng, const d
     DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &f32_md, eng, bf16_md, eng, NULL), "bf16 reorder");
     dnnl_status_t s = dnnl_primitive_create(&c->to_bf16, rpd);
     dnnl_primitive_desc_destroy(rpd);
-    if (s != dnnl_success) return dnnl_failed(s, "bf16 reorder");
+    if (s != dnnl_success) return otl_dnnl_failed(s, "bf16 reorder");
     c->scratch_bytes = dnnl_memory_desc_get_size(bf16_md);
     return NULL;
 }
@@ -141,17 +133,17 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
     OTL_TRY(make_primitive_desc(eng, n, t, types, &pd));
     onnxtl_status *st = NULL;
     dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
-    if (s != dnnl_success) st = dnnl_failed(s, "convolution primitive");
+    if (s != dnnl_success) st = otl_dnnl_failed(s, "convolution primitive");
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (!st) st = reorder_weights(eng, c->stream, n, t, wmd, &c->weights);
-    if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
+    if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
     if (!st && (types & OTL_CONV_BF16) && !(types & OTL_CONV_SRC_BF16)) st = make_rounding(c, eng, smd, &t[n->in[0]]);
-    if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = dnnl_failed(s, "memory");
+    if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
     if (!st && n->n_in > 2 && n->in[2] >= 0) {
         const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-        if ((s = dnnl_memory_create(&c->bias, bmd, eng, (void *)t[n->in[2]].data))) st = dnnl_failed(s, "memory");
+        if ((s = dnnl_memory_create(&c->bias, bmd, eng, (void *)t[n->in[2]].data))) st = otl_dnnl_failed(s, "memory");
     }
     dnnl_primitive_desc_destroy(pd);
     return st;
