@@ -65,7 +65,8 @@ static void set_value_shape(otl_value *v, const otl_proto_tensor_info *info) {
 }
 
 /* Where a tensor's data lies in a file the graph keeps mapped, stored as
- * onnxtl holds it; NULL for a model in memory, whose bytes are its caller's.
+ * onnxtl holds it; NULL for a model in memory, whose bytes are its caller's,
+ * and for bytes the parser copied (a file it read without the skeleton).
  * The mapping is private and writable, so the graph may own the bytes. */
 static onnxtl_status *locate_data(otl_graph *g, const Onnx__TensorProto *t, const otl_proto_tensor_info *info,
                                   void **held) {
@@ -73,7 +74,7 @@ static onnxtl_status *locate_data(otl_graph *g, const Onnx__TensorProto *t, cons
     if (!g->files.model.bytes) return NULL;
     const void *at;
     OTL_TRY(otl_proto_tensor_stored_as_held(t, info, &g->files, &at));
-    *held = (void *)at;
+    if (at && otl_model_files_hold(&g->files, at, info->nbytes)) *held = (void *)at;
     return NULL;
 }
 

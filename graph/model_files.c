@@ -101,6 +101,18 @@ onnxtl_status *otl_model_files_external(otl_model_files *mf, const char *tensor,
     return NULL;
 }
 
+static bool inside(const otl_mapped_file *f, const void *p, size_t n) {
+    const uintptr_t a = (uintptr_t)p, lo = (uintptr_t)f->bytes;
+    return f->bytes && a >= lo && a - lo <= f->size && n <= f->size - (a - lo);
+}
+
+bool otl_model_files_hold(const otl_model_files *mf, const void *p, size_t n) {
+    if (inside(&mf->model, p, n)) return true;
+    for (int i = 0; i < mf->n_external; i++)
+        if (inside(&mf->external[i], p, n)) return true;
+    return false;
+}
+
 void otl_model_files_release(otl_model_files *mf) {
     for (int i = 0; i < mf->n_external; i++) otl_unmap_file(&mf->external[i]);
     free(mf->external);

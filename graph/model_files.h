@@ -9,6 +9,7 @@
 #ifndef OTL_MODEL_FILES_H
 #define OTL_MODEL_FILES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,9 @@ onnxtl_status *otl_model_files_open(otl_model_files *mf, const char *path);
  * mapped once, however many tensors it holds. */
 onnxtl_status *otl_model_files_external(otl_model_files *mf, const char *tensor, const char *location,
                                         const otl_mapped_file **out);
+
+/* Whether [p, p + n) lies inside one of the mapped files. */
+bool otl_model_files_hold(const otl_model_files *mf, const void *p, size_t n);
 
 void otl_model_files_release(otl_model_files *mf);
 

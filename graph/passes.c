@@ -60,7 +60,7 @@ static const float *float_const(const otl_graph *g, int v, int64_t count) {
 }
 
 /* A new constant bias for a Conv that had none. */
-static onnxtl_status *add_bias(otl_graph *g, otl_node *conv, int64_t m, float **bias) {
+static onnxtl_status *add_bias(otl_graph *g, otl_node *conv, int64_t m) {
     char name[512];
     snprintf(name, sizeof name, "%s::folded_bias", g->values[conv->out[0]].name);
     int idx;
@@ -78,7 +78,20 @@ static onnxtl_status *add_bias(otl_graph *g, otl_node *conv, int64_t m, float **
         conv->n_in = 3;
     }
     conv->in[2] = idx;
-    *bias = b->data;
+    return NULL;
+}
+
+/* A constant a pass rewrites: one used in place in a mapped file may share
+ * its bytes with another tensor (external data naming the same range), so it
+ * gets a copy of its own first; the weight block holds each tensor apart. */
+static onnxtl_status *make_writable(otl_graph *g, otl_value *v, size_t bytes) {
+    const char *p = v->data, *block = g->weights;
+    if (v->data_owned || (p >= block && p < block + g->weights_bytes)) return NULL;
+    void *copy = malloc(bytes ? bytes : 1);
+    if (!copy) return otl_nomem();
+    memcpy(copy, v->data, bytes);
+    v->data = copy;
+    v->data_owned = true;
     return NULL;
 }
 
@@ -92,9 +105,10 @@ static onnxtl_status *fold_into_conv(otl_graph *g, otl_node *conv, otl_node *bn)
     bool has_bias = conv->n_in > 2 && conv->in[2] >= 0;
     if (!scale || !shift || !mean || !var || (has_bias && !float_const(g, conv->in[2], m)))
         return NULL;
-    float *bias = has_bias ? g->values[conv->in[2]].data : NULL;
-    if (!has_bias) OTL_TRY(add_bias(g, conv, m, &bias)); /* may move g->values */
-    float *wd = g->values[conv->in[1]].data;
+    if (!has_bias) OTL_TRY(add_bias(g, conv, m)); /* may move g->values */
+    OTL_TRY(make_writable(g, &g->values[conv->in[2]], (size_t)m * sizeof(float)));
+    OTL_TRY(make_writable(g, &g->values[conv->in[1]], (size_t)(m * per_out) * sizeof(float)));
+    float *bias = g->values[conv->in[2]].data, *wd = g->values[conv->in[1]].data;
     for (int64_t o = 0; o < m; o++) {
         double k = (double)scale[o] / sqrt((double)var[o] + (double)bn->attrs.epsilon);
         for (int64_t j = 0; j < per_out; j++) wd[o * per_out + j] = (float)(wd[o * per_out + j] * k);

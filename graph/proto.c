@@ -58,7 +58,7 @@ static void attach_payload(const otl_proto_model *m, Onnx__TensorProto *t) {
         }
         const uint64_t offset = load_le64(u->data + 1), len = load_le64(u->data + 9);
         if (offset <= m->size && len <= m->size - offset) { /* the skeleton wrote it so; checked all the same */
-            t->raw_data.data = (uint8_t *)m->bytes + offset;
+            t->raw_data.data = len ? (uint8_t *)m->bytes + offset : NULL; /* as protobuf-c leaves empty bytes */
             t->raw_data.len = len;
             t->has_raw_data = 1;
         }

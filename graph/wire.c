@@ -9,6 +9,17 @@ typedef enum { M_OPAQUE, M_MODEL, M_GRAPH, M_NODE, M_ATTR, M_TENSOR, M_SPARSE, M
 
 enum { TENSOR_RAW_DATA = 9, MAX_DEPTH = 96 };
 
+/* The nested fields that hold one message, not a list: protobuf merges a
+ * repeated one into the last, and would drop the reference with the first. */
+static bool singular(message parent, uint64_t field) {
+    switch (parent) {
+    case M_MODEL: return field == 7;
+    case M_ATTR: return field == 5 || field == 6 || field == 22;
+    case M_SPARSE: return field == 1 || field == 2;
+    default: return false;
+    }
+}
+
 static message nested(message parent, uint64_t field) {
     switch (parent) {
     case M_MODEL: return field == 7 ? M_GRAPH : field == 25 ? M_FUNCTION : M_OPAQUE;
@@ -99,8 +110,13 @@ static bool rewrite_nested(skeleton *s, message kind, const uint8_t *body, uint6
     return true;
 }
 
+/* False also for what the skeleton would get wrong (a tensor with two
+ * raw_data fields, a repeated singular message): the caller parses such a
+ * file the copying way. */
 static bool rewrite(skeleton *s, message kind, const uint8_t *p, const uint8_t *end, int depth) {
     if (depth > MAX_DEPTH) return false;
+    uint32_t seen = 0; /* singular fields met so far, by field number (all below 32) */
+    int payloads = 0;
     while (p < end) {
         const uint8_t *field_start = p;
         uint64_t tag, value;
@@ -123,10 +139,16 @@ static bool rewrite(skeleton *s, message kind, const uint8_t *p, const uint8_t *
             const uint8_t *body = p;
             p += value;
             if (kind == M_TENSOR && field == TENSOR_RAW_DATA) {
+                if (++payloads > 1) return false;
+                if (value < OTL_WIRE_MIN_PAYLOAD) break; /* kept: a reference would not be shorter */
                 if (!put_payload_ref(s, body, value)) return false;
                 continue;
             }
             const message child = nested(kind, field);
+            if (singular(kind, field)) {
+                if (seen >> field & 1) return false;
+                seen |= 1u << field;
+            }
             if (child != M_OPAQUE) {
                 if (!put(s, field_start, (size_t)(tag_end - field_start)) ||
                     !rewrite_nested(s, child, body, value, depth))

@@ -21,9 +21,10 @@
  * least OTL_WIRE_MIN_PAYLOAD bytes replaced by a reference to where it lies
  * in bytes, wherever ONNX nests tensors: initializers, sparse initializers,
  * attributes, subgraphs, functions.  Everything else is kept byte for byte.
- * *out is malloc'd.  False on malformed wire data (left for the protobuf
- * parser to report, which it does for the same bytes) or when out of memory
- * (*nomem set). */
+ * *out is malloc'd.  False when out of memory (*nomem set), and for bytes the
+ * caller must parse as they are: malformed wire data (for the protobuf parser
+ * to report), nesting deeper than 96 messages, a tensor with two raw_data
+ * fields or a singular message field given twice (protobuf merges those). */
 bool otl_wire_skeleton(const uint8_t *bytes, size_t size, uint8_t **out, size_t *out_size, bool *nomem);
 
 #endif

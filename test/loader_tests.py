@@ -168,10 +168,101 @@ def test_parse_is_faithful(onnxtl, d):
                    f"{len(models)} models; differing: {differ[:4]}")
 
 
+def run_model(onnxtl, path, d, inputs, outputs):
+    """infer's outputs, or None."""
+    args = [onnxtl, "infer", path]
+    for name, x in inputs.items():
+        np.save(os.path.join(d, f"in_{name}.npy"), x)
+        args += ["--input", f"{name}={os.path.join(d, f'in_{name}.npy')}"]
+    for name in outputs:
+        args += ["--output", f"{name}={os.path.join(d, f'out_{name}.npy')}"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    return [np.load(os.path.join(d, f"out_{n}.npy")) for n in outputs] if r.returncode == 0 else None
+
+
+def test_skeleton_fallbacks(onnxtl, d):
+    """Files the skeleton does not rewrite are parsed the copying way, and what the loader then uses in place
+    must be bytes it keeps; weights that share external bytes stay apart when a pass rewrites one."""
+    from onnx import helper, numpy_helper, TensorProto
+    x = np.arange(64, dtype=np.float32)
+    w = numpy_helper.from_array(np.full(64, 1.5, np.float32), "w")
+    add = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add",
+                                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])], [w]),
+                            opset_imports=[helper.make_opsetid("", 13)])
+    odd = os.path.join(d, "odd.onnx")
+    # an unknown field whose tag does not fit 32 bits: protobuf-c accepts it, the skeleton does not
+    open(odd, "wb").write(add.SerializeToString() + bytes([0xFA, 0xFF, 0xFF, 0xFF, 0x7F, 0x01, 0x78]))
+    got = run_model(onnxtl, odd, d, {"x": x}, ["y"])
+    report(got is not None and np.array_equal(got[0], x + 1.5),
+           "a model the skeleton cannot read (an unknown field with a tag past 32 bits) loads the copying way and "
+           "computes x + w", "" if got is None else f"max |diff| {np.abs(got[0] - x - 1.5).max()}")
+
+    # Constant's value given twice: protobuf merges the two tensors, as python-protobuf does
+    t1 = numpy_helper.from_array(np.full(16, 2.0, np.float32))
+    t2 = TensorProto(name="c")
+    node = helper.make_node("Constant", [], ["c"], value=t1)
+    plus = helper.make_node("Add", ["x", "c"], ["y"])
+    io16 = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [16])  # noqa: E731
+    twice = helper.make_model(helper.make_graph([node, plus], "twice", [io16("x")], [io16("y")]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    def varint(v):
+        out = b""
+        while v >= 0x80:
+            out += bytes([v & 0x7f | 0x80])
+            v >>= 7
+        return out + bytes([v])
+
+    def field(number, payload):  # length-delimited
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    def without(message, name):
+        copy = type(message)()
+        copy.CopyFrom(message)
+        copy.ClearField(name)
+        return copy.SerializeToString()
+    attr = node.attribute[0].SerializeToString() + field(5, t2.SerializeToString())
+    graph = without(twice.graph, "node") + field(1, without(node, "attribute") + field(5, attr)) + \
+        field(1, plus.SerializeToString())
+    path = os.path.join(d, "twice.onnx")
+    open(path, "wb").write(without(twice, "graph") + field(7, graph))
+    ref = numpy_helper.to_array(onnx.load(path).graph.node[0].attribute[0].t)
+    got = run_model(onnxtl, path, d, {"x": x[:16]}, ["y"])
+    report(got is not None and np.array_equal(got[0], x[:16] + ref),
+           "a Constant whose value tensor is given twice (merged by protobuf) holds what python-protobuf reads", "")
+
+    # two Conv weights naming the same external bytes; BatchNorm folds into the first
+    with open(os.path.join(d, "w.bin"), "wb") as f:
+        f.write(np.float32(1.0).tobytes())
+
+    def shared_weight(name):
+        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[1, 1, 1, 1], data_location=TensorProto.EXTERNAL)
+        for k, v in (("location", "w.bin"), ("offset", "0"), ("length", "4")):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        return t
+    consts = [numpy_helper.from_array(np.array([v], np.float32), n) for n, v in (("sc", 3.0), ("bb", 0.0), ("mu", 0.0), ("va", 1.0))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("BatchNormalization", ["c1", "sc", "bb", "mu", "va"], ["y1"]),
+             helper.make_node("Conv", ["x", "w2"], ["y2"])]
+    io = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 2, 2])  # noqa: E731
+    alias = helper.make_model(helper.make_graph(nodes, "alias", [io("x")], [io("y1"), io("y2")],
+                                                [shared_weight("w1"), shared_weight("w2")] + consts),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    path = os.path.join(d, "alias.onnx")
+    onnx.save(alias, path)
+    x4 = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2) + 1
+    got = run_model(onnxtl, path, d, {"x": x4}, ["y1", "y2"])
+    bn = 3.0 / np.sqrt(1.0 + 1e-5)
+    report(got is not None and np.allclose(got[0], bn * x4, rtol=1e-6) and np.array_equal(got[1], x4),
+           "two Conv weights naming the same external bytes: folding BatchNorm into one leaves the other as the file has it",
+           "" if got is None else f"y2 {got[1].ravel()} for x {x4.ravel()}")
+
+
 def main():
     onnxtl = sys.argv[1]
     with tempfile.TemporaryDirectory() as d:
         test_parse_is_faithful(onnxtl, d)
+        test_skeleton_fallbacks(onnxtl, d)
         test_external(onnxtl, d)
         test_file_never_written(onnxtl, d)
         test_peak_memory(onnxtl)

@@ -305,7 +305,7 @@ static onnxtl_status *plan_bf16_values(cpu_state *s) {
 static int conv_types(const cpu_state *s, const otl_node *n) {
     if (!multiplies_bf16(s, n)) return 0;
     return OTL_CONV_BF16 | (s->bf16_held[n->in[0]] ? OTL_CONV_SRC_BF16 : 0) |
-           (s->bf16_held[n->out[0]] ? OTL_CONV_DST_BF16 : 0);
+           (n->out[0] >= 0 && s->bf16_held[n->out[0]] ? OTL_CONV_DST_BF16 : 0);
 }
 
 /* Decides each step's layout and the conversions at layout boundaries. */

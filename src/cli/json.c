@@ -1,16 +1,35 @@
 #include "json.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 cli_json cli_json_start(FILE *f) { return (cli_json){.f = f}; }
 
-static void put_string(FILE *f, const char *s) {
+/* The length of the well-formed UTF-8 sequence at s (shortest form, no
+ * surrogates, at most U+10FFFF), or 0. */
+static int utf8_length(const unsigned char *s) {
+    const int n = s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) || (s[0] == 0xf0 && s[1] < 0x90) ||
+        (s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* File names need not be UTF-8: a byte that is not is written as U+FFFD. */
+static void put_string(FILE *f, const char *str) {
+    const unsigned char *s = (const unsigned char *)str;
     fputc('"', f);
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+    while (*s) {
+        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s++);
+        else if (*s < 0x20) fprintf(f, "\\u%04x", *s++);
+        else if (*s < 0x80) fputc(*s++, f);
+        else {
+            const int n = utf8_length(s);
+            if (n) fwrite(s, 1, (size_t)n, f), s += n;
+            else fputs("\\ufffd", f), s++;
+        }
     }
     fputc('"', f);
 }
@@ -25,6 +44,7 @@ static void item(cli_json *j, const char *key) {
 static void open_container(cli_json *j, const char *key, char open, char close) {
     item(j, key);
     fputc(open, j->f);
+    if (j->depth + 1 == CLI_JSON_DEPTH) abort(); /* the callers nest a fixed few levels */
     j->depth++;
     j->has_items[j->depth] = false;
     j->closer[j->depth] = close;
@@ -34,6 +54,7 @@ void cli_json_object(cli_json *j, const char *key) { open_container(j, key, '{',
 void cli_json_array(cli_json *j, const char *key) { open_container(j, key, '[', ']'); }
 
 void cli_json_close(cli_json *j) {
+    if (!j->depth) return; /* nothing open: a caller's mistake, not worth broken output */
     fputc(j->closer[j->depth--], j->f);
     if (!j->depth) fputc('\n', j->f);
 }

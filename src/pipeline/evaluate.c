@@ -8,14 +8,18 @@
 
 static void record(void *ctx, size_t index, const float *probs) {
     otl_evaluation *e = ctx;
-    const int truth = e->to_model[e->ds->samples[index].label];
-    int best = 0, above = 0;
-    for (int j = 1; j < e->c.n_classes; j++)
+    const int truth = e->to_model[e->ds->samples[index].label], n = e->c.n_classes;
+    int best = 0;
+    for (int j = 1; j < n; j++)
         if (probs[j] > probs[best]) best = j;
-    for (int j = 0; j < e->c.n_classes; j++) above += probs[j] > probs[truth];
+    /* The true class's place in the ranking the prediction came from: ties go
+     * to the lower class, as the argmax above does, and NaN ranks last. */
+    int above = isnan(probs[truth]) ? n : 0;
+    for (int j = 0; j < n && above < n; j++)
+        above += j != truth && (probs[j] > probs[truth] || (probs[j] == probs[truth] && j < truth));
     e->predicted[index] = best;
-    e->confidence[index] = probs[best];
-    e->true_rank[index] = above;
+    e->confidence[index] = isfinite(probs[best]) ? probs[best] : 0.0f;
+    e->true_rank[index] = best == truth ? 0 : above > 0 ? above : 1;
     e->confusion[truth * e->c.n_classes + best]++;
 }
 

@@ -128,7 +128,8 @@ typedef struct {
 static void svg_line(const plot *p, const series *s, int legend_row) {
     if (!s->n) return;
     fprintf(p->f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" points=\"", s->colour, s->width);
-    for (size_t i = 0; i < s->n; i++) fprintf(p->f, "%.1f,%.1f ", px(p, s->x[i]), py(p, s->y[i]));
+    for (size_t i = 0; i < s->n; i++) /* a diverged loss (inf, NaN) has no place on the chart */
+        if (isfinite(s->y[i])) fprintf(p->f, "%.1f,%.1f ", px(p, s->x[i]), py(p, s->y[i]));
     fputs("\"/>", p->f);
     const int ly = TOP + 10 + 18 * legend_row;
     fprintf(p->f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"3\"/>", LEFT + PLOT_W + 14,
@@ -139,8 +140,10 @@ static void svg_line(const plot *p, const series *s, int legend_row) {
 static void range_of(const series *s, int n, double *lo, double *hi) {
     *lo = INFINITY, *hi = -INFINITY;
     for (int k = 0; k < n; k++)
-        for (size_t i = 0; i < s[k].n; i++) *lo = fmin(*lo, s[k].y[i]), *hi = fmax(*hi, s[k].y[i]);
-    if (!(*hi > *lo)) *lo -= 0.5, *hi += 0.5; /* flat or empty: a band around it */
+        for (size_t i = 0; i < s[k].n; i++)
+            if (isfinite(s[k].y[i])) *lo = fmin(*lo, s[k].y[i]), *hi = fmax(*hi, s[k].y[i]);
+    if (!isfinite(*lo)) *lo = 0, *hi = 1;            /* nothing finite to show */
+    else if (!(*hi > *lo)) *lo -= 0.5, *hi += 0.5; /* flat: a band around it */
 }
 
 static void svg_chart(FILE *f, const char *title, const char *xlabel, const char *ylabel, const series *s, int n,
