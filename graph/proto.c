@@ -118,6 +118,9 @@ onnxtl_status *otl_proto_parse_model(const void *data, size_t size, const char *
     if (!size) return otl_error(ONNXTL_ERR_FORMAT, "%s: file is empty", name);
     const char *text = describe_non_protobuf(data, size);
     if (text) return otl_error(ONNXTL_ERR_FORMAT, "%s: %s", name, text);
+    if (!otl_wire_depth_within(data, size, &onnx__model_proto__descriptor, OTL_WIRE_MAX_DEPTH))
+        return otl_error(ONNXTL_ERR_FORMAT, "%s: messages nest deeper than %d levels (a broken or hostile file)", name,
+                         OTL_WIRE_MAX_DEPTH);
     bool nomem = false;
     if (!unpack_without_copies(out, &nomem))
         return nomem ? otl_nomem()

@@ -7,7 +7,7 @@
  * (onnx.proto's field numbers).  A field not listed is copied untouched. */
 typedef enum { M_OPAQUE, M_MODEL, M_GRAPH, M_NODE, M_ATTR, M_TENSOR, M_SPARSE, M_FUNCTION } message;
 
-enum { TENSOR_RAW_DATA = 9, MAX_DEPTH = 96 };
+enum { TENSOR_RAW_DATA = 9 };
 
 /* The nested fields that hold one message, not a list: protobuf merges a
  * repeated one into the last, and would drop the reference with the first. */
@@ -114,7 +114,7 @@ static bool rewrite_nested(skeleton *s, message kind, const uint8_t *body, uint6
  * raw_data fields, a repeated singular message): the caller parses such a
  * file the copying way. */
 static bool rewrite(skeleton *s, message kind, const uint8_t *p, const uint8_t *end, int depth) {
-    if (depth > MAX_DEPTH) return false;
+    if (depth > OTL_WIRE_MAX_DEPTH) return false;
     uint32_t seen = 0; /* singular fields met so far, by field number (all below 32) */
     int payloads = 0;
     while (p < end) {
@@ -175,4 +175,38 @@ bool otl_wire_skeleton(const uint8_t *bytes, size_t size, uint8_t **out, size_t 
     }
     *out = s.p, *out_size = s.n;
     return true;
+}
+
+/* depth counts the messages open around p..end, this one included. */
+static bool within(const uint8_t *p, const uint8_t *end, const ProtobufCMessageDescriptor *d, int depth, int max_depth) {
+    if (depth > max_depth) return false;
+    while (p < end) {
+        uint64_t tag, value;
+        if (!get_varint(&p, end, &tag)) return true; /* malformed: the parser's to report */
+        switch (tag & 7) {
+        case 0:
+            if (!get_varint(&p, end, &value)) return true;
+            break;
+        case 1:
+        case 5:
+            if ((size_t)(end - p) < ((tag & 7) == 1 ? 8u : 4u)) return true;
+            p += (tag & 7) == 1 ? 8 : 4;
+            break;
+        case 2: {
+            if (!get_varint(&p, end, &value) || value > (uint64_t)(end - p)) return true;
+            const ProtobufCFieldDescriptor *f =
+                tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3)) : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && !within(p, p + value, f->descriptor, depth + 1, max_depth))
+                return false;
+            p += value;
+            break;
+        }
+        default: return true;
+        }
+    }
+    return true;
+}
+
+bool otl_wire_depth_within(const uint8_t *bytes, size_t size, const ProtobufCMessageDescriptor *d, int max_depth) {
+    return within(bytes, bytes + size, d, 1, max_depth);
 }

@@ -124,6 +124,13 @@ def make_corpus(d):
     case("external_past_end", ["'W'", "past the end"], past_end)
     case("external_missing_file", ["'W'", "No such file"],
          lambda p, f: save(base_graph(inits=[external_tensor("W", "absent.bin"), bias()]), p))
+    def nested_ifs(p, f, levels=1000):
+        """If inside If's then_branch, 1000 deep: protobuf-c's recursion would go as deep as the file says."""
+        inner = helper.make_graph([], "g", [], [])
+        for _ in range(levels):
+            inner = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=inner)], "g", [], [])
+        save(helper.make_model(inner, opset_imports=[helper.make_opsetid("", 13)]), p)
+    case("nested_too_deep", ["nest deeper than 100 levels"], nested_ifs)
     case("external_offset_overflow", ["'W'", "past the end"], lambda p, f: (
         open(os.path.join(f, "w.bin"), "wb").write(b"\0" * 432),
         save(base_graph(inits=[external_tensor("W", "w.bin", offset=(1 << 64) - 8), bias()]), p)))

@@ -90,6 +90,22 @@ def test_backbones_bf16(onnxtl, d):
            "and Linear layers: cosine similarity to fp32's at least 0.999", ", ".join(f"{a} {c:.6f}" for a, c in worst))
 
 
+def test_empty_matmul_bf16(onnxtl, d):
+    """A Linear layer with no inputs to sum (K = 0) gives zeros, as in fp32, not a crash inside oneDNN."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.zeros((0, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "k0",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 0])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [w])
+    path, x, out = os.path.join(d, "k0.onnx"), os.path.join(d, "k0_x.npy"), os.path.join(d, "k0_y.npy")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    np.save(x, np.zeros((2, 0), np.float32))
+    r = sh(onnxtl, "infer", path, "--input", f"x={x}", "--output", out, "--precision", "bf16")
+    report(r.returncode == 0 and np.array_equal(np.load(out), np.zeros((2, 3), np.float32)),
+           "a MatMul summing over nothing (K = 0) in bf16 gives zeros", r.stderr.strip())
+
+
 def main():
     onnxtl, shared = sys.argv[1], sys.argv[2]
     info = json.loads(sh(onnxtl, "info", model(), "--device", "cpu", "--json").stdout)["placement"]
@@ -106,6 +122,7 @@ def main():
             test_bf16(onnxtl, shared, d)
         if info["bf16"]:
             test_backbones_bf16(onnxtl, d)
+            test_empty_matmul_bf16(onnxtl, d)
     return 1 if failed_count() else 0
 
 

@@ -21,7 +21,7 @@ static int64_t rows_of(const otl_tinfo *a) {
 bool otl_dnnl_matmul_supported(const otl_node *n, const otl_tinfo *t) {
     const otl_tinfo *a = &t[n->in[0]], *b = &t[n->in[1]];
     return n->op == OP_MATMUL && a->dtype == ONNXTL_FLOAT && b->dtype == ONNXTL_FLOAT && b->data && b->rank == 2 &&
-           a->rank >= 2 && a->dims[a->rank - 1] == b->dims[0] && rows_of(a) > 0 && b->dims[1] > 0;
+           a->rank >= 2 && a->dims[a->rank - 1] == b->dims[0] && rows_of(a) > 0 && b->dims[0] > 0 && b->dims[1] > 0;
 }
 
 static onnxtl_status *reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,
