@@ -18,24 +18,26 @@ static void softmax_layout(const otl_node *n, const otl_tinfo *x, int64_t *outer
     }
 }
 
-/* Softmax over contiguous rows, in float: the maximum, exp(x - max) by
- * otl_exp_poly and their sum vectorise. */
+/* Softmax of one contiguous row, in float: the maximum, exp(x - max) by
+ * otl_exp_poly and their sum vectorise, for the widest ISA the CPU has. */
+OTL_ISA_CLONES
+static void softmax_row(const float *x, float *y, int64_t dim, bool log_out) {
+    float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+    for (int64_t d = 0; d < dim; d++) mx = x[d] > mx ? x[d] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t d = 0; d < dim; d++) {
+        y[d] = otl_exp_poly(x[d] - mx);
+        sum += y[d];
+    }
+    const float inv = 1.0f / sum, log_sum = logf(sum);
+#pragma omp simd
+    for (int64_t d = 0; d < dim; d++) y[d] = log_out ? x[d] - mx - log_sum : y[d] * inv;
+}
+
 static void softmax_rows(const float *X, float *Y, int64_t rows, int64_t dim, bool log_out) {
 #pragma omp parallel for schedule(static)
-    for (int64_t o = 0; o < rows; o++) {
-        const float *x = X + o * dim;
-        float *y = Y + o * dim, mx = -INFINITY, sum = 0;
-#pragma omp simd reduction(max : mx)
-        for (int64_t d = 0; d < dim; d++) mx = x[d] > mx ? x[d] : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t d = 0; d < dim; d++) {
-            y[d] = otl_exp_poly(x[d] - mx);
-            sum += y[d];
-        }
-        const float inv = 1.0f / sum, log_sum = logf(sum);
-#pragma omp simd
-        for (int64_t d = 0; d < dim; d++) y[d] = log_out ? x[d] - mx - log_sum : y[d] * inv;
-    }
+    for (int64_t o = 0; o < rows; o++) softmax_row(X + o * dim, Y + o * dim, dim, log_out);
 }
 
 onnxtl_status *otl_cpu_softmax(const otl_kernel_args *a) {
