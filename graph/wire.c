@@ -110,6 +110,39 @@ static bool rewrite_nested(skeleton *s, message kind, const uint8_t *body, uint6
     return true;
 }
 
+/* One field of a message, read as protobuf-c reads it. */
+typedef struct {
+    uint64_t tag;
+    const uint8_t *start, *tag_end; /* the field, and where its value starts */
+    const uint8_t *body;            /* for a length-delimited field: its bytes */
+    uint64_t len;
+} wire_field;
+
+/* Reads the field at *p and moves past it; false on malformed wire data
+ * or a group (protobuf-c has none either). */
+static bool read_field(const uint8_t **p, const uint8_t *end, wire_field *f) {
+    uint64_t value;
+    f->start = *p;
+    if (!get_varint(p, end, &f->tag)) return false;
+    f->tag_end = *p;
+    switch (f->tag & 7) {
+    case 0: return get_varint(p, end, &value);
+    case 1:
+    case 5: {
+        const size_t width = (f->tag & 7) == 1 ? 8 : 4;
+        if ((size_t)(end - *p) < width) return false;
+        *p += width;
+        return true;
+    }
+    case 2:
+        if (!get_varint(p, end, &f->len) || f->len > (uint64_t)(end - *p)) return false;
+        f->body = *p;
+        *p += f->len;
+        return true;
+    default: return false;
+    }
+}
+
 /* False also for what the skeleton would get wrong (a tensor with two
  * raw_data fields, a repeated singular message): the caller parses such a
  * file the copying way. */
@@ -118,49 +151,30 @@ static bool rewrite(skeleton *s, message kind, const uint8_t *p, const uint8_t *
     uint32_t seen = 0; /* singular fields met so far, by field number (all below 32) */
     int payloads = 0;
     while (p < end) {
-        const uint8_t *field_start = p;
-        uint64_t tag, value;
-        if (!get_varint(&p, end, &tag) || tag > UINT32_MAX) return false;
-        const uint64_t field = tag >> 3;
-        const uint8_t *tag_end = p;
-        switch (tag & 7) {
-        case 0:
-            if (!get_varint(&p, end, &value)) return false;
-            break;
-        case 1:
-        case 5: {
-            const size_t width = (tag & 7) == 1 ? 8 : 4;
-            if ((size_t)(end - p) < width) return false;
-            p += width;
-            break;
-        }
-        case 2: {
-            if (!get_varint(&p, end, &value) || value > (uint64_t)(end - p)) return false;
-            const uint8_t *body = p;
-            p += value;
+        wire_field f;
+        if (!read_field(&p, end, &f) || f.tag > UINT32_MAX) return false;
+        const uint64_t field = f.tag >> 3;
+        if (kind == M_TENSOR && field == OTL_WIRE_PAYLOAD_FIELD) continue; /* only the skeleton writes it */
+        if ((f.tag & 7) == 2) {
             if (kind == M_TENSOR && field == TENSOR_RAW_DATA) {
                 if (++payloads > 1) return false;
-                if (value < OTL_WIRE_MIN_PAYLOAD) break; /* kept: a reference would not be shorter */
-                if (!put_payload_ref(s, body, value)) return false;
-                continue;
+                if (f.len >= OTL_WIRE_MIN_PAYLOAD) { /* a shorter one is kept: a reference would not be shorter */
+                    if (!put_payload_ref(s, f.body, f.len)) return false;
+                    continue;
+                }
             }
-            const message child = nested(kind, field);
             if (singular(kind, field)) {
                 if (seen >> field & 1) return false;
                 seen |= 1u << field;
             }
+            const message child = nested(kind, field);
             if (child != M_OPAQUE) {
-                if (!put(s, field_start, (size_t)(tag_end - field_start)) ||
-                    !rewrite_nested(s, child, body, value, depth))
+                if (!put(s, f.start, (size_t)(f.tag_end - f.start)) || !rewrite_nested(s, child, f.body, f.len, depth))
                     return false;
                 continue;
             }
-            break;
         }
-        default: return false; /* groups: protobuf-c has none either */
-        }
-        if (kind == M_TENSOR && field == OTL_WIRE_PAYLOAD_FIELD) continue; /* only the skeleton writes it */
-        if (!put(s, field_start, (size_t)(p - field_start))) return false;
+        if (!put(s, f.start, (size_t)(p - f.start))) return false;
     }
     return true;
 }
@@ -181,28 +195,12 @@ bool otl_wire_skeleton(const uint8_t *bytes, size_t size, uint8_t **out, size_t 
 static bool within(const uint8_t *p, const uint8_t *end, const ProtobufCMessageDescriptor *d, int depth, int max_depth) {
     if (depth > max_depth) return false;
     while (p < end) {
-        uint64_t tag, value;
-        if (!get_varint(&p, end, &tag)) return true; /* malformed: the parser's to report */
-        switch (tag & 7) {
-        case 0:
-            if (!get_varint(&p, end, &value)) return true;
-            break;
-        case 1:
-        case 5:
-            if ((size_t)(end - p) < ((tag & 7) == 1 ? 8u : 4u)) return true;
-            p += (tag & 7) == 1 ? 8 : 4;
-            break;
-        case 2: {
-            if (!get_varint(&p, end, &value) || value > (uint64_t)(end - p)) return true;
-            const ProtobufCFieldDescriptor *f =
-                tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3)) : NULL;
-            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && !within(p, p + value, f->descriptor, depth + 1, max_depth))
-                return false;
-            p += value;
-            break;
-        }
-        default: return true;
-        }
+        wire_field f;
+        if (!read_field(&p, end, &f)) return true; /* malformed: the parser's to report */
+        if ((f.tag & 7) != 2 || f.tag >> 3 > UINT32_MAX) continue; /* a tag protobuf-c cannot read fails there */
+        const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(d, (unsigned)(f.tag >> 3));
+        if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE && !within(f.body, f.body + f.len, fd->descriptor, depth + 1, max_depth))
+            return false;
     }
     return true;
 }
