@@ -5,15 +5,13 @@
 #include <string.h>
 
 #include "dnnl_check.h"
+#include "dnnl_reorder.h"
 
 struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
-    /* bf16: the fp32 input is rounded into a scratch buffer the primitive reads */
-    dnnl_primitive_t to_bf16;
-    dnnl_memory_t src_f32;
-    size_t scratch_bytes;
+    otl_dnnl_rounding to_bf16; /* bf16: the fp32 input rounded into a scratch buffer the primitive reads */
 };
 
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
@@ -92,24 +90,7 @@ static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const
     dnnl_memory_desc_t plain;
     if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 5, wd5, dnnl_f32, dnnl_goihw), "memory desc");
     else DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 4, wd4, dnnl_f32, dnnl_oihw), "memory desc");
-    dnnl_memory_t src;
-    DNNL_TRY(dnnl_memory_create(&src, &plain, eng, (void *)w->data), "memory");
-    DNNL_TRY(dnnl_memory_create(out, want, eng, DNNL_MEMORY_ALLOCATE), "memory");
-    dnnl_primitive_desc_t rpd;
-    dnnl_primitive_t r = NULL;
-    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&rpd, &plain, eng, want, eng, NULL);
-    if (s == dnnl_success) {
-        s = dnnl_primitive_create(&r, rpd);
-        dnnl_primitive_desc_destroy(rpd);
-    }
-    if (s == dnnl_success) {
-        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, *out}};
-        s = dnnl_primitive_execute(r, st, 2, args);
-        if (s == dnnl_success) s = dnnl_stream_wait(st);
-    }
-    if (r) dnnl_primitive_destroy(r);
-    dnnl_memory_destroy(src);
-    return s == dnnl_success ? NULL : otl_dnnl_failed(s, "weight reorder");
+    return otl_dnnl_reorder_once(eng, st, &plain, w->data, want, out);
 }
 
 /* The reorder that rounds the fp32 NHWC input into the bf16 one the primitive reads. */
@@ -118,14 +99,7 @@ static onnxtl_status *make_rounding(otl_dnnl_conv *c, dnnl_engine_t eng, const d
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_memory_desc_t f32_md;
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&f32_md, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
-    DNNL_TRY(dnnl_memory_create(&c->src_f32, &f32_md, eng, DNNL_MEMORY_NONE), "memory");
-    dnnl_primitive_desc_t rpd;
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, &f32_md, eng, bf16_md, eng, NULL), "bf16 reorder");
-    dnnl_status_t s = dnnl_primitive_create(&c->to_bf16, rpd);
-    dnnl_primitive_desc_destroy(rpd);
-    if (s != dnnl_success) return otl_dnnl_failed(s, "bf16 reorder");
-    c->scratch_bytes = dnnl_memory_desc_get_size(bf16_md);
-    return NULL;
+    return otl_dnnl_rounding_init(&c->to_bf16, eng, &f32_md, bf16_md);
 }
 
 static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, int types) {
@@ -163,16 +137,13 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     return NULL;
 }
 
-size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) { return c->scratch_bytes; }
+size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) { return c->to_bf16.bytes; }
 
 onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
                                  void *scratch) {
     if (skip && skip != dst) memcpy(dst, skip, bytes);
-    if (c->to_bf16) {
-        DNNL_TRY(dnnl_memory_set_data_handle(c->src_f32, (void *)src), "set handle");
-        DNNL_TRY(dnnl_memory_set_data_handle(c->src, scratch), "set handle");
-        dnnl_exec_arg_t round[] = {{DNNL_ARG_FROM, c->src_f32}, {DNNL_ARG_TO, c->src}};
-        DNNL_TRY(dnnl_primitive_execute(c->to_bf16, c->stream, 2, round), "bf16 reorder");
+    if (c->to_bf16.reorder) {
+        OTL_TRY(otl_dnnl_rounding_run(&c->to_bf16, c->stream, src, c->src, scratch));
     } else {
         DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
     }
@@ -191,8 +162,7 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
-    if (c->to_bf16) dnnl_primitive_destroy(c->to_bf16);
-    if (c->src_f32) dnnl_memory_destroy(c->src_f32);
+    otl_dnnl_rounding_release(&c->to_bf16);
     free(c);
 }
 

@@ -1,0 +1,52 @@
+#include "dnnl_reorder.h"
+
+#include "dnnl_check.h"
+
+onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,
+                                     const void *from, const dnnl_memory_desc_t *to_md, dnnl_memory_t *out) {
+    DNNL_TRY(dnnl_memory_create(out, to_md, eng, DNNL_MEMORY_ALLOCATE), "memory");
+    dnnl_memory_t src;
+    DNNL_TRY(dnnl_memory_create(&src, from_md, eng, (void *)from), "memory");
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t r = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from_md, eng, to_md, eng, NULL);
+    if (s == dnnl_success) {
+        s = dnnl_primitive_create(&r, pd);
+        dnnl_primitive_desc_destroy(pd);
+    }
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, *out}};
+        s = dnnl_primitive_execute(r, st, 2, args);
+        if (s == dnnl_success) s = dnnl_stream_wait(st);
+    }
+    if (r) dnnl_primitive_destroy(r);
+    dnnl_memory_destroy(src);
+    return s == dnnl_success ? NULL : otl_dnnl_failed(s, "weight reorder");
+}
+
+onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
+                                      const dnnl_memory_desc_t *bf16_md) {
+    DNNL_TRY(dnnl_memory_create(&r->f32, f32_md, eng, DNNL_MEMORY_NONE), "memory");
+    dnnl_primitive_desc_t pd;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, f32_md, eng, bf16_md, eng, NULL), "bf16 reorder");
+    dnnl_status_t s = dnnl_primitive_create(&r->reorder, pd);
+    dnnl_primitive_desc_destroy(pd);
+    DNNL_TRY(s, "bf16 reorder");
+    r->bytes = dnnl_memory_desc_get_size(bf16_md);
+    return NULL;
+}
+
+onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
+                                     dnnl_memory_t bf16, void *scratch) {
+    DNNL_TRY(dnnl_memory_set_data_handle(r->f32, (void *)src), "set handle");
+    DNNL_TRY(dnnl_memory_set_data_handle(bf16, scratch), "set handle");
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, r->f32}, {DNNL_ARG_TO, bf16}};
+    DNNL_TRY(dnnl_primitive_execute(r->reorder, st, 2, args), "bf16 reorder");
+    return NULL;
+}
+
+void otl_dnnl_rounding_release(otl_dnnl_rounding *r) {
+    if (r->reorder) dnnl_primitive_destroy(r->reorder);
+    if (r->f32) dnnl_memory_destroy(r->f32);
+    *r = (otl_dnnl_rounding){0};
+}

@@ -1,0 +1,29 @@
+/* The oneDNN reorders the convolution and matmul modules share: constant
+ * weights copied once into the layout a primitive chose, and an fp32 input
+ * rounded to bf16 on each run. */
+#ifndef OTL_DNNL_REORDER_H
+#define OTL_DNNL_REORDER_H
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "status.h"
+
+/* Allocates *out with to_md and copies from (laid out as from_md) into it. */
+onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,
+                                     const void *from, const dnnl_memory_desc_t *to_md, dnnl_memory_t *out);
+
+/* fp32 to bf16, in the same layout: bytes is the size of the rounded input. */
+typedef struct {
+    dnnl_primitive_t reorder;
+    dnnl_memory_t f32;
+    size_t bytes;
+} otl_dnnl_rounding;
+
+onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
+                                      const dnnl_memory_desc_t *bf16_md);
+/* Rounds src into scratch, which becomes bf16's data. */
+onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
+                                     dnnl_memory_t bf16, void *scratch);
+void otl_dnnl_rounding_release(otl_dnnl_rounding *r);
+
+#endif
