@@ -276,3 +276,18 @@ void otl_dtype_unpack(const uint8_t *packed, int dtype, int64_t count, uint8_t *
         dst[i] = (uint8_t)v;
     }
 }
+
+static const char *const precision_names[] = {"fp32", "tf32", "fp16", "bf16", "int8"};
+
+const char *otl_precision_name(onnxtl_precision p) {
+    return (unsigned)p < sizeof precision_names / sizeof *precision_names ? precision_names[p] : "?";
+}
+
+bool otl_precision_parse(const char *name, onnxtl_precision *p) {
+    for (size_t i = 0; i < sizeof precision_names / sizeof *precision_names; i++)
+        if (!strcmp(name, precision_names[i])) {
+            *p = (onnxtl_precision)i;
+            return true;
+        }
+    return false;
+}

@@ -2,8 +2,11 @@
 #ifndef OTL_DTYPE_H
 #define OTL_DTYPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "onnxtl_base.h"
 
 /* Bytes per element, or 0 for types onnxtl does not hold in memory. */
 size_t otl_dtype_size(int dtype);
@@ -30,6 +33,10 @@ typedef struct {
 double otl_dtype_load(const void *p, int dtype, int64_t i);
 void otl_dtype_store(void *p, int dtype, int64_t i, double v);
 void otl_dtype_store_as(void *p, int dtype, int64_t i, double v, otl_cast_rules rules);
+
+/* A precision's name ("fp32", "int8"), and the precision a name gives. */
+const char *otl_precision_name(onnxtl_precision p);
+bool otl_precision_parse(const char *name, onnxtl_precision *p);
 
 /* Packed file bits to one element per byte, sign-extending the signed integers. */
 void otl_dtype_unpack(const uint8_t *packed, int dtype, int64_t count, uint8_t *dst);

@@ -60,12 +60,15 @@ typedef struct {
     void *data;
 } onnxtl_tensor;
 
-/* Arithmetic on the CUDA backend; the CPU backend always computes in fp32. */
+/* The arithmetic of a network's convolutions and matrix products.  The CPU
+ * runs fp32, bf16 (on AVX512_BF16 or AMX) and int8 (calibrated activation
+ * scales, onnxtl_options.calibration); CUDA runs fp32, tf32, fp16 and bf16. */
 typedef enum {
     ONNXTL_PRECISION_FP32 = 0, /* true fp32: no tensor-core rounding */
     ONNXTL_PRECISION_TF32,
     ONNXTL_PRECISION_FP16,
     ONNXTL_PRECISION_BF16,
+    ONNXTL_PRECISION_INT8,
 } onnxtl_precision;
 
 #ifdef __cplusplus

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "plan.h"
+#include "ranges.h"
 
 /* Where a backend's diagnostics go (ONNXTL_CUDA_LOG, a cache it cannot
  * write): the library never prints.  A NULL fn drops them. */
@@ -31,6 +32,7 @@ typedef struct {
     int threads;      /* 0: all cores */
     int device_index; /* for GPU backends */
     onnxtl_precision precision;
+    const otl_ranges *ranges; /* int8: calibrated activation ranges */
     otl_backend_env env;
     otl_log log;
 } otl_backend_config;

@@ -27,12 +27,13 @@ static onnxtl_status *cpu_fp32_only(onnxtl_precision p) {
                : otl_error(ONNXTL_ERR_ARG, "the CPU trains in fp32 only; --precision needs --device cuda");
 }
 
-/* Networks on the CPU: fp32, or bf16 convolutions where the CPU multiplies bf16. */
+/* Networks on the CPU: fp32, int8 convolutions (oneDNN has them for every
+ * x86-64 ISA), or bf16 ones where the CPU multiplies bf16. */
 static onnxtl_status *cpu_precision(onnxtl_precision p) {
     char why[256];
-    if (p == ONNXTL_PRECISION_FP32) return NULL;
+    if (p == ONNXTL_PRECISION_FP32 || p == ONNXTL_PRECISION_INT8) return NULL;
     if (p != ONNXTL_PRECISION_BF16)
-        return otl_error(ONNXTL_ERR_ARG, "the CPU runs fp32 or bf16; tf32 and fp16 need --device cuda");
+        return otl_error(ONNXTL_ERR_ARG, "the CPU runs fp32, bf16 or int8; tf32 and fp16 need --device cuda");
     return otl_cpu_bf16_available(why, sizeof why) ? NULL : otl_error(ONNXTL_ERR_UNSUPPORTED, "%s", why);
 }
 
@@ -46,6 +47,8 @@ onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const
 #ifdef ONNXTL_CUDA
     if (d->cuda) *b = &otl_backend_cuda;
 #endif
+    if (d->cuda && p == ONNXTL_PRECISION_INT8)
+        return otl_error(ONNXTL_ERR_ARG, "--precision int8 runs on the CPU; on cuda use fp16 or bf16");
     return d->cuda ? NULL : cpu_precision(p);
 }
 

@@ -33,14 +33,25 @@ backbone=$(build/bench_backbone "$MODEL" "$BATCH" 10 "$THREADS" "$CUT")
 start=$(date +%s.%N)
 build/onnxtl extract "$MODEL" "$DATA" -o build/bench/features.bin --batch "$BATCH" --threads "$THREADS" --quiet
 e2e=$($PY -c "import sys; print(f'{$n / ($(date +%s.%N) - $start):.1f}')")
+# --precision int8: the calibration pass (256 training photos in fp32) is timed apart from the extraction.
+build/onnxtl extract "$MODEL" "$DATA" -o build/bench/int8.bin --batch "$BATCH" --threads "$THREADS" --precision int8 \
+    --json 2>build/bench/int8.log >build/bench/int8.json
+e2e8=$($PY -c "import json; print(f'{json.load(open(\"build/bench/int8.json\"))[\"images_per_second\"]:.1f}')")
+calib=$(sed -n 's/.*tensors calibrated in \([0-9.]*\) s.*/\1/p' build/bench/int8.log)
+build/onnxtl features build/bench/int8.bin --json |
+    $PY -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["int8_ranges"])' >build/bench/int8.ranges
+backbone8=$(build/bench_backbone "$MODEL" "$BATCH" 10 "$THREADS" "$CUT" cpu 4 1 build/bench/int8.ranges)
 read -r _ _ _ torch_ips < <($PY tools/bench_pipelines.py torch "$DATA" resnet50 "$MODEL" "$THREADS" "$BATCH")
 read -r _ _ _ ort_ips < <($PY tools/bench_pipelines.py ort "$DATA" resnet50 "$MODEL" "$THREADS" "$BATCH")
-$PY - "$backbone" "$e2e" "$torch_ips" "$ort_ips" <<'PYEOF'
+$PY - "$backbone" "$e2e" "$backbone8" "$e2e8" "$calib" "$torch_ips" "$ort_ips" <<'PYEOF'
 import sys
-backbone, e2e, torch_ips, ort_ips = map(float, sys.argv[1:])
+backbone, e2e, backbone8, e2e8, calib, torch_ips, ort_ips = map(float, sys.argv[1:])
 print(f"{'pipeline':58s} {'img/s':>8s}")
 print(f"{'onnxtl backbone only (no decoding), to the head input':58s} {backbone:8.1f}")
 print(f"{'onnxtl extract: JPEG files to features file, end to end':58s} {e2e:8.1f}   {e2e / backbone:.2f}x backbone-only")
+print(f"{'onnxtl int8 backbone only, to the head input':58s} {backbone8:8.1f}   {backbone8 / backbone:.2f}x fp32's")
+print(f"{'onnxtl extract --precision int8, end to end':58s} {e2e8:8.1f}   {e2e8 / backbone8:.2f}x backbone-only, "
+      f"{e2e8 / ort_ips:.2f}x ONNX Runtime's pipeline; after {calib:.1f} s of calibration")
 print(f"{'PyTorch 1.13: ImageFolder + DataLoader + torch model':58s} {torch_ips:8.1f}   onnxtl is {e2e / torch_ips:.2f}x")
 print(f"{'PIL transforms + ONNX Runtime 1.30 CPU':58s} {ort_ips:8.1f}   onnxtl is {e2e / ort_ips:.2f}x")
 PYEOF

@@ -3,7 +3,9 @@
  * (pinned on CUDA), as extract's batches do.
  * With STREAMS above 1, that many sessions run side by side, each on its own
  * thread (on CUDA, one batch's upload overlaps another's compute).
- * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] [STREAMS] */
+ * PRECISION is onnxtl_precision's number (4, int8, needs RANGES: a file of
+ * the activation ranges, as `onnxtl features FILE --json` lists them).
+ * usage: bench_backbone MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-4] [STREAMS] [RANGES] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,20 @@ static int fail(onnxtl_status *st) {
     fprintf(stderr, "bench_backbone: %s\n", onnxtl_status_message(st));
     onnxtl_status_release(st);
     return 1;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    long n = -1;
+    if (f && !fseek(f, 0, SEEK_END) && (n = ftell(f)) >= 0 && !fseek(f, 0, SEEK_SET) && (text = calloc((size_t)n + 1, 1)) &&
+        fread(text, 1, (size_t)n, f) != (size_t)n) {
+        free(text);
+        text = NULL;
+    }
+    if (f) fclose(f);
+    if (!text) fprintf(stderr, "bench_backbone: cannot read %s\n", path);
+    return text;
 }
 
 /* One stream: a session, its input and its runs. */
@@ -55,13 +71,16 @@ static onnxtl_status *stream_init(stream *b, const onnxtl_model *m, const onnxtl
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-3] [STREAMS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL [BATCH] [ITERS] [THREADS] [OUTPUT] [DEVICE] [PRECISION 0-4] [STREAMS] [RANGES]\n",
+                argv[0]);
         return 2;
     }
     int batch = argc > 2 ? atoi(argv[2]) : 16, iters = argc > 3 ? atoi(argv[3]) : 5;
     int n_streams = argc > 8 ? atoi(argv[8]) : 1;
     onnxtl_options opts = {.threads = argc > 4 ? atoi(argv[4]) : 0, .device = argc > 6 ? argv[6] : NULL,
                            .precision = argc > 7 ? (onnxtl_precision)atoi(argv[7]) : ONNXTL_PRECISION_FP32};
+    char *ranges = NULL;
+    if (argc > 9 && !(opts.calibration = ranges = read_text(argv[9]))) return 1;
     if (batch < 1 || iters < 1 || n_streams < 1 || n_streams > 8) {
         fprintf(stderr, "bench_backbone: BATCH and ITERS must be positive, STREAMS 1 to 8\n");
         return 2;
@@ -91,5 +110,6 @@ int main(int argc, char **argv) {
         onnxtl_session_release(streams[i].s);
     }
     onnxtl_model_release(m);
+    free(ranges);
     return 0;
 }

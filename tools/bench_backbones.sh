@@ -2,7 +2,8 @@
 # Backbone throughput of onnxtl against ONNX Runtime 1.30 CPU, in one run:
 # each model's whole graph on a synthetic input, batch 16, all cores, measured
 # alternately (onnxtl, ONNX Runtime, onnxtl, ONNX Runtime) and the median
-# of each kept; where the CPU multiplies bf16, onnxtl's --precision bf16 too,
+# of each kept; onnxtl's --precision int8 too (scales calibrated on 32 of the
+# shared photos) and, where the CPU multiplies bf16, --precision bf16, both
 # against ONNX Runtime's fp32.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
 set -eu
 cd "$(dirname "$0")/.."
@@ -18,22 +19,43 @@ cpu_facts=$(build/onnxtl info build/models/resnet18_op17_fold.onnx --device cpu 
 echo "   onnxtl's CPU kernels: $cpu_facts"
 bf16=0
 case "$cpu_facts" in *"bf16 available"*) bf16=1 ;; esac
-printf '%-22s %12s %12s %8s %14s %8s\n' model onnxtl ort ratio "onnxtl bf16" ratio
+# The int8 calibration sample: 16 training photos of each class.
+SHARED=${ONNXTL_SHARED:-../shared/data}/dogscats
+CAL=build/bench/calibration
+rm -rf "$CAL"
+if [ -d "$SHARED" ]; then
+    for cls in cat dog; do
+        mkdir -p "$CAL/data/train/$cls"
+        ls "$SHARED/train/$cls" | sort | head -n 16 | while read -r f; do
+            ln -s "$(realpath "$SHARED/train/$cls/$f")" "$CAL/data/train/$cls/$f"; done
+    done
+fi
+calibrate() { # model arch: prints the ranges file, or nothing without the photos
+    [ -d "$CAL/data" ] || return 0
+    build/onnxtl extract "$1" "$CAL/data" -o "$CAL/$2.bin" --precision int8 --calibrate 32 --quiet --restart
+    build/onnxtl features "$CAL/$2.bin" --json |
+        $PY -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["int8_ranges"])' >"$CAL/$2.ranges"
+    echo "$CAL/$2.ranges"
+}
+printf '%-22s %12s %12s %8s %14s %8s %14s %8s\n' model onnxtl ort ratio "onnxtl int8" ratio "onnxtl bf16" ratio
 for arch in $MODELS; do
     model=build/models/${arch}_op17_fold.onnx
     [ -f "$model" ] || $PY models/export_torchvision.py --arch "$arch" --opset 17 --out build/models >/dev/null
     size=$(build/onnxtl info "$model" | sed -n 's/^  input *float32 *\[N, \([0-9]*\), \([0-9]*\), \([0-9]*\)\]/\1x\2x\3/p')
-    ours=() theirs=() halves=()
+    ranges=$(calibrate "$model" "$arch")
+    ours=() theirs=() quarters=() halves=()
     for round in 1 2; do
         ours+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits)")
         theirs+=("$(node tools/ort_bench.js "$model" 16 "$ITERS" "$THREADS" "$size")")
+        [ -n "$ranges" ] && quarters+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits cpu 4 1 "$ranges")") ||
+            quarters+=(0)
         [ $bf16 = 1 ] && halves+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits cpu 3)") || halves+=(0)
     done
-    $PY - "$arch" "${ours[@]}" "${theirs[@]}" "${halves[@]}" <<'PYEOF'
+    $PY - "$arch" "${ours[@]}" "${theirs[@]}" "${quarters[@]}" "${halves[@]}" <<'PYEOF'
 import statistics, sys
-arch, a1, a2, b1, b2, c1, c2 = sys.argv[1], *map(float, sys.argv[2:])
-o, t, h = statistics.median([a1, a2]), statistics.median([b1, b2]), statistics.median([c1, c2])
-half = f"{h:9.1f} img/s {h / t:7.2f}x" if h else f"{'-':>14s} {'-':>8s}"
-print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x {half}")
+arch, *v = sys.argv[1], *map(float, sys.argv[2:])
+o, t, q, h = (statistics.median(v[i:i + 2]) for i in range(0, 8, 2))
+cell = lambda x: f"{x:9.1f} img/s {x / t:7.2f}x" if x else f"{'-':>14s} {'-':>8s}"
+print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x {cell(q)} {cell(h)}")
 PYEOF
 done

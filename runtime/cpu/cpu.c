@@ -2,6 +2,7 @@
  * plan, and channels-last activations where the kernels allow. */
 #include "cpu_kernels.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,8 +183,9 @@ typedef struct {
     void *arena;
     float *workspace;
     char *conv_scratch; /* converted inputs of the running step; steps run one at a time */
-    bool bf16;          /* convolutions multiply in bf16 (--precision bf16) */
-    bool *bf16_held;    /* per value, with bf16: written in bf16 by a convolution for convolutions */
+    onnxtl_precision precision; /* fp32, or bf16 or int8 convolutions */
+    const otl_ranges *ranges;   /* int8: the calibrated activation ranges, by tensor name */
+    bool *held_low;     /* per value: written by a convolution in the type its convolution readers multiply */
     void **ptr;    /* per value */
     bool *nhwc;    /* per value: stored channels-last */
     step_plan *steps;
@@ -272,45 +274,86 @@ static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, b
     return NULL;
 }
 
-/* With bf16 convolutions, an output that only convolutions read, as their
- * input, is written in bf16 (in its own slot, half of it), so no rounding
- * pass runs between them.  One that anything else reads stays fp32. */
-/* Depthwise convolutions read and write as much as they compute: in bf16
- * they would only add rounding passes, so they stay fp32. */
-static bool multiplies_bf16(const cpu_state *s, const otl_node *n) {
-    const otl_tinfo *t = s->plan->t;
-    return s->bf16 && n->op == OP_CONV && otl_dnnl_conv_supported(n, t) &&
-           !(n->attrs.group > 1 && n->attrs.group == t[n->in[0]].dims[1]);
+/* An int8 convolution input: u8 when its calibrated range has no negative
+ * values (after a ReLU), s8 otherwise; the scale takes its largest
+ * magnitude to the type's largest value.  False: the tensor has no range. */
+static bool int8_quantisation(const cpu_state *s, int v, dnnl_data_type_t *type, float *scale) {
+    const otl_range *r = otl_ranges_find(s->ranges, s->plan->g->values[v].name);
+    if (!r) return false;
+    const float m = fmaxf(fabsf(r->min), fabsf(r->max));
+    *type = r->min >= 0 ? dnnl_u8 : dnnl_s8;
+    *scale = m > 0 ? (r->min >= 0 ? 255.0f : 127.0f) / m : 1.0f;
+    return true;
 }
 
-static onnxtl_status *plan_bf16_values(cpu_state *s) {
+/* Depthwise convolutions read and write as much as they compute: in bf16 or
+ * int8 they would only add conversion passes, so they stay fp32, as do int8
+ * convolutions whose input the calibration did not see. */
+static bool multiplies_low(const cpu_state *s, const otl_node *n) {
+    const otl_tinfo *t = s->plan->t;
+    dnnl_data_type_t type;
+    float scale;
+    if (s->precision == ONNXTL_PRECISION_FP32 || n->op != OP_CONV || !otl_dnnl_conv_supported(n, t) ||
+        (n->attrs.group > 1 && n->attrs.group == t[n->in[0]].dims[1]))
+        return false;
+    return s->precision == ONNXTL_PRECISION_BF16 || int8_quantisation(s, n->in[0], &type, &scale);
+}
+
+/* An output that only such convolutions read, as their input, is written in
+ * their type (in its own slot, smaller), so no conversion runs between them.
+ * One that anything else reads stays fp32, as does a fused residual's sum. */
+static onnxtl_status *plan_low_values(cpu_state *s) {
     const otl_plan *p = s->plan;
-    if (!s->bf16) return NULL;
-    if (!(s->bf16_held = calloc((size_t)p->g->n_values + 1, sizeof *s->bf16_held))) return otl_nomem();
+    if (s->precision == ONNXTL_PRECISION_FP32) return NULL;
+    if (!(s->held_low = calloc((size_t)p->g->n_values + 1, sizeof *s->held_low))) return otl_nomem();
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        /* a fused residual is added into the output where it lies, in fp32 */
-        if (multiplies_bf16(s, n) && !n->attrs.fused_add && n->out[0] >= 0) s->bf16_held[n->out[0]] = true;
+        if (multiplies_low(s, n) && !n->attrs.fused_add && n->out[0] >= 0) s->held_low[n->out[0]] = true;
     }
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        const bool conv = multiplies_bf16(s, n);
+        const bool low = multiplies_low(s, n);
         for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && !(conv && k == 0)) s->bf16_held[n->in[k]] = false;
+            if (n->in[k] >= 0 && !(low && k == 0)) s->held_low[n->in[k]] = false;
     }
-    for (int i = 0; i < p->n_outputs; i++) s->bf16_held[p->outputs[i]] = false;
+    for (int i = 0; i < p->n_outputs; i++) s->held_low[p->outputs[i]] = false;
     return NULL;
 }
 
-static int conv_types(const cpu_state *s, const otl_node *n) {
-    if (!multiplies_bf16(s, n)) return 0;
-    return OTL_CONV_BF16 | (s->bf16_held[n->in[0]] ? OTL_CONV_SRC_BF16 : 0) |
-           (n->out[0] >= 0 && s->bf16_held[n->out[0]] ? OTL_CONV_DST_BF16 : 0);
+/* The held type of value v for low-precision readers, and its int8 scale. */
+static dnnl_data_type_t low_type(const cpu_state *s, int v, float *scale) {
+    dnnl_data_type_t type = dnnl_bf16;
+    *scale = 1.0f;
+    if (s->precision == ONNXTL_PRECISION_INT8 && !int8_quantisation(s, v, &type, scale)) return dnnl_f32;
+    return type;
+}
+
+static otl_conv_arith conv_arith(const cpu_state *s, const otl_node *n) {
+    otl_conv_arith a = OTL_CONV_FP32;
+    if (!multiplies_low(s, n)) return a;
+    a.multiply = low_type(s, n->in[0], &a.in_scale);
+    a.in_held = s->held_low[n->in[0]];
+    if (n->out[0] >= 0 && s->held_low[n->out[0]]) a.out = low_type(s, n->out[0], &a.out_scale);
+    return a;
+}
+
+/* int8 needs the calibration's ranges, and ranges that name this model's tensors. */
+static onnxtl_status *check_calibration(const cpu_state *s) {
+    if (s->precision != ONNXTL_PRECISION_INT8) return NULL;
+    if (!s->ranges || !s->ranges->n)
+        return otl_error(ONNXTL_ERR_ARG, "--precision int8 needs activation scales, which this model does not hold: "
+                         "extract --precision int8 calibrates them on your images, and fit-head stores them in "
+                         "the model it writes");
+    for (int i = 0; i < s->plan->n_steps; i++)
+        if (multiplies_low(s, otl_plan_step(s->plan, i))) return NULL;
+    return otl_error(ONNXTL_ERR_ARG, "the int8 calibration names none of this model's convolution inputs: it was "
+                     "made for another model");
 }
 
 /* Decides each step's layout and the conversions at layout boundaries. */
 static onnxtl_status *plan_layouts(cpu_state *s) {
-    OTL_TRY(plan_bf16_values(s));
+    OTL_TRY(check_calibration(s));
+    OTL_TRY(plan_low_values(s));
     const otl_plan *p = s->plan;
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
@@ -327,8 +370,8 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
         if (n->op == OP_CONV && sp->nhwc)
-            OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_types(s, n), &sp->conv));
-        if (s->bf16 && otl_dnnl_matmul_supported(n, p->t))
+            OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_arith(s, n), &sp->conv));
+        if (s->precision == ONNXTL_PRECISION_BF16 && otl_dnnl_matmul_supported(n, p->t))
             OTL_TRY(otl_dnnl_matmul_create(s->engine, s->stream, n, p->t, &sp->matmul));
     }
     return NULL;
@@ -346,7 +389,7 @@ static void cpu_release(void *state) {
     if (s->engine) dnnl_engine_destroy(s->engine);
     free(s->steps);
     free(s->nhwc);
-    free(s->bf16_held);
+    free(s->held_low);
     free(s->arena);
     free(s->workspace);
     free(s->conv_scratch);
@@ -378,7 +421,7 @@ static onnxtl_status *alloc_workspace(cpu_state *s) {
     const otl_plan *p = s->plan;
     size_t ws = 0, conv = 0;
     for (int i = 0; i < p->n_steps; i++) {
-        /* the running step's: a kernel's scratch, or a bf16 convolution's or MatMul's rounded input */
+        /* the running step's: a kernel's scratch, or a convolution's or MatMul's converted input */
         const step_plan *sp = &s->steps[i];
         const size_t rounded = sp->conv ? otl_dnnl_conv_scratch_bytes(sp->conv)
                                : sp->matmul ? otl_dnnl_matmul_scratch_bytes(sp->matmul) : 0;
@@ -401,7 +444,8 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
     if (!s) return otl_nomem();
     s->plan = plan;
     s->threads = cfg && cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
-    s->bf16 = cfg && cfg->precision == ONNXTL_PRECISION_BF16;
+    s->precision = cfg ? cfg->precision : ONNXTL_PRECISION_FP32;
+    s->ranges = cfg ? cfg->ranges : NULL;
     omp_set_num_threads(s->threads);
     onnxtl_status *st = alloc_state(plan, s);
     if (!st) st = plan_layouts(s);

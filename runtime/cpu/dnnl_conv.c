@@ -1,5 +1,6 @@
 #include "dnnl_conv.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,13 +12,50 @@ struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
-    otl_dnnl_rounding to_bf16; /* bf16: the fp32 input rounded into a scratch buffer the primitive reads */
+    otl_dnnl_rounding convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
 };
 
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]];
     return n->op == OP_CONV && x->rank == 4 && x->dtype == ONNXTL_FLOAT && w->data &&
            (n->n_in < 3 || n->in[2] < 0 || t[n->in[2]].data) && n->attrs.group >= 1;
+}
+
+static bool is_int8(dnnl_data_type_t type) { return type == dnnl_u8 || type == dnnl_s8; }
+
+/* The type the weights are multiplied in. */
+static dnnl_data_type_t weights_type(const otl_conv_arith *a) {
+    return is_int8(a->multiply) ? dnnl_s8 : a->multiply;
+}
+
+/* Per-channel int8 scales: each output channel's weights quantised as
+ * round(w * scale[oc]) with its largest magnitude at 127, and the factor
+ * that takes the int32 sums back to real values (and on to the output's
+ * quantisation, when that is int8). */
+typedef struct {
+    float *weights; /* [OC] */
+    float *sums;    /* [OC] */
+} int8_scales;
+
+static onnxtl_status *int8_scales_init(const otl_node *n, const otl_tinfo *t, const otl_conv_arith *a, int8_scales *q) {
+    const otl_tinfo *w = &t[n->in[1]];
+    const int64_t oc = w->dims[0], per = oc ? otl_tinfo_count(w) / oc : 0;
+    q->weights = malloc(sizeof *q->weights * (size_t)(oc + 1));
+    q->sums = malloc(sizeof *q->sums * (size_t)(oc + 1));
+    if (!q->weights || !q->sums) return otl_nomem();
+    const float *data = w->data;
+    for (int64_t o = 0; o < oc; o++) {
+        float m = 0;
+        for (int64_t i = 0; i < per; i++) m = fmaxf(m, fabsf(data[o * per + i]));
+        q->weights[o] = m > 0 ? 127.0f / m : 1.0f;
+        q->sums[o] = 1.0f / (a->in_scale * q->weights[o]);
+    }
+    return NULL;
+}
+
+static void int8_scales_free(int8_scales *q) {
+    free(q->weights);
+    free(q->sums);
 }
 
 /* ONNX pads the end by pad_end; oneDNN's padding_r must keep its output size. */
@@ -31,26 +69,49 @@ static void window_dims(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t di
     }
 }
 
-static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, int types,
-                                          dnnl_primitive_desc_t *pd) {
-    const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
+/* The weights' dimensions as oneDNN counts them: grouped ones get a group dimension. */
+static int weights_dims(const otl_node *n, const otl_tinfo *t, dnnl_dims_t d) {
+    const otl_tinfo *w = &t[n->in[1]];
     const int64_t g = n->attrs.group;
+    if (g == 1) {
+        for (int i = 0; i < 4; i++) d[i] = w->dims[i];
+        return 4;
+    }
+    d[0] = g, d[1] = w->dims[0] / g;
+    for (int i = 1; i < 4; i++) d[i + 1] = w->dims[i];
+    return 5;
+}
+
+/* What runs after the sums: the residual, the activation, and for an int8
+ * output its quantisation (a last linear step: the activation sees real values). */
+static onnxtl_status *add_post_ops(const otl_attrs *a, const otl_conv_arith *arith, dnnl_post_ops_t ops) {
+    if (a->fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
+    if (a->fused_relu) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
+    if (a->fused_act == FUSED_SWISH)
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, a->alpha, 0.0f), "post ops");
+    if (a->fused_act == FUSED_HARDSWISH)
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f), "post ops");
+    if (a->fused_act == FUSED_CLIP)
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_clip_v2, a->clip_min, a->clip_max), "post ops");
+    if (is_int8(arith->out))
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_linear, arith->out_scale, 0.0f), "post ops");
+    return NULL;
+}
+
+static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
+                                          const otl_conv_arith *arith, const int8_scales *q, dnnl_primitive_desc_t *pd) {
+    const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     otl_window win;
     OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
-    dnnl_dims_t wd5 = {g, w->dims[0] / g, w->dims[1], w->dims[2], w->dims[3]};
-    dnnl_dims_t wd4 = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
-    dnnl_dims_t bd = {w->dims[0]}, strides, dil, pl, pr;
+    dnnl_dims_t wd, bd = {w->dims[0]}, strides, dil, pl, pr;
+    const int w_rank = weights_dims(n, t, wd);
     window_dims(&win, strides, dil, pl, pr);
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
-    /* bf16: inputs and weights rounded to bf16, products summed and stored in fp32 */
-    const dnnl_data_type_t in_type = types & OTL_CONV_BF16 ? dnnl_bf16 : dnnl_f32;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, in_type, dnnl_nhwc), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, types & OTL_CONV_DST_BF16 ? dnnl_bf16 : dnnl_f32, dnnl_nhwc),
-             "memory desc");
-    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 5, wd5, in_type, dnnl_format_tag_any), "memory desc");
-    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, 4, wd4, in_type, dnnl_format_tag_any), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, arith->out, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, w_rank, wd, weights_type(arith), dnnl_format_tag_any), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
     dnnl_convolution_desc_t cd;
@@ -58,77 +119,88 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
                                                         has_bias ? &bmd : NULL, &dmd, strides, dil, pl, pr),
              "convolution desc");
     /* Fused residual: dst = conv + dst (dst holds the skip tensor); then the activation. */
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t ops = NULL;
-    const otl_attrs *a = &n->attrs;
-    if (a->fused_relu || a->fused_act || a->fused_add) {
-        DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
-        DNNL_TRY(dnnl_post_ops_create(&ops), "post ops");
-        if (a->fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
-        if (a->fused_relu) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
-        if (a->fused_act == FUSED_SWISH)
-            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, a->alpha, 0.0f), "post ops");
-        if (a->fused_act == FUSED_HARDSWISH)
-            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f), "post ops");
-        if (a->fused_act == FUSED_CLIP)
-            DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_clip_v2, a->clip_min, a->clip_max), "post ops");
-        DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post ops");
-    }
-    dnnl_status_t s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL);
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t ops;
+    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
+    dnnl_status_t s = dnnl_post_ops_create(&ops);
+    onnxtl_status *st = s == dnnl_success ? add_post_ops(&n->attrs, arith, ops) : otl_dnnl_failed(s, "post ops");
+    if (!st && (s = dnnl_primitive_attr_set_post_ops(attr, ops))) st = otl_dnnl_failed(s, "post ops");
+    /* int8: the sums of output channel oc are scaled by q->sums[oc] (the channel dimension, 1 << 1) */
+    if (!st && q->sums && (s = dnnl_primitive_attr_set_output_scales(attr, w->dims[0], 1 << 1, q->sums)))
+        st = otl_dnnl_failed(s, "output scales");
+    if (!st && (s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL))) st = otl_dnnl_failed(s, "convolution primitive");
     if (ops) dnnl_post_ops_destroy(ops);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    return s == dnnl_success ? NULL : otl_dnnl_failed(s, "convolution primitive");
+    dnnl_primitive_attr_destroy(attr);
+    return st;
 }
 
-/* Copies the ONNX OIHW weights into the layout the primitive chose. */
+/* Copies the ONNX OIHW weights into the layout the primitive chose, quantised per channel for int8. */
 static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const otl_node *n, const otl_tinfo *t,
-                                      const dnnl_memory_desc_t *want, dnnl_memory_t *out) {
-    const otl_tinfo *w = &t[n->in[1]];
-    const int64_t g = n->attrs.group;
-    dnnl_dims_t wd5 = {g, w->dims[0] / g, w->dims[1], w->dims[2], w->dims[3]};
-    dnnl_dims_t wd4 = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
+                                      const int8_scales *q, const dnnl_memory_desc_t *want, dnnl_memory_t *out) {
+    dnnl_dims_t wd;
+    const int rank = weights_dims(n, t, wd);
     dnnl_memory_desc_t plain;
-    if (g > 1) DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 5, wd5, dnnl_f32, dnnl_goihw), "memory desc");
-    else DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 4, wd4, dnnl_f32, dnnl_oihw), "memory desc");
-    return otl_dnnl_reorder_once(eng, st, &plain, w->data, want, out);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, rank, wd, dnnl_f32, rank == 5 ? dnnl_goihw : dnnl_oihw), "memory desc");
+    /* the output channel is dimension 0, or the group and the channel in it (0 and 1) */
+    const otl_dnnl_scales by = {q->weights, t[n->in[1]].dims[0], rank == 5 ? 3 : 1};
+    return otl_dnnl_reorder_once(eng, st, &plain, t[n->in[1]].data, want, by, out);
 }
 
-/* The reorder that rounds the fp32 NHWC input into the bf16 one the primitive reads. */
-static onnxtl_status *make_rounding(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *bf16_md,
-                                    const otl_tinfo *x) {
+/* The bias as the primitive adds it: to the int32 sums, before their
+ * scaling, so for int8 in the sums' units (in_scale * weight scale). */
+static onnxtl_status *make_bias(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *bmd, const float *bias,
+                                const otl_conv_arith *a, const int8_scales *q) {
+    dnnl_status_t s;
+    if (!q->weights) {
+        s = dnnl_memory_create(&c->bias, bmd, eng, (void *)bias);
+        return s == dnnl_success ? NULL : otl_dnnl_failed(s, "memory");
+    }
+    DNNL_TRY(dnnl_memory_create(&c->bias, bmd, eng, DNNL_MEMORY_ALLOCATE), "memory");
+    float *scaled;
+    DNNL_TRY(dnnl_memory_get_data_handle(c->bias, (void **)&scaled), "memory");
+    const int64_t oc = (int64_t)(dnnl_memory_desc_get_size(bmd) / sizeof(float));
+    for (int64_t o = 0; o < oc; o++) scaled[o] = bias[o] * a->in_scale * q->weights[o];
+    return NULL;
+}
+
+/* The reorder that converts the fp32 NHWC input into what the primitive reads. */
+static onnxtl_status *make_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *to_md,
+                                      const otl_tinfo *x, const otl_conv_arith *a) {
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_memory_desc_t f32_md;
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&f32_md, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
-    return otl_dnnl_rounding_init(&c->to_bf16, eng, &f32_md, bf16_md);
+    return otl_dnnl_rounding_init(&c->convert, eng, &f32_md, to_md, is_int8(a->multiply) ? a->in_scale : 1.0f);
 }
 
-static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, int types) {
+static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
+                            const otl_conv_arith *a, const int8_scales *q) {
     dnnl_primitive_desc_t pd;
-    OTL_TRY(make_primitive_desc(eng, n, t, types, &pd));
+    OTL_TRY(make_primitive_desc(eng, n, t, a, q, &pd));
     onnxtl_status *st = NULL;
     dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
     if (s != dnnl_success) st = otl_dnnl_failed(s, "convolution primitive");
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if (!st) st = reorder_weights(eng, c->stream, n, t, wmd, &c->weights);
+    if (!st) st = reorder_weights(eng, c->stream, n, t, q, wmd, &c->weights);
     if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
-    if (!st && (types & OTL_CONV_BF16) && !(types & OTL_CONV_SRC_BF16)) st = make_rounding(c, eng, smd, &t[n->in[0]]);
+    if (!st && a->multiply != dnnl_f32 && !a->in_held) st = make_conversion(c, eng, smd, &t[n->in[0]], a);
     if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
-    if (!st && n->n_in > 2 && n->in[2] >= 0) {
-        const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
-        if ((s = dnnl_memory_create(&c->bias, bmd, eng, (void *)t[n->in[2]].data))) st = otl_dnnl_failed(s, "memory");
-    }
+    if (!st && n->n_in > 2 && n->in[2] >= 0)
+        st = make_bias(c, eng, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), t[n->in[2]].data, a, q);
     dnnl_primitive_desc_destroy(pd);
     return st;
 }
 
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
-                                    const otl_tinfo *t, int types, otl_dnnl_conv **out) {
+                                    const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out) {
     otl_dnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return otl_nomem();
     c->stream = stream;
-    onnxtl_status *st = build(c, eng, n, t, types);
+    int8_scales q = {0};
+    onnxtl_status *st = is_int8(arith.multiply) ? int8_scales_init(n, t, &arith, &q) : NULL;
+    if (!st) st = build(c, eng, n, t, &arith, &q);
+    int8_scales_free(&q);
     if (st) {
         otl_dnnl_conv_release(c);
         return st;
@@ -137,13 +209,13 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     return NULL;
 }
 
-size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) { return c->to_bf16.bytes; }
+size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) { return c->convert.bytes; }
 
 onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
                                  void *scratch) {
     if (skip && skip != dst) memcpy(dst, skip, bytes);
-    if (c->to_bf16.reorder) {
-        OTL_TRY(otl_dnnl_rounding_run(&c->to_bf16, c->stream, src, c->src, scratch));
+    if (c->convert.reorder) {
+        OTL_TRY(otl_dnnl_rounding_run(&c->convert, c->stream, src, c->src, scratch));
     } else {
         DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
     }
@@ -162,7 +234,7 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
-    otl_dnnl_rounding_release(&c->to_bf16);
+    otl_dnnl_rounding_release(&c->convert);
     free(c);
 }
 

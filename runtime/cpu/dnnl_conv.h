@@ -12,19 +12,29 @@ typedef struct otl_dnnl_conv otl_dnnl_conv;
 /* Whether node n (with shapes t) can run on the oneDNN primitive. */
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t);
 
-/* The arithmetic of one convolution: with OTL_CONV_BF16 the weights and
- * the input are rounded to bfloat16 (AMX or AVX512_BF16 multiply them) and
- * the sums kept in fp32; the input may already be held in bf16 and the
- * output may be written in bf16 for convolutions that read it. */
-enum { OTL_CONV_BF16 = 1, OTL_CONV_SRC_BF16 = 2, OTL_CONV_DST_BF16 = 4 };
+/* The arithmetic of one convolution.  fp32 by default.  With bf16 the
+ * weights and the input are rounded to bfloat16 (AMX or AVX512_BF16 multiply
+ * them) and the sums kept in fp32.  With u8 or s8 the input is quantised as
+ * round(x * in_scale), the weights per output channel to s8, and the int32
+ * sums scaled back.  The input may arrive already in the multiplied type,
+ * and the output may be written in it for convolutions that read it so. */
+typedef struct {
+    dnnl_data_type_t multiply; /* dnnl_f32, dnnl_bf16, dnnl_u8 or dnnl_s8 */
+    float in_scale;            /* int8 */
+    bool in_held;              /* the input arrives as multiply's type */
+    dnnl_data_type_t out;      /* dnnl_f32, or the type a reader multiplies */
+    float out_scale;           /* an int8 output: round(y * out_scale) */
+} otl_conv_arith;
+
+#define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f})
 
 /* Builds the primitive for n's shapes and reorders its constant weights once. */
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
-                                    const otl_tinfo *t, int types, otl_dnnl_conv **out);
-/* The scratch a run needs: the rounded input (0 in fp32). */
+                                    const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out);
+/* The scratch a run needs: the converted input (0 in fp32). */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
-/* src, skip (the fused residual, or NULL) and dst are NHWC, in the types it
- * was built for; skip may be dst. */
+/* src, skip (the fused residual, fp32, or NULL) and dst are NHWC, in the
+ * types it was built for; skip may be dst. */
 onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
                                  void *scratch);
 

@@ -40,13 +40,14 @@ static onnxtl_status *build(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl_nod
     DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL), "matmul primitive");
     dnnl_status_t s = dnnl_primitive_create(&m->matmul, pd);
     const dnnl_memory_desc_t *packed = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    onnxtl_status *st = s == dnnl_success ? otl_dnnl_reorder_once(eng, m->stream, &w_plain, b->data, packed, &m->weights)
+    onnxtl_status *st = s == dnnl_success ? otl_dnnl_reorder_once(eng, m->stream, &w_plain, b->data, packed,
+                                                                                (otl_dnnl_scales){0}, &m->weights)
                                           : otl_dnnl_failed(s, "matmul primitive");
     dnnl_primitive_desc_destroy(pd);
     OTL_TRY(st);
     DNNL_TRY(dnnl_memory_create(&m->src, &src, eng, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&m->dst, &dst, eng, DNNL_MEMORY_NONE), "memory");
-    return otl_dnnl_rounding_init(&m->to_bf16, eng, &src_f32, &src);
+    return otl_dnnl_rounding_init(&m->to_bf16, eng, &src_f32, &src, 1.0f);
 }
 
 onnxtl_status *otl_dnnl_matmul_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n, const otl_tinfo *t,

@@ -2,18 +2,30 @@
 
 #include "dnnl_check.h"
 
+/* The reorder primitive from from_md to to_md, scaling as asked. */
+static dnnl_status_t make_reorder(dnnl_engine_t eng, const dnnl_memory_desc_t *from_md,
+                                  const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales, dnnl_primitive_t *out) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t s = dnnl_success;
+    if (scales.scales && (s = dnnl_primitive_attr_create(&attr)) == dnnl_success)
+        s = dnnl_primitive_attr_set_output_scales(attr, scales.count, scales.mask, scales.scales);
+    dnnl_primitive_desc_t pd;
+    if (s == dnnl_success && (s = dnnl_reorder_primitive_desc_create(&pd, from_md, eng, to_md, eng, attr)) == dnnl_success) {
+        s = dnnl_primitive_create(out, pd);
+        dnnl_primitive_desc_destroy(pd);
+    }
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
 onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,
-                                     const void *from, const dnnl_memory_desc_t *to_md, dnnl_memory_t *out) {
+                                     const void *from, const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales,
+                                     dnnl_memory_t *out) {
     DNNL_TRY(dnnl_memory_create(out, to_md, eng, DNNL_MEMORY_ALLOCATE), "memory");
     dnnl_memory_t src;
     DNNL_TRY(dnnl_memory_create(&src, from_md, eng, (void *)from), "memory");
-    dnnl_primitive_desc_t pd;
     dnnl_primitive_t r = NULL;
-    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from_md, eng, to_md, eng, NULL);
-    if (s == dnnl_success) {
-        s = dnnl_primitive_create(&r, pd);
-        dnnl_primitive_desc_destroy(pd);
-    }
+    dnnl_status_t s = make_reorder(eng, from_md, to_md, scales, &r);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, *out}};
         s = dnnl_primitive_execute(r, st, 2, args);
@@ -25,23 +37,20 @@ onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const 
 }
 
 onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
-                                      const dnnl_memory_desc_t *bf16_md) {
+                                      const dnnl_memory_desc_t *to_md, float scale) {
     DNNL_TRY(dnnl_memory_create(&r->f32, f32_md, eng, DNNL_MEMORY_NONE), "memory");
-    dnnl_primitive_desc_t pd;
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, f32_md, eng, bf16_md, eng, NULL), "bf16 reorder");
-    dnnl_status_t s = dnnl_primitive_create(&r->reorder, pd);
-    dnnl_primitive_desc_destroy(pd);
-    DNNL_TRY(s, "bf16 reorder");
-    r->bytes = dnnl_memory_desc_get_size(bf16_md);
+    const otl_dnnl_scales by = {scale != 1.0f ? &scale : NULL, 1, 0};
+    DNNL_TRY(make_reorder(eng, f32_md, to_md, by, &r->reorder), "input conversion");
+    r->bytes = dnnl_memory_desc_get_size(to_md);
     return NULL;
 }
 
 onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
-                                     dnnl_memory_t bf16, void *scratch) {
+                                     dnnl_memory_t to, void *scratch) {
     DNNL_TRY(dnnl_memory_set_data_handle(r->f32, (void *)src), "set handle");
-    DNNL_TRY(dnnl_memory_set_data_handle(bf16, scratch), "set handle");
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, r->f32}, {DNNL_ARG_TO, bf16}};
-    DNNL_TRY(dnnl_primitive_execute(r->reorder, st, 2, args), "bf16 reorder");
+    DNNL_TRY(dnnl_memory_set_data_handle(to, scratch), "set handle");
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, r->f32}, {DNNL_ARG_TO, to}};
+    DNNL_TRY(dnnl_primitive_execute(r->reorder, st, 2, args), "input conversion");
     return NULL;
 }
 

@@ -1,6 +1,6 @@
 /* The oneDNN reorders the convolution and matmul modules share: constant
  * weights copied once into the layout a primitive chose, and an fp32 input
- * rounded to bf16 on each run. */
+ * rounded to bf16 or quantised to int8 on each run. */
 #ifndef OTL_DNNL_REORDER_H
 #define OTL_DNNL_REORDER_H
 
@@ -8,11 +8,21 @@
 
 #include "status.h"
 
+/* Per-channel multipliers a reorder applies on the way: out = round(in * scale[c])
+ * where c indexes the dimensions set in mask; NULL scales: none. */
+typedef struct {
+    const float *scales;
+    int64_t count;
+    int mask;
+} otl_dnnl_scales;
+
 /* Allocates *out with to_md and copies from (laid out as from_md) into it. */
 onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,
-                                     const void *from, const dnnl_memory_desc_t *to_md, dnnl_memory_t *out);
+                                     const void *from, const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales,
+                                     dnnl_memory_t *out);
 
-/* fp32 to bf16, in the same layout: bytes is the size of the rounded input. */
+/* fp32 to bf16, or to int8 as round(x * scale), in the same layout: bytes is
+ * the size of the converted input. */
 typedef struct {
     dnnl_primitive_t reorder;
     dnnl_memory_t f32;
@@ -20,10 +30,10 @@ typedef struct {
 } otl_dnnl_rounding;
 
 onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
-                                      const dnnl_memory_desc_t *bf16_md);
-/* Rounds src into scratch, which becomes bf16's data. */
+                                      const dnnl_memory_desc_t *to_md, float scale);
+/* Converts src into scratch, which becomes to's data. */
 onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
-                                     dnnl_memory_t bf16, void *scratch);
+                                     dnnl_memory_t to, void *scratch);
 void otl_dnnl_rounding_release(otl_dnnl_rounding *r);
 
 #endif

@@ -261,20 +261,32 @@ onnxtl_status *otl_cpu_pad(const otl_kernel_args *a) {
     return NULL;
 }
 
-void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims) {
-    const int64_t n = dims[0], c = dims[1], hw = dims[2] * dims[3];
-#pragma omp parallel for collapse(2) schedule(static)
+/* dst = src transposed, for n matrices of rows x cols one after another: in
+ * 32 x 32 tiles, whose rows stay in cache while their columns are written
+ * (a plain loop strides through memory on one side or the other). */
+enum { TILE = 32 };
+
+static void transpose_batch(const float *src, float *dst, int64_t n, int64_t rows, int64_t cols) {
+    const int64_t tile_rows = (rows + TILE - 1) / TILE, tile_cols = (cols + TILE - 1) / TILE;
+#pragma omp parallel for collapse(3) schedule(static)
     for (int64_t b = 0; b < n; b++)
-        for (int64_t i = 0; i < hw; i++)
-            for (int64_t ch = 0; ch < c; ch++) dst[(b * hw + i) * c + ch] = src[(b * c + ch) * hw + i];
+        for (int64_t ti = 0; ti < tile_rows; ti++)
+            for (int64_t tj = 0; tj < tile_cols; tj++) {
+                const float *s = src + b * rows * cols;
+                float *d = dst + b * rows * cols;
+                const int64_t i_end = ti * TILE + TILE < rows ? ti * TILE + TILE : rows;
+                const int64_t j_end = tj * TILE + TILE < cols ? tj * TILE + TILE : cols;
+                for (int64_t i = ti * TILE; i < i_end; i++)
+                    for (int64_t j = tj * TILE; j < j_end; j++) d[j * rows + i] = s[i * cols + j];
+            }
+}
+
+void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims) {
+    transpose_batch(src, dst, dims[0], dims[1], dims[2] * dims[3]);
 }
 
 void otl_nhwc_to_nchw(const float *src, float *dst, const int64_t *dims) {
-    const int64_t n = dims[0], c = dims[1], hw = dims[2] * dims[3];
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t ch = 0; ch < c; ch++)
-            for (int64_t i = 0; i < hw; i++) dst[(b * c + ch) * hw + i] = src[(b * hw + i) * c + ch];
+    transpose_batch(src, dst, dims[0], dims[2] * dims[3], dims[1]);
 }
 
 /* Copies out[i] = in[offset of i], walking the output in row-major order

@@ -27,6 +27,7 @@ struct onnxtl_session {
     const onnxtl_model *model;
     const otl_backend *backend;
     otl_backend_config cfg;
+    otl_ranges ranges; /* int8: parsed from opts->calibration */
     cached_plan *plans;
 };
 
@@ -136,8 +137,16 @@ onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_opt
     s->model = model;
     s->backend = backend;
     s->cfg = (otl_backend_config){.threads = opts->threads, .device_index = device.index, .precision = opts->precision,
-                                  .log = {opts->log, opts->log_ctx}};
+                                  .ranges = &s->ranges, .log = {opts->log, opts->log_ctx}};
     otl_backend_env_read(&s->cfg.env);
+    /* int8 scales: the caller's, or those fit-head stored in the model */
+    const char *ranges = opts->calibration ? opts->calibration : otl_graph_meta(model->g, "onnxtl.int8_ranges");
+    onnxtl_status *st = ranges && opts->precision == ONNXTL_PRECISION_INT8
+                            ? otl_ranges_parse(ranges, strlen(ranges), &s->ranges) : NULL;
+    if (st) {
+        free(s);
+        return otl_error_wrap(st, "int8 calibration");
+    }
     *out = s;
     return NULL;
 }
@@ -172,6 +181,7 @@ void onnxtl_session_release(onnxtl_session *s) {
         free_cached(s, s->plans);
         s->plans = next;
     }
+    otl_ranges_free(&s->ranges);
     free(s);
 }
 

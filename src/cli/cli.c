@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dtype.h"
 
 void cli_log_line(void *ctx, const char *line) {
     (void)ctx;
@@ -57,8 +58,13 @@ bool cli_help_asked(int argc, char **argv, const char *help) {
     return true;
 }
 
+size_t cli_line_count(const char *text) {
+    size_t n = 0;
+    for (; *text; text++) n += *text == '\n';
+    return n;
+}
+
 int cli_device_option(const char *cmd, const char *opt, const char *value, onnxtl_options *opts, int *rc) {
-    static const char *const names[] = {"fp32", "tf32", "fp16", "bf16"};
     if (!strcmp(opt, "--device")) {
         opts->device = value;
         if (!strncmp(value, "cuda", 4) && opts->precision == ONNXTL_PRECISION_FP32 && !opts->precision_set)
@@ -66,13 +72,11 @@ int cli_device_option(const char *cmd, const char *opt, const char *value, onnxt
         return 1;
     }
     if (strcmp(opt, "--precision")) return 0;
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(value, names[i])) {
-            opts->precision = (onnxtl_precision)i;
-            opts->precision_set = 1;
-            return 1;
-        }
-    *rc = cli_usage(cmd, "--precision is fp32, tf32, fp16 or bf16, got '%s'", value);
+    if (otl_precision_parse(value, &opts->precision)) {
+        opts->precision_set = 1;
+        return 1;
+    }
+    *rc = cli_usage(cmd, "--precision is fp32, tf32, fp16, bf16 or int8, got '%s'", value);
     return 1;
 }
 

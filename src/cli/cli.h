@@ -16,6 +16,8 @@ void cli_log_line(void *ctx, const char *line);
 void cli_message(const char *label, const char *text);
 /* Prints "onnxtl: error: <message>" to stderr, releases st, and returns EXIT_FAIL. */
 int cli_fail(onnxtl_status *st);
+/* The number of newline-terminated lines in text. */
+size_t cli_line_count(const char *text);
 /* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses a positive integer option value; false (with a message) if it is not one. */
@@ -30,7 +32,8 @@ int cli_device_option(const char *cmd, const char *opt, const char *value, onnxt
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device D       cpu (default), cuda or cuda:N (needs a build with make CUDA=1)\n"             \
     "  --precision P    on cuda: fp32 (true fp32), tf32, fp16 (default) or bf16; on the CPU:\n"    \
-    "                   fp32 (default) or bf16 convolutions (needs AVX512_BF16 or AMX)\n"
+    "                   fp32 (default), bf16 convolutions (needs AVX512_BF16 or AMX) or int8\n" \
+    "                   convolutions (scales from a calibration on your images)\n"
 
 /* Handles the preprocessing options into spec, checking each value; returns
  * 1 if opt was one of them (and sets *rc to EXIT_USAGE on a bad value), 0 otherwise. */

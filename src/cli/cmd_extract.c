@@ -34,6 +34,9 @@ static const char extract_help[] =
     "  --strict         stop at the first unreadable image instead of skipping it\n"
     "  --max-pixels N   skip JPEGs that declare more pixels (default 100000000)\n"
     "  --restart        discard an interrupted run's FILE.partial instead of resuming it\n"
+    "  --calibrate N    with --precision int8: images of the training split (evenly spaced) whose\n"
+    "                   fp32 activation ranges set the int8 scales (default 256); the scales are\n"
+    "                   recorded in FILE, and fit-head copies them into its model for run\n"
     "  --quiet          no progress or summary\n"
     "  --json           the summary as one JSON object (progress stays on stderr)\n" CLI_DEVICE_HELP
     "\n"
@@ -76,7 +79,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
         return rc;
     }
     static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams", "--shard",
-                                             "--max-pixels"};
+                                             "--max-pixels", "--calibrate"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return cli_usage("extract", "unknown option '%s'", a);
@@ -88,6 +91,11 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--streams")) return cli_parse_int("extract", a, v, 1, 8, &o->streams) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--calibrate")) {
+        int n;
+        if (!cli_parse_int("extract", a, v, 1, 1000000, &n)) return EXIT_USAGE;
+        o->calibrate = (size_t)n;
+    }
     else if (!strcmp(a, "--max-pixels")) {
         int mp;
         if (!cli_parse_int("extract", a, v, 1, 2000000000, &mp)) return EXIT_USAGE;
@@ -158,6 +166,8 @@ int cmd_extract(int argc, char **argv) {
         }
     }
     if (n_pos != 2) return cli_usage("extract", "expected MODEL and DATA_DIR");
+    if (o.calibrate && o.session.precision != ONNXTL_PRECISION_INT8)
+        return cli_usage("extract", "--calibrate sets the scales of --precision int8, which is not given");
     char default_out[64];
     snprintf(default_out, sizeof default_out, o.shard_n > 1 ? "features.%d-of-%d.bin" : "features.bin", o.shard_k, o.shard_n);
     o.model_path = pos[0];

@@ -19,7 +19,7 @@ static const char features_help[] =
     "PREFIX_paths.txt (one image path per row, in row order).  --json prints the\n"
     "same as one JSON object.\n";
 
-/* What made the file: model, cut, preprocessing, shard. */
+/* What made the file: model, cut, preprocessing, arithmetic, shard. */
 static void print_header(const otl_features *f) {
     const otl_features_meta *m = otl_features_meta_of(f);
     char pre[256];
@@ -28,6 +28,8 @@ static void print_header(const otl_features *f) {
            otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
     printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
     if (*m->compute) printf("computed on: %s\n", m->compute);
+    if (m->int8_ranges) printf("int8 scales: from the ranges of %zu tensors (features --json lists them)\n",
+                               cli_line_count(m->int8_ranges));
     if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
 }
 
@@ -45,6 +47,7 @@ static void print_json(const otl_features *f, const otl_features_stats *stats, c
     cli_json_str(&j, "head", m->head);
     cli_json_str(&j, "preprocess", pre);
     cli_json_str(&j, "compute", *m->compute ? m->compute : NULL);
+    cli_json_str(&j, "int8_ranges", m->int8_ranges);
     if (m->shard_n > 1) cli_json_str(&j, "shard", (snprintf(path, sizeof path, "%d/%d", m->shard_k, m->shard_n), path));
     cli_json_array(&j, "classes");
     for (int c = 0; c < m->n_classes; c++) cli_json_str(&j, NULL, m->classes[c]);

@@ -216,16 +216,22 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
     OTL_TRY(otl_model_fallbacks(m, &opts, list_fallback, &l, &steps));
     otl_cpu_facts cpu;
     otl_cpu_facts_get(&cpu);
+    const char *ranges = otl_graph_meta(otl_model_graph(m), "onnxtl.int8_ranges");
+    const size_t scales = ranges ? cli_line_count(ranges) : 0;
     const bool on_cpu = !strcmp(device, "cpu");
     if (j) {
         cli_json_close(j);
         cli_json_int(j, "nodes", steps);
         cli_json_int(j, "on_device", steps - l.count);
-        if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16);
+        if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16), cli_json_bool(j, "int8", true);
+        cli_json_int(j, "int8_scales", (long long)scales);
         cli_json_close(j);
     } else {
         printf("on %s: %d of %d nodes run there, %d on the CPU\n", device, steps - l.count, steps, l.count);
-        if (on_cpu) printf("CPU kernels: oneDNN %s; --precision bf16 %s\n", cpu.isa, cpu.bf16 ? "available" : "not available");
+        if (on_cpu)
+            printf("CPU kernels: oneDNN %s; --precision bf16 %s; --precision int8 available\n", cpu.isa,
+                   cpu.bf16 ? "available" : "not available");
+        if (scales) printf("int8 scales: calibrated ranges of %zu tensors, for --precision int8\n", scales);
     }
     return NULL;
 }

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "batches.h"
+#include "calibrate.h"
+#include "dtype.h"
 #include "events.h"
 #include "hash.h"
 #include "image_model.h"
@@ -28,6 +30,7 @@ typedef struct {
     int cut;
     uint32_t dim;
     char head[256];
+    char *int8_ranges; /* --precision int8: the calibration's ranges, as text */
 } backbone;
 
 /* What the batch callback needs. */
@@ -80,16 +83,15 @@ static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *
 static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b, const otl_dataset *ds,
                                  char **text, size_t *len) {
     otl_features_meta m = {.cut = (char *)b->cut_name, .head = (char *)b->head, .dim = b->dim,
-                           .pre = b->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
+                           .int8_ranges = b->int8_ranges, .pre = b->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
                            .classes = ds->classes, .n_classes = ds->n_classes,
                            .images = ds->samples, .n_images = ds->n_samples};
     char real[PATH_MAX];
     if (!realpath(o->model_path, real)) snprintf(real, sizeof real, "%s", o->model_path);
     m.model_path = real;
     /* features from other arithmetic must not be resumed or merged into these */
-    static const char *const precisions[] = {"fp32", "tf32", "fp16", "bf16"};
     snprintf(m.compute, sizeof m.compute, "%s %s", o->session.device ? o->session.device : "cpu",
-             precisions[o->session.precision]);
+             otl_precision_name(o->session.precision));
     OTL_TRY(otl_sha256_file(o->model_path, m.model_sha256));
     return otl_features_meta_text(&m, text, len);
 }
@@ -204,8 +206,38 @@ static void announce(const otl_extract_options *o, const otl_dataset *ds, const 
 static onnxtl_status *create_sessions(const otl_extract_options *o, backbone *bb) {
     const int n = o->streams > 0 ? o->streams : 1;
     if (n > MAX_STREAMS) return otl_error(ONNXTL_ERR_ARG, "--streams is at most %d", MAX_STREAMS);
-    for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &o->session, &bb->sessions[bb->n_sessions]));
+    onnxtl_options opts = o->session;
+    opts.calibration = bb->int8_ranges;
+    for (; bb->n_sessions < n; bb->n_sessions++) OTL_TRY(onnxtl_session_create(bb->model, &opts, &bb->sessions[bb->n_sessions]));
     return NULL;
+}
+
+/* The calibration pass over a sample of the data (every shard picks the same one). */
+static onnxtl_status *calibrate(const otl_extract_options *o, backbone *bb, const otl_dataset *ds) {
+    size_t *picked = NULL, n = 0;
+    otl_strlist paths = {0};
+    otl_ranges ranges = {0};
+    onnxtl_status *st = otl_calibration_sample(ds, o->calibrate ? o->calibrate : OTL_CALIBRATE_DEFAULT, &picked, &n);
+    if (!st) st = otl_dataset_paths(ds, picked, n, &paths);
+    const double start = otl_now();
+    if (!st) otl_events_note(o->events, false, "int8: calibrating the activation scales on %zu images in fp32", n);
+    otl_batch_source src = {(const char *const *)paths.items, n, &bb->pre, bb->input.height, bb->input.width,
+                            bb->input.nhwc, o->batch, o->decoders, o->max_pixels, 1, NULL};
+    if (!st) st = otl_calibrate(bb->model, &bb->input, &o->session, src, &ranges);
+    if (!st) st = otl_ranges_text(&ranges, &bb->int8_ranges);
+    if (!st) otl_events_note(o->events, false, "int8: %zu tensors calibrated in %.1f s", ranges.n, otl_now() - start);
+    otl_ranges_free(&ranges);
+    otl_strlist_free(&paths);
+    free(picked);
+    return st;
+}
+
+/* --precision int8: the scales an interrupted extraction began with, so a
+ * resume never mixes them, or else a calibration pass. */
+static onnxtl_status *settle_int8_ranges(const otl_extract_options *o, backbone *bb, const otl_dataset *ds) {
+    if (o->session.precision != ONNXTL_PRECISION_INT8) return NULL;
+    if (!o->restart) OTL_TRY(otl_features_recorded_ranges(o->out_path, &bb->int8_ranges));
+    return bb->int8_ranges ? NULL : calibrate(o, bb, ds);
 }
 
 void otl_extract_result_free(otl_extract_result *r) {
@@ -227,7 +259,8 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     otl_features_writer *w = NULL;
     uint32_t start = 0;
     uint64_t resumed = 0;
-    onnxtl_status *st = build_meta(o, bb, ds, &meta, &meta_len);
+    onnxtl_status *st = settle_int8_ranges(o, bb, ds);
+    if (!st) st = build_meta(o, bb, ds, &meta, &meta_len);
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
     if (!st && !r->already_complete) {
         st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, ds->n_classes, o->restart, &w, &start,
@@ -264,6 +297,7 @@ onnxtl_status *otl_extract(const otl_extract_options *o, otl_extract_result *r) 
     if (!st) st = extract_with(o, &bb, ds, r);
     for (int i = 0; i < bb.n_sessions; i++) onnxtl_session_release(bb.sessions[i]);
     onnxtl_model_release(bb.model);
+    free(bb.int8_ranges);
     otl_dataset_free(ds);
     return st;
 }

@@ -15,6 +15,7 @@ typedef struct {
     int64_t max_pixels; /* the largest JPEG accepted (0: OTL_DEFAULT_MAX_PIXELS) */
     int streams; /* batches in flight, each on its own session; 0: one */
     onnxtl_options session; /* threads, device, precision and log of each session */
+    size_t calibrate; /* --precision int8: images in the calibration sample; 0: OTL_CALIBRATE_DEFAULT */
     int shard_k, shard_n; /* 1-based shard of n */
     bool strict, restart;
     const otl_events *events; /* progress, what is extracted, skipped images */

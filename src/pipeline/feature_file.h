@@ -24,6 +24,7 @@ typedef struct {
     int64_t head_layers[OTL_FEATURES_MAX_HEAD][2]; /* in and out of the first of them */
     uint32_t dim;
     char compute[32]; /* the backbone's device and precision, "cpu fp32", "cpu bf16", "cuda fp16"; "" before it was recorded */
+    char *int8_ranges; /* --precision int8: the calibration's "MIN<tab>MAX<tab>TENSOR" lines (graph/ranges.h); NULL otherwise */
     otl_preprocess pre;
     int shard_k, shard_n;
     char **classes;
@@ -90,6 +91,11 @@ const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *ta
 const char *otl_features_path(const otl_features *f);
 /* The metadata text exactly as stored (*len bytes, not NUL-terminated). */
 const char *otl_features_meta_raw(const otl_features *f, size_t *len);
+
+/* The int8 ranges recorded by the extraction to out_path, finished or
+ * interrupted (its .partial), so a resume quantises as it began; *text
+ * (malloc'ed) is NULL when there is no such file or it records none. */
+onnxtl_status *otl_features_recorded_ranges(const char *out_path, char **text);
 
 /* Metadata text without the shard line: equal for shards of one extraction. */
 bool otl_features_same_extraction(const otl_features *a, const otl_features *b);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "feature_format.h"
+#include "ranges.h"
 #include "status.h"
 
 typedef struct {
@@ -41,6 +42,11 @@ onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, s
         "resize=%s\ncrop=%s\nmean=%s\nstd=%s\nchannels=%s\nscale=%s\nshard=%d/%d\n",
         OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, m->compute, pt.resize, pt.crop,
         pt.mean, pt.std, pt.channels, pt.scale, m->shard_k, m->shard_n);
+    for (const char *r = m->int8_ranges, *end; !st && r && *r; r = *end ? end + 1 : end) {
+        end = strchr(r, '\n');
+        if (!end) end = r + strlen(r);
+        st = appendf(&t, "int8_range=%.*s\n", (int)(end - r), r);
+    }
     for (int i = 0; !st && i < m->n_classes; i++) st = appendf(&t, "class=%s\n", m->classes[i]);
     for (size_t i = 0; !st && i < m->n_images; i++)
         st = appendf(&t, "image=%s\t%d\t%s\n", otl_split_names[m->images[i].split], m->images[i].label,
@@ -58,6 +64,7 @@ void otl_features_meta_free(otl_features_meta *m) {
     free(m->model_path);
     free(m->cut);
     free(m->head);
+    free(m->int8_ranges);
     for (int i = 0; i < m->n_classes; i++) free(m->classes[i]);
     free(m->classes);
     for (size_t i = 0; i < m->n_images; i++) free(m->images[i].path);
@@ -122,6 +129,25 @@ static onnxtl_status *parse_head(otl_features_meta *m, const char *v) {
     return NULL;
 }
 
+static onnxtl_status *append_line(char **dst, const char *v) {
+    const size_t have = *dst ? strlen(*dst) : 0, add = strlen(v);
+    char *grown = realloc(*dst, have + add + 2);
+    if (!grown) return otl_nomem();
+    memcpy(grown + have, v, add);
+    memcpy(grown + have + add, "\n", 2);
+    *dst = grown;
+    return NULL;
+}
+
+/* The int8 ranges must parse as ranges: scales from a damaged line would
+ * quantise a resume differently. */
+static onnxtl_status *check_ranges(const char *text) {
+    otl_ranges r;
+    OTL_TRY(otl_ranges_parse(text, strlen(text), &r));
+    otl_ranges_free(&r);
+    return NULL;
+}
+
 static onnxtl_status *dup_into(char **dst, const char *v) {
     free(*dst);
     return (*dst = strdup(v)) ? NULL : otl_nomem();
@@ -142,6 +168,7 @@ static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
     }
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(k, "compute")) snprintf(m->compute, sizeof m->compute, "%s", v);
+    else if (!strcmp(k, "int8_range")) return append_line(&m->int8_ranges, v);
     else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.resize = v});
     else if (!strcmp(k, "crop")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.crop = v});
     else if (!strcmp(k, "mean")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.mean = v});
@@ -181,6 +208,7 @@ onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_feature
     free(copy);
     if (!st && (!m->model_path || !m->cut || !m->head || m->dim == 0 || m->n_classes < 1))
         st = otl_error(ONNXTL_ERR_FORMAT, "metadata lacks model, cut, head, dim or classes");
+    if (!st && m->int8_ranges) st = check_ranges(m->int8_ranges);
     if (st) otl_features_meta_free(m);
     return st;
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,17 +102,66 @@ static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, 
     return NULL;
 }
 
+/* The header and metadata of a partial file, when they are intact. */
+static bool read_partial_meta(int fd, file_header *h, char **text) {
+    struct stat sb;
+    *text = NULL;
+    if (fstat(fd, &sb) != 0 || pread(fd, h, sizeof *h, 0) != (ssize_t)sizeof *h ||
+        memcmp(h->magic, otl_features_magic, sizeof otl_features_magic) || h->header_crc != header_crc(h) ||
+        h->meta_bytes > (uint64_t)sb.st_size - sizeof *h || !(*text = malloc(h->meta_bytes + 1)))
+        return false;
+    if (pread(fd, *text, h->meta_bytes, HEADER_BYTES) == (ssize_t)h->meta_bytes &&
+        otl_crc32c(*text, h->meta_bytes) == h->meta_crc)
+        return true;
+    free(*text);
+    *text = NULL;
+    return false;
+}
+
 static bool partial_matches(otl_features_writer *w, const char *meta, size_t meta_len) {
     file_header h;
-    if (pread(w->fd, &h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h.magic, otl_features_magic, sizeof otl_features_magic) ||
-        h.header_crc != header_crc(&h) || h.meta_bytes != meta_len)
-        return false;
-    char *old = malloc(meta_len + 1);
-    bool same = old && pread(w->fd, old, meta_len, HEADER_BYTES) == (ssize_t)meta_len &&
-                !memcmp(old, meta, meta_len);
+    char *old;
+    bool same = read_partial_meta(w->fd, &h, &old) && h.meta_bytes == meta_len && !memcmp(old, meta, meta_len);
     free(old);
     if (same) w->h = h;
     return same;
+}
+
+/* A partial file that cannot be read records nothing here: it is the writer's to refuse. */
+static void partial_ranges(const char *out_path, char **text) {
+    char partial[PATH_MAX];
+    if (snprintf(partial, sizeof partial, "%s.partial", out_path) >= (int)sizeof partial) return;
+    const int fd = open(partial, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    file_header h;
+    char *meta;
+    otl_features_meta m;
+    const bool intact = read_partial_meta(fd, &h, &meta);
+    close(fd);
+    onnxtl_status *st = intact ? otl_features_meta_parse(meta, h.meta_bytes, &m) : NULL;
+    free(meta);
+    if (!intact || st) {
+        onnxtl_status_release(st);
+        return;
+    }
+    *text = m.int8_ranges;
+    m.int8_ranges = NULL;
+    otl_features_meta_free(&m);
+}
+
+onnxtl_status *otl_features_recorded_ranges(const char *out_path, char **text) {
+    *text = NULL;
+    otl_features *f;
+    onnxtl_status *st = otl_features_open(out_path, &f);
+    if (st) {
+        onnxtl_status_release(st);
+        partial_ranges(out_path, text);
+        return NULL;
+    }
+    const char *r = otl_features_meta_of(f)->int8_ranges;
+    if (r && !(*text = strdup(r))) st = otl_nomem();
+    otl_features_close(f);
+    return st;
 }
 
 /* One writer per output: a second extraction onto the same file stops at

@@ -68,12 +68,14 @@ static onnxtl_status *export_all(const otl_fit_head *fh, const otl_train_result 
     otl_preprocess_text pt;
     otl_preprocess_to_text(&m->pre, &pt);
     snprintf(acc, sizeof acc, "%.6f", r->test_acc);
+    /* the int8 scales the features were computed with, for run --precision int8 */
     const char *keys[] = {"onnxtl.classes", "onnxtl.resize", "onnxtl.crop", "onnxtl.mean", "onnxtl.std",
-                          "onnxtl.channels", "onnxtl.scale", "onnxtl.test_accuracy"};
-    const char *values[] = {names, pt.resize, pt.crop, pt.mean, pt.std, pt.channels, pt.scale, acc};
+                          "onnxtl.channels", "onnxtl.scale", "onnxtl.test_accuracy", "onnxtl.int8_ranges"};
+    const char *values[] = {names, pt.resize, pt.crop, pt.mean, pt.std, pt.channels, pt.scale, acc, m->int8_ranges};
+    const int n_keys = (int)(sizeof keys / sizeof *keys) - (m->int8_ranges ? 0 : 1);
     const float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
     for (int l = 0; l < h->n_layers; l++) w[l] = h->w[l], b[l] = h->b[l];
-    otl_head_spec spec = {h->n_layers, h->dims, w, b, keys, values, (int)(sizeof keys / sizeof *keys)};
+    otl_head_spec spec = {h->n_layers, h->dims, w, b, keys, values, n_keys};
     onnxtl_status *st = a->out ? otl_export_model(fh->backbone, m->cut, fh->cut_rank, &spec, a->out) : NULL;
     if (!st && a->head_only) st = otl_export_head(&spec, a->head_only);
     if (!st && a->save_weights) st = otl_head_save_npy(h, a->save_weights);
