@@ -18,11 +18,12 @@ typedef struct {
 } otl_range;
 
 typedef struct {
-    otl_range *items;
-    size_t n;
+    otl_range *items; /* sorted by name */
+    size_t n, cap;
 } otl_ranges;
 
-/* Parses text (len bytes, lines as above); errors say which line is bad. */
+/* Parses text (len bytes, lines as above); errors say which line is bad.
+ * A range must be finite with MIN <= MAX, both at most 1e30 in magnitude. */
 onnxtl_status *otl_ranges_parse(const char *text, size_t len, otl_ranges *out);
 /* Adds or widens name's range to cover [min, max]. */
 onnxtl_status *otl_ranges_cover(otl_ranges *r, const char *name, float min, float max);

@@ -37,15 +37,15 @@ typedef struct {
     const char *device; /* NULL or "cpu", "cuda", "cuda:N" */
     onnxtl_precision precision;
     int precision_set; /* set by the caller, not defaulted */
+    /* The backend's diagnostics (ONNXTL_CUDA_LOG=1, a cache it cannot write),
+     * one line a call; NULL: none.  The library itself never prints. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
     /* For ONNXTL_PRECISION_INT8: the activation ranges a calibration pass
      * recorded, as text, a "MIN<tab>MAX<tab>TENSOR" line per tensor (what
      * extract --calibrate stores, and the "onnxtl.int8_ranges" metadata of a
      * model fit-head wrote, which NULL takes).  Scales follow from them. */
     const char *calibration;
-    /* The backend's diagnostics (ONNXTL_CUDA_LOG=1, a cache it cannot write),
-     * one line a call; NULL: none.  The library itself never prints. */
-    void (*log)(void *ctx, const char *line);
-    void *log_ctx;
 } onnxtl_options;
 
 typedef struct onnxtl_session onnxtl_session;

@@ -27,6 +27,7 @@ onnxtl_status *otl_device_head_backend(const otl_device *d, onnxtl_precision p, 
 typedef struct {
     const char *isa;
     bool bf16;
+    bool int8_vnni; /* int8 sums u8 x s8 products in 32 bits (VNNI, AMX); without, u8 inputs use 7 bits */
 } otl_cpu_facts;
 void otl_cpu_facts_get(otl_cpu_facts *f);
 

@@ -120,6 +120,16 @@ def test_int8(onnxtl, shared, d):
     report(r.returncode == 1 and "fit-head stores them" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
            "run --precision int8 on a model without scales is refused in one line saying where they come from",
            r.stderr.strip())
+    for what, text, expect in (("ranges made for another model", "0\t1\tinput\n", "made for another model"),
+                               ("a range beyond 1e30", ranges + "0\t1e31\tinput\n", "at most 1e30"),
+                               ("a malformed range line", "0 1 input\n", "not 'MIN<tab>MAX<tab>NAME'")):
+        m = onnx.load(head)
+        next(p for p in m.metadata_props if p.key == "onnxtl.int8_ranges").value = text
+        bad = os.path.join(d, "bad_ranges.onnx")
+        onnx.save(m, bad)
+        r = sh(onnxtl, "run", bad, os.path.join(data, "test", "cat"), "--precision", "int8")
+        report(r.returncode == 1 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+               f"a model whose int8 scales hold {what} is refused in one line", r.stderr.strip()[:200])
     r = sh(onnxtl, "extract", mdl, data, "-o", os.path.join(d, "x.bin"), "--calibrate", "8")
     report(r.returncode == 2, "--calibrate without --precision int8 is a usage error", r.stderr.strip()[:160])
     r = sh(onnxtl, "merge", os.path.join(d, "mixed8.bin"), os.path.join(d, "fp32.bin"), os.path.join(d, "int8.bin"))

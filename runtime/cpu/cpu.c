@@ -185,6 +185,7 @@ typedef struct {
     char *conv_scratch; /* converted inputs of the running step; steps run one at a time */
     onnxtl_precision precision; /* fp32, or bf16 or int8 convolutions */
     const otl_ranges *ranges;   /* int8: the calibrated activation ranges, by tensor name */
+    bool u8_full_range;         /* int8: u8 inputs may use 0..255 */
     bool *held_low;     /* per value: written by a convolution in the type its convolution readers multiply */
     void **ptr;    /* per value */
     bool *nhwc;    /* per value: stored channels-last */
@@ -276,26 +277,33 @@ static onnxtl_status *add_conversion(step_plan *sp, int k, const otl_tinfo *t, b
 
 /* An int8 convolution input: u8 when its calibrated range has no negative
  * values (after a ReLU), s8 otherwise; the scale takes its largest
- * magnitude to the type's largest value.  False: the tensor has no range. */
+ * magnitude to the type's largest value (u8's is 127 where only 7 bits are
+ * safe, otl_cpu_u8_full_range).  A tensor whose range is all but zero keeps
+ * scale 1.  False: the tensor has no range. */
 static bool int8_quantisation(const cpu_state *s, int v, dnnl_data_type_t *type, float *scale) {
     const otl_range *r = otl_ranges_find(s->ranges, s->plan->g->values[v].name);
     if (!r) return false;
     const float m = fmaxf(fabsf(r->min), fabsf(r->max));
-    *type = r->min >= 0 ? dnnl_u8 : dnnl_s8;
-    *scale = m > 0 ? (r->min >= 0 ? 255.0f : 127.0f) / m : 1.0f;
+    const bool u8 = r->min >= 0;
+    *type = u8 ? dnnl_u8 : dnnl_s8;
+    *scale = m > 1e-30f ? (u8 && s->u8_full_range ? 255.0f : 127.0f) / m : 1.0f;
     return true;
+}
+
+/* Whether n is a convolution bf16 or int8 could multiply. */
+static bool eligible_conv(const cpu_state *s, const otl_node *n) {
+    const otl_tinfo *t = s->plan->t;
+    return n->op == OP_CONV && otl_dnnl_conv_supported(n, t) &&
+           !(n->attrs.group > 1 && n->attrs.group == t[n->in[0]].dims[1]);
 }
 
 /* Depthwise convolutions read and write as much as they compute: in bf16 or
  * int8 they would only add conversion passes, so they stay fp32, as do int8
  * convolutions whose input the calibration did not see. */
 static bool multiplies_low(const cpu_state *s, const otl_node *n) {
-    const otl_tinfo *t = s->plan->t;
     dnnl_data_type_t type;
     float scale;
-    if (s->precision == ONNXTL_PRECISION_FP32 || n->op != OP_CONV || !otl_dnnl_conv_supported(n, t) ||
-        (n->attrs.group > 1 && n->attrs.group == t[n->in[0]].dims[1]))
-        return false;
+    if (s->precision == ONNXTL_PRECISION_FP32 || !eligible_conv(s, n)) return false;
     return s->precision == ONNXTL_PRECISION_BF16 || int8_quantisation(s, n->in[0], &type, &scale);
 }
 
@@ -337,17 +345,24 @@ static otl_conv_arith conv_arith(const cpu_state *s, const otl_node *n) {
     return a;
 }
 
-/* int8 needs the calibration's ranges, and ranges that name this model's tensors. */
+/* int8 needs the calibration's ranges, one for every convolution input a
+ * text line can name (calibrate.c records them all): a missing one means the
+ * ranges were made for another model. */
 static onnxtl_status *check_calibration(const cpu_state *s) {
     if (s->precision != ONNXTL_PRECISION_INT8) return NULL;
     if (!s->ranges || !s->ranges->n)
         return otl_error(ONNXTL_ERR_ARG, "--precision int8 needs activation scales, which this model does not hold: "
                          "extract --precision int8 calibrates them on your images, and fit-head stores them in "
                          "the model it writes");
-    for (int i = 0; i < s->plan->n_steps; i++)
-        if (multiplies_low(s, otl_plan_step(s->plan, i))) return NULL;
-    return otl_error(ONNXTL_ERR_ARG, "the int8 calibration names none of this model's convolution inputs: it was "
-                     "made for another model");
+    for (int i = 0; i < s->plan->n_steps; i++) {
+        const otl_node *n = otl_plan_step(s->plan, i);
+        if (!eligible_conv(s, n)) continue;
+        const char *name = s->plan->g->values[n->in[0]].name;
+        if (otl_ranges_name_ok(name) && !otl_ranges_find(s->ranges, name))
+            return otl_error(ONNXTL_ERR_ARG, "the int8 calibration has no range for '%s', the input of convolution "
+                             "'%s': it was made for another model", name, n->name);
+    }
+    return NULL;
 }
 
 /* Decides each step's layout and the conversions at layout boundaries. */
@@ -446,6 +461,7 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
     s->threads = cfg && cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
     s->precision = cfg ? cfg->precision : ONNXTL_PRECISION_FP32;
     s->ranges = cfg ? cfg->ranges : NULL;
+    s->u8_full_range = otl_cpu_u8_full_range();
     omp_set_num_threads(s->threads);
     onnxtl_status *st = alloc_state(plan, s);
     if (!st) st = plan_layouts(s);

@@ -1,5 +1,6 @@
 #include "dnnl_conv.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,7 @@ struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
-    otl_dnnl_rounding convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
+    otl_dnnl_conversion convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
 };
 
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
@@ -29,33 +30,40 @@ static dnnl_data_type_t weights_type(const otl_conv_arith *a) {
 }
 
 /* Per-channel int8 scales: each output channel's weights quantised as
- * round(w * scale[oc]) with its largest magnitude at 127, and the factor
- * that takes the int32 sums back to real values (and on to the output's
- * quantisation, when that is int8). */
+ * round(w * weights[oc]) with its largest magnitude at 127, and the factor
+ * that takes that channel's int32 sums back to real values. */
 typedef struct {
     float *weights; /* [OC] */
-    float *sums;    /* [OC] */
+    float *outputs; /* [OC] */
 } int8_scales;
+
+/* Below this, a channel's weights are taken as zeros (scale 1): a scale from
+ * a denormal largest weight would overflow. */
+#define TINY_WEIGHT 1e-30f
 
 static onnxtl_status *int8_scales_init(const otl_node *n, const otl_tinfo *t, const otl_conv_arith *a, int8_scales *q) {
     const otl_tinfo *w = &t[n->in[1]];
     const int64_t oc = w->dims[0], per = oc ? otl_tinfo_count(w) / oc : 0;
     q->weights = malloc(sizeof *q->weights * (size_t)(oc + 1));
-    q->sums = malloc(sizeof *q->sums * (size_t)(oc + 1));
-    if (!q->weights || !q->sums) return otl_nomem();
+    q->outputs = malloc(sizeof *q->outputs * (size_t)(oc + 1));
+    if (!q->weights || !q->outputs) return otl_nomem();
     const float *data = w->data;
     for (int64_t o = 0; o < oc; o++) {
         float m = 0;
         for (int64_t i = 0; i < per; i++) m = fmaxf(m, fabsf(data[o * per + i]));
-        q->weights[o] = m > 0 ? 127.0f / m : 1.0f;
-        q->sums[o] = 1.0f / (a->in_scale * q->weights[o]);
+        q->weights[o] = m > TINY_WEIGHT ? 127.0f / m : 1.0f;
+        const double back = 1.0 / ((double)a->in_scale * q->weights[o]);
+        if (!(back >= FLT_MIN && back <= FLT_MAX))
+            return otl_error(ONNXTL_ERR_ARG, "node '%s': its int8 scales leave float's range (weights up to %g, input "
+                             "scale %g); run it in fp32", n->name, m, a->in_scale);
+        q->outputs[o] = (float)back;
     }
     return NULL;
 }
 
 static void int8_scales_free(int8_scales *q) {
     free(q->weights);
-    free(q->sums);
+    free(q->outputs);
 }
 
 /* ONNX pads the end by pad_end; oneDNN's padding_r must keep its output size. */
@@ -120,13 +128,13 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
              "convolution desc");
     /* Fused residual: dst = conv + dst (dst holds the skip tensor); then the activation. */
     dnnl_primitive_attr_t attr;
-    dnnl_post_ops_t ops;
+    dnnl_post_ops_t ops = NULL;
     DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
     dnnl_status_t s = dnnl_post_ops_create(&ops);
     onnxtl_status *st = s == dnnl_success ? add_post_ops(&n->attrs, arith, ops) : otl_dnnl_failed(s, "post ops");
     if (!st && (s = dnnl_primitive_attr_set_post_ops(attr, ops))) st = otl_dnnl_failed(s, "post ops");
-    /* int8: the sums of output channel oc are scaled by q->sums[oc] (the channel dimension, 1 << 1) */
-    if (!st && q->sums && (s = dnnl_primitive_attr_set_output_scales(attr, w->dims[0], 1 << 1, q->sums)))
+    /* int8: the sums of output channel oc are scaled by q->outputs[oc] (the channel dimension, 1 << 1) */
+    if (!st && q->weights && (s = dnnl_primitive_attr_set_output_scales(attr, w->dims[0], 1 << 1, q->outputs)))
         st = otl_dnnl_failed(s, "output scales");
     if (!st && (s = dnnl_primitive_desc_create(pd, &cd, attr, eng, NULL))) st = otl_dnnl_failed(s, "convolution primitive");
     if (ops) dnnl_post_ops_destroy(ops);
@@ -159,7 +167,12 @@ static onnxtl_status *make_bias(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_
     float *scaled;
     DNNL_TRY(dnnl_memory_get_data_handle(c->bias, (void **)&scaled), "memory");
     const int64_t oc = (int64_t)(dnnl_memory_desc_get_size(bmd) / sizeof(float));
-    for (int64_t o = 0; o < oc; o++) scaled[o] = bias[o] * a->in_scale * q->weights[o];
+    for (int64_t o = 0; o < oc; o++) {
+        const double b = (double)bias[o] * a->in_scale * q->weights[o];
+        if (!(fabs(b) <= FLT_MAX))
+            return otl_error(ONNXTL_ERR_ARG, "a bias of %g leaves float's range at int8 scale; run it in fp32", bias[o]);
+        scaled[o] = (float)b;
+    }
     return NULL;
 }
 
@@ -169,7 +182,7 @@ static onnxtl_status *make_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_memory_desc_t f32_md;
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&f32_md, 4, sd, dnnl_f32, dnnl_nhwc), "memory desc");
-    return otl_dnnl_rounding_init(&c->convert, eng, &f32_md, to_md, is_int8(a->multiply) ? a->in_scale : 1.0f);
+    return otl_dnnl_conversion_init(&c->convert, eng, &f32_md, to_md, is_int8(a->multiply) ? a->in_scale : 1.0f);
 }
 
 static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
@@ -215,7 +228,7 @@ onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float 
                                  void *scratch) {
     if (skip && skip != dst) memcpy(dst, skip, bytes);
     if (c->convert.reorder) {
-        OTL_TRY(otl_dnnl_rounding_run(&c->convert, c->stream, src, c->src, scratch));
+        OTL_TRY(otl_dnnl_conversion_run(&c->convert, c->stream, src, c->src, scratch));
     } else {
         DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
     }
@@ -234,7 +247,7 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
-    otl_dnnl_rounding_release(&c->convert);
+    otl_dnnl_conversion_release(&c->convert);
     free(c);
 }
 
@@ -250,6 +263,13 @@ const char *otl_cpu_isa_name(void) {
     case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
     default: return "other";
     }
+}
+
+bool otl_cpu_u8_full_range(void) {
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned vnni512 = (unsigned)dnnl_cpu_isa_avx512_core_vnni & ~(unsigned)dnnl_cpu_isa_avx512_core;
+    const unsigned vnni256 = (unsigned)dnnl_cpu_isa_avx2_vnni & ~(unsigned)dnnl_cpu_isa_avx2;
+    return (isa & vnni512) || (isa & vnni256);
 }
 
 bool otl_cpu_bf16_available(char *why, size_t n) {

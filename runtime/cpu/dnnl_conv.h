@@ -40,6 +40,10 @@ onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float 
 
 /* Whether oneDNN multiplies bf16 on this CPU; if not, why names what it lacks. */
 bool otl_cpu_bf16_available(char *why, size_t n);
+/* Whether u8 inputs may use all of 0..255: VNNI and AMX sum u8 x s8 products
+ * in 32 bits, while AVX2 and AVX-512 without VNNI pair them in saturating 16
+ * bits (VPMADDUBSW), where oneDNN asks for 0..127. */
+bool otl_cpu_u8_full_range(void);
 /* The instruction set oneDNN's kernels use here, as a name ("avx512_core_amx"). */
 const char *otl_cpu_isa_name(void);
 void otl_dnnl_conv_release(otl_dnnl_conv *c);

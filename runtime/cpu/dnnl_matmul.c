@@ -9,7 +9,7 @@ struct otl_dnnl_matmul {
     dnnl_stream_t stream;
     dnnl_primitive_t matmul;
     dnnl_memory_t src, weights, dst;
-    otl_dnnl_rounding to_bf16;
+    otl_dnnl_conversion to_bf16;
 };
 
 /* Rows: every dimension of A but the last. */
@@ -47,7 +47,7 @@ static onnxtl_status *build(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl_nod
     OTL_TRY(st);
     DNNL_TRY(dnnl_memory_create(&m->src, &src, eng, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&m->dst, &dst, eng, DNNL_MEMORY_NONE), "memory");
-    return otl_dnnl_rounding_init(&m->to_bf16, eng, &src_f32, &src, 1.0f);
+    return otl_dnnl_conversion_init(&m->to_bf16, eng, &src_f32, &src, 1.0f);
 }
 
 onnxtl_status *otl_dnnl_matmul_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n, const otl_tinfo *t,
@@ -67,7 +67,7 @@ onnxtl_status *otl_dnnl_matmul_create(dnnl_engine_t eng, dnnl_stream_t stream, c
 size_t otl_dnnl_matmul_scratch_bytes(const otl_dnnl_matmul *m) { return m->to_bf16.bytes; }
 
 onnxtl_status *otl_dnnl_matmul_run(otl_dnnl_matmul *m, const float *a, float *y, void *scratch) {
-    OTL_TRY(otl_dnnl_rounding_run(&m->to_bf16, m->stream, a, m->src, scratch));
+    OTL_TRY(otl_dnnl_conversion_run(&m->to_bf16, m->stream, a, m->src, scratch));
     DNNL_TRY(dnnl_memory_set_data_handle(m->dst, y), "set handle");
     dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, m->src}, {DNNL_ARG_WEIGHTS, m->weights}, {DNNL_ARG_DST, m->dst}};
     DNNL_TRY(dnnl_primitive_execute(m->matmul, m->stream, 3, args), "matmul");
@@ -78,7 +78,7 @@ onnxtl_status *otl_dnnl_matmul_run(otl_dnnl_matmul *m, const float *a, float *y,
 void otl_dnnl_matmul_release(otl_dnnl_matmul *m) {
     if (!m) return;
     if (m->matmul) dnnl_primitive_destroy(m->matmul);
-    otl_dnnl_rounding_release(&m->to_bf16);
+    otl_dnnl_conversion_release(&m->to_bf16);
     if (m->src) dnnl_memory_destroy(m->src);
     if (m->weights) dnnl_memory_destroy(m->weights);
     if (m->dst) dnnl_memory_destroy(m->dst);

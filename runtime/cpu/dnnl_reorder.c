@@ -36,7 +36,7 @@ onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const 
     return s == dnnl_success ? NULL : otl_dnnl_failed(s, "weight reorder");
 }
 
-onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
+onnxtl_status *otl_dnnl_conversion_init(otl_dnnl_conversion *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
                                       const dnnl_memory_desc_t *to_md, float scale) {
     DNNL_TRY(dnnl_memory_create(&r->f32, f32_md, eng, DNNL_MEMORY_NONE), "memory");
     const otl_dnnl_scales by = {scale != 1.0f ? &scale : NULL, 1, 0};
@@ -45,7 +45,7 @@ onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, c
     return NULL;
 }
 
-onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
+onnxtl_status *otl_dnnl_conversion_run(const otl_dnnl_conversion *r, dnnl_stream_t st, const void *src,
                                      dnnl_memory_t to, void *scratch) {
     DNNL_TRY(dnnl_memory_set_data_handle(r->f32, (void *)src), "set handle");
     DNNL_TRY(dnnl_memory_set_data_handle(to, scratch), "set handle");
@@ -54,8 +54,8 @@ onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t s
     return NULL;
 }
 
-void otl_dnnl_rounding_release(otl_dnnl_rounding *r) {
+void otl_dnnl_conversion_release(otl_dnnl_conversion *r) {
     if (r->reorder) dnnl_primitive_destroy(r->reorder);
     if (r->f32) dnnl_memory_destroy(r->f32);
-    *r = (otl_dnnl_rounding){0};
+    *r = (otl_dnnl_conversion){0};
 }

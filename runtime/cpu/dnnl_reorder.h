@@ -27,13 +27,13 @@ typedef struct {
     dnnl_primitive_t reorder;
     dnnl_memory_t f32;
     size_t bytes;
-} otl_dnnl_rounding;
+} otl_dnnl_conversion;
 
-onnxtl_status *otl_dnnl_rounding_init(otl_dnnl_rounding *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
+onnxtl_status *otl_dnnl_conversion_init(otl_dnnl_conversion *r, dnnl_engine_t eng, const dnnl_memory_desc_t *f32_md,
                                       const dnnl_memory_desc_t *to_md, float scale);
 /* Converts src into scratch, which becomes to's data. */
-onnxtl_status *otl_dnnl_rounding_run(const otl_dnnl_rounding *r, dnnl_stream_t st, const void *src,
+onnxtl_status *otl_dnnl_conversion_run(const otl_dnnl_conversion *r, dnnl_stream_t st, const void *src,
                                      dnnl_memory_t to, void *scratch);
-void otl_dnnl_rounding_release(otl_dnnl_rounding *r);
+void otl_dnnl_conversion_release(otl_dnnl_conversion *r);
 
 #endif

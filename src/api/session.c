@@ -145,7 +145,8 @@ onnxtl_status *onnxtl_session_create(const onnxtl_model *model, const onnxtl_opt
                             ? otl_ranges_parse(ranges, strlen(ranges), &s->ranges) : NULL;
     if (st) {
         free(s);
-        return otl_error_wrap(st, "int8 calibration");
+        return opts->calibration ? otl_error_wrap(st, "int8 calibration")
+                                 : otl_error_wrap(st, "%s: metadata onnxtl.int8_ranges", model->g->path);
     }
     *out = s;
     return NULL;

@@ -12,6 +12,7 @@
  * hundred MB per image at batch 16 for VGG16, so batches stay small. */
 #define CALIBRATE_BATCH 4
 
+/* The training samples lie together: a scan orders samples by split first (dataset.h). */
 onnxtl_status *otl_calibration_sample(const otl_dataset *ds, size_t n, size_t **picked, size_t *n_picked) {
     size_t first = 0, count = 0;
     for (size_t i = 0; i < ds->n_samples; i++)
@@ -24,22 +25,30 @@ onnxtl_status *otl_calibration_sample(const otl_dataset *ds, size_t n, size_t **
     return NULL;
 }
 
-/* The tensors to observe: the first input of every convolution, once each. */
+/* The tensors to observe: the first input of every convolution that the
+ * value cut depends on, once each. */
 typedef struct {
     onnxtl_tensor *outs;
     size_t n;
 } observed;
 
-static onnxtl_status *find_conv_inputs(const otl_graph *g, observed *o) {
-    if (!(o->outs = calloc((size_t)g->n_nodes + 1, sizeof *o->outs))) return otl_nomem();
-    for (int i = 0; i < g->n_nodes; i++) {
-        const otl_node *n = &g->nodes[i];
+static onnxtl_status *find_conv_inputs(const onnxtl_model *m, int cut, observed *o) {
+    const otl_graph *g = otl_model_graph(m);
+    otl_plan *p;
+    OTL_TRY(otl_model_plan(m, NULL, 1, &cut, 1, &p));
+    if (!(o->outs = calloc((size_t)p->n_steps + 1, sizeof *o->outs))) {
+        otl_plan_free(p);
+        return otl_nomem();
+    }
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
         if (n->op != OP_CONV || n->in[0] < 0) continue;
         const char *name = g->values[n->in[0]].name;
         bool seen = !otl_ranges_name_ok(name); /* a name a text line cannot hold stays fp32 */
         for (size_t k = 0; k < o->n && !seen; k++) seen = !strcmp(o->outs[k].name, name);
         if (!seen) o->outs[o->n++].name = name;
     }
+    otl_plan_free(p);
     return NULL;
 }
 
@@ -79,15 +88,15 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
     return NULL;
 }
 
-onnxtl_status *otl_calibrate(const onnxtl_model *model, const otl_image_input *input, const onnxtl_options *opts,
-                             otl_batch_source src, otl_ranges *out) {
+onnxtl_status *otl_calibrate(const onnxtl_model *model, const otl_image_input *input, int cut,
+                             const onnxtl_options *opts, otl_batch_source src, otl_ranges *out) {
     *out = (otl_ranges){0};
     onnxtl_options fp32 = *opts;
     fp32.precision = ONNXTL_PRECISION_FP32;
     fp32.calibration = NULL;
     observed obs = {0};
     pass p = {.input = input, .obs = &obs, .ranges = out};
-    onnxtl_status *st = find_conv_inputs(otl_model_graph(model), &obs);
+    onnxtl_status *st = find_conv_inputs(model, cut, &obs);
     if (!st) st = onnxtl_session_create(model, &fp32, &p.session);
     src.batch = src.batch < CALIBRATE_BATCH ? src.batch : CALIBRATE_BATCH;
     src.consumers = 1;

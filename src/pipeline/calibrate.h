@@ -20,8 +20,9 @@ onnxtl_status *otl_calibration_sample(const otl_dataset *ds, size_t n, size_t **
 
 /* Runs model in fp32 (opts otherwise as given) over the images of src, which
  * holds the sample's paths and preprocessing (its session is set here), and
- * returns the ranges of the convolutions' inputs in *out. */
-onnxtl_status *otl_calibrate(const onnxtl_model *model, const otl_image_input *input, const onnxtl_options *opts,
-                             otl_batch_source src, otl_ranges *out);
+ * returns in *out the ranges of the inputs of the convolutions that value
+ * cut depends on. */
+onnxtl_status *otl_calibrate(const onnxtl_model *model, const otl_image_input *input, int cut,
+                             const onnxtl_options *opts, otl_batch_source src, otl_ranges *out);
 
 #endif

@@ -223,7 +223,7 @@ static onnxtl_status *calibrate(const otl_extract_options *o, backbone *bb, cons
     if (!st) otl_events_note(o->events, false, "int8: calibrating the activation scales on %zu images in fp32", n);
     otl_batch_source src = {(const char *const *)paths.items, n, &bb->pre, bb->input.height, bb->input.width,
                             bb->input.nhwc, o->batch, o->decoders, o->max_pixels, 1, NULL};
-    if (!st) st = otl_calibrate(bb->model, &bb->input, &o->session, src, &ranges);
+    if (!st) st = otl_calibrate(bb->model, &bb->input, bb->cut, &o->session, src, &ranges);
     if (!st) st = otl_ranges_text(&ranges, &bb->int8_ranges);
     if (!st) otl_events_note(o->events, false, "int8: %zu tensors calibrated in %.1f s", ranges.n, otl_now() - start);
     otl_ranges_free(&ranges);

@@ -129,16 +129,6 @@ static onnxtl_status *parse_head(otl_features_meta *m, const char *v) {
     return NULL;
 }
 
-static onnxtl_status *append_line(char **dst, const char *v) {
-    const size_t have = *dst ? strlen(*dst) : 0, add = strlen(v);
-    char *grown = realloc(*dst, have + add + 2);
-    if (!grown) return otl_nomem();
-    memcpy(grown + have, v, add);
-    memcpy(grown + have + add, "\n", 2);
-    *dst = grown;
-    return NULL;
-}
-
 /* The int8 ranges must parse as ranges: scales from a damaged line would
  * quantise a resume differently. */
 static onnxtl_status *check_ranges(const char *text) {
@@ -153,7 +143,14 @@ static onnxtl_status *dup_into(char **dst, const char *v) {
     return (*dst = strdup(v)) ? NULL : otl_nomem();
 }
 
-static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
+/* What parsing gathers: the metadata, and its int8 range lines as text. */
+typedef struct {
+    otl_features_meta *m;
+    text_buf ranges;
+} parse_state;
+
+static onnxtl_status *parse_line(parse_state *ps, char *line) {
+    otl_features_meta *m = ps->m;
     char *eq = strchr(line, '=');
     if (!eq) return NULL;
     *eq = '\0';
@@ -168,7 +165,7 @@ static onnxtl_status *parse_line(otl_features_meta *m, char *line) {
     }
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(k, "compute")) snprintf(m->compute, sizeof m->compute, "%s", v);
-    else if (!strcmp(k, "int8_range")) return append_line(&m->int8_ranges, v);
+    else if (!strcmp(k, "int8_range")) return appendf(&ps->ranges, "%s\n", v);
     else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.resize = v});
     else if (!strcmp(k, "crop")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.crop = v});
     else if (!strcmp(k, "mean")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.mean = v});
@@ -203,9 +200,11 @@ onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_feature
     if (strncmp(copy, "onnxtl-features ", 16)) st = otl_error(ONNXTL_ERR_FORMAT, "metadata does not start with 'onnxtl-features'");
     else if (!(m->images = calloc(lines, sizeof *m->images))) st = otl_nomem();
     char *save = NULL;
+    parse_state ps = {m, {0}};
     for (char *line = st ? NULL : strtok_r(copy, "\n", &save); line && !st; line = strtok_r(NULL, "\n", &save))
-        st = parse_line(m, line);
+        st = parse_line(&ps, line);
     free(copy);
+    m->int8_ranges = ps.ranges.buf;
     if (!st && (!m->model_path || !m->cut || !m->head || m->dim == 0 || m->n_classes < 1))
         st = otl_error(ONNXTL_ERR_FORMAT, "metadata lacks model, cut, head, dim or classes");
     if (!st && m->int8_ranges) st = check_ranges(m->int8_ranges);

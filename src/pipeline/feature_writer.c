@@ -102,26 +102,29 @@ static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, 
     return NULL;
 }
 
-/* The header and metadata of a partial file, when they are intact. */
-static bool read_partial_meta(int fd, file_header *h, char **text) {
+/* The header of a partial file, when it is intact. */
+static bool read_partial_header(int fd, file_header *h) {
     struct stat sb;
-    *text = NULL;
-    if (fstat(fd, &sb) != 0 || pread(fd, h, sizeof *h, 0) != (ssize_t)sizeof *h ||
-        memcmp(h->magic, otl_features_magic, sizeof otl_features_magic) || h->header_crc != header_crc(h) ||
-        h->meta_bytes > (uint64_t)sb.st_size - sizeof *h || !(*text = malloc(h->meta_bytes + 1)))
-        return false;
-    if (pread(fd, *text, h->meta_bytes, HEADER_BYTES) == (ssize_t)h->meta_bytes &&
-        otl_crc32c(*text, h->meta_bytes) == h->meta_crc)
-        return true;
-    free(*text);
-    *text = NULL;
-    return false;
+    return fstat(fd, &sb) == 0 && pread(fd, h, sizeof *h, 0) == (ssize_t)sizeof *h &&
+           !memcmp(h->magic, otl_features_magic, sizeof otl_features_magic) && h->header_crc == header_crc(h) &&
+           h->meta_bytes <= (uint64_t)sb.st_size - sizeof *h;
+}
+
+/* Its metadata text (malloc'ed), when its checksum holds; NULL otherwise. */
+static char *read_partial_meta(int fd, const file_header *h) {
+    char *text = malloc(h->meta_bytes + 1);
+    if (text && pread(fd, text, h->meta_bytes, HEADER_BYTES) == (ssize_t)h->meta_bytes &&
+        otl_crc32c(text, h->meta_bytes) == h->meta_crc)
+        return text;
+    free(text);
+    return NULL;
 }
 
 static bool partial_matches(otl_features_writer *w, const char *meta, size_t meta_len) {
     file_header h;
-    char *old;
-    bool same = read_partial_meta(w->fd, &h, &old) && h.meta_bytes == meta_len && !memcmp(old, meta, meta_len);
+    if (!read_partial_header(w->fd, &h) || h.meta_bytes != meta_len) return false;
+    char *old = read_partial_meta(w->fd, &h);
+    const bool same = old && !memcmp(old, meta, meta_len);
     free(old);
     if (same) w->h = h;
     return same;
@@ -134,13 +137,12 @@ static void partial_ranges(const char *out_path, char **text) {
     const int fd = open(partial, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
     file_header h;
-    char *meta;
-    otl_features_meta m;
-    const bool intact = read_partial_meta(fd, &h, &meta);
+    char *meta = read_partial_header(fd, &h) ? read_partial_meta(fd, &h) : NULL;
     close(fd);
-    onnxtl_status *st = intact ? otl_features_meta_parse(meta, h.meta_bytes, &m) : NULL;
+    otl_features_meta m;
+    onnxtl_status *st = meta ? otl_features_meta_parse(meta, h.meta_bytes, &m) : NULL;
     free(meta);
-    if (!intact || st) {
+    if (!meta || st) {
         onnxtl_status_release(st);
         return;
     }

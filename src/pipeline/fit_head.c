@@ -68,11 +68,12 @@ static onnxtl_status *export_all(const otl_fit_head *fh, const otl_train_result 
     otl_preprocess_text pt;
     otl_preprocess_to_text(&m->pre, &pt);
     snprintf(acc, sizeof acc, "%.6f", r->test_acc);
+    const char *keys[9] = {"onnxtl.classes", "onnxtl.resize", "onnxtl.crop", "onnxtl.mean", "onnxtl.std",
+                           "onnxtl.channels", "onnxtl.scale", "onnxtl.test_accuracy"};
+    const char *values[9] = {names, pt.resize, pt.crop, pt.mean, pt.std, pt.channels, pt.scale, acc};
+    int n_keys = 8;
     /* the int8 scales the features were computed with, for run --precision int8 */
-    const char *keys[] = {"onnxtl.classes", "onnxtl.resize", "onnxtl.crop", "onnxtl.mean", "onnxtl.std",
-                          "onnxtl.channels", "onnxtl.scale", "onnxtl.test_accuracy", "onnxtl.int8_ranges"};
-    const char *values[] = {names, pt.resize, pt.crop, pt.mean, pt.std, pt.channels, pt.scale, acc, m->int8_ranges};
-    const int n_keys = (int)(sizeof keys / sizeof *keys) - (m->int8_ranges ? 0 : 1);
+    if (m->int8_ranges) keys[n_keys] = "onnxtl.int8_ranges", values[n_keys++] = m->int8_ranges;
     const float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
     for (int l = 0; l < h->n_layers; l++) w[l] = h->w[l], b[l] = h->b[l];
     otl_head_spec spec = {h->n_layers, h->dims, w, b, keys, values, n_keys};
