@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checked.h"
 #include "proto.h"
 
 /* protobuf-c frees unpacked messages with free(), so everything added here is
@@ -267,6 +268,78 @@ onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int 
     if (!st) st = append_head(g, head_in, h);
     if (!st) st = set_metadata(m, h);
     if (!st) st = write_model(m, out_path);
+    otl_proto_model_release(&parsed);
+    return st ? otl_error_wrap(st, "exporting %s", out_path) : NULL;
+}
+
+/* Gives t the float data, inline: the file's own payload (or its external
+ * data reference) is dropped with the parsed model's allocator. */
+static onnxtl_status *replace_data(Onnx__TensorProto *t, const float *data, ProtobufCAllocator *parsed) {
+    size_t count = 1, bytes;
+    for (size_t d = 0; d < t->n_dims; d++) {
+        if (t->dims[d] < 0 || !otl_mul_size(count, (size_t)t->dims[d], &count))
+            return otl_error(ONNXTL_ERR_MODEL, "initializer '%s': bad dims", t->name);
+    }
+    if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || !otl_mul_size(count, sizeof(float), &bytes))
+        return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' is not float", t->name);
+    uint8_t *copy = malloc(bytes + 1);
+    if (!copy) return otl_nomem();
+    memcpy(copy, data, bytes);
+    if (t->raw_data.data) parsed->free(parsed->allocator_data, t->raw_data.data);
+    t->raw_data = (ProtobufCBinaryData){bytes, copy};
+    t->has_raw_data = 1;
+    t->n_float_data = 0;
+    for (size_t i = 0; i < t->n_external_data; i++) onnx__string_string_entry_proto__free_unpacked(t->external_data[i], parsed);
+    t->n_external_data = 0;
+    t->has_data_location = 0;
+    t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT;
+    return NULL;
+}
+
+static bool consumed(const Onnx__GraphProto *g, const char *name) {
+    for (size_t i = 0; i < g->n_node; i++)
+        if (name_in(g->node[i]->input, g->node[i]->n_input, name)) return true;
+    for (size_t i = 0; i < g->n_output; i++)
+        if (g->output[i]->name && !strcmp(g->output[i]->name, name)) return true;
+    return false;
+}
+
+/* A model written for inference: its Dropout nodes lose a training_mode
+ * input (a model exported in training mode has one that says true), and the
+ * Constant nodes that fed only those go too. */
+static void dropout_for_inference(Onnx__GraphProto *g, ProtobufCAllocator *parsed) {
+    for (size_t i = 0; i < g->n_node; i++) {
+        Onnx__NodeProto *nd = g->node[i];
+        if (!nd->op_type || strcmp(nd->op_type, "Dropout") || nd->n_input < 3) continue;
+        parsed->free(parsed->allocator_data, nd->input[2]);
+        nd->n_input = 2;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+        Onnx__NodeProto *nd = g->node[i];
+        if (nd->op_type && !strcmp(nd->op_type, "Constant") && nd->n_output == 1 && !consumed(g, nd->output[0]))
+            onnx__node_proto__free_unpacked(nd, parsed);
+        else
+            g->node[w++] = nd;
+    }
+    g->n_node = w;
+}
+
+onnxtl_status *otl_export_trained(const char *model_path, const char *const *names, const float *const *data, size_t n,
+                                  const char *out_path) {
+    otl_proto_model parsed;
+    OTL_TRY(otl_proto_read_model(model_path, &parsed));
+    Onnx__GraphProto *g = parsed.proto->graph;
+    onnxtl_status *st = NULL;
+    for (size_t i = 0; i < n && !st; i++) {
+        Onnx__TensorProto *t = NULL;
+        for (size_t k = 0; k < g->n_initializer && !t; k++)
+            if (g->initializer[k]->name && !strcmp(g->initializer[k]->name, names[i])) t = g->initializer[k];
+        st = t ? replace_data(t, data[i], &parsed.allocator)
+               : otl_error(ONNXTL_ERR_MODEL, "no initializer named '%s' to replace", names[i]);
+    }
+    if (!st) dropout_for_inference(g, &parsed.allocator);
+    if (!st) st = write_model(parsed.proto, out_path);
     otl_proto_model_release(&parsed);
     return st ? otl_error_wrap(st, "exporting %s", out_path) : NULL;
 }

@@ -53,7 +53,7 @@ typedef struct {
     int64_t perm[ONNXTL_MAX_RANK];
     int64_t keepdims, noop_with_empty_axes;
     /* Gemm, BatchNormalization, the activations, LRN, Clip (opset < 11), Pad (opset < 11). */
-    float alpha, beta, gamma, epsilon, bias, momentum;
+    float alpha, beta, gamma, epsilon, bias, momentum, ratio;
     int64_t lrn_size;
     int gelu_tanh; /* Gelu's approximate: 0 none, 1 tanh */
     int64_t fmod;  /* Mod: C's fmod (1) or the sign of the divisor (0) */
@@ -154,6 +154,10 @@ typedef struct {
  * held in memory (name is for messages) may not use external data. */
 onnxtl_status *otl_graph_load(const char *path, otl_graph **out);
 onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out);
+/* The graph as its producer wrote it, without the folding and fusion passes
+ * (Identity nodes only are removed): training needs every parameter where
+ * the model has it, a BatchNorm's scale or a Relu of its own. */
+onnxtl_status *otl_graph_load_as_written(const char *path, otl_graph **out);
 void otl_graph_free(otl_graph *g);
 
 /* Value lookup and creation; names are unique within a graph. */

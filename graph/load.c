@@ -390,13 +390,14 @@ static onnxtl_status *load_outputs(otl_graph *g, const Onnx__GraphProto *gp) {
     return NULL;
 }
 
-static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__ModelProto *m) {
+static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__ModelProto *m, bool as_written) {
     OTL_TRY(init_header(g, path, m));
     OTL_TRY(load_initializers(g, m->graph));
     OTL_TRY(load_inputs(g, m->graph));
     OTL_TRY(load_nodes(g, m->graph));
     OTL_TRY(load_outputs(g, m->graph));
     OTL_TRY(otl_pass_remove_identity(g));
+    if (as_written) return NULL;
     OTL_TRY(otl_pass_fold_batchnorm(g));
     OTL_TRY(otl_pass_fuse_relu(g));
     OTL_TRY(otl_pass_fuse_gelu(g));
@@ -406,8 +407,8 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
 }
 
 /* The graph of a parsed model, which is released; g is freed on failure. */
-static onnxtl_status *graph_of(otl_graph *g, otl_proto_model *pm, const char *path, otl_graph **out) {
-    onnxtl_status *st = build_graph(g, path, pm->proto);
+static onnxtl_status *graph_of(otl_graph *g, otl_proto_model *pm, const char *path, bool as_written, otl_graph **out) {
+    onnxtl_status *st = build_graph(g, path, pm->proto, as_written);
     otl_proto_model_release(pm);
     if (st) {
         otl_graph_free(g);
@@ -418,7 +419,7 @@ static onnxtl_status *graph_of(otl_graph *g, otl_proto_model *pm, const char *pa
 }
 
 /* The file stays mapped for the graph's lifetime: weights are used in it. */
-onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
+static onnxtl_status *load_file(const char *path, bool as_written, otl_graph **out) {
     otl_graph *g = calloc(1, sizeof *g);
     if (!g) return otl_nomem();
     otl_proto_model pm;
@@ -428,8 +429,12 @@ onnxtl_status *otl_graph_load(const char *path, otl_graph **out) {
         otl_graph_free(g);
         return st;
     }
-    return graph_of(g, &pm, path, out);
+    return graph_of(g, &pm, path, as_written, out);
 }
+
+onnxtl_status *otl_graph_load(const char *path, otl_graph **out) { return load_file(path, false, out); }
+
+onnxtl_status *otl_graph_load_as_written(const char *path, otl_graph **out) { return load_file(path, true, out); }
 
 /* The caller's bytes are its own once this returns: weights are copied. */
 onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out) {
@@ -441,5 +446,5 @@ onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *
         otl_graph_free(g);
         return st;
     }
-    return graph_of(g, &pm, name, out);
+    return graph_of(g, &pm, name, false, out);
 }

@@ -56,6 +56,8 @@ run_suite extract $PY test/extract_tests.py $B/onnxtl "$SHARED"
 # The README's Slurm recipe on a single-node cluster (tools/install_deps.sh slurm).
 run_suite slurm $PY test/slurm_tests.py $B/onnxtl "$SHARED"
 run_suite trainer_parity $PY test/trainer_parity.py $B/onnxtl "$SHARED"
+# onnxtl train: the small CNN from scratch and every op's gradient against torch, ONNX Runtime on the result.
+run_suite train $PY test/train_tests.py $B/onnxtl "$SHARED"
 run_suite workflow $PY test/workflow_tests.py $B/onnxtl "$SHARED"
 run_suite eval $PY test/eval_tests.py $B/onnxtl "$SHARED"
 run_suite report $PY test/report_tests.py $B/onnxtl "$SHARED"

@@ -173,3 +173,51 @@ onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a) {
     }
     return NULL;
 }
+
+/* The columns of the forward, then their gradient: two im2col buffers. */
+size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t) {
+    otl_window w;
+    if (n->op != OP_CONV) return 0;
+    onnxtl_status *st = conv_window(n, t, &w);
+    if (st) {
+        onnxtl_status_release(st);
+        return 0;
+    }
+    return 2 * (size_t)(t[n->in[1]].dims[1] * window_size(w.kernel) * window_size(w.out));
+}
+
+/* Per image and group, with col its input's columns: dW += dY col^T,
+ * db += the sums of dY's rows, dX += col2im(W^T dY). */
+onnxtl_status *otl_cpu_conv_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_tinfo *x = IN_T(f, 0), *wt = IN_T(f, 1);
+    otl_window w;
+    OTL_TRY(conv_window(f->n, f->t, &w));
+    const int64_t groups = f->n->attrs.group, batch = x->dims[0];
+    const int64_t cg = wt->dims[1], m = wt->dims[0], mg = m / groups;
+    const int64_t kdim = cg * window_size(w.kernel), in_plane = window_size(w.in), out_plane = window_size(w.out);
+    const float *X = f->in[0], *Wt = f->in[1], *dY = a->dout[0];
+    float *dX = a->din[0], *dW = a->din[1], *db = f->n->n_in > 2 ? a->din[2] : NULL;
+    float *col = f->workspace, *dcol = f->workspace + kdim * out_plane;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t g = 0; g < groups; g++) {
+            const float *dyg = dY + (b * m + g * mg) * out_plane;
+            if (dW) {
+                im2col(X + (b * groups + g) * cg * in_plane, cg, &w, col);
+                OTL_TRY(otl_sgemm(false, true, mg, kdim, out_plane, 1.0f, dyg, out_plane, col, out_plane, 1.0f,
+                                  dW + g * mg * kdim, kdim));
+            }
+            if (db)
+                for (int64_t o = 0; o < mg; o++) {
+                    double sum = 0;
+                    for (int64_t i = 0; i < out_plane; i++) sum += dyg[o * out_plane + i];
+                    db[g * mg + o] += (float)sum;
+                }
+            if (dX) {
+                OTL_TRY(otl_sgemm(true, false, kdim, out_plane, mg, 1.0f, Wt + g * mg * kdim, kdim, dyg, out_plane,
+                                  0.0f, dcol, out_plane));
+                col2im(dcol, cg, &w, dX + (b * groups + g) * cg * in_plane);
+            }
+        }
+    return NULL;
+}

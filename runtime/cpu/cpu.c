@@ -135,7 +135,7 @@ static bool cpu_supports(const otl_plan *p, int step) {
     return n->op < OP_COUNT && kernels[n->op].run;
 }
 
-static onnxtl_status *run_kernel(const otl_kernel_args *a) {
+onnxtl_status *otl_cpu_run_kernel(const otl_kernel_args *a) {
     if (a->n->op < OP_COUNT && kernels[a->n->op].run) return kernels[a->n->op].run(a);
     return otl_error(ONNXTL_ERR_UNSUPPORTED, "the CPU backend has no kernel for %s", otl_op_name(a->n->op));
 }
@@ -157,7 +157,7 @@ onnxtl_status *otl_cpu_eval(void *ctx, const otl_node *n, const otl_tinfo *t, vo
     float *workspace = ws ? malloc(ws * sizeof(float)) : NULL;
     if (ws && !workspace) return otl_nomem();
     otl_kernel_args a = {n, t, in, out, workspace, false};
-    onnxtl_status *st = run_kernel(&a);
+    onnxtl_status *st = otl_cpu_run_kernel(&a);
     free(workspace);
     return st;
 }
@@ -498,7 +498,7 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
         st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0], s->workspace);
     } else {
         otl_kernel_args a = {n, s->plan->t, in, out, s->workspace, sp->nhwc};
-        st = run_kernel(&a);
+        st = otl_cpu_run_kernel(&a);
     }
     return st ? otl_error_wrap(st, "node '%s' (%s)", n->name, otl_op_name(n->op)) : NULL;
 }

@@ -18,6 +18,26 @@ typedef struct {
 #define IN_T(a, k) (&(a)->t[(a)->n->in[k]])
 #define OUT_T(a, k) (&(a)->t[(a)->n->out[k]])
 
+/* What a backward kernel sees: the forward's arguments (its inputs and the
+ * outputs it wrote, all ONNX order), the gradient of each output, and where
+ * to add the gradient of each input (NULL: not wanted). */
+typedef struct {
+    otl_kernel_args f;
+    const float *const *dout;
+    float *const *din;
+} otl_grad_args;
+
+/* The gradients of Conv (any groups, strides, padding, dilation), MaxPool,
+ * Gemm (transA 0) and Relu, added into din; a->f.workspace holds
+ * otl_cpu_backward_workspace_floats floats. */
+onnxtl_status *otl_cpu_conv_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_gemm_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_relu_backward(const otl_grad_args *a);
+size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t);
+/* Runs n's forward kernel (the backend's kernel table). */
+onnxtl_status *otl_cpu_run_kernel(const otl_kernel_args *a);
+
 /* im2col scratch a Conv not on oneDNN needs; 0 for every other node. */
 size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t);
 

@@ -99,3 +99,25 @@ onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a) {
     }
     return err;
 }
+
+/* Y = alpha A B' + beta C with B' = B or B^T: dA += alpha dY B'^T,
+ * dB' += alpha A^T dY, and dC += beta dY summed over what C broadcasts. */
+onnxtl_status *otl_cpu_gemm_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_attrs *at = &f->n->attrs;
+    const otl_tinfo *ta = IN_T(f, 0), *ty = OUT_T(f, 0);
+    if (at->trans_a) return otl_error(ONNXTL_ERR_UNSUPPORTED, "training a Gemm with transA=1");
+    const int64_t m = ty->dims[0], n = ty->dims[1], k = ta->dims[1];
+    const float *A = f->in[0], *B = f->in[1], *dY = a->dout[0];
+    if (a->din[0])
+        OTL_TRY(otl_sgemm(false, !at->trans_b, m, k, n, at->alpha, dY, n, B, at->trans_b ? k : n, 1.0f, a->din[0], k));
+    if (a->din[1] && at->trans_b) OTL_TRY(otl_sgemm(true, false, n, k, m, at->alpha, dY, n, A, k, 1.0f, a->din[1], k));
+    if (a->din[1] && !at->trans_b) OTL_TRY(otl_sgemm(true, false, k, n, m, at->alpha, A, k, dY, n, 1.0f, a->din[1], n));
+    if (f->n->n_in > 2 && a->din[2]) {
+        const otl_tinfo *ct = IN_T(f, 2);
+        const int64_t cm = ct->rank >= 2 ? ct->dims[ct->rank - 2] : 1, cn = ct->rank >= 1 ? ct->dims[ct->rank - 1] : 1;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) a->din[2][(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)] += at->beta * dY[i * n + j];
+    }
+    return NULL;
+}

@@ -1,5 +1,5 @@
 /* Head training on the CPU: oneDNN's sgemm for the Linear layers, and
- * torch.optim's Adam and SGD updates, in place on the caller's parameters. */
+ * torch.optim's Adam and SGD updates (optim.c), in place on the caller's parameters. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -7,6 +7,7 @@
 
 #include "cpu_kernels.h"
 #include "head_backend.h"
+#include "optim.h"
 
 typedef struct {
     otl_head_config c;
@@ -107,50 +108,18 @@ static onnxtl_status *backward(cpu_head *h, int n) {
     return NULL;
 }
 
-/* torch.optim.Adam's update, in float as torch computes it. */
-static void adam_step(cpu_head *h) {
+static void optimizer_step(cpu_head *h) {
     const otl_head_config *c = &h->c;
     h->steps++;
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    const double bc1 = 1.0 - pow(0.9, (double)h->steps), bc2 = 1.0 - pow(0.999, (double)h->steps);
-    const float step_size = (float)(c->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float one_b1 = (float)(1.0 - 0.9), one_b2 = (float)(1.0 - 0.999), wd = c->weight_decay;
-    float *g = h->grads, *m = h->m, *v = h->v, *p = h->params;
-    const size_t n = h->n_params;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
-        m[i] = m[i] * b1 + one_b1 * gi;
-        v[i] = v[i] * b2 + one_b2 * gi * gi;
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        p[i] = p[i] + -step_size * (m[i] / denom);
-    }
-}
-
-/* torch.optim.SGD's update: the first step seeds the momentum buffer. */
-static void sgd_step(cpu_head *h) {
-    const otl_head_config *c = &h->c;
-    const bool first = h->steps++ == 0;
-    const float lr = c->lr, mom = c->momentum, wd = c->weight_decay;
-    float *g = h->grads, *buf = h->m, *p = h->params;
-    const size_t n = h->n_params;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
-        if (mom != 0.0f) {
-            buf[i] = first ? d : buf[i] * mom + d;
-            d = buf[i];
-        }
-        p[i] = p[i] + -lr * d;
-    }
+    if (c->adam) otl_adam_update(c->lr, c->weight_decay, h->steps, h->params, h->grads, h->m, h->v, h->n_params);
+    else otl_sgd_update(c->lr, c->momentum, c->weight_decay, h->steps == 1, h->params, h->grads, h->m, h->n_params);
 }
 
 static onnxtl_status *cpu_head_step(void *state, const float *dlogits, int n) {
     cpu_head *h = state;
     memcpy(h->act.dz, dlogits, sizeof(float) * (size_t)n * (size_t)h->c.dims[h->c.n_layers]);
     OTL_TRY(backward(h, n));
-    if (h->c.adam) adam_step(h);
-    else sgd_step(h);
+    optimizer_step(h);
     return NULL;
 }
 

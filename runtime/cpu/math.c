@@ -204,3 +204,14 @@ onnxtl_status *otl_cpu_scatternd(const otl_kernel_args *a) {
     }
     return NULL;
 }
+
+/* Relu passes the gradient where its output is positive (torch's threshold_backward). */
+onnxtl_status *otl_cpu_relu_backward(const otl_grad_args *a) {
+    if (!a->din[0]) return NULL;
+    const int64_t count = otl_tinfo_count(OUT_T(&a->f, 0));
+    const float *y = a->f.out[0], *dy = a->dout[0];
+    float *dx = a->din[0];
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < count; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    return NULL;
+}

@@ -213,3 +213,29 @@ onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
     }
     return NULL;
 }
+
+/* Each output's gradient goes to its window's largest input, the first of
+ * equal ones as torch picks it; planes run in parallel, each on its own. */
+onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_tinfo *x = IN_T(f, 0);
+    const otl_attrs *at = &f->n->attrs;
+    otl_window w;
+    OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
+    if (!a->din[0]) return NULL;
+    const int64_t planes = x->dims[0] * x->dims[1];
+    const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
+    const float *dY = a->dout[0];
+    float *dX = a->din[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        int64_t o[3], i = p * out_plane;
+        for (o[0] = 0; o[0] < w.out[0]; o[0]++)
+            for (o[1] = 0; o[1] < w.out[1]; o[1]++)
+                for (o[2] = 0; o[2] < w.out[2]; o[2]++, i++) {
+                    const int64_t best = max_window_index(f->in[0], ONNXTL_FLOAT, p * in_plane, &w, o);
+                    if (best >= 0) dX[p * in_plane + best] += dY[i];
+                }
+    }
+    return NULL;
+}

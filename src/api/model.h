@@ -7,6 +7,8 @@
 #include "onnxtl.h"
 
 const otl_graph *otl_model_graph(const onnxtl_model *m);
+/* A model for training: its graph as written (otl_graph_load_as_written). */
+onnxtl_status *otl_model_load_as_written(const char *path, onnxtl_model **out);
 
 /* A plan of the model computing values, built with the CPU as the evaluator
  * of constant subgraphs: for shapes and memory, not for running.  inputs

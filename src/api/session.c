@@ -50,6 +50,12 @@ onnxtl_status *onnxtl_model_load(const char *path, onnxtl_model **out) {
     return model_of(st, g, out);
 }
 
+onnxtl_status *otl_model_load_as_written(const char *path, onnxtl_model **out) {
+    otl_graph *g = NULL;
+    onnxtl_status *st = otl_graph_load_as_written(path, &g);
+    return model_of(st, g, out);
+}
+
 onnxtl_status *onnxtl_model_load_memory(const void *data, size_t size, const char *name, onnxtl_model **out) {
     if (!data || !name || !out) return otl_error(ONNXTL_ERR_ARG, "onnxtl_model_load_memory: NULL argument");
     otl_graph *g = NULL;

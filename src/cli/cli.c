@@ -58,6 +58,14 @@ bool cli_help_asked(int argc, char **argv, const char *help) {
     return true;
 }
 
+int cli_parse_float(const char *cmd, const char *opt, const char *v, float *out) {
+    char *end;
+    float x = v ? strtof(v, &end) : 0;
+    if (!v || !*v || *end || x != x) return cli_usage(cmd, "%s needs a number, got '%s'", opt, v ? v : "");
+    *out = x;
+    return 0;
+}
+
 size_t cli_line_count(const char *text) {
     size_t n = 0;
     for (; *text; text++) n += *text == '\n';

@@ -16,6 +16,8 @@ void cli_log_line(void *ctx, const char *line);
 void cli_message(const char *label, const char *text);
 /* Prints "onnxtl: error: <message>" to stderr, releases st, and returns EXIT_FAIL. */
 int cli_fail(onnxtl_status *st);
+/* A number for opt: 0, or a usage error (EXIT_USAGE) naming cmd. */
+int cli_parse_float(const char *cmd, const char *opt, const char *v, float *out);
 /* The number of newline-terminated lines in text. */
 size_t cli_line_count(const char *text);
 /* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */

@@ -50,14 +50,6 @@ typedef struct {
     bool quiet, json;
 } fit_args;
 
-static int parse_float(const char *opt, const char *v, float *out) {
-    char *end;
-    float x = v ? strtof(v, &end) : 0;
-    if (!v || !*v || *end || x != x) return cli_usage("fit-head", "%s needs a number, got '%s'", opt, v ? v : "");
-    *out = x;
-    return 0;
-}
-
 /* --hidden A,B: two positive sizes. */
 static int parse_hidden(const char *v, int *hidden) {
     char extra;
@@ -81,10 +73,10 @@ static int parse_value(fit_args *a, const char *opt, const char *v) {
     else if (!strcmp(opt, "--save-weights")) a->o.save_weights = v;
     else if (!strcmp(opt, "--log")) t->log = v;
     else if (!strcmp(opt, "--report")) a->o.report = v;
-    else if (!strcmp(opt, "--lr")) return parse_float(opt, v, &t->lr);
-    else if (!strcmp(opt, "--momentum")) return parse_float(opt, v, &t->momentum);
-    else if (!strcmp(opt, "--weight-decay")) return parse_float(opt, v, &t->weight_decay);
-    else if (!strcmp(opt, "--dropout")) return parse_float(opt, v, &t->dropout);
+    else if (!strcmp(opt, "--lr")) return cli_parse_float("fit-head", opt, v, &t->lr);
+    else if (!strcmp(opt, "--momentum")) return cli_parse_float("fit-head", opt, v, &t->momentum);
+    else if (!strcmp(opt, "--weight-decay")) return cli_parse_float("fit-head", opt, v, &t->weight_decay);
+    else if (!strcmp(opt, "--dropout")) return cli_parse_float("fit-head", opt, v, &t->dropout);
     else if (!strcmp(opt, "--batch")) return cli_parse_int("fit-head", opt, v, 1, 1 << 16, &t->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(opt, "--epochs")) return cli_parse_int("fit-head", opt, v, 1, 1 << 20, &t->epochs) ? 0 : EXIT_USAGE;
     else if (!strcmp(opt, "--threads")) return cli_parse_int("fit-head", opt, v, 1, 1024, &t->threads) ? 0 : EXIT_USAGE;

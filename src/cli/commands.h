@@ -8,6 +8,7 @@ int cmd_extract(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_fit_head(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 

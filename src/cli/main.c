@@ -20,6 +20,8 @@ static const char usage_text[] =
     "  features FILE [--npy PREFIX]    describe a features file, or export it for NumPy\n"
     "  merge OUT IN...                 merge the shards of one extraction\n"
     "  fit-head FEATURES               train a new classifier head, write model.onnx\n"
+    "  train MODEL DATA_DIR            train a whole network on image folders (from scratch\n"
+    "                                  or a full fine-tune), write trained.onnx\n"
     "  run MODEL IMAGE_OR_DIR...       classify JPEGs with a fine-tuned model\n"
     "  eval MODEL DATA_DIR             accuracy, precision/recall and confusion matrix\n"
     "\n"
@@ -46,6 +48,7 @@ static const struct {
 } commands[] = {
     {"info", cmd_info},   {"infer", cmd_infer},       {"extract", cmd_extract}, {"features", cmd_features},
     {"merge", cmd_merge}, {"fit-head", cmd_fit_head}, {"run", cmd_run},         {"eval", cmd_eval},
+    {"train", cmd_train},
 };
 
 int main(int argc, char **argv) {

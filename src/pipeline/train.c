@@ -96,9 +96,7 @@ onnxtl_status *otl_head_save_npy(const otl_head *h, const char *dir) {
 
 /* ---- the loss ---- */
 
-/* Mean softmax cross-entropy of logits against labels; dlogits gets its gradient.
- * Returns the summed loss; *correct counts argmax hits. */
-static double cross_entropy(const float *logits, const int *labels, int n, int c, float *dlogits, int *correct) {
+double otl_cross_entropy(const float *logits, const int *labels, int n, int c, float *dlogits, int *correct) {
     double loss = 0;
     for (int i = 0; i < n; i++) {
         const float *x = logits + (size_t)i * c;
@@ -160,20 +158,22 @@ static onnxtl_status *evaluate(trainer *t, double *loss, double *acc) {
         int n = t->n_eval - s < (size_t)t->cap ? (int)(t->n_eval - s) : t->cap;
         gather(t, t->eval + s, n);
         OTL_TRY(t->be->forward(t->state, t->x, n, NULL, t->logits));
-        sum += cross_entropy(t->logits, t->labels, n, c, NULL, &correct);
+        sum += otl_cross_entropy(t->logits, t->labels, n, c, NULL, &correct);
     }
     *loss = t->n_eval ? sum / (double)t->n_eval : -1;
     *acc = t->n_eval ? (double)correct / (double)t->n_eval : -1;
     return NULL;
 }
 
-static void shuffle(uint64_t *x, size_t n, rng *r) {
+void otl_shuffle(uint64_t *x, size_t n, uint64_t *state) {
+    rng r = {*state};
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(rng_next(r) % i);
+        size_t j = (size_t)(rng_next(&r) % i);
         uint64_t tmp = x[i - 1];
         x[i - 1] = x[j];
         x[j] = tmp;
     }
+    *state = r.s;
 }
 
 static onnxtl_status *split_rows(trainer *t, otl_train_result *r) {
@@ -237,7 +237,7 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     const size_t n_steps = (t->n_train + (size_t)o->batch - 1) / (size_t)o->batch;
     const otl_events *ev = n_steps > 50 ? o->events : NULL;
     otl_events_progress(ev, what, "step", 0, n_steps);
-    if (o->shuffle) shuffle(t->train, t->n_train, r);
+    if (o->shuffle) otl_shuffle(t->train, t->n_train, &r->s);
     double sum = 0;
     int correct = 0;
     for (size_t s = 0, step = 0; s < t->n_train; s += (size_t)o->batch, step++) {
@@ -245,7 +245,7 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
         gather(t, t->train + s, n);
         OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
         const int before = correct;
-        double l = cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
+        double l = otl_cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
         if (!isfinite(l)) return otl_error(ONNXTL_ERR_RUNTIME, "the loss became non-finite at epoch %d; lower --lr", epoch);
         sum += l;
         ++*steps;
@@ -285,7 +285,7 @@ static onnxtl_status *check_finite(const otl_features *f) {
                      (long long)first_bad, otl_features_meta_of(f)->images[tag.image].path);
 }
 
-static void log_epoch(FILE *log, const otl_epoch_figures *e) {
+void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e) {
     fprintf(log, "{\"epoch\": %d, \"train_loss\": %.9g, \"train_accuracy\": %.6f", e->epoch, e->train_loss, e->train_acc);
     if (e->eval_split)
         fprintf(log, ", \"%s_loss\": %.9g, \"%s_accuracy\": %.6f", e->eval_split, e->eval_loss, e->eval_split, e->eval_acc);
@@ -307,7 +307,7 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
         const otl_epoch_figures figures = {e, o->epochs, loss, acc, tl, ta,
                                            t->n_eval ? otl_split_names[r->eval_split] : NULL};
         otl_events_epoch(o->events, &figures);
-        if (log) log_epoch(log, &figures);
+        if (log) otl_train_log_epoch(log, &figures);
         if (o->history) st = otl_train_history_add_epoch(o->history, &figures);
         bool keep = o->keep_last || !t->n_eval || ta > best_acc;
         if (keep) {

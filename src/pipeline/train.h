@@ -5,6 +5,7 @@
 #define OTL_TRAIN_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "events.h"
@@ -64,6 +65,16 @@ typedef struct {
     int eval_split;               /* SPLIT_TEST, SPLIT_VAL or -1 */
     size_t train_rows, eval_rows;
 } otl_train_result;
+
+/* Mean softmax cross-entropy of n rows of c logits against labels, as
+ * torch's CrossEntropyLoss: returns the summed loss (divide by n for the
+ * mean); dlogits (if not NULL) gets the mean's gradient; *correct counts
+ * argmax hits. */
+double otl_cross_entropy(const float *logits, const int *labels, int n, int c, float *dlogits, int *correct);
+/* Fisher-Yates over x, drawing from a splitmix64 stream whose state is *state. */
+void otl_shuffle(uint64_t *x, size_t n, uint64_t *state);
+/* One --log line for an epoch's figures. */
+void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e);
 
 /* Trains h on f's training rows (split train, or all when unsplit) and
  * evaluates each epoch on the test (else val) split. */

@@ -1,0 +1,328 @@
+/* The CPU trainer (runtime/trainer.h): forward kernels from the backend's
+ * table on ONNX-order buffers, one gradient kernel per op that has one. */
+#include "trainer.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "cpu_kernels.h"
+#include "optim.h"
+
+struct otl_trainer {
+    otl_trainer_config c;
+    int n_values;      /* of the graph */
+    int *slot;         /* per value: its parameter, or -1 */
+    int *param_value;  /* per parameter */
+    size_t *offset;    /* per parameter, into the blocks below; [n_params] is their size */
+    size_t n_params;
+    float *params, *grads, *m, *v;
+    int64_t steps, forwards;
+};
+
+struct otl_tape {
+    otl_trainer *t;
+    const otl_plan *plan;
+    void **act;      /* per value: its buffer (a constant's data, a parameter's slot) */
+    float **grad;    /* per value: its gradient, for activations */
+    uint8_t **keep;  /* per step: a training Dropout's mask */
+    float *workspace;
+    void *buffers;   /* one allocation behind act and grad */
+    bool trained;    /* the last forward was a training one */
+};
+
+/* The gradient of each op the trainer differentiates; NULL: it passes the
+ * gradient through unchanged (a copy of its input's data). */
+typedef onnxtl_status *(*grad_fn)(const otl_grad_args *a);
+typedef struct {
+    bool has;
+    grad_fn fn;
+} op_grad;
+
+static const op_grad grads_of[OP_COUNT] = {
+    [OP_CONV] = {true, otl_cpu_conv_backward},   [OP_GEMM] = {true, otl_cpu_gemm_backward},
+    [OP_RELU] = {true, otl_cpu_relu_backward},   [OP_MAXPOOL] = {true, otl_cpu_maxpool_backward},
+    [OP_FLATTEN] = {true, NULL},                 [OP_RESHAPE] = {true, NULL},
+    [OP_IDENTITY] = {true, NULL},                [OP_DROPOUT] = {true, NULL},
+};
+
+bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_n) {
+    const otl_node *n = otl_plan_step(plan, step);
+    const otl_tinfo *t = plan->t;
+    const char *lacks = NULL;
+    if (n->op >= OP_COUNT || !grads_of[n->op].has) lacks = "no gradient for this op yet";
+    else if (t[n->out[0]].dtype != ONNXTL_FLOAT) lacks = "its output is not float";
+    else if (n->op == OP_GEMM && n->attrs.trans_a) lacks = "Gemm with transA=1";
+    else if (n->op == OP_MAXPOOL && n->n_out > 1 && n->out[1] >= 0) lacks = "MaxPool with an Indices output";
+    /* a node without a name is named by its output */
+    if (lacks) snprintf(why, why_n, "%s node '%s': %s", otl_op_name(n->op), *n->name ? n->name : plan->g->values[n->out[0]].name,
+                        lacks);
+    return !lacks;
+}
+
+/* The inputs a step trains: a Conv's weights and bias, a Gemm's B and C. */
+static bool trains_input(const otl_node *n, int k) {
+    return (n->op == OP_CONV || n->op == OP_GEMM) && (k == 1 || k == 2);
+}
+
+static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
+    const int n_values = plan->g->n_values;
+    t->n_values = n_values;
+    t->slot = malloc(sizeof *t->slot * ((size_t)n_values + 1));
+    t->param_value = malloc(sizeof *t->param_value * ((size_t)n_values + 1));
+    t->offset = malloc(sizeof *t->offset * ((size_t)n_values + 2));
+    if (!t->slot || !t->param_value || !t->offset) return otl_nomem();
+    for (int v = 0; v < n_values; v++) t->slot[v] = -1;
+    t->offset[0] = 0;
+    for (int i = 0; i < plan->n_steps; i++) {
+        const otl_node *n = otl_plan_step(plan, i);
+        for (int k = 0; k < n->n_in; k++) {
+            const int v = n->in[k];
+            if (v < 0 || !trains_input(n, k) || !plan->t[v].data || plan->t[v].dtype != ONNXTL_FLOAT || t->slot[v] >= 0)
+                continue;
+            t->slot[v] = (int)t->n_params;
+            t->param_value[t->n_params] = v;
+            if (!otl_add_size(t->offset[t->n_params], (size_t)otl_tinfo_count(&plan->t[v]), &t->offset[t->n_params + 1]))
+                return otl_error(ONNXTL_ERR_MODEL, "the parameters do not fit in memory");
+            t->n_params++;
+        }
+    }
+    return NULL;
+}
+
+static onnxtl_status *alloc_blocks(otl_trainer *t, const otl_plan *plan) {
+    const size_t n = t->offset[t->n_params] + 1;
+    t->params = malloc(n * sizeof(float));
+    t->grads = calloc(n, sizeof(float));
+    t->m = calloc(n, sizeof(float));
+    t->v = t->c.adam ? calloc(n, sizeof(float)) : NULL;
+    if (!t->params || !t->grads || !t->m || (t->c.adam && !t->v))
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu parameters with their gradients and moments", n - 1);
+    for (size_t i = 0; i < t->n_params; i++)
+        memcpy(t->params + t->offset[i], plan->t[t->param_value[i]].data, otl_tinfo_bytes(&plan->t[t->param_value[i]]));
+    return NULL;
+}
+
+onnxtl_status *otl_trainer_create(const otl_plan *plan, const otl_trainer_config *c, otl_trainer **out) {
+    otl_trainer *t = calloc(1, sizeof *t);
+    if (!t) return otl_nomem();
+    t->c = *c;
+    onnxtl_status *st = find_params(t, plan);
+    if (!st && !t->n_params) st = otl_error(ONNXTL_ERR_MODEL, "no Conv or Gemm parameters to train");
+    if (!st) st = alloc_blocks(t, plan);
+    if (st) {
+        otl_trainer_release(t);
+        return st;
+    }
+    *out = t;
+    return NULL;
+}
+
+size_t otl_trainer_param_count(const otl_trainer *t) { return t->n_params; }
+int otl_trainer_param_value(const otl_trainer *t, size_t i) { return t->param_value[i]; }
+const float *otl_trainer_param_data(const otl_trainer *t, size_t i) { return t->params + t->offset[i]; }
+
+void otl_trainer_step(otl_trainer *t) {
+    const size_t n = t->offset[t->n_params];
+    t->steps++;
+    omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
+    if (t->c.adam) otl_adam_update(t->c.lr, t->c.weight_decay, t->steps, t->params, t->grads, t->m, t->v, n);
+    else otl_sgd_update(t->c.lr, t->c.momentum, t->c.weight_decay, t->steps == 1, t->params, t->grads, t->m, n);
+    memset(t->grads, 0, n * sizeof(float));
+}
+
+void otl_trainer_release(otl_trainer *t) {
+    if (!t) return;
+    free(t->slot);
+    free(t->param_value);
+    free(t->offset);
+    free(t->params);
+    free(t->grads);
+    free(t->m);
+    free(t->v);
+    free(t);
+}
+
+/* Activations and their gradients, every one kept for the backward pass. */
+static onnxtl_status *alloc_tape(otl_tape *tp) {
+    const otl_plan *p = tp->plan;
+    const int nv = p->g->n_values;
+    size_t total = 0, ws = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0;
+        for (int v = 0; v < nv; v++) {
+            if (p->t[v].data || p->t[v].rank < 0) continue;
+            const size_t bytes = (otl_tinfo_bytes(&p->t[v]) + 63) & ~(size_t)63;
+            if (pass) tp->act[v] = (char *)tp->buffers + at, tp->grad[v] = (float *)((char *)tp->buffers + at + bytes);
+            if (!otl_add_size(at, 2 * bytes, &at)) return otl_error(ONNXTL_ERR_NOMEM, "activations overflow");
+        }
+        if (!pass && !(tp->buffers = aligned_alloc(64, (total = at) + 64)))
+            return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of training activations; try a smaller batch",
+                             total);
+    }
+    for (int v = 0; v < nv; v++) {
+        if (tp->t->slot[v] >= 0) tp->act[v] = tp->t->params + tp->t->offset[tp->t->slot[v]];
+        else if (p->t[v].data) tp->act[v] = (void *)p->t[v].data; /* constants are only read */
+    }
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        size_t w = otl_cpu_workspace_floats(n, p->t), b = otl_cpu_backward_workspace_floats(n, p->t);
+        ws = w > ws ? w : ws;
+        ws = b > ws ? b : ws;
+    }
+    if (!(tp->workspace = malloc((ws + 1) * sizeof(float)))) return otl_nomem();
+    return NULL;
+}
+
+onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **out) {
+    otl_tape *tp = calloc(1, sizeof *tp);
+    if (!tp) return otl_nomem();
+    tp->t = t;
+    tp->plan = plan;
+    const size_t nv = (size_t)plan->g->n_values + 1;
+    tp->act = calloc(nv, sizeof *tp->act);
+    tp->grad = calloc(nv, sizeof *tp->grad);
+    tp->keep = calloc((size_t)plan->n_steps + 1, sizeof *tp->keep);
+    onnxtl_status *st = tp->act && tp->grad && tp->keep ? NULL : otl_nomem();
+    if (!st && plan->n_inputs != 1) st = otl_error(ONNXTL_ERR_MODEL, "training needs a model with one input");
+    if (!st) st = alloc_tape(tp);
+    if (st) {
+        otl_tape_release(tp);
+        return st;
+    }
+    *out = tp;
+    return NULL;
+}
+
+void otl_tape_release(otl_tape *tp) {
+    if (!tp) return;
+    for (int i = 0; tp->keep && i < tp->plan->n_steps; i++) free(tp->keep[i]);
+    free(tp->keep);
+    free(tp->act);
+    free(tp->grad);
+    free(tp->workspace);
+    free(tp->buffers);
+    free(tp);
+}
+
+/* splitmix64's finaliser: a counter-based hash, so a mask is a function of
+ * where it is, not of the order it is drawn in. */
+static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float dropout_ratio(const otl_tape *tp, const otl_node *n) {
+    if (n->opset < 12) return n->attrs.ratio;
+    const otl_tinfo *r = n->n_in > 1 && n->in[1] >= 0 ? &tp->plan->t[n->in[1]] : NULL;
+    return r && r->data && r->dtype == ONNXTL_FLOAT ? *(const float *)r->data : 0.5f;
+}
+
+/* Inverted dropout as torch applies it: an element is kept with probability
+ * 1 - ratio and then scaled by 1 / (1 - ratio). */
+static onnxtl_status *dropout_forward(otl_tape *tp, int step, const otl_node *n, const float *x, float *y) {
+    const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
+    const float ratio = dropout_ratio(tp, n), scale = ratio < 1.0f ? 1.0f / (1.0f - ratio) : 0.0f;
+    if (!tp->keep[step] && !(tp->keep[step] = malloc((size_t)count + 1))) return otl_nomem();
+    uint8_t *keep = tp->keep[step];
+    const uint64_t key = mix(tp->t->c.seed ^ mix((uint64_t)tp->t->forwards * 0x9e3779b97f4a7c15ull + (uint64_t)step));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        keep[i] = (double)(mix(key + (uint64_t)i) >> 11) * 0x1.0p-53 >= ratio;
+        y[i] = keep[i] ? x[i] * scale : 0.0f;
+    }
+    return NULL;
+}
+
+static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
+    const otl_plan *p = tp->plan;
+    const otl_node *n = otl_plan_step(p, i);
+    const void *in[8] = {0};
+    void *out[8] = {0};
+    if (n->n_in > 8 || n->n_out > 8) return otl_error(ONNXTL_ERR_UNSUPPORTED, "node '%s': too many inputs", n->name);
+    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? tp->act[n->in[k]] : NULL;
+    for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? tp->act[n->out[k]] : NULL;
+    /* Dropout follows the trainer, whatever the model's training_mode input says */
+    if (n->op == OP_DROPOUT) {
+        const size_t count = (size_t)otl_tinfo_count(&p->t[n->out[0]]);
+        if (training && tp->t->c.dropout) OTL_TRY(dropout_forward(tp, i, n, in[0], out[0]));
+        else { /* a pass that does not drop forgets the last mask */
+            free(tp->keep[i]);
+            tp->keep[i] = NULL;
+            memcpy(out[0], in[0], count * sizeof(float));
+        }
+        if (n->n_out > 1 && out[1]) { /* the optional mask output, bool */
+            if (tp->keep[i]) memcpy(out[1], tp->keep[i], count);
+            else memset(out[1], 1, count);
+        }
+        return NULL;
+    }
+    otl_kernel_args a = {n, p->t, in, out, tp->workspace, false};
+    return otl_cpu_run_kernel(&a);
+}
+
+onnxtl_status *otl_tape_forward(otl_tape *tp, const float *x, bool training, const float **out) {
+    const otl_plan *p = tp->plan;
+    omp_set_num_threads(tp->t->c.threads > 0 ? tp->t->c.threads : omp_get_num_procs());
+    tp->act[p->inputs[0]] = (void *)x;
+    if (training) tp->t->forwards++;
+    for (int i = 0; i < p->n_steps; i++) {
+        onnxtl_status *st = run_forward(tp, i, training);
+        if (st) return otl_error_wrap(st, "node '%s'", otl_plan_step(p, i)->name);
+    }
+    tp->trained = training;
+    *out = tp->act[p->outputs[0]];
+    return NULL;
+}
+
+/* Where input k's gradient goes: a parameter's slot, an activation's
+ * buffer, or nowhere (a constant, or the network's input). */
+static float *gradient_of(const otl_tape *tp, int v) {
+    if (v < 0) return NULL;
+    if (tp->t->slot[v] >= 0) return tp->t->grads + tp->t->offset[tp->t->slot[v]];
+    if (tp->plan->t[v].data || v == tp->plan->inputs[0]) return NULL;
+    return tp->grad[v];
+}
+
+static void pass_through(const otl_tape *tp, int i, const otl_node *n, const float *dy, float *dx) {
+    const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
+    const uint8_t *keep = n->op == OP_DROPOUT ? tp->keep[i] : NULL;
+    const float ratio = keep ? dropout_ratio(tp, n) : 0.0f, scale = ratio < 1.0f ? 1.0f / (1.0f - ratio) : 0.0f;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t k = 0; k < count; k++) dx[k] += keep ? (keep[k] ? dy[k] * scale : 0.0f) : dy[k];
+}
+
+static onnxtl_status *run_backward(otl_tape *tp, int i) {
+    const otl_plan *p = tp->plan;
+    const otl_node *n = otl_plan_step(p, i);
+    const void *in[8] = {0};
+    void *out[8] = {0};
+    const float *dout[8] = {0};
+    float *din[8] = {0};
+    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? tp->act[n->in[k]] : NULL, din[k] = gradient_of(tp, n->in[k]);
+    for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? tp->act[n->out[k]] : NULL;
+    dout[0] = tp->grad[n->out[0]];
+    if (!grads_of[n->op].fn) {
+        if (din[0]) pass_through(tp, i, n, dout[0], din[0]);
+        return NULL;
+    }
+    otl_grad_args a = {{n, p->t, in, out, tp->workspace, false}, dout, din};
+    return grads_of[n->op].fn(&a);
+}
+
+onnxtl_status *otl_tape_backward(otl_tape *tp, const float *dout) {
+    const otl_plan *p = tp->plan;
+    omp_set_num_threads(tp->t->c.threads > 0 ? tp->t->c.threads : omp_get_num_procs());
+    for (int v = 0; v < p->g->n_values; v++)
+        if (tp->grad[v]) memset(tp->grad[v], 0, otl_tinfo_bytes(&p->t[v]));
+    const int y = p->outputs[0];
+    memcpy(tp->grad[y], dout, otl_tinfo_bytes(&p->t[y]));
+    for (int i = p->n_steps - 1; i >= 0; i--) {
+        onnxtl_status *st = run_backward(tp, i);
+        if (st) return otl_error_wrap(st, "the gradient of node '%s'", otl_plan_step(p, i)->name);
+    }
+    return NULL;
+}

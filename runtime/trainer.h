@@ -1,0 +1,50 @@
+/* Training a network's parameters on the CPU.  A tape runs the plan forward
+ * keeping every activation, then each step's gradient kernel in reverse
+ * (runtime/cpu/train.c), and the trainer applies torch.optim's update.  The
+ * parameters are the float constants a Conv (weights, bias) or a Gemm (B,
+ * C) reads, copied into one block; their gradients and the optimizer's
+ * moments take one block each. */
+#ifndef OTL_TRAINER_H
+#define OTL_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "plan.h"
+
+typedef struct {
+    bool adam; /* else SGD with momentum */
+    float lr, momentum, weight_decay;
+    bool dropout;  /* Dropout nodes drop while training; false: they pass everything (parity tests) */
+    uint64_t seed; /* of dropout's masks: a hash of (seed, forward pass, node, element) */
+    int threads;   /* 0: all cores */
+} otl_trainer_config;
+
+typedef struct otl_trainer otl_trainer;
+typedef struct otl_tape otl_tape;
+
+/* Whether step i of plan has a gradient here; if not, why says what is missing. */
+bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_n);
+
+/* The parameters of plan's graph, read from plan (any plan of the graph:
+ * shapes differ by batch only, and parameters are shared by all of them). */
+onnxtl_status *otl_trainer_create(const otl_plan *plan, const otl_trainer_config *c, otl_trainer **out);
+size_t otl_trainer_param_count(const otl_trainer *t);
+/* Parameter i: its value in the graph, and its data as trained so far. */
+int otl_trainer_param_value(const otl_trainer *t, size_t i);
+const float *otl_trainer_param_data(const otl_trainer *t, size_t i);
+/* One optimizer update from the gradients added since the last, which it then zeroes. */
+void otl_trainer_step(otl_trainer *t);
+void otl_trainer_release(otl_trainer *t);
+
+/* One batch size's activations and gradients, over plan (which must outlive it). */
+onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **out);
+/* Runs the plan on x (its one input); training: Dropout drops.  *out is the
+ * plan's first output, valid until the next forward. */
+onnxtl_status *otl_tape_forward(otl_tape *tp, const float *x, bool training, const float **out);
+/* Adds into the trainer's gradients those of the last forward, given the
+ * gradient of the loss with respect to its first output. */
+onnxtl_status *otl_tape_backward(otl_tape *tp, const float *dout);
+void otl_tape_release(otl_tape *tp);
+
+#endif

@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""onnxtl train against torch, on real photos from ../shared.
+
+* Step parity: the small CNN of tools/export_small_cnn.py trained from scratch
+  at 64x64 with the same initial weights (read from the ONNX file), dropout
+  off and the images in a fixed order: every step's loss and the final
+  weights within 1e-4 relative of torch's, over 52 steps (batch 2), with SGD
+  (momentum, weight decay) and Adam (weights within 1e-3 norm-wise there:
+  see test_small_cnn for why no float32 Adam gets closer).
+* Gradients of every op with a backward pass, one SGD step on small models
+  against torch.autograd: Conv with groups, strides, asymmetric padding and
+  dilation, MaxPool with padding and ceil_mode, Gemm with transB 0 and 1 and
+  alpha, beta, Relu, Flatten, Reshape and Dropout.
+* The trained model is standard ONNX: ONNX Runtime runs it and agrees with
+  onnxtl within 1e-4.
+* Dropout drops in training (with the mask torch's inverted dropout implies).
+* A model it cannot train is refused in one line naming the node.
+
+usage: train_tests.py ONNXTL SHARED_DATA
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from export_small_cnn import small_cnn  # noqa: E402
+from extract_tests import failed_count, model, report, subset  # noqa: E402
+
+MODELS = os.path.join(HERE, "..", "build", "models")
+SMALL = ["--resize", "64x64", "--crop", "none", "--mean", "0,0,0", "--std", "1,1,1"]
+BATCH = 2  # 26 photos, 4 epochs: 52 steps
+torch.set_num_threads(2)
+
+
+def sh(*args):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True)
+
+
+def small_cnn_path():
+    path = os.path.join(MODELS, "small_cnn.onnx")
+    if not os.path.exists(path):
+        os.makedirs(MODELS, exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "..", "tools", "export_small_cnn.py"), "--out", path],
+                       check=True)
+    return path
+
+
+def weights(path):
+    return {t.name: numpy_helper.to_array(t).copy() for t in onnx.load(path).graph.initializer}
+
+
+def train_images(data, size=64):
+    """ImageFolder's order (classes, then files, sorted), as Resize([size, size]) + ToTensor give them."""
+    xs, ys = [], []
+    root = os.path.join(data, "train")
+    for label, cls in enumerate(sorted(os.listdir(root))):
+        for f in sorted(os.listdir(os.path.join(root, cls))):
+            img = Image.open(os.path.join(root, cls, f)).convert("RGB").resize((size, size), Image.BILINEAR)
+            xs.append(np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0)
+            ys.append(label)
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
+
+
+def torch_steps(net, params, make_opt, x, y, batch, epochs):
+    opt = make_opt(params)
+    losses = []
+    for _ in range(epochs):
+        for s in range(0, len(x), batch):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x[s:s + batch]), y[s:s + batch])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def ours(onnxtl, mdl, data, out, *flags):
+    log = out + ".log"
+    r = sh(onnxtl, "train", mdl, data, "-o", out, "--no-shuffle", "--no-dropout", "--log", log, "--quiet", *flags)
+    if r.returncode:
+        return None, r.stderr.strip()
+    steps = [json.loads(line) for line in open(log)]
+    return [s["loss"] for s in steps if "step" in s], ""
+
+
+def relative(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def torch_train(w0, make_opt, x, y, dtype):
+    net = small_cnn(2).eval().to(dtype)  # eval: dropout off
+    net.load_state_dict({k: torch.from_numpy(v).to(dtype) for k, v in w0.items()})
+    losses = torch_steps(net, net.parameters(), make_opt, x.to(dtype), y, BATCH, 4)
+    return losses, {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
+
+
+def norm_relative(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def test_small_cnn(onnxtl, shared, d):
+    """SGD: losses and weights within 1e-4 of torch's.  Adam divides each gradient by its own running size, so
+    where a gradient is near zero its update follows the last bits of the sums, which no two float32
+    implementations share: here torch in float32 itself drifts from torch in float64 by 1e-4 to 8e-3 in the
+    weights (norm-wise, per tensor) over 50 steps.  onnxtl's Adam must match torch's losses within 1e-4 at every
+    step and its weights within 1e-3 norm-wise; a wrong update (bias correction, epsilon) misses both."""
+    mdl = small_cnn_path()
+    data = subset(shared, d, 13, 4)
+    x, y = train_images(data)
+    w0 = weights(mdl)
+    for label, flags, make_opt in (
+            ("Adam lr 1e-5", ["--optim", "adam", "--lr", "1e-5"], lambda p: torch.optim.Adam(p, lr=1e-5)),
+            ("SGD lr 1e-3, momentum 0.9, weight decay 1e-3",
+             ["--optim", "sgd", "--lr", "1e-3", "--momentum", "0.9", "--weight-decay", "1e-3"],
+             lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, weight_decay=1e-3))):
+        out = os.path.join(d, "trained.onnx")
+        losses, err = ours(onnxtl, mdl, data, out, "--batch", str(BATCH), "--epochs", "4", *SMALL, *flags)
+        ref, ref_w = torch_train(w0, make_opt, x, y, torch.float32)
+        if losses is None or len(losses) != len(ref):
+            report(False, f"train the small CNN ({label})", err or f"{len(losses)} steps, torch {len(ref)}")
+            continue
+        loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+        trained = {k: v.astype(np.float64) for k, v in weights(out).items()}
+        if label.startswith("SGD"):
+            w_rel = max(relative(trained[k], ref_w[k]) for k in ref_w)
+            detail, ok = f"weights within {w_rel:.2e} of torch's (limit 1e-4)", w_rel <= 1e-4
+        else:
+            w_rel = max(norm_relative(trained[k], ref_w[k]) for k in ref_w)
+            detail, ok = f"weights within {w_rel:.2e} of torch's, norm-wise (limit 1e-3)", w_rel <= 1e-3
+        report(len(losses) >= 50 and loss_rel <= 1e-4 and ok,
+               f"the small CNN from scratch at 64x64, {label}: every step's loss and the final weights as torch's",
+               f"{len(losses)} steps, losses within {loss_rel:.2e} (limit 1e-4), {detail}")
+
+
+class Gemm(torch.nn.Module):
+    def __init__(self, b, c, trans_b, alpha, beta):
+        super().__init__()
+        self.b, self.c = torch.nn.Parameter(torch.from_numpy(b)), torch.nn.Parameter(torch.from_numpy(c))
+        self.trans_b, self.alpha, self.beta = trans_b, alpha, beta
+
+    def forward(self, x):
+        return self.alpha * (x @ (self.b.t() if self.trans_b else self.b)) + self.beta * self.c
+
+
+def op_model(path, conv, pool, trans_b):
+    """input [N,3,16,16] -> Conv -> Relu -> MaxPool -> Flatten -> Dropout -> Reshape -> Gemm -> logits [N,2]."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(7)
+    groups, out_ch = conv["group"], conv["out"]
+    w = (rng.standard_normal((out_ch, 3 // groups, 3, 3)) * 0.3).astype(np.float32)
+    bias = (rng.standard_normal(out_ch) * 0.1).astype(np.float32)
+    conv_attrs = {k: v for k, v in conv.items() if k != "out"}
+    nodes = [helper.make_node("Conv", ["input", "w", "bias"], ["c"], kernel_shape=[3, 3], **conv_attrs),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], **pool),
+             helper.make_node("Flatten", ["p"], ["f"], axis=1),
+             helper.make_node("Dropout", ["f", "ratio"], ["dr"]),
+             helper.make_node("Reshape", ["dr", "shape"], ["h"])]
+    g = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias"),
+                           numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+                           numpy_helper.from_array(np.array([0, -1], np.int64), "shape")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = onnx.shape_inference.infer_shapes(m)
+    width = next(v for v in m.graph.value_info if v.name == "h").type.tensor_type.shape.dim[1].dim_value
+    b = (rng.standard_normal((2, width) if trans_b else (width, 2)) * 0.1).astype(np.float32)
+    c = (rng.standard_normal(2) * 0.1).astype(np.float32)
+    g.node.append(helper.make_node("Gemm", ["h", "B", "C"], ["logits"], transB=trans_b, alpha=0.7, beta=1.3))
+    g.initializer.extend([numpy_helper.from_array(b, "B"), numpy_helper.from_array(c, "C")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    pads = conv.get("pads", [0, 0, 0, 0])
+    torch_pool = dict(kernel_size=pool["kernel_shape"], stride=pool.get("strides", 1), ceil_mode=bool(pool.get("ceil_mode")),
+                      padding=pool.get("pads", [0, 0, 0, 0])[0])
+
+    def net(x, p):
+        xp = torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+        h = torch.nn.functional.conv2d(xp, p["w"], p["bias"], stride=conv.get("strides", [1, 1]),
+                                       dilation=conv.get("dilations", [1, 1]), groups=groups)
+        h = torch.nn.functional.max_pool2d(torch.relu(h), **torch_pool).flatten(1)
+        return Gemm(b, c, trans_b, 0.7, 1.3).to(h.dtype).forward_with(h, p) if False else \
+            0.7 * (h @ (p["B"].t() if trans_b else p["B"])) + 1.3 * p["C"]
+    return net, {"w": w, "bias": bias, "B": b, "C": c}
+
+
+OP_CASES = [
+    ("Conv groups 3, stride 2, asymmetric padding, dilation 2; MaxPool 3/2 padded, ceil_mode; Gemm transB 1",
+     {"group": 3, "out": 6, "strides": [2, 2], "pads": [1, 2, 2, 1], "dilations": [2, 2]},
+     {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}, 1),
+    ("Conv stride 1, padding 1; MaxPool 2/2; Gemm transB 0",
+     {"group": 1, "out": 4, "pads": [1, 1, 1, 1]}, {"kernel_shape": [2, 2], "strides": [2, 2]}, 0),
+]
+
+
+def test_op_gradients(onnxtl, shared, d):
+    data = subset(shared, os.path.join(d, "ops"), 2, 1)
+    x, y = train_images(data, 16)
+    for i, (label, conv, pool, trans_b) in enumerate(OP_CASES):
+        path = os.path.join(d, f"ops{i}.onnx")
+        net, p0 = op_model(path, conv, pool, trans_b)
+        out = os.path.join(d, f"ops{i}_trained.onnx")
+        losses, err = ours(onnxtl, path, data, out, "--batch", "4", "--epochs", "1", "--optim", "sgd", "--lr", "1",
+                           "--resize", "16x16", "--crop", "none", "--mean", "0,0,0", "--std", "1,1,1")
+        if losses is None:
+            report(False, f"one SGD step through {label}", err)
+            continue
+        p = {k: torch.tensor(v.astype(np.float64), requires_grad=True) for k, v in p0.items()}
+        loss = torch.nn.functional.cross_entropy(net(x.double(), p), y)
+        loss.backward()
+        trained = weights(out)
+        rel = max(relative(p0[k] - trained[k], p[k].grad.numpy()) for k in p0)
+        report(abs(losses[0] - loss.item()) <= 1e-5 * abs(loss.item()) and rel <= 1e-4,
+               f"gradients through {label}, against torch.autograd in float64",
+               f"loss {losses[0]:.7f} vs {loss.item():.7f}, gradients within {rel:.2e} (limit 1e-4)")
+
+
+def test_ort_runs_trained(onnxtl, shared, d):
+    trained = os.path.join(d, "trained.onnx")
+    if not os.path.exists(trained):
+        report(False, "ONNX Runtime runs the trained small CNN", "no trained model")
+        return
+    x = np.random.default_rng(1).random((2, 3, 64, 64), np.float32)
+    xin, ours_out, ref_out = (os.path.join(d, f) for f in ("x.npy", "ours.npy", "ort.npy"))
+    np.save(xin, x)
+    r = sh(onnxtl, "infer", trained, "--input", f"input={xin}", "--output", f"logits={ours_out}")
+    cases = os.path.join(d, "cases.json")
+    json.dump([{"model": trained, "inputs": {"input": xin}, "outputs": {"logits": ref_out}}], open(cases, "w"))
+    o = sh("node", os.path.join(HERE, "ort_run.js"), cases)
+    ok = r.returncode == 0 and o.returncode == 0 and os.path.exists(ref_out)
+    rel = relative(np.load(ours_out), np.load(ref_out)) if ok else 1.0
+    report(ok and rel <= 1e-4, "ONNX Runtime 1.30 runs the trained model and agrees with onnxtl",
+           f"relative {rel:.2e} (limit 1e-4) {r.stderr.strip()[:200]}{o.stderr.strip()[:200]}")
+
+
+def test_dropout_drops(onnxtl, shared, d):
+    """With dropout on, training differs from --no-dropout, and two runs with one seed are identical."""
+    mdl = small_cnn_path()
+    data = subset(shared, os.path.join(d, "drop"), 4, 1)
+    runs = []
+    for flags in (["--seed", "3"], ["--seed", "3"], ["--seed", "3", "--no-dropout"]):
+        log = os.path.join(d, f"drop{len(runs)}.log")
+        r = sh(onnxtl, "train", mdl, data, "-o", os.path.join(d, "drop.onnx"), "--batch", "4", "--epochs", "1",
+               "--lr", "1e-4", "--log", log, "--quiet", *SMALL, *flags)
+        runs.append([json.loads(line)["loss"] for line in open(log) if '"step"' in line] if r.returncode == 0 else None)
+    report(runs[0] is not None and runs[0] == runs[1] and runs[0] != runs[2],
+           "Dropout drops while training, reproducibly for a seed", f"{runs}")
+
+
+def test_refusals(onnxtl, shared, d):
+    from onnx import TensorProto, helper
+    data = subset(shared, os.path.join(d, "refuse"), 2, 1)
+    g = helper.make_graph([helper.make_node("GlobalAveragePool", ["input"], ["p"]),
+                           helper.make_node("Flatten", ["p"], ["f"]),
+                           helper.make_node("Gemm", ["f", "B"], ["logits"], transB=1)], "gap",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(np.ones((2, 3), np.float32), "B")])
+    gap = os.path.join(d, "gap.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), gap)
+    r = sh(onnxtl, "train", gap, data, "-o", os.path.join(d, "x.onnx"), "--resize", "8x8", "--crop", "none")
+    report(r.returncode == 1 and "cannot train GlobalAveragePool node 'p'" in r.stderr and gap in r.stderr and
+           len(r.stderr.strip().splitlines()) == 1 and not os.path.exists(os.path.join(d, "x.onnx")),
+           "a model with an op that has no gradient yet is refused in one line naming the node", r.stderr.strip())
+    r = sh(onnxtl, "train", model("resnet18"), data, "-o", os.path.join(d, "x.onnx"))
+    report(r.returncode == 1 and "logits for the 2 classes" in r.stderr, "a model whose output is not one logit per "
+           "class is refused, saying so", r.stderr.strip())
+    r = sh(onnxtl, "train", small_cnn_path(), data, "--lr", "0")
+    report(r.returncode == 2, "train --lr 0 is a usage error", r.stderr.strip()[:120])
+
+
+def main():
+    onnxtl, shared = sys.argv[1], sys.argv[2]
+    if not os.path.isdir(os.path.join(shared, "dogscats")):
+        print(f"SKIP train: {shared}/dogscats is missing")
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_dropout_drops, test_refusals):
+            sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
+            os.makedirs(sub, exist_ok=True)
+            test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)
+    return 1 if failed_count() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
