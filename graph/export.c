@@ -274,7 +274,7 @@ onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int 
 
 /* Gives t the float data, inline: the file's own payload (or its external
  * data reference) is dropped with the parsed model's allocator. */
-static onnxtl_status *replace_data(Onnx__TensorProto *t, const float *data, ProtobufCAllocator *parsed) {
+static onnxtl_status *replace_data(Onnx__TensorProto *t, const float *data, size_t n, ProtobufCAllocator *parsed) {
     size_t count = 1, bytes;
     for (size_t d = 0; d < t->n_dims; d++) {
         if (t->dims[d] < 0 || !otl_mul_size(count, (size_t)t->dims[d], &count))
@@ -282,6 +282,8 @@ static onnxtl_status *replace_data(Onnx__TensorProto *t, const float *data, Prot
     }
     if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || !otl_mul_size(count, sizeof(float), &bytes))
         return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' is not float", t->name);
+    if (count != n) /* the file changed since it was loaded */
+        return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' holds %zu values, not the %zu trained", t->name, count, n);
     uint8_t *copy = malloc(bytes + 1);
     if (!copy) return otl_nomem();
     memcpy(copy, data, bytes);
@@ -325,8 +327,8 @@ static void dropout_for_inference(Onnx__GraphProto *g, ProtobufCAllocator *parse
     g->n_node = w;
 }
 
-onnxtl_status *otl_export_trained(const char *model_path, const char *const *names, const float *const *data, size_t n,
-                                  const char *out_path) {
+onnxtl_status *otl_export_trained(const char *model_path, const char *const *names, const float *const *data,
+                                  const size_t *counts, size_t n, const char *out_path) {
     otl_proto_model parsed;
     OTL_TRY(otl_proto_read_model(model_path, &parsed));
     Onnx__GraphProto *g = parsed.proto->graph;
@@ -335,7 +337,7 @@ onnxtl_status *otl_export_trained(const char *model_path, const char *const *nam
         Onnx__TensorProto *t = NULL;
         for (size_t k = 0; k < g->n_initializer && !t; k++)
             if (g->initializer[k]->name && !strcmp(g->initializer[k]->name, names[i])) t = g->initializer[k];
-        st = t ? replace_data(t, data[i], &parsed.allocator)
+        st = t ? replace_data(t, data[i], counts[i], &parsed.allocator)
                : otl_error(ONNXTL_ERR_MODEL, "no initializer named '%s' to replace", names[i]);
     }
     if (!st) dropout_for_inference(g, &parsed.allocator);

@@ -20,11 +20,11 @@ typedef struct {
 onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int cut_rank, const otl_head_spec *h,
                                 const char *out_path);
 /* model_path's model as its producer wrote it, but for the float
- * initializers names[i], whose data becomes data[i] (as many floats as each
- * holds), stored inline, and for Dropout nodes, written for inference
- * (without a training_mode input). */
-onnxtl_status *otl_export_trained(const char *model_path, const char *const *names, const float *const *data, size_t n,
-                                  const char *out_path);
+ * initializers names[i], whose data becomes data[i] (counts[i] floats, as
+ * many as the initializer holds), stored inline, and for Dropout nodes,
+ * written for inference (without a training_mode input). */
+onnxtl_status *otl_export_trained(const char *model_path, const char *const *names, const float *const *data,
+                                  const size_t *counts, size_t n, const char *out_path);
 /* The head alone: input "features" [N, in], output "probabilities". */
 onnxtl_status *otl_export_head(const otl_head_spec *h, const char *out_path);
 

@@ -110,6 +110,7 @@ typedef struct {
     int64_t dims[ONNXTL_MAX_RANK]; /* -1 for a symbolic dimension */
     void *data; /* contents of a constant (initializer or Constant node), else NULL */
     bool data_owned; /* data was allocated on its own, not in the weight block or a mapped file */
+    bool initializer; /* the file holds it as an initializer (not a Constant node's output) */
     int producer;    /* index of the producing node, -1 for inputs and constants */
     char *unusable;  /* why onnxtl cannot hold it (a string tensor, a map), NULL if it can */
 } otl_value;
@@ -155,8 +156,9 @@ typedef struct {
 onnxtl_status *otl_graph_load(const char *path, otl_graph **out);
 onnxtl_status *otl_graph_load_memory(const void *data, size_t size, const char *name, otl_graph **out);
 /* The graph as its producer wrote it, without the folding and fusion passes
- * (Identity nodes only are removed): training needs every parameter where
- * the model has it, a BatchNorm's scale or a Relu of its own. */
+ * (Identity nodes only are removed, Dropout ones kept): training needs every
+ * parameter where the model has it, a BatchNorm's scale or a Relu of its
+ * own, and the Dropout nodes that drop while it trains. */
 onnxtl_status *otl_graph_load_as_written(const char *path, otl_graph **out);
 void otl_graph_free(otl_graph *g);
 
@@ -165,7 +167,9 @@ int otl_graph_find(const otl_graph *g, const char *name);
 onnxtl_status *otl_graph_add_value(otl_graph *g, const char *name, int *index);
 
 /* Graph passes run by otl_graph_load. */
-onnxtl_status *otl_pass_remove_identity(otl_graph *g);
+/* Removes Identity nodes, and with dropout too the Dropout nodes that are
+ * the identity at inference. */
+onnxtl_status *otl_pass_remove_identity(otl_graph *g, bool dropout);
 onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_residual(otl_graph *g);

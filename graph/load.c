@@ -140,6 +140,7 @@ static onnxtl_status *load_initializers(otl_graph *g, const Onnx__GraphProto *gp
             continue;
         }
         set_value_shape(v, &infos[i]);
+        v->initializer = true;
         if (usable_in_place(held[i], &infos[i])) {
             v->data = held[i];
             continue;
@@ -396,7 +397,7 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
     OTL_TRY(load_inputs(g, m->graph));
     OTL_TRY(load_nodes(g, m->graph));
     OTL_TRY(load_outputs(g, m->graph));
-    OTL_TRY(otl_pass_remove_identity(g));
+    OTL_TRY(otl_pass_remove_identity(g, !as_written));
     if (as_written) return NULL;
     OTL_TRY(otl_pass_fold_batchnorm(g));
     OTL_TRY(otl_pass_fuse_relu(g));

@@ -41,10 +41,10 @@ static bool dropout_is_identity(const otl_graph *g, const otl_node *n) {
     return tm->data && tm->dtype == ONNXTL_BOOL && !*(const uint8_t *)tm->data;
 }
 
-onnxtl_status *otl_pass_remove_identity(otl_graph *g) {
+onnxtl_status *otl_pass_remove_identity(otl_graph *g, bool dropout) {
     for (int i = 0; i < g->n_nodes; i++) {
         otl_node *n = &g->nodes[i];
-        bool identity = n->op == OP_IDENTITY || (n->op == OP_DROPOUT && dropout_is_identity(g, n));
+        bool identity = n->op == OP_IDENTITY || (dropout && n->op == OP_DROPOUT && dropout_is_identity(g, n));
         if (!identity || is_graph_output(g, n->out[0])) continue;
         replace_uses(g, n->out[0], n->in[0]);
         n->removed = true;

@@ -243,17 +243,21 @@ def test_ort_runs_trained(onnxtl, shared, d):
 
 
 def test_dropout_drops(onnxtl, shared, d):
-    """With dropout on, training differs from --no-dropout, and two runs with one seed are identical."""
-    mdl = small_cnn_path()
+    """With dropout on, training differs from --no-dropout, and two runs with one seed are identical: for the
+    small CNN (its Dropout says training_mode true) and for a Dropout with a ratio only (identity at inference)."""
     data = subset(shared, os.path.join(d, "drop"), 4, 1)
-    runs = []
-    for flags in (["--seed", "3"], ["--seed", "3"], ["--seed", "3", "--no-dropout"]):
-        log = os.path.join(d, f"drop{len(runs)}.log")
-        r = sh(onnxtl, "train", mdl, data, "-o", os.path.join(d, "drop.onnx"), "--batch", "4", "--epochs", "1",
-               "--lr", "1e-4", "--log", log, "--quiet", *SMALL, *flags)
-        runs.append([json.loads(line)["loss"] for line in open(log) if '"step"' in line] if r.returncode == 0 else None)
-    report(runs[0] is not None and runs[0] == runs[1] and runs[0] != runs[2],
-           "Dropout drops while training, reproducibly for a seed", f"{runs}")
+    ops = os.path.join(d, "drop_ops.onnx")
+    op_model(ops, *OP_CASES[1][1:])
+    for label, mdl, pre in (("the small CNN", small_cnn_path(), SMALL + ["--lr", "1e-4"]),
+                            ("a ratio-only Dropout", ops, ["--resize", "16x16", "--crop", "none", "--lr", "1e-2"])):
+        runs = []
+        for flags in (["--seed", "3"], ["--seed", "3"], ["--seed", "3", "--no-dropout"]):
+            log = os.path.join(d, f"drop{len(runs)}.log")
+            r = sh(onnxtl, "train", mdl, data, "-o", os.path.join(d, "drop.onnx"), "--batch", "4", "--epochs", "1",
+                   "--log", log, "--quiet", *pre, *flags)
+            runs.append([json.loads(line)["loss"] for line in open(log) if '"step"' in line] if r.returncode == 0 else None)
+        report(runs[0] is not None and runs[0] == runs[1] and runs[0] != runs[2],
+               f"Dropout drops while training, reproducibly for a seed: {label}", f"{runs}")
 
 
 def test_refusals(onnxtl, shared, d):
@@ -271,6 +275,24 @@ def test_refusals(onnxtl, shared, d):
     report(r.returncode == 1 and "cannot train GlobalAveragePool node 'p'" in r.stderr and gap in r.stderr and
            len(r.stderr.strip().splitlines()) == 1 and not os.path.exists(os.path.join(d, "x.onnx")),
            "a model with an op that has no gradient yet is refused in one line naming the node", r.stderr.strip())
+    g = helper.make_graph([helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Transpose", ["Bt"], ["B"]),
+                           helper.make_node("Gemm", ["f", "B"], ["logits"], transB=1)], "folded",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(np.ones((192, 2), np.float32), "Bt")])
+    folded = os.path.join(d, "folded.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), folded)
+    r = sh(onnxtl, "train", folded, data, "-o", os.path.join(d, "x.onnx"), "--resize", "8x8", "--crop", "none")
+    report(r.returncode == 1 and "only initializers are trained" in r.stderr and folded in r.stderr and not os.path.exists(os.path.join(d, "x.onnx")),
+           "a weight computed from an initializer (a Transpose the plan folds) is refused before training", r.stderr.strip())
+    bad = os.path.join(d, "unreadable")
+    for split in ("train/cat", "train/dog"):
+        os.makedirs(os.path.join(bad, split))
+        open(os.path.join(bad, split, "x.jpg"), "wb").write(b"not a jpeg")
+    r = sh(onnxtl, "train", small_cnn_path(), bad, "-o", os.path.join(d, "x.onnx"), *SMALL)
+    report(r.returncode == 1 and "none of the 2 training images could be read" in r.stderr and
+           not os.path.exists(os.path.join(d, "x.onnx")), "training on images none of which can be read fails, "
+           "writing nothing", r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "")
     r = sh(onnxtl, "train", model("resnet18"), data, "-o", os.path.join(d, "x.onnx"))
     report(r.returncode == 1 and "logits for the 2 classes" in r.stderr, "a model whose output is not one logit per "
            "class is refused, saying so", r.stderr.strip())

@@ -76,5 +76,18 @@ fit_line "linear 2048->2, ResNet50 features of $n photos, 5 epochs" build/bench/
 fit_line "linear 2048->2, synthetic 25000 rows, 5 epochs" build/bench/synth_linear.bin linear 5
 fit_line "MLP 25088-4096-4096-2, synthetic $MLP_ROWS rows, $MLP_EPOCHS epoch(s)" build/bench/synth_mlp.bin mlp "$MLP_EPOCHS"
 
+# train: one epoch of the small CNN from decoded images, against torch training the same parameters.
+SMALL_CNN=build/models/small_cnn.onnx
+[ -f "$SMALL_CNN" ] || $PY tools/export_small_cnn.py --out "$SMALL_CNN"
+TRAIN_IMAGES=$(find -L "$DATA/train" -name '*.jpg' | wc -l)
+echo
+echo "== train, the small CNN at 64x64 from scratch (Adam lr 1e-5, batch $BATCH), one epoch of $TRAIN_IMAGES photos, $THREADS threads"
+s=$(date +%s.%N)
+build/onnxtl train "$SMALL_CNN" "$DATA/train" -o build/bench/small_cnn_trained.onnx --epochs 1 --batch "$BATCH" \
+    --threads "$THREADS" --resize 64x64 --crop none --mean 0,0,0 --std 1,1,1 --quiet
+ours=$($PY -c "print(f'{$(date +%s.%N) - $s:.2f}')")
+read -r _ theirs < <($PY tools/bench_train.py "$DATA" "$SMALL_CNN" "$THREADS" "$BATCH")
+$PY -c "print(f'{\"onnxtl train, DATA/train as one unsplit folder\":58s} {$ours:7.1f} s vs PyTorch {$theirs:7.1f} s: onnxtl is {$theirs / $ours:.2f}x')"
+
 echo
 tools/bench_backbones.sh

@@ -3,6 +3,7 @@
 #include "trainer.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,6 @@
 
 struct otl_trainer {
     otl_trainer_config c;
-    int n_values;      /* of the graph */
     int *slot;         /* per value: its parameter, or -1 */
     int *param_value;  /* per parameter */
     size_t *offset;    /* per parameter, into the blocks below; [n_params] is their size */
@@ -48,6 +48,26 @@ static const op_grad grads_of[OP_COUNT] = {
     [OP_IDENTITY] = {true, NULL},                [OP_DROPOUT] = {true, NULL},
 };
 
+/* A node without a name is named by its output. */
+static const char *node_name(const otl_plan *plan, const otl_node *n) {
+    return *n->name || n->n_out < 1 || n->out[0] < 0 ? n->name : plan->g->values[n->out[0]].name;
+}
+
+/* Dropout's ratio: its attribute before opset 12, its input after (0.5 when
+ * absent); -1 when it is not a constant float scalar in [0, 1). */
+static float dropout_ratio(const otl_plan *plan, const otl_node *n) {
+    float ratio = n->attrs.ratio;
+    if (n->opset >= 12) {
+        const otl_tinfo *r = n->n_in > 1 && n->in[1] >= 0 ? &plan->t[n->in[1]] : NULL;
+        if (r && (!r->data || r->dtype != ONNXTL_FLOAT || otl_tinfo_count(r) != 1)) return -1;
+        ratio = r ? *(const float *)r->data : 0.5f;
+    }
+    return ratio >= 0.0f && ratio < 1.0f ? ratio : -1;
+}
+
+/* What inverted dropout multiplies a kept value by. */
+static float dropout_scale(float ratio) { return 1.0f / (1.0f - ratio); }
+
 bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_n) {
     const otl_node *n = otl_plan_step(plan, step);
     const otl_tinfo *t = plan->t;
@@ -56,9 +76,8 @@ bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_
     else if (t[n->out[0]].dtype != ONNXTL_FLOAT) lacks = "its output is not float";
     else if (n->op == OP_GEMM && n->attrs.trans_a) lacks = "Gemm with transA=1";
     else if (n->op == OP_MAXPOOL && n->n_out > 1 && n->out[1] >= 0) lacks = "MaxPool with an Indices output";
-    /* a node without a name is named by its output */
-    if (lacks) snprintf(why, why_n, "%s node '%s': %s", otl_op_name(n->op), *n->name ? n->name : plan->g->values[n->out[0]].name,
-                        lacks);
+    else if (n->op == OP_DROPOUT && dropout_ratio(plan, n) < 0) lacks = "its ratio is not a constant in [0, 1)";
+    if (lacks) snprintf(why, why_n, "%s node '%s': %s", otl_op_name(n->op), node_name(plan, n), lacks);
     return !lacks;
 }
 
@@ -67,9 +86,28 @@ static bool trains_input(const otl_node *n, int k) {
     return (n->op == OP_CONV || n->op == OP_GEMM) && (k == 1 || k == 2);
 }
 
+/* A parameter is written back into the file's initializer of its name, and
+ * every node that reads it must be one whose gradient reaches it: a node the
+ * plan folded from it (a Transpose of a weight) would keep the old value. */
+static onnxtl_status *check_param(const otl_plan *plan, int v) {
+    const otl_graph *g = plan->g;
+    const char *name = g->values[v].name;
+    if (!g->values[v].initializer)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train '%s': only initializers are trained, and it is a "
+                         "Constant node's output or computed from constants", name);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const otl_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in && !n->removed; k++)
+            if (n->in[k] == v && !trains_input(n, k))
+                return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train '%s': %s node '%s' reads it too, and its "
+                                 "gradient would not reach it", name, otl_op_name(n->op),
+                                 *n->name ? n->name : g->values[n->out[0]].name);
+    }
+    return NULL;
+}
+
 static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
     const int n_values = plan->g->n_values;
-    t->n_values = n_values;
     t->slot = malloc(sizeof *t->slot * ((size_t)n_values + 1));
     t->param_value = malloc(sizeof *t->param_value * ((size_t)n_values + 1));
     t->offset = malloc(sizeof *t->offset * ((size_t)n_values + 2));
@@ -82,6 +120,7 @@ static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
             const int v = n->in[k];
             if (v < 0 || !trains_input(n, k) || !plan->t[v].data || plan->t[v].dtype != ONNXTL_FLOAT || t->slot[v] >= 0)
                 continue;
+            OTL_TRY(check_param(plan, v));
             t->slot[v] = (int)t->n_params;
             t->param_value[t->n_params] = v;
             if (!otl_add_size(t->offset[t->n_params], (size_t)otl_tinfo_count(&plan->t[v]), &t->offset[t->n_params + 1]))
@@ -145,22 +184,35 @@ void otl_trainer_release(otl_trainer *t) {
     free(t);
 }
 
-/* Activations and their gradients, every one kept for the backward pass. */
+/* Whether value v gets a buffer of the tape's: not a constant or a
+ * parameter, nor the network's input, which the caller's batch is. */
+static bool tape_holds(const otl_tape *tp, int v) {
+    const otl_tinfo *t = &tp->plan->t[v];
+    return !t->data && t->rank >= 0 && v != tp->plan->inputs[0];
+}
+
+/* Activations and the gradients of the float ones, every one kept for the
+ * backward pass, in one allocation: sized on a first walk, carved on a second. */
 static onnxtl_status *alloc_tape(otl_tape *tp) {
     const otl_plan *p = tp->plan;
     const int nv = p->g->n_values;
-    size_t total = 0, ws = 0;
+    size_t ws = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t at = 0;
         for (int v = 0; v < nv; v++) {
-            if (p->t[v].data || p->t[v].rank < 0) continue;
-            const size_t bytes = (otl_tinfo_bytes(&p->t[v]) + 63) & ~(size_t)63;
-            if (pass) tp->act[v] = (char *)tp->buffers + at, tp->grad[v] = (float *)((char *)tp->buffers + at + bytes);
-            if (!otl_add_size(at, 2 * bytes, &at)) return otl_error(ONNXTL_ERR_NOMEM, "activations overflow");
+            if (!tape_holds(tp, v)) continue;
+            const size_t bytes = otl_tinfo_bytes(&p->t[v]), padded = (bytes + 63) & ~(size_t)63;
+            const bool grad = p->t[v].dtype == ONNXTL_FLOAT;
+            if (pass) {
+                tp->act[v] = (char *)tp->buffers + at;
+                if (grad) tp->grad[v] = (float *)((char *)tp->buffers + at + padded);
+            }
+            if (padded < bytes || !otl_add_size(at, grad ? 2 * padded : padded, &at) || (grad && padded > SIZE_MAX / 2))
+                return otl_error(ONNXTL_ERR_NOMEM, "the training activations do not fit in memory");
         }
-        if (!pass && !(tp->buffers = aligned_alloc(64, (total = at) + 64)))
+        if (!pass && !(tp->buffers = aligned_alloc(64, at + 64)))
             return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of training activations; try a smaller batch",
-                             total);
+                             at);
     }
     for (int v = 0; v < nv; v++) {
         if (tp->t->slot[v] >= 0) tp->act[v] = tp->t->params + tp->t->offset[tp->t->slot[v]];
@@ -215,17 +267,11 @@ static uint64_t mix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-static float dropout_ratio(const otl_tape *tp, const otl_node *n) {
-    if (n->opset < 12) return n->attrs.ratio;
-    const otl_tinfo *r = n->n_in > 1 && n->in[1] >= 0 ? &tp->plan->t[n->in[1]] : NULL;
-    return r && r->data && r->dtype == ONNXTL_FLOAT ? *(const float *)r->data : 0.5f;
-}
-
 /* Inverted dropout as torch applies it: an element is kept with probability
  * 1 - ratio and then scaled by 1 / (1 - ratio). */
 static onnxtl_status *dropout_forward(otl_tape *tp, int step, const otl_node *n, const float *x, float *y) {
     const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
-    const float ratio = dropout_ratio(tp, n), scale = ratio < 1.0f ? 1.0f / (1.0f - ratio) : 0.0f;
+    const float ratio = dropout_ratio(tp->plan, n), scale = dropout_scale(ratio);
     if (!tp->keep[step] && !(tp->keep[step] = malloc((size_t)count + 1))) return otl_nomem();
     uint8_t *keep = tp->keep[step];
     const uint64_t key = mix(tp->t->c.seed ^ mix((uint64_t)tp->t->forwards * 0x9e3779b97f4a7c15ull + (uint64_t)step));
@@ -271,7 +317,7 @@ onnxtl_status *otl_tape_forward(otl_tape *tp, const float *x, bool training, con
     if (training) tp->t->forwards++;
     for (int i = 0; i < p->n_steps; i++) {
         onnxtl_status *st = run_forward(tp, i, training);
-        if (st) return otl_error_wrap(st, "node '%s'", otl_plan_step(p, i)->name);
+        if (st) return otl_error_wrap(st, "node '%s'", node_name(p, otl_plan_step(p, i)));
     }
     tp->trained = training;
     *out = tp->act[p->outputs[0]];
@@ -290,7 +336,7 @@ static float *gradient_of(const otl_tape *tp, int v) {
 static void pass_through(const otl_tape *tp, int i, const otl_node *n, const float *dy, float *dx) {
     const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
     const uint8_t *keep = n->op == OP_DROPOUT ? tp->keep[i] : NULL;
-    const float ratio = keep ? dropout_ratio(tp, n) : 0.0f, scale = ratio < 1.0f ? 1.0f / (1.0f - ratio) : 0.0f;
+    const float scale = keep ? dropout_scale(dropout_ratio(tp->plan, n)) : 1.0f;
 #pragma omp parallel for simd schedule(static)
     for (int64_t k = 0; k < count; k++) dx[k] += keep ? (keep[k] ? dy[k] * scale : 0.0f) : dy[k];
 }
@@ -315,6 +361,7 @@ static onnxtl_status *run_backward(otl_tape *tp, int i) {
 
 onnxtl_status *otl_tape_backward(otl_tape *tp, const float *dout) {
     const otl_plan *p = tp->plan;
+    if (!tp->trained) return otl_error(ONNXTL_ERR_ARG, "a backward pass needs a training forward pass before it");
     omp_set_num_threads(tp->t->c.threads > 0 ? tp->t->c.threads : omp_get_num_procs());
     for (int v = 0; v < p->g->n_values; v++)
         if (tp->grad[v]) memset(tp->grad[v], 0, otl_tinfo_bytes(&p->t[v]));
@@ -322,7 +369,7 @@ onnxtl_status *otl_tape_backward(otl_tape *tp, const float *dout) {
     memcpy(tp->grad[y], dout, otl_tinfo_bytes(&p->t[y]));
     for (int i = p->n_steps - 1; i >= 0; i--) {
         onnxtl_status *st = run_backward(tp, i);
-        if (st) return otl_error_wrap(st, "the gradient of node '%s'", otl_plan_step(p, i)->name);
+        if (st) return otl_error_wrap(st, "the gradient of node '%s'", node_name(p, otl_plan_step(p, i)));
     }
     return NULL;
 }

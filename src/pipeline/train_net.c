@@ -14,9 +14,9 @@
 #include "status.h"
 #include "train.h"
 
-/* Tapes for the batch sizes met: the full batch and a shorter last one, or
- * batches that lost a bad image. */
-#define MAX_TAPES 8
+/* Tapes for the batch sizes met: the full batch, and one other (the short
+ * last batch, or one that lost a bad image), made again when it changes. */
+#define MAX_TAPES 2
 
 typedef struct {
     const otl_train_net_options *o;
@@ -65,17 +65,21 @@ static onnxtl_status *check_trainable(const otl_plan *p) {
 static onnxtl_status *tape_for(net_training *t, int64_t batch, otl_tape **out) {
     for (int i = 0; i < t->n_tapes; i++)
         if (t->sizes[i] == batch) return *out = t->tapes[i], NULL;
-    if (t->n_tapes == MAX_TAPES) { /* the oldest odd size makes room */
-        otl_tape_release(t->tapes[MAX_TAPES - 1]);
-        otl_plan_free(t->plans[MAX_TAPES - 1]);
-        t->n_tapes--;
+    if (t->n_tapes == MAX_TAPES) { /* the other size makes room; the full batch stays */
+        otl_tape_release(t->tapes[1]);
+        otl_plan_free(t->plans[1]);
+        t->n_tapes = 1;
     }
-    const int i = t->n_tapes;
-    OTL_TRY(plan_for(t, batch, &t->plans[i]));
-    OTL_TRY(otl_tape_create(t->trainer, t->plans[i], &t->tapes[i]));
-    t->sizes[i] = batch;
-    t->n_tapes++;
-    *out = t->tapes[i];
+    otl_plan *p;
+    OTL_TRY(plan_for(t, batch, &p));
+    onnxtl_status *st = otl_tape_create(t->trainer, p, &t->tapes[t->n_tapes]);
+    if (st) {
+        otl_plan_free(p);
+        return st;
+    }
+    t->plans[t->n_tapes] = p;
+    t->sizes[t->n_tapes] = batch;
+    *out = t->tapes[t->n_tapes++];
     return NULL;
 }
 
@@ -153,6 +157,41 @@ static onnxtl_status *split_samples(const otl_dataset *ds, splits *s, const char
                                          "folder)", ds->root);
 }
 
+/* The model with its trained parameters, in ONNX as its producer wrote it otherwise. */
+static onnxtl_status *export_trained(const net_training *t) {
+    const size_t n = otl_trainer_param_count(t->trainer);
+    const char **names = malloc(sizeof *names * (n + 1));
+    const float **data = malloc(sizeof *data * (n + 1));
+    size_t *counts = malloc(sizeof *counts * (n + 1));
+    onnxtl_status *st = names && data && counts ? NULL : otl_nomem();
+    const otl_graph *g = otl_model_graph(t->model);
+    for (size_t i = 0; !st && i < n; i++) {
+        const otl_value *v = &g->values[otl_trainer_param_value(t->trainer, i)];
+        names[i] = v->name, data[i] = otl_trainer_param_data(t->trainer, i);
+        counts[i] = (size_t)otl_tinfo_count(&t->plans[0]->t[otl_trainer_param_value(t->trainer, i)]);
+    }
+    if (!st) st = otl_export_trained(t->o->model_path, names, data, counts, n, t->o->out_path);
+    free(names);
+    free(data);
+    free(counts);
+    return st;
+}
+
+/* The short last batches' plans, built before any image is decoded: a
+ * model whose Reshape fixes the batch fails here, not after an epoch. */
+static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
+    const size_t left[2] = {s->n_train % (size_t)t->o->batch, s->n_eval % (size_t)t->o->batch};
+    for (int i = 0; i < 2; i++) {
+        otl_plan *p;
+        if (!left[i]) continue;
+        onnxtl_status *st = plan_for(t, (int64_t)left[i], &p);
+        if (st) return otl_error_wrap(st, "%s at batch %zu (the last of the %s images)", t->o->model_path, left[i],
+                                      i ? "evaluation" : "training");
+        otl_plan_free(p);
+    }
+    return NULL;
+}
+
 static onnxtl_status *run_epochs(net_training *t, splits *s) {
     const otl_train_net_options *o = t->o;
     uint64_t *order = malloc(sizeof *order * (s->n_train + 1));
@@ -169,6 +208,8 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]];
         otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, t->r->eval_split};
         st = run_pass(t, picked, s->n_train, true, epoch, &f.train_loss, &f.train_acc);
+        if (!st && f.train_loss < 0)
+            st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu training images could be read", t->ds->root, s->n_train);
         if (!st && s->n_eval) st = run_pass(t, s->eval, s->n_eval, false, epoch, &f.eval_loss, &f.eval_acc);
         if (st) break;
         otl_events_epoch(o->events, &f);
@@ -176,24 +217,11 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         t->r->epochs = epoch;
         t->r->train_loss = f.train_loss, t->r->train_acc = f.train_acc;
         t->r->eval_loss = f.eval_loss, t->r->eval_acc = f.eval_acc;
+        /* written after every epoch, atomically: an error later loses no finished epoch */
+        if (o->out_path) st = export_trained(t);
     }
     free(order);
     free(picked);
-    return st;
-}
-
-/* The model with its trained parameters, in ONNX as its producer wrote it otherwise. */
-static onnxtl_status *export_trained(const net_training *t) {
-    const size_t n = otl_trainer_param_count(t->trainer);
-    const char **names = malloc(sizeof *names * (n + 1));
-    const float **data = malloc(sizeof *data * (n + 1));
-    onnxtl_status *st = names && data ? NULL : otl_nomem();
-    const otl_graph *g = otl_model_graph(t->model);
-    for (size_t i = 0; !st && i < n; i++)
-        names[i] = g->values[otl_trainer_param_value(t->trainer, i)].name, data[i] = otl_trainer_param_data(t->trainer, i);
-    if (!st) st = otl_export_trained(t->o->model_path, names, data, n, t->o->out_path);
-    free(names);
-    free(data);
     return st;
 }
 
@@ -215,11 +243,11 @@ static onnxtl_status *prepare(net_training *t) {
     const otl_tinfo *y = &p->t[t->output];
     onnxtl_status *st = NULL;
     if (y->rank != 2 || y->dims[1] != t->n_classes)
-        st = otl_error(ONNXTL_ERR_ARG, "%s: output '%s' is not N x %d logits for the %d classes of %s (--head none "
-                       "keeps the model's own last layer)", o->model_path, g->values[t->output].name, t->n_classes,
-                       t->n_classes, o->data_dir);
+        st = otl_error(ONNXTL_ERR_ARG, "%s: output '%s' is not N x %d logits for the %d classes of %s (train keeps "
+                       "the model's own last layer: it must have one output per class)", o->model_path,
+                       g->values[t->output].name, t->n_classes, t->n_classes, o->data_dir);
     if (!st && (st = check_trainable(p))) st = otl_error_wrap(st, "%s", o->model_path);
-    if (!st) st = otl_trainer_create(p, &o->trainer, &t->trainer);
+    if (!st && (st = otl_trainer_create(p, &o->trainer, &t->trainer))) st = otl_error_wrap(st, "%s", o->model_path);
     if (!st) st = otl_tape_create(t->trainer, p, &t->tapes[0]);
     if (st) {
         otl_plan_free(p);
@@ -259,6 +287,7 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
     const double start = otl_now();
     onnxtl_status *st = prepare(&t);
     if (!st) st = split_samples(t.ds, &s, &r->eval_split);
+    if (!st) st = check_batch_sizes(&t, &s);
     if (!st && o->log && !(t.log = fopen(o->log, "w")))
         st = otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", o->log, strerror(errno));
     if (!st) {
@@ -269,7 +298,6 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
         st = run_epochs(&t, &s);
     }
     st = close_log(t.log, o->log, st);
-    if (!st && o->out_path) st = export_trained(&t);
     r->seconds = otl_now() - start;
     free(s.train);
     free(s.eval);
