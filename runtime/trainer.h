@@ -1,8 +1,8 @@
 /* Training a network's parameters.  A tape runs the plan forward keeping
  * every activation, then each step's gradient kernel in reverse, and the
  * trainer applies torch.optim's update.  The parameters are the float
- * initializers a Conv (weights, bias) or a Gemm (B, C) reads, copied into
- * one block; their gradients and the optimizer's moments take one block
+ * initializers a Conv (weights, bias), a Gemm (B, C) or a BatchNormalization
+ * (scale, shift; its statistics stay frozen) reads, copied into one block; their gradients and the optimizer's moments take one block
  * each.  Only the CPU implements it so far (runtime/cpu/train.c). */
 #ifndef OTL_TRAINER_H
 #define OTL_TRAINER_H

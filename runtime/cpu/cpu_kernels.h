@@ -28,12 +28,17 @@ typedef struct {
 } otl_grad_args;
 
 /* The gradients of Conv (any groups, strides, padding, dilation), MaxPool,
- * Gemm (transA 0) and Relu, added into din; a->f.workspace holds
+ * Gemm (transA 0), Relu and those below, added into din; a->f.workspace holds
  * otl_cpu_backward_workspace_floats floats. */
 onnxtl_status *otl_cpu_conv_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_gemm_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_relu_backward(const otl_grad_args *a);
+/* BatchNormalization with its statistics frozen (scale and shift trained), Add
+ * with broadcasting, GlobalAveragePool. */
+onnxtl_status *otl_cpu_batchnorm_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a);
 size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t);
 /* Runs n's forward kernel (the backend's kernel table). */
 onnxtl_status *otl_cpu_run_kernel(const otl_kernel_args *a);

@@ -430,3 +430,66 @@ onnxtl_status *otl_cpu_imagescaler(const otl_kernel_args *a) {
             Y[r * plane + i] = at->alpha * X[r * plane + i] + (at->n_floats ? at->floats[r % c] : 0.0f);
     return NULL;
 }
+
+/* BatchNormalization with frozen statistics (torch's eval mode, the Keras
+ * guide's advice for fine-tuning): y = (x - mean) k + shift, k = scale /
+ * sqrt(var + eps), so dx = dy k, dscale = sum dy (x - mean) / sqrt(var + eps)
+ * and dshift = sum dy, per channel. */
+onnxtl_status *otl_cpu_batchnorm_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_tinfo *x = IN_T(f, 0);
+    const int64_t n = x->dims[0], c = x->dims[1];
+    int64_t plane = 1;
+    for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
+    const float *X = f->in[0], *scale = f->in[1], *mean = f->in[3], *var = f->in[4], *dY = a->dout[0];
+    float *dX = a->din[0], *dscale = a->din[1], *dshift = a->din[2];
+    const double eps = f->n->attrs.epsilon;
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < c; ch++) {
+        const double inv = 1.0 / sqrt((double)var[ch] + eps);
+        const float k = (float)(scale[ch] * inv);
+        double ds = 0, db = 0;
+        for (int64_t b = 0; b < n; b++) {
+            const float *xs = X + (b * c + ch) * plane, *dy = dY + (b * c + ch) * plane;
+            float *dx = dX ? dX + (b * c + ch) * plane : NULL;
+            for (int64_t i = 0; i < plane; i++) {
+                ds += (double)dy[i] * ((double)xs[i] - mean[ch]) * inv;
+                db += dy[i];
+                if (dx) dx[i] += dy[i] * k;
+            }
+        }
+        if (dscale) dscale[ch] += (float)ds;
+        if (dshift) dshift[ch] += (float)db;
+    }
+    return NULL;
+}
+
+/* Add: each input's gradient is dy summed over the dimensions it was
+ * broadcast along. */
+onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_tinfo *y = OUT_T(f, 0);
+    const int64_t count = otl_tinfo_count(y);
+    const float *dY = a->dout[0];
+    for (int k = 0; k < f->n->n_in; k++) {
+        float *dX = a->din[k];
+        if (!dX) continue;
+        if (otl_tinfo_count(IN_T(f, k)) == count) {
+#pragma omp parallel for simd schedule(static)
+            for (int64_t i = 0; i < count; i++) dX[i] += dY[i];
+            continue;
+        }
+        int64_t strides[ONNXTL_MAX_RANK], idx[ONNXTL_MAX_RANK] = {0}, off = 0;
+        otl_broadcast_strides(IN_T(f, k), y, strides);
+        for (int64_t i = 0; i < count; i++) {
+            dX[off] += dY[i];
+            for (int d = y->rank - 1; d >= 0; d--) {
+                off += strides[d];
+                if (++idx[d] < y->dims[d]) break;
+                off -= strides[d] * idx[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    return NULL;
+}

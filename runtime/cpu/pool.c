@@ -239,3 +239,18 @@ onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) {
     }
     return NULL;
 }
+
+/* GlobalAveragePool spreads each output's gradient evenly over its plane. */
+onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a) {
+    const otl_tinfo *x = IN_T(&a->f, 0);
+    if (!a->din[0]) return NULL;
+    const int64_t planes = x->dims[0] * x->dims[1];
+    int64_t plane = 1;
+    for (int i = 2; i < x->rank; i++) plane *= x->dims[i];
+    const float *dY = a->dout[0];
+    float *dX = a->din[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t i = 0; i < plane; i++) dX[p * plane + i] += dY[p] / (float)plane;
+    return NULL;
+}

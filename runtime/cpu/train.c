@@ -46,6 +46,8 @@ static const op_grad grads_of[OP_COUNT] = {
     [OP_RELU] = {true, otl_cpu_relu_backward},   [OP_MAXPOOL] = {true, otl_cpu_maxpool_backward},
     [OP_FLATTEN] = {true, NULL},                 [OP_RESHAPE] = {true, NULL},
     [OP_IDENTITY] = {true, NULL},                [OP_DROPOUT] = {true, NULL},
+    [OP_BATCHNORM] = {true, otl_cpu_batchnorm_backward}, [OP_ADD] = {true, otl_cpu_add_backward},
+    [OP_GLOBALAVGPOOL] = {true, otl_cpu_global_avgpool_backward},
 };
 
 /* A node without a name is named by its output. */
@@ -77,13 +79,17 @@ bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_
     else if (n->op == OP_GEMM && n->attrs.trans_a) lacks = "Gemm with transA=1";
     else if (n->op == OP_MAXPOOL && n->n_out > 1 && n->out[1] >= 0) lacks = "MaxPool with an Indices output";
     else if (n->op == OP_DROPOUT && dropout_ratio(plan, n) < 0) lacks = "its ratio is not a constant in [0, 1)";
+    else if (n->op == OP_BATCHNORM && n->attrs.training_mode) lacks = "BatchNormalization in training mode";
+    else if (n->op == OP_BATCHNORM && (!t[n->in[3]].data || !t[n->in[4]].data))
+        lacks = "BatchNormalization statistics that are not constants";
     if (lacks) snprintf(why, why_n, "%s node '%s': %s", otl_op_name(n->op), node_name(plan, n), lacks);
     return !lacks;
 }
 
-/* The inputs a step trains: a Conv's weights and bias, a Gemm's B and C. */
+/* The inputs a step trains: a Conv's weights and bias, a Gemm's B and C, a
+ * BatchNormalization's scale and shift (its statistics stay frozen). */
 static bool trains_input(const otl_node *n, int k) {
-    return (n->op == OP_CONV || n->op == OP_GEMM) && (k == 1 || k == 2);
+    return (n->op == OP_CONV || n->op == OP_GEMM || n->op == OP_BATCHNORM) && (k == 1 || k == 2);
 }
 
 /* A parameter is written back into the file's initializer of its name, and
