@@ -18,6 +18,17 @@ typedef struct {
 #define IN_T(a, k) (&(a)->t[(a)->n->in[k]])
 #define OUT_T(a, k) (&(a)->t[(a)->n->out[k]])
 
+/* Advances idx, a row-major index over dims, by one, and off, the offset
+ * it reaches through per-axis strides (0 along a broadcast axis), with it. */
+static inline void otl_index_next(int rank, const int64_t *dims, const int64_t *stride, int64_t *idx, int64_t *off) {
+    for (int d = rank - 1; d >= 0; d--) {
+        *off += stride[d];
+        if (++idx[d] < dims[d]) return;
+        *off -= stride[d] * idx[d];
+        idx[d] = 0;
+    }
+}
+
 /* What a backward kernel sees: the forward's arguments (its inputs and the
  * outputs it wrote, all ONNX order), the gradient of each output, and where
  * to add the gradient of each input (NULL: not wanted). */

@@ -483,12 +483,7 @@ onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a) {
         otl_broadcast_strides(IN_T(f, k), y, strides);
         for (int64_t i = 0; i < count; i++) {
             dX[off] += dY[i];
-            for (int d = y->rank - 1; d >= 0; d--) {
-                off += strides[d];
-                if (++idx[d] < y->dims[d]) break;
-                off -= strides[d] * idx[d];
-                idx[d] = 0;
-            }
+            otl_index_next(y->rank, y->dims, strides, idx, &off);
         }
     }
     return NULL;

@@ -297,12 +297,7 @@ static void strided_copy(const char *src, int64_t base, const int64_t *stride, c
     int64_t idx[ONNXTL_MAX_RANK] = {0}, off = base;
     for (int64_t i = 0; i < count; i++) {
         memcpy(dst + (size_t)i * es, src + (size_t)off * es, es);
-        for (int d = y->rank - 1; d >= 0; d--) {
-            off += stride[d];
-            if (++idx[d] < y->dims[d]) break;
-            off -= stride[d] * idx[d];
-            idx[d] = 0;
-        }
+        otl_index_next(y->rank, y->dims, stride, idx, &off);
     }
 }
 

@@ -105,12 +105,7 @@ static int64_t *output_of(const otl_tinfo *x, const int64_t *ostride) {
     int64_t *out = malloc(sizeof *out * ((size_t)count + 1)), idx[ONNXTL_MAX_RANK] = {0}, o = 0;
     for (int64_t i = 0; out && i < count; i++) {
         out[i] = o;
-        for (int d = x->rank - 1; d >= 0; d--) {
-            o += ostride[d];
-            if (++idx[d] < x->dims[d]) break;
-            o -= ostride[d] * idx[d];
-            idx[d] = 0;
-        }
+        otl_index_next(x->rank, x->dims, ostride, idx, &o);
     }
     return out;
 }
