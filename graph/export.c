@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checked.h"
 #include "proto.h"
 
 /* protobuf-c frees unpacked messages with free(), so everything added here is
@@ -275,13 +274,10 @@ onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int 
 /* Gives t the float data, inline: the file's own payload (or its external
  * data reference) is dropped with the parsed model's allocator. */
 static onnxtl_status *replace_data(Onnx__TensorProto *t, const float *data, size_t n, ProtobufCAllocator *parsed) {
-    size_t count = 1, bytes;
-    for (size_t d = 0; d < t->n_dims; d++) {
-        if (t->dims[d] < 0 || !otl_mul_size(count, (size_t)t->dims[d], &count))
-            return otl_error(ONNXTL_ERR_MODEL, "initializer '%s': bad dims", t->name);
-    }
-    if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || !otl_mul_size(count, sizeof(float), &bytes))
-        return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' is not float", t->name);
+    otl_proto_tensor_info info;
+    OTL_TRY(otl_error_wrap(otl_proto_tensor_describe(t, &info), "initializer '%s'", t->name));
+    if (info.dtype != ONNXTL_FLOAT) return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' is not float", t->name);
+    const size_t count = info.nbytes / sizeof(float), bytes = info.nbytes;
     if (count != n) /* the file changed since it was loaded */
         return otl_error(ONNXTL_ERR_MODEL, "initializer '%s' holds %zu values, not the %zu trained", t->name, count, n);
     uint8_t *copy = malloc(bytes + 1);

@@ -10,6 +10,7 @@
 
 #include "checked.h"
 #include "cpu_kernels.h"
+#include "mix64.h"
 #include "optim.h"
 
 struct otl_trainer {
@@ -32,6 +33,9 @@ struct otl_tape {
     void *buffers;   /* one allocation behind act and grad */
     bool trained;    /* the last forward was a training one */
 };
+
+/* The inputs and outputs a trained step may have (every op with a gradient has at most five). */
+#define MAX_STEP_IO 8
 
 /* The gradient of each op the trainer differentiates; NULL: it passes the
  * gradient through unchanged (a copy of its input's data). */
@@ -75,6 +79,7 @@ bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_
     const otl_tinfo *t = plan->t;
     const char *lacks = NULL;
     if (n->op >= OP_COUNT || !grads_of[n->op].has) lacks = "no gradient for this op yet";
+    else if (n->n_in > MAX_STEP_IO || n->n_out > MAX_STEP_IO) lacks = "too many inputs or outputs";
     else if (t[n->out[0]].dtype != ONNXTL_FLOAT) lacks = "its output is not float";
     else if (n->op == OP_GEMM && n->attrs.trans_a) lacks = "Gemm with transA=1";
     else if (n->op == OP_MAXPOOL && n->n_out > 1 && n->out[1] >= 0) lacks = "MaxPool with an Indices output";
@@ -169,10 +174,14 @@ size_t otl_trainer_param_count(const otl_trainer *t) { return t->n_params; }
 int otl_trainer_param_value(const otl_trainer *t, size_t i) { return t->param_value[i]; }
 const float *otl_trainer_param_data(const otl_trainer *t, size_t i) { return t->params + t->offset[i]; }
 
+static void use_threads(const otl_trainer *t) {
+    omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
+}
+
 void otl_trainer_step(otl_trainer *t) {
     const size_t n = t->offset[t->n_params];
     t->steps++;
-    omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
+    use_threads(t);
     if (t->c.adam) otl_adam_update(t->c.lr, t->c.weight_decay, t->steps, t->params, t->grads, t->m, t->v, n);
     else otl_sgd_update(t->c.lr, t->c.momentum, t->c.weight_decay, t->steps == 1, t->params, t->grads, t->m, n);
     memset(t->grads, 0, n * sizeof(float));
@@ -265,38 +274,36 @@ void otl_tape_release(otl_tape *tp) {
     free(tp);
 }
 
-/* splitmix64's finaliser: a counter-based hash, so a mask is a function of
- * where it is, not of the order it is drawn in. */
-static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Inverted dropout as torch applies it: an element is kept with probability
- * 1 - ratio and then scaled by 1 / (1 - ratio). */
+ * 1 - ratio and then scaled by 1 / (1 - ratio).  Its draw is a hash of where
+ * it is (otl_mix64), not of the order the threads draw in. */
 static onnxtl_status *dropout_forward(otl_tape *tp, int step, const otl_node *n, const float *x, float *y) {
     const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
     const float ratio = dropout_ratio(tp->plan, n), scale = dropout_scale(ratio);
     if (!tp->keep[step] && !(tp->keep[step] = malloc((size_t)count + 1))) return otl_nomem();
     uint8_t *keep = tp->keep[step];
-    const uint64_t key = mix(tp->t->c.seed ^ mix((uint64_t)tp->t->forwards * 0x9e3779b97f4a7c15ull + (uint64_t)step));
+    const uint64_t key =
+        otl_mix64(tp->t->c.seed ^ otl_mix64((uint64_t)tp->t->forwards * 0x9e3779b97f4a7c15ull + (uint64_t)step));
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
-        keep[i] = (double)(mix(key + (uint64_t)i) >> 11) * 0x1.0p-53 >= ratio;
+        keep[i] = (double)(otl_mix64(key + (uint64_t)i) >> 11) * 0x1.0p-53 >= ratio;
         y[i] = keep[i] ? x[i] * scale : 0.0f;
     }
     return NULL;
 }
 
+/* A step's input and output buffers (NULL for omitted ones); otl_trainer_supports bounds their number. */
+static void node_buffers(const otl_tape *tp, const otl_node *n, const void **in, void **out) {
+    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? tp->act[n->in[k]] : NULL;
+    for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? tp->act[n->out[k]] : NULL;
+}
+
 static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
     const otl_plan *p = tp->plan;
     const otl_node *n = otl_plan_step(p, i);
-    const void *in[8] = {0};
-    void *out[8] = {0};
-    if (n->n_in > 8 || n->n_out > 8) return otl_error(ONNXTL_ERR_UNSUPPORTED, "node '%s': too many inputs", n->name);
-    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? tp->act[n->in[k]] : NULL;
-    for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? tp->act[n->out[k]] : NULL;
+    const void *in[MAX_STEP_IO] = {0};
+    void *out[MAX_STEP_IO] = {0};
+    node_buffers(tp, n, in, out);
     /* Dropout follows the trainer, whatever the model's training_mode input says */
     if (n->op == OP_DROPOUT) {
         const size_t count = (size_t)otl_tinfo_count(&p->t[n->out[0]]);
@@ -318,7 +325,7 @@ static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
 
 onnxtl_status *otl_tape_forward(otl_tape *tp, const float *x, bool training, const float **out) {
     const otl_plan *p = tp->plan;
-    omp_set_num_threads(tp->t->c.threads > 0 ? tp->t->c.threads : omp_get_num_procs());
+    use_threads(tp->t);
     tp->act[p->inputs[0]] = (void *)x;
     if (training) tp->t->forwards++;
     for (int i = 0; i < p->n_steps; i++) {
@@ -350,12 +357,12 @@ static void pass_through(const otl_tape *tp, int i, const otl_node *n, const flo
 static onnxtl_status *run_backward(otl_tape *tp, int i) {
     const otl_plan *p = tp->plan;
     const otl_node *n = otl_plan_step(p, i);
-    const void *in[8] = {0};
-    void *out[8] = {0};
-    const float *dout[8] = {0};
-    float *din[8] = {0};
-    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? tp->act[n->in[k]] : NULL, din[k] = gradient_of(tp, n->in[k]);
-    for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? tp->act[n->out[k]] : NULL;
+    const void *in[MAX_STEP_IO] = {0};
+    void *out[MAX_STEP_IO] = {0};
+    const float *dout[MAX_STEP_IO] = {0};
+    float *din[MAX_STEP_IO] = {0};
+    node_buffers(tp, n, in, out);
+    for (int k = 0; k < n->n_in; k++) din[k] = gradient_of(tp, n->in[k]);
     dout[0] = tp->grad[n->out[0]];
     if (!grads_of[n->op].fn) {
         if (din[0]) pass_through(tp, i, n, dout[0], din[0]);
@@ -368,7 +375,7 @@ static onnxtl_status *run_backward(otl_tape *tp, int i) {
 onnxtl_status *otl_tape_backward(otl_tape *tp, const float *dout) {
     const otl_plan *p = tp->plan;
     if (!tp->trained) return otl_error(ONNXTL_ERR_ARG, "a backward pass needs a training forward pass before it");
-    omp_set_num_threads(tp->t->c.threads > 0 ? tp->t->c.threads : omp_get_num_procs());
+    use_threads(tp->t);
     for (int v = 0; v < p->g->n_values; v++)
         if (tp->grad[v]) memset(tp->grad[v], 0, otl_tinfo_bytes(&p->t[v]));
     const int y = p->outputs[0];

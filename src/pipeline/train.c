@@ -9,6 +9,7 @@
 #include "checked.h"
 #include "device.h"
 #include "events.h"
+#include "mix64.h"
 #include "npy.h"
 #include "status.h"
 
@@ -18,12 +19,7 @@ typedef struct {
     uint64_t s;
 } rng;
 
-static uint64_t rng_next(rng *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(rng *r) { return otl_mix64(r->s += 0x9e3779b97f4a7c15ull); }
 
 static float rng_uniform(rng *r) { return (float)((rng_next(r) >> 40) * (1.0 / 16777216.0)); }
 
@@ -292,10 +288,22 @@ void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e) {
     fputs("}\n", log);
 }
 
+onnxtl_status *otl_train_log_open(const char *path, FILE **log) {
+    *log = path ? fopen(path, "w") : NULL;
+    return path && !*log ? otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", path, strerror(errno)) : NULL;
+}
+
+onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *st) {
+    if (!log) return st;
+    const bool failed = ferror(log) != 0;
+    if ((fclose(log) != 0 || failed) && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return st;
+}
+
 static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_options *o, otl_train_result *r, float *best) {
     rng rr = {o->seed ^ 0x5eed};
-    FILE *log = o->log ? fopen(o->log, "w") : NULL;
-    if (o->log && !log) return otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", o->log, strerror(errno));
+    FILE *log;
+    OTL_TRY(otl_train_log_open(o->log, &log));
     onnxtl_status *st = NULL;
     double best_acc = -1;
     int64_t steps = 0;
@@ -316,10 +324,7 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
             *r = (otl_train_result){e, loss, acc, tl, ta, r->eval_split, r->train_rows, r->eval_rows};
         }
     }
-    if (log) {
-        const bool failed = ferror(log) != 0;
-        if ((fclose(log) != 0 || failed) && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", o->log, strerror(errno));
-    }
+    st = otl_train_log_close(log, o->log, st);
     if (!st) memcpy(h->params, best, h->n_params * sizeof(float));
     return st;
 }

@@ -1,6 +1,5 @@
 #include "train_net.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,13 +270,6 @@ static void release(net_training *t) {
     free(t->labels);
 }
 
-static onnxtl_status *close_log(FILE *log, const char *path, onnxtl_status *st) {
-    if (!log) return st;
-    const bool failed = ferror(log) != 0;
-    if ((fclose(log) != 0 || failed) && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    return st;
-}
-
 onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_result *r) {
     memset(r, 0, sizeof *r);
     if (o->batch < 1 || o->epochs < 1 || !(o->trainer.lr > 0) || o->decoders < 1)
@@ -288,8 +280,7 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
     onnxtl_status *st = prepare(&t);
     if (!st) st = split_samples(t.ds, &s, &r->eval_split);
     if (!st) st = check_batch_sizes(&t, &s);
-    if (!st && o->log && !(t.log = fopen(o->log, "w")))
-        st = otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", o->log, strerror(errno));
+    if (!st) st = otl_train_log_open(o->log, &t.log);
     if (!st) {
         r->train_images = s.n_train, r->eval_images = s.n_eval;
         r->params = (int64_t)otl_trainer_param_count(t.trainer);
@@ -297,7 +288,7 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
                         otl_trainer_param_count(t.trainer), s.n_train, s.n_eval);
         st = run_epochs(&t, &s);
     }
-    st = close_log(t.log, o->log, st);
+    st = otl_train_log_close(t.log, o->log, st);
     r->seconds = otl_now() - start;
     free(s.train);
     free(s.eval);
