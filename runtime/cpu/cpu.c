@@ -301,10 +301,8 @@ static bool eligible_conv(const cpu_state *s, const otl_node *n) {
  * int8 they would only add conversion passes, so they stay fp32, as do int8
  * convolutions whose input the calibration did not see. */
 static bool multiplies_low(const cpu_state *s, const otl_node *n) {
-    dnnl_data_type_t type;
-    float scale;
     if (s->precision == ONNXTL_PRECISION_FP32 || !eligible_conv(s, n)) return false;
-    return s->precision == ONNXTL_PRECISION_BF16 || int8_quantisation(s, n->in[0], &type, &scale);
+    return s->precision == ONNXTL_PRECISION_BF16 || otl_ranges_find(s->ranges, s->plan->g->values[n->in[0]].name);
 }
 
 /* An output that only such convolutions read, as their input, is written in
