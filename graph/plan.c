@@ -459,3 +459,31 @@ onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan
     *out = seg;
     return NULL;
 }
+
+onnxtl_status *otl_plan_downstream(const otl_plan *p, int v, otl_plan **out) {
+    const char *name = p->g->values[v].name;
+    int *at = producing_steps(p);
+    if (!at) return otl_nomem();
+    const int first = at[v] + 1;
+    free(at);
+    if (first == 0 && !(p->n_inputs == 1 && p->inputs[0] == v))
+        return otl_error(ONNXTL_ERR_ARG, "no step computes '%s' on the way to the output (a constant, or a tensor the "
+                         "output does not depend on)", name);
+    if (first == p->n_steps) return otl_error(ONNXTL_ERR_ARG, "no layer follows '%s'", name);
+    otl_plan *seg;
+    OTL_TRY(otl_plan_segment(p, first, p->n_steps, &seg));
+    if (!seg->n_inputs) {
+        otl_plan_free(seg);
+        return otl_error(ONNXTL_ERR_ARG, "the output does not depend on '%s'", name);
+    }
+    for (int i = 0; i < seg->n_inputs; i++)
+        if (seg->inputs[i] != v) {
+            onnxtl_status *st = otl_error(ONNXTL_ERR_ARG, "the layers after '%s' also read '%s', which comes before "
+                                          "it: start from a tensor that every path to the output goes through", name,
+                                          p->g->values[seg->inputs[i]].name);
+            otl_plan_free(seg);
+            return st;
+        }
+    *out = seg;
+    return NULL;
+}

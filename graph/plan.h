@@ -43,6 +43,13 @@ void otl_plan_free(otl_plan *p);
  * and must not outlive p. */
 onnxtl_status *otl_plan_segment(const otl_plan *p, int first, int last, otl_plan **out);
 
+/* The plan of the steps after the one that computes v (p's input or one of
+ * its steps' outputs), as otl_plan_segment makes it, whose one input is v:
+ * the network from v on, as training downstream of a tensor sees it.  It
+ * fails, naming the value, when those steps read anything else that
+ * earlier steps compute, or when no step follows v. */
+onnxtl_status *otl_plan_downstream(const otl_plan *p, int v, otl_plan **out);
+
 /* The node that step i runs. */
 static inline const otl_node *otl_plan_step(const otl_plan *p, int i) { return &p->nodes[p->steps[i]]; }
 

@@ -9,6 +9,10 @@
   see test_small_cnn for why no float32 Adam gets closer).
 * ResNet18 fine-tuned whole with frozen BatchNorm: one step's gradients
   against torch.autograd in float64, then 8 SGD steps against torch.
+* Fine-tuning on cached activations: ResNet18's layer4 and fc trained on
+  the layer3 output that extract --cut cached, 52 steps of Adam and of SGD
+  against torch on the same activations; --from on images takes the same
+  steps; what a cache must match is refused in one line.
 * Gradients of every op with a backward pass, one SGD step on small models
   against torch.autograd: Conv with groups, strides, asymmetric padding and
   dilation, MaxPool with padding and ceil_mode, Gemm with transB 0 and 1 and
@@ -221,6 +225,91 @@ def test_resnet18_frozen_bn(onnxtl, shared, d):
            f"statistics unchanged: {frozen}")
 
 
+LAYER3 = "/layer3/layer3.1/relu_1/Relu_output_0"
+
+
+def cached_layer3(onnxtl, shared, d):
+    """ResNet18's layer3 output for 13 photos per class, cached by extract --cut, and as torch tensors."""
+    mdl = resnet18_path()
+    data = subset(shared, d, 13, 2)
+    feats = os.path.join(d, "layer3.bin")
+    r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, "--resize", "64x64", "--crop", "none", "-o", feats, "--quiet")
+    r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(d, "np"))
+    if r.returncode:
+        return None, r.stderr.strip()
+    x, y, split = (np.load(os.path.join(d, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
+    return (mdl, data, feats, torch.from_numpy(x[split == 0].reshape(-1, 256, 4, 4)), torch.from_numpy(y[split == 0])), ""
+
+
+def test_resnet18_layer4_cached(onnxtl, shared, d):
+    """Fine-tuning on cached activations: ResNet18's layer4 and fc trained from layer3's output, which
+    extract --cut computed once, against torch training the same parameters on the same activations (BatchNorm
+    frozen), 52 steps of Adam lr 1e-5 and of SGD with momentum.  Nothing before the cut changes, and training
+    from the images with --from takes the same steps as training from the cache."""
+    cached, err = cached_layer3(onnxtl, shared, d)
+    if not cached:
+        report(False, "extract ResNet18's layer3 output", err)
+        return
+    mdl, data, feats, x, y = cached
+    onnx_w = weights(mdl)
+    tail_names = ("layer4.", "fc.")
+    for label, flags, make_opt in (
+            ("Adam lr 1e-5", ["--optim", "adam", "--lr", "1e-5"], lambda p: torch.optim.Adam(p, lr=1e-5)),
+            ("SGD lr 1e-4, momentum 0.9", ["--optim", "sgd", "--lr", "1e-4", "--momentum", "0.9"],
+             lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9))):
+        out = os.path.join(d, "layer4.onnx")
+        losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4", *flags)
+        net, _ = resnet18_torch(onnx_w, torch.float32)
+        tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
+        ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], make_opt, x, y, 2, 4)
+        if losses is None or len(losses) != len(ref):
+            report(False, f"train ResNet18's layer4 and fc on cached layer3 activations ({label})", err)
+            continue
+        trained = weights(out)
+        loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+        w_rel = max(relative(trained[k], v.detach().numpy()) for k, v in net.named_parameters() if k.startswith(tail_names))
+        frozen = all(np.array_equal(trained[k], v) for k, v in onnx_w.items() if not k.startswith(tail_names))
+        report(len(losses) >= 50 and loss_rel <= 1e-4 and w_rel <= 1e-4 and frozen,
+               f"ResNet18's layer4 and fc on cached layer3 activations, {label}: every step's loss and the final "
+               "weights as torch's, and nothing before the cut changed", f"{len(losses)} steps, losses within "
+               f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
+    cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "2", "--epochs", "1")
+    image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "2", "--epochs", "1",
+                             "--from", LAYER3, "--resize", "64x64", "--crop", "none")
+    same = image_losses is not None and len(image_losses) == len(cached_losses) and \
+        max(abs(a - b) / abs(b) for a, b in zip(image_losses, cached_losses)) <= 1e-6
+    report(same, "train DATA_DIR --from TENSOR (the frozen layers run every epoch) takes the steps training on "
+           "the cache takes", err or f"{image_losses[:3] if image_losses else None} vs {cached_losses[:3]}")
+
+
+def test_cache_refusals(onnxtl, shared, d):
+    """What training on a cache refuses, in one line naming the file and what to do."""
+    cached, err = cached_layer3(onnxtl, shared, d)
+    if not cached:
+        report(False, "extract ResNet18's layer3 output", err)
+        return
+    mdl, data, feats, _, _ = cached
+    other = os.path.join(d, "other.onnx")
+    m = onnx.load(mdl)
+    m.doc_string = "another file"
+    onnx.save(m, other)
+    cases = (
+        ((other, feats), "was extracted from", "a features file made from another model"),
+        ((mdl, feats, "--from", "/layer4/layer4.1/relu_1/Relu_output_0"), "extract it with --cut",
+         "--from other than the features' cut"),
+        ((mdl, feats, "--resize", "64x64"), "fixes the preprocessing", "preprocessing options with a features file"),
+        ((mdl, data, "--from", "/layer3/layer3.1/bn2/BatchNormalization_output_0", "--resize", "64x64", "--crop",
+          "none"), "also read", "--from a tensor that a residual connection goes around"),
+        ((mdl, data, "--from", "nonesuch", "--resize", "64x64", "--crop", "none"), "has no tensor 'nonesuch'",
+         "--from a tensor the model lacks"),
+    )
+    for args, expect, what in cases:
+        out = os.path.join(d, "refused.onnx")
+        r = sh(onnxtl, "train", *args, "-o", out, "--quiet")
+        report(r.returncode == 1 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1 and
+               not os.path.exists(out), f"train refuses {what} in one line", r.stderr.strip())
+
+
 class Gemm(torch.nn.Module):
     def __init__(self, b, c, trans_b, alpha, beta):
         super().__init__()
@@ -388,7 +477,7 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_cache_refusals, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

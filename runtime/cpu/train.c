@@ -199,11 +199,17 @@ void otl_trainer_release(otl_trainer *t) {
     free(t);
 }
 
-/* Whether value v gets a buffer of the tape's: not a constant or a
- * parameter, nor the network's input, which the caller's batch is. */
-static bool tape_holds(const otl_tape *tp, int v) {
-    const otl_tinfo *t = &tp->plan->t[v];
-    return !t->data && t->rank >= 0 && v != tp->plan->inputs[0];
+/* The values the plan's steps compute, which get buffers of the tape's: not
+ * constants or parameters, nor the network's input (the caller's batch),
+ * nor, in a plan of a network's last layers, what its frozen part computes. */
+static bool *computed_values(const otl_plan *p) {
+    bool *computed = calloc((size_t)p->g->n_values + 1, sizeof *computed);
+    for (int i = 0; computed && i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] >= 0 && !p->t[n->out[k]].data && p->t[n->out[k]].rank >= 0) computed[n->out[k]] = true;
+    }
+    return computed;
 }
 
 /* Activations and the gradients of the float ones, every one kept for the
@@ -212,23 +218,30 @@ static onnxtl_status *alloc_tape(otl_tape *tp) {
     const otl_plan *p = tp->plan;
     const int nv = p->g->n_values;
     size_t ws = 0;
+    bool *computed = computed_values(p);
+    if (!computed) return otl_nomem();
     for (int pass = 0; pass < 2; pass++) {
         size_t at = 0;
         for (int v = 0; v < nv; v++) {
-            if (!tape_holds(tp, v)) continue;
+            if (!computed[v]) continue;
             const size_t bytes = otl_tinfo_bytes(&p->t[v]), padded = (bytes + 63) & ~(size_t)63;
             const bool grad = p->t[v].dtype == ONNXTL_FLOAT;
             if (pass) {
                 tp->act[v] = (char *)tp->buffers + at;
                 if (grad) tp->grad[v] = (float *)((char *)tp->buffers + at + padded);
             }
-            if (padded < bytes || !otl_add_size(at, grad ? 2 * padded : padded, &at) || (grad && padded > SIZE_MAX / 2))
+            if (padded < bytes || !otl_add_size(at, grad ? 2 * padded : padded, &at) || (grad && padded > SIZE_MAX / 2)) {
+                free(computed);
                 return otl_error(ONNXTL_ERR_NOMEM, "the training activations do not fit in memory");
+            }
         }
-        if (!pass && !(tp->buffers = aligned_alloc(64, at + 64)))
+        if (!pass && !(tp->buffers = aligned_alloc(64, at + 64))) {
+            free(computed);
             return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of training activations; try a smaller batch",
                              at);
+        }
     }
+    free(computed);
     for (int v = 0; v < nv; v++) {
         if (tp->t->slot[v] >= 0) tp->act[v] = tp->t->params + tp->t->offset[tp->t->slot[v]];
         else if (p->t[v].data) tp->act[v] = (void *)p->t[v].data; /* constants are only read */

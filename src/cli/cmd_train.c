@@ -9,23 +9,34 @@
 #include "train_net.h"
 
 static const char train_help[] =
-    "usage: onnxtl train MODEL DATA_DIR [options]\n"
+    "usage: onnxtl train MODEL DATA_DIR|FEATURES [--from TENSOR] [options]\n"
     "\n"
-    "Trains every Conv, Gemm and BatchNormalization parameter of MODEL on the\n"
-    "images of DATA_DIR's train/ split, decoded every epoch, and evaluates each\n"
-    "epoch on its test/ (else val/) split: training from scratch when MODEL's\n"
-    "weights are random, a full fine-tune when they are pretrained.  MODEL must\n"
-    "end in one logit per class of DATA_DIR (its own last layer is kept).  The\n"
-    "loss is softmax cross-entropy, as torch's CrossEntropyLoss.  The trained\n"
-    "model is MODEL with its trained weights, in standard ONNX, written after\n"
-    "every epoch.\n"
+    "Trains every Conv, Gemm and BatchNormalization parameter of MODEL after\n"
+    "TENSOR (without --from: all of them, training from scratch when MODEL's\n"
+    "weights are random, a full fine-tune when they are pretrained) and\n"
+    "evaluates each epoch on the test (else val) split.  The layers before\n"
+    "TENSOR stay frozen.  The data are either\n"
+    "  DATA_DIR   images in train/<class>/, test/<class>/, decoded every epoch,\n"
+    "             the frozen layers run on them every epoch; or\n"
+    "  FEATURES   what 'onnxtl extract MODEL DATA_DIR --cut TENSOR' cached: the\n"
+    "             frozen layers' output, computed once (--from defaults to its cut).\n"
+    "MODEL must end in one logit per class (its own last layer is kept; a final\n"
+    "Softmax is skipped).  The loss is softmax cross-entropy, as torch's\n"
+    "CrossEntropyLoss.  The trained model is MODEL with its trained weights, in\n"
+    "standard ONNX, written after every epoch.\n"
     "\n"
     "Ops with a gradient so far: Conv (any groups, strides, padding, dilation),\n"
     "Gemm, Relu, MaxPool, Add, GlobalAveragePool, BatchNormalization (statistics\n"
     "frozen, scale and shift trained), Flatten, Reshape, Dropout.\n"
     "\n"
+    "examples:\n"
+    "  onnxtl train small_cnn.onnx data/ --resize 64x64 --crop none --mean 0,0,0 --std 1,1,1\n"
+    "  onnxtl extract resnet18.onnx data/ --cut /layer3/layer3.1/relu_1/Relu_output_0 -o layer3.bin\n"
+    "  onnxtl train resnet18.onnx layer3.bin --epochs 20     (layer4 and fc, on the cache)\n"
+    "\n"
     "options:\n"
     "  -o FILE          model to write (default trained.onnx)\n"
+    "  --from TENSOR    train only what follows TENSOR (onnxtl info MODEL lists the tensors)\n"
     "  --optim adam|sgd default adam (torch.optim's Adam; SGD with --momentum)\n"
     "  --lr X           default 1e-5\n"
     "  --momentum M     SGD momentum (default 0)\n"
@@ -41,8 +52,9 @@ static const char train_help[] =
     "  --quiet          no progress or per-epoch lines\n"
     "  --json           the result as one JSON object on stdout\n"
     "\n"
-    "preprocessing: as extract's (torchvision's ImageNet evaluation transform,\n"
-    "changed by what the model states, then by these options); the small CNN of\n"
+    "preprocessing, for DATA_DIR (a features file keeps its own): as extract's\n"
+    "(torchvision's ImageNet evaluation transform, changed by what the model\n"
+    "states, then by these options); the small CNN of\n"
     "tools/export_small_cnn.py wants --resize 64x64 --crop none --mean 0,0,0 --std 1,1,1:\n"
     CLI_PREPROCESS_HELP;
 
@@ -57,6 +69,7 @@ static int parse_value(train_args *a, const char *opt, const char *v) {
     otl_trainer_config *t = &a->o.trainer;
     if (cli_preprocess_option("train", opt, v, &a->o.pre, &rc)) return rc;
     if (!strcmp(opt, "-o")) a->o.out_path = v;
+    else if (!strcmp(opt, "--from")) a->o.from = v;
     else if (!strcmp(opt, "--optim")) a->optim = v;
     else if (!strcmp(opt, "--log")) a->o.log = v;
     else if (!strcmp(opt, "--lr")) return cli_parse_float("train", opt, v, &t->lr);
@@ -89,8 +102,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (n_pos < 2) pos[n_pos++] = s;
         else return cli_usage("train", "unexpected argument '%s'", s);
     }
-    if (n_pos != 2) return cli_usage("train", "expected MODEL and DATA_DIR");
-    a->o.model_path = pos[0], a->o.data_dir = pos[1];
+    if (n_pos != 2) return cli_usage("train", "expected MODEL and DATA_DIR or FEATURES");
+    a->o.model_path = pos[0], a->o.data = pos[1];
     const otl_trainer_config *t = &a->o.trainer;
     if (strcmp(a->optim, "adam") && strcmp(a->optim, "sgd")) return cli_usage("train", "--optim is adam or sgd");
     if (!(t->lr > 0) || t->momentum < 0 || t->weight_decay < 0)

@@ -119,8 +119,7 @@ typedef struct {
     const otl_head_backend *be;
     void *state;
     int cap;                /* rows per batch buffer */
-    uint64_t *train, *eval; /* row indices */
-    size_t n_train, n_eval;
+    otl_row_splits rows;
     float *x, *logits, *dlogits, *scales[OTL_HEAD_MAX_LAYERS - 1];
     int *labels;
 } trainer;
@@ -150,14 +149,14 @@ static onnxtl_status *evaluate(trainer *t, double *loss, double *acc) {
     int correct = 0;
     double sum = 0;
     const int c = t->h->dims[t->h->n_layers];
-    for (size_t s = 0; s < t->n_eval; s += (size_t)t->cap) {
-        int n = t->n_eval - s < (size_t)t->cap ? (int)(t->n_eval - s) : t->cap;
-        gather(t, t->eval + s, n);
+    for (size_t s = 0; s < t->rows.n_eval; s += (size_t)t->cap) {
+        int n = t->rows.n_eval - s < (size_t)t->cap ? (int)(t->rows.n_eval - s) : t->cap;
+        gather(t, t->rows.eval + s, n);
         OTL_TRY(t->be->forward(t->state, t->x, n, NULL, t->logits));
         sum += otl_cross_entropy(t->logits, t->labels, n, c, NULL, &correct);
     }
-    *loss = t->n_eval ? sum / (double)t->n_eval : -1;
-    *acc = t->n_eval ? (double)correct / (double)t->n_eval : -1;
+    *loss = t->rows.n_eval ? sum / (double)t->rows.n_eval : -1;
+    *acc = t->rows.n_eval ? (double)correct / (double)t->rows.n_eval : -1;
     return NULL;
 }
 
@@ -172,25 +171,36 @@ void otl_shuffle(uint64_t *x, size_t n, uint64_t *state) {
     *state = r.s;
 }
 
-static onnxtl_status *split_rows(trainer *t, otl_train_result *r) {
-    const otl_features *f = t->f;
+onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s) {
     const uint64_t *split = otl_features_split_rows(f);
-    r->eval_split = split[SPLIT_TEST] ? SPLIT_TEST : split[SPLIT_VAL] ? SPLIT_VAL : -1;
-    uint64_t rows = otl_features_rows(f);
-    t->train = malloc(sizeof(uint64_t) * (rows + 1));
-    t->eval = malloc(sizeof(uint64_t) * (rows + 1));
-    if (!t->train || !t->eval) return otl_nomem();
+    s->eval_split = split[SPLIT_TEST] ? SPLIT_TEST : split[SPLIT_VAL] ? SPLIT_VAL : -1;
+    const uint64_t rows = otl_features_rows(f);
+    s->train = malloc(sizeof(uint64_t) * (rows + 1));
+    s->eval = malloc(sizeof(uint64_t) * (rows + 1));
+    s->n_train = s->n_eval = 0;
+    if (!s->train || !s->eval) return otl_nomem();
     for (uint64_t i = 0; i < rows; i++) {
         otl_row_tag tag;
         otl_features_row(f, i, &tag);
-        if (tag.split == SPLIT_TRAIN || tag.split == SPLIT_ALL) t->train[t->n_train++] = i;
-        else if ((int)tag.split == r->eval_split) t->eval[t->n_eval++] = i;
+        if (tag.split == SPLIT_TRAIN || tag.split == SPLIT_ALL) s->train[s->n_train++] = i;
+        else if ((int)tag.split == s->eval_split) s->eval[s->n_eval++] = i;
     }
-    if (!t->n_train)
+    if (!s->n_train)
         return otl_error(ONNXTL_ERR_ARG, "%s: no training rows (extract a train/ split or an unsplit folder)",
                          otl_features_path(f));
-    r->train_rows = t->n_train;
-    r->eval_rows = t->n_eval;
+    return NULL;
+}
+
+void otl_row_splits_free(otl_row_splits *s) {
+    free(s->train);
+    free(s->eval);
+}
+
+static onnxtl_status *split_rows(trainer *t, otl_train_result *r) {
+    OTL_TRY(otl_features_splits(t->f, &t->rows));
+    r->eval_split = t->rows.eval_split;
+    r->train_rows = t->rows.n_train;
+    r->eval_rows = t->rows.n_eval;
     return NULL;
 }
 
@@ -230,15 +240,15 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     char what[32];
     snprintf(what, sizeof what, "epoch %d", epoch);
     /* An epoch of a few dozen steps is over before a progress bar helps. */
-    const size_t n_steps = (t->n_train + (size_t)o->batch - 1) / (size_t)o->batch;
+    const size_t n_steps = (t->rows.n_train + (size_t)o->batch - 1) / (size_t)o->batch;
     const otl_events *ev = n_steps > 50 ? o->events : NULL;
     otl_events_progress(ev, what, "step", 0, n_steps);
-    if (o->shuffle) otl_shuffle(t->train, t->n_train, &r->s);
+    if (o->shuffle) otl_shuffle(t->rows.train, t->rows.n_train, &r->s);
     double sum = 0;
     int correct = 0;
-    for (size_t s = 0, step = 0; s < t->n_train; s += (size_t)o->batch, step++) {
-        int n = t->n_train - s < (size_t)o->batch ? (int)(t->n_train - s) : o->batch;
-        gather(t, t->train + s, n);
+    for (size_t s = 0, step = 0; s < t->rows.n_train; s += (size_t)o->batch, step++) {
+        int n = t->rows.n_train - s < (size_t)o->batch ? (int)(t->rows.n_train - s) : o->batch;
+        gather(t, t->rows.train + s, n);
         OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
         const int before = correct;
         double l = otl_cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
@@ -252,8 +262,8 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
         OTL_TRY(t->be->step(t->state, t->dlogits, n));
         otl_events_progress(ev, what, "step", step + 1, n_steps);
     }
-    *loss = sum / (double)t->n_train;
-    *acc = (double)correct / (double)t->n_train;
+    *loss = sum / (double)t->rows.n_train;
+    *acc = (double)correct / (double)t->rows.n_train;
     return NULL;
 }
 
@@ -264,7 +274,7 @@ static bool row_finite(const float *x, uint32_t dim) {
 }
 
 /* Every row intact and every feature finite, checked on all cores before any training. */
-static onnxtl_status *check_finite(const otl_features *f) {
+onnxtl_status *otl_features_check_finite(const otl_features *f) {
     OTL_TRY(otl_features_check_rows(f));
     const uint32_t dim = otl_features_meta_of(f)->dim;
     const int64_t n = (int64_t)otl_features_rows(f);
@@ -313,11 +323,11 @@ static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_option
         if (!st) st = evaluate(t, &tl, &ta);
         if (st) break;
         const otl_epoch_figures figures = {e, o->epochs, loss, acc, tl, ta,
-                                           t->n_eval ? otl_split_names[r->eval_split] : NULL};
+                                           t->rows.n_eval ? otl_split_names[r->eval_split] : NULL};
         otl_events_epoch(o->events, &figures);
         if (log) otl_train_log_epoch(log, &figures);
         if (o->history) st = otl_train_history_add_epoch(o->history, &figures);
-        bool keep = o->keep_last || !t->n_eval || ta > best_acc;
+        bool keep = o->keep_last || !t->rows.n_eval || ta > best_acc;
         if (keep) {
             best_acc = ta;
             st = t->be->read(t->state, best);
@@ -352,8 +362,7 @@ static onnxtl_status *alloc_batch_buffers(trainer *t) {
 
 static void free_trainer(trainer *t) {
     if (t->state) t->be->release(t->state);
-    free(t->train);
-    free(t->eval);
+    otl_row_splits_free(&t->rows);
     free(t->x);
     free(t->logits);
     free(t->dlogits);
@@ -372,7 +381,7 @@ onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_opt
     memset(r, 0, sizeof *r);
     if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0) || o->dropout < 0 || o->dropout >= 1)
         return otl_error(ONNXTL_ERR_ARG, "bad training options (batch, epochs, lr > 0, 0 <= dropout < 1)");
-    OTL_TRY(check_finite(f));
+    OTL_TRY(otl_features_check_finite(f));
     trainer t = {.f = f, .h = h, .cap = o->batch > 256 ? o->batch : 256};
     otl_head_config c = head_config(h, o, t.cap);
     float *best = malloc(h->n_params * sizeof(float));

@@ -80,6 +80,20 @@ onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *s
 /* One --log line for an epoch's figures. */
 void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e);
 
+/* The rows of each split: the training ones (split train, or all when
+ * unsplit), and the test (else val) ones, whose split eval_split names (-1: none). */
+typedef struct {
+    uint64_t *train, *eval;
+    size_t n_train, n_eval;
+    int eval_split;
+} otl_row_splits;
+
+/* Fails, naming the file, when f has no training rows. */
+onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s);
+void otl_row_splits_free(otl_row_splits *s);
+/* Every row intact and every feature finite, checked on all cores before any training. */
+onnxtl_status *otl_features_check_finite(const otl_features *f);
+
 /* Trains h on f's training rows (split train, or all when unsplit) and
  * evaluates each epoch on the test (else val) split. */
 onnxtl_status *otl_train(otl_head *h, const otl_features *f, const otl_train_options *o, otl_train_result *r);

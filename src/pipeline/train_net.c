@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "batches.h"
 #include "dataset.h"
 #include "export.h"
+#include "hash.h"
 #include "image_model.h"
 #include "model.h"
 #include "status.h"
@@ -17,18 +19,30 @@
  * last batch, or one that lost a bad image), made again when it changes. */
 #define MAX_TAPES 2
 
+/* One batch size's plans and tape. */
+typedef struct {
+    int64_t size;
+    otl_plan *whole; /* the model at this batch size */
+    otl_plan *part;  /* its steps downstream of the tensor training starts at (whole itself, from the input) */
+    otl_tape *tape;
+} sized_tape;
+
 typedef struct {
     const otl_train_net_options *o;
     onnxtl_model *model;
     otl_preprocess pre;
     otl_image_input input;
-    int output;            /* the logits: the model's first output */
+    int logits;            /* the model's first output, or the input of the Softmax that computes it */
+    int from;              /* where training starts: the model's input, or a tensor inside it */
     int n_classes;
-    otl_dataset *ds;
+    int64_t from_count;    /* values per image of `from` */
+    otl_dataset *ds;       /* training on images ... */
+    onnxtl_model *frozen_model;
+    onnxtl_session *frozen; /* ... where a session computes `from` */
+    otl_features *f;       /* training on a features file's rows */
+    float *rows;           /* a batch of them */
     otl_trainer *trainer;
-    otl_plan *plans[MAX_TAPES];
-    otl_tape *tapes[MAX_TAPES];
-    int64_t sizes[MAX_TAPES];
+    sized_tape tapes[MAX_TAPES];
     int n_tapes;
     float *dlogits;
     int *labels;
@@ -36,49 +50,55 @@ typedef struct {
     otl_train_net_result *r;
 } net_training;
 
-/* The running epoch's sums, for the batch callback. */
+/* The running pass's sums. */
 typedef struct {
     net_training *t;
-    const size_t *samples; /* dataset index per image of the run */
+    const size_t *samples; /* dataset index per image of an image pass */
     bool training;
     int epoch;
+    size_t total;
     double loss;
     size_t seen, correct, skipped;
 } epoch_pass;
 
-static onnxtl_status *plan_for(net_training *t, int64_t batch, otl_plan **out) {
-    otl_tinfo in = {.dtype = ONNXTL_FLOAT, .rank = 4};
-    otl_image_input_dims(&t->input, (size_t)batch, in.dims);
-    return otl_model_plan(t->model, &in, batch, &t->output, 1, out);
+static bool from_input(const net_training *t) { return t->from == otl_model_graph(t->model)->inputs[0]; }
+
+static void release_sized(sized_tape *s) {
+    otl_tape_release(s->tape);
+    if (s->part != s->whole) otl_plan_free(s->part);
+    otl_plan_free(s->whole);
+    *s = (sized_tape){0};
 }
 
-/* Every step must have a gradient, before any image is decoded. */
-static onnxtl_status *check_trainable(const otl_plan *p) {
-    char why[256];
-    for (int i = 0; i < p->n_steps; i++)
-        if (!otl_trainer_supports(p, i, why, sizeof why))
-            return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train %s", why);
+static onnxtl_status *plans_for(const net_training *t, int64_t batch, sized_tape *s) {
+    otl_tinfo in = {.dtype = ONNXTL_FLOAT, .rank = 4};
+    otl_image_input_dims(&t->input, (size_t)batch, in.dims);
+    *s = (sized_tape){.size = batch};
+    OTL_TRY(otl_model_plan(t->model, &in, batch, &t->logits, 1, &s->whole));
+    s->part = s->whole;
+    if (from_input(t)) return NULL;
+    onnxtl_status *st = otl_plan_downstream(s->whole, t->from, &s->part);
+    if (st) {
+        s->part = s->whole;
+        release_sized(s);
+        return otl_error_wrap(st, "%s", t->o->model_path);
+    }
     return NULL;
 }
 
 static onnxtl_status *tape_for(net_training *t, int64_t batch, otl_tape **out) {
     for (int i = 0; i < t->n_tapes; i++)
-        if (t->sizes[i] == batch) return *out = t->tapes[i], NULL;
-    if (t->n_tapes == MAX_TAPES) { /* the other size makes room; the full batch stays */
-        otl_tape_release(t->tapes[1]);
-        otl_plan_free(t->plans[1]);
-        t->n_tapes = 1;
-    }
-    otl_plan *p;
-    OTL_TRY(plan_for(t, batch, &p));
-    onnxtl_status *st = otl_tape_create(t->trainer, p, &t->tapes[t->n_tapes]);
+        if (t->tapes[i].size == batch) return *out = t->tapes[i].tape, NULL;
+    if (t->n_tapes == MAX_TAPES) release_sized(&t->tapes[--t->n_tapes]); /* the other size makes room */
+    sized_tape *s = &t->tapes[t->n_tapes];
+    OTL_TRY(plans_for(t, batch, s));
+    onnxtl_status *st = otl_tape_create(t->trainer, s->part, &s->tape);
     if (st) {
-        otl_plan_free(p);
+        release_sized(s);
         return st;
     }
-    t->plans[t->n_tapes] = p;
-    t->sizes[t->n_tapes] = batch;
-    *out = t->tapes[t->n_tapes++];
+    t->n_tapes++;
+    *out = s->tape;
     return NULL;
 }
 
@@ -88,25 +108,20 @@ static void log_step(net_training *t, int epoch, double loss, double acc) {
                 (long long)t->r->steps, epoch, loss, acc, t->o->trainer.lr);
 }
 
-/* A batch's good images, forward; in training also backward and a step. */
-static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *turn) {
-    epoch_pass *e = ctx;
+/* n inputs of the trained part (t->labels holds their labels): forward; in
+ * training also backward and an optimizer step. */
+static onnxtl_status *step_batch(epoch_pass *e, const float *x, int n) {
     net_training *t = e->t;
-    (void)turn; /* one consumer: batches come in order */
-    e->skipped += b->n_bad;
-    for (size_t i = 0; e->epoch == 1 && i < b->n_bad; i++) otl_events_note(t->o->events, true, "skipped %s", b->why[i]);
-    if (!b->good) return NULL;
-    const int n = (int)b->good;
-    for (int i = 0; i < n; i++) t->labels[i] = t->ds->samples[e->samples[b->index[i]]].label;
     otl_tape *tape;
     const float *logits;
     OTL_TRY(tape_for(t, n, &tape));
-    OTL_TRY(otl_tape_forward(tape, b->pixels, e->training, &logits));
+    OTL_TRY(otl_tape_forward(tape, x, e->training, &logits));
     int correct = 0;
     const double loss = otl_cross_entropy(logits, t->labels, n, t->n_classes, e->training ? t->dlogits : NULL, &correct);
     if (!isfinite(loss))
         return otl_error(ONNXTL_ERR_RUNTIME, "the loss became non-finite at epoch %d; lower --lr", e->epoch);
     e->loss += loss, e->correct += (size_t)correct, e->seen += (size_t)n;
+    otl_events_progress(t->o->events, e->training ? "train" : "evaluate", "img", e->seen + e->skipped, e->total);
     if (!e->training) return NULL;
     OTL_TRY(otl_tape_backward(tape, t->dlogits));
     otl_trainer_step(t->trainer);
@@ -115,45 +130,107 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
     return NULL;
 }
 
-/* One pass over the samples listed in order: their mean loss and accuracy. */
-static onnxtl_status *run_pass(net_training *t, const size_t *order, size_t n, bool training, int epoch,
-                               double *loss, double *acc) {
+/* The frozen part on a batch of images: `from` for each, computed by the session. */
+static onnxtl_status *run_frozen(net_training *t, const otl_batch *b, const float **x) {
+    onnxtl_tensor in = {.name = t->input.name, .dtype = ONNXTL_FLOAT, .rank = 4, .data = b->pixels};
+    onnxtl_tensor out = {.name = otl_model_graph(t->model)->values[t->from].name};
+    otl_image_input_dims(&t->input, b->good, in.dims);
+    OTL_TRY(onnxtl_session_run(t->frozen, &in, 1, &out, 1));
+    int64_t count = 1;
+    for (int d = 0; d < out.rank; d++) count *= out.dims[d];
+    if (out.dtype != ONNXTL_FLOAT || count != t->from_count * (int64_t)b->good)
+        return otl_error(ONNXTL_ERR_MODEL, "%s: '%s' came out of the frozen layers as other than %lld floats per image",
+                         t->o->model_path, out.name, (long long)t->from_count);
+    *x = out.data;
+    return NULL;
+}
+
+/* A batch's good images. */
+static onnxtl_status *on_images(void *ctx, const otl_batch *b, otl_batch_turn *turn) {
+    epoch_pass *e = ctx;
+    net_training *t = e->t;
+    (void)turn; /* one consumer: batches come in order */
+    e->skipped += b->n_bad;
+    for (size_t i = 0; e->epoch == 1 && i < b->n_bad; i++) otl_events_note(t->o->events, true, "skipped %s", b->why[i]);
+    if (!b->good) return NULL;
+    for (size_t i = 0; i < b->good; i++) t->labels[i] = t->ds->samples[e->samples[b->index[i]]].label;
+    const float *x = b->pixels;
+    if (t->frozen) OTL_TRY(run_frozen(t, b, &x));
+    return step_batch(e, x, (int)b->good);
+}
+
+static onnxtl_status *image_pass(epoch_pass *e, const size_t *order, size_t n) {
+    net_training *t = e->t;
     otl_strlist paths = {0};
-    epoch_pass e = {t, order, training, epoch, 0, 0, 0, 0};
+    e->samples = order;
     onnxtl_status *st = otl_dataset_paths(t->ds, order, n, &paths);
     otl_batch_source src = {(const char *const *)paths.items, n, &t->pre, t->input.height, t->input.width,
                             t->input.nhwc, t->o->batch, t->o->decoders, 0, 1, NULL};
-    void *ctxs[1] = {&e};
-    if (!st && n) st = otl_batches_run(&src, on_batch, ctxs);
+    void *ctxs[1] = {e};
+    if (!st && n) st = otl_batches_run(&src, on_images, ctxs);
     otl_strlist_free(&paths);
+    return st;
+}
+
+static onnxtl_status *row_pass(epoch_pass *e, const uint64_t *rows, size_t n) {
+    net_training *t = e->t;
+    const size_t dim = (size_t)t->from_count;
+    for (size_t s = 0; s < n; s += (size_t)t->o->batch) {
+        const int k = n - s < (size_t)t->o->batch ? (int)(n - s) : t->o->batch;
+        for (int i = 0; i < k; i++) {
+            otl_row_tag tag;
+            memcpy(t->rows + (size_t)i * dim, otl_features_row(t->f, rows[s + (size_t)i], &tag), dim * sizeof(float));
+            t->labels[i] = tag.label;
+        }
+        OTL_TRY(step_batch(e, t->rows, k));
+    }
+    return NULL;
+}
+
+/* The samples of each split, as dataset indices (images) or row indices
+ * (features): training ones, and the test (else val) ones. */
+typedef struct {
+    size_t *train, *eval;
+    size_t n_train, n_eval;
+    int eval_split;
+} splits;
+
+/* One pass over the samples listed in order: their mean loss and accuracy. */
+static onnxtl_status *run_pass(net_training *t, const size_t *order, size_t n, bool training, int epoch,
+                               double *loss, double *acc) {
+    epoch_pass e = {.t = t, .training = training, .epoch = epoch, .total = n};
+    otl_events_progress(t->o->events, training ? "train" : "evaluate", "img", 0, n);
+    onnxtl_status *st = t->f ? row_pass(&e, (const uint64_t *)order, n) : image_pass(&e, order, n);
     if (epoch == 1) t->r->skipped += e.skipped;
     *loss = e.seen ? e.loss / (double)e.seen : -1;
     *acc = e.seen ? (double)e.correct / (double)e.seen : -1;
     return st;
 }
 
-/* The samples of each split: training ones, and the test (else val) ones. */
-typedef struct {
-    size_t *train, *eval;
-    size_t n_train, n_eval;
-} splits;
-
-static onnxtl_status *split_samples(const otl_dataset *ds, splits *s, const char **eval_name) {
+static onnxtl_status *split_images(const otl_dataset *ds, splits *s) {
     s->train = malloc(sizeof *s->train * (ds->n_samples + 1));
     s->eval = malloc(sizeof *s->eval * (ds->n_samples + 1));
     if (!s->train || !s->eval) return otl_nomem();
-    int eval_split = -1;
+    s->eval_split = -1;
     for (size_t i = 0; i < ds->n_samples; i++)
-        if (ds->samples[i].split == SPLIT_TEST || (ds->samples[i].split == SPLIT_VAL && eval_split < 0))
-            eval_split = ds->samples[i].split;
+        if (ds->samples[i].split == SPLIT_TEST || (ds->samples[i].split == SPLIT_VAL && s->eval_split < 0))
+            s->eval_split = ds->samples[i].split;
     for (size_t i = 0; i < ds->n_samples; i++) {
         const int sp = ds->samples[i].split;
         if (sp == SPLIT_TRAIN || sp == SPLIT_ALL) s->train[s->n_train++] = i;
-        else if (sp == eval_split) s->eval[s->n_eval++] = i;
+        else if (sp == s->eval_split) s->eval[s->n_eval++] = i;
     }
-    *eval_name = eval_split >= 0 ? otl_split_names[eval_split] : NULL;
     return s->n_train ? NULL : otl_error(ONNXTL_ERR_ARG, "%s: no training images (a train/ split or an unsplit "
                                          "folder)", ds->root);
+}
+
+/* A features file's rows split as its tags say; row indices stand in for sample indices. */
+static onnxtl_status *split_rows(const otl_features *f, splits *s) {
+    _Static_assert(sizeof(size_t) == sizeof(uint64_t), "row indices are held as size_t");
+    otl_row_splits rs = {0};
+    onnxtl_status *st = otl_features_splits(f, &rs);
+    *s = (splits){(size_t *)rs.train, (size_t *)rs.eval, rs.n_train, rs.n_eval, rs.n_eval ? rs.eval_split : -1};
+    return st;
 }
 
 /* The model with its trained parameters, in ONNX as its producer wrote it otherwise. */
@@ -165,9 +242,9 @@ static onnxtl_status *export_trained(const net_training *t) {
     onnxtl_status *st = names && data && counts ? NULL : otl_nomem();
     const otl_graph *g = otl_model_graph(t->model);
     for (size_t i = 0; !st && i < n; i++) {
-        const otl_value *v = &g->values[otl_trainer_param_value(t->trainer, i)];
-        names[i] = v->name, data[i] = otl_trainer_param_data(t->trainer, i);
-        counts[i] = (size_t)otl_tinfo_count(&t->plans[0]->t[otl_trainer_param_value(t->trainer, i)]);
+        const int v = otl_trainer_param_value(t->trainer, i);
+        names[i] = g->values[v].name, data[i] = otl_trainer_param_data(t->trainer, i);
+        counts[i] = (size_t)otl_tinfo_count(&t->tapes[0].part->t[v]);
     }
     if (!st) st = otl_export_trained(t->o->model_path, names, data, counts, n, t->o->out_path);
     free(names);
@@ -176,17 +253,17 @@ static onnxtl_status *export_trained(const net_training *t) {
     return st;
 }
 
-/* The short last batches' plans, built before any image is decoded: a
- * model whose Reshape fixes the batch fails here, not after an epoch. */
+/* The short last batches' plans, built before any training: a model whose
+ * Reshape fixes the batch fails here, not after an epoch. */
 static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
     const size_t left[2] = {s->n_train % (size_t)t->o->batch, s->n_eval % (size_t)t->o->batch};
     for (int i = 0; i < 2; i++) {
-        otl_plan *p;
+        sized_tape st_plans;
         if (!left[i]) continue;
-        onnxtl_status *st = plan_for(t, (int64_t)left[i], &p);
-        if (st) return otl_error_wrap(st, "%s at batch %zu (the last of the %s images)", t->o->model_path, left[i],
+        onnxtl_status *st = plans_for(t, (int64_t)left[i], &st_plans);
+        if (st) return otl_error_wrap(st, "at batch %zu (the last of the %s samples)", left[i],
                                       i ? "evaluation" : "training");
-        otl_plan_free(p);
+        release_sized(&st_plans);
     }
     return NULL;
 }
@@ -201,14 +278,15 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
     }
     uint64_t rng_state = o->trainer.seed ^ 0x5eed;
     onnxtl_status *st = NULL;
+    const char *eval_name = s->eval_split >= 0 ? otl_split_names[s->eval_split] : NULL;
     for (size_t i = 0; i < s->n_train; i++) order[i] = i;
     for (int epoch = 1; epoch <= o->epochs && !st; epoch++) {
         if (o->shuffle) otl_shuffle(order, s->n_train, &rng_state);
         for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]];
-        otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, t->r->eval_split};
+        otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, eval_name};
         st = run_pass(t, picked, s->n_train, true, epoch, &f.train_loss, &f.train_acc);
         if (!st && f.train_loss < 0)
-            st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu training images could be read", t->ds->root, s->n_train);
+            st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu training images could be read", o->data, s->n_train);
         if (!st && s->n_eval) st = run_pass(t, s->eval, s->n_eval, false, epoch, &f.eval_loss, &f.eval_acc);
         if (st) break;
         otl_events_epoch(o->events, &f);
@@ -224,48 +302,125 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
     return st;
 }
 
-/* The model, its preprocessing, its logits' width against the classes, and its parameters. */
+/* The logits the loss takes: the model's first output, or the input of the
+ * Softmax computing it (a model fit-head wrote ends in one). */
+static int logits_of(const otl_graph *g) {
+    const int y = g->outputs[0], p = g->values[y].producer;
+    return p >= 0 && g->nodes[p].op == OP_SOFTMAX ? g->nodes[p].in[0] : y;
+}
+
+/* The tensor training starts at: --from, or the features' cut, or the model's input. */
+static onnxtl_status *find_from(net_training *t) {
+    const otl_graph *g = otl_model_graph(t->model);
+    const char *cut = t->f ? otl_features_meta_of(t->f)->cut : NULL, *from = t->o->from ? t->o->from : cut;
+    if (t->f && strcmp(from, cut))
+        return otl_error(ONNXTL_ERR_ARG, "%s holds '%s', not '%s': extract it with --cut %s, or train from '%s'",
+                         t->o->data, cut, from, from, cut);
+    t->from = from ? otl_graph_find(g, from) : g->inputs[0];
+    if (t->from < 0) return otl_error(ONNXTL_ERR_ARG, "%s has no tensor '%s'", t->o->model_path, from);
+    return NULL;
+}
+
+static bool preprocess_given(const otl_preprocess_spec *s) {
+    return s->resize || s->crop || s->mean || s->std || s->channels || s->scale;
+}
+
+/* A features file: rows of the frozen part's output, computed from this very model. */
+static onnxtl_status *open_features(net_training *t) {
+    const otl_train_net_options *o = t->o;
+    OTL_TRY(otl_features_open(o->data, &t->f));
+    OTL_TRY(otl_features_check_finite(t->f));
+    const otl_features_meta *m = otl_features_meta_of(t->f);
+    char sha[65];
+    OTL_TRY(otl_sha256_file(o->model_path, sha));
+    if (strcmp(sha, m->model_sha256))
+        return otl_error(ONNXTL_ERR_ARG, "%s was extracted from %s (SHA-256 %.12s...), not from %s (%.12s...): the "
+                         "layers before the cut must be those of the model trained", o->data, m->model_path,
+                         m->model_sha256, o->model_path, sha);
+    if (preprocess_given(&o->pre))
+        return otl_error(ONNXTL_ERR_ARG, "%s fixes the preprocessing its rows were made with; the preprocessing "
+                         "options are for training on images", o->data);
+    t->pre = m->pre;
+    t->n_classes = m->n_classes;
+    return NULL;
+}
+
+static onnxtl_status *open_images(net_training *t, char *why, size_t why_n) {
+    const otl_train_net_options *o = t->o;
+    otl_preprocess_default(&t->pre);
+    otl_image_model_defaults(t->model, &t->pre, why, why_n);
+    OTL_TRY(otl_preprocess_parse(&t->pre, &o->pre));
+    OTL_TRY(otl_dataset_scan(o->data, &t->ds));
+    t->n_classes = t->ds->n_classes;
+    return NULL;
+}
+
+/* Training on images from a tensor inside the model: a session runs the
+ * layers before it, optimised as extract runs them. */
+static onnxtl_status *open_frozen(net_training *t) {
+    onnxtl_options opts = {.threads = t->o->trainer.threads};
+    OTL_TRY(onnxtl_model_load(t->o->model_path, &t->frozen_model));
+    return onnxtl_session_create(t->frozen_model, &opts, &t->frozen);
+}
+
+/* The batch's plans and the logits' width against the classes. */
+static onnxtl_status *check_output(net_training *t, const otl_plan *p) {
+    const otl_graph *g = otl_model_graph(t->model);
+    const otl_tinfo *y = &p->t[t->logits];
+    if (y->rank != 2 || y->dims[1] != t->n_classes)
+        return otl_error(ONNXTL_ERR_ARG, "%s: '%s' is not N x %d logits for the %d classes of %s (train keeps the "
+                         "model's own last layer: it must have one output per class)", t->o->model_path,
+                         g->values[t->logits].name, t->n_classes, t->n_classes, t->o->data);
+    const otl_tinfo *x = &p->t[t->from];
+    t->from_count = otl_tinfo_count(x) / (x->rank > 0 && x->dims[0] > 0 ? x->dims[0] : 1);
+    if (t->f && t->from_count != (int64_t)otl_features_meta_of(t->f)->dim)
+        return otl_error(ONNXTL_ERR_ARG, "%s holds %u values per image, but '%s' has %lld", t->o->data,
+                         otl_features_meta_of(t->f)->dim, g->values[t->from].name, (long long)t->from_count);
+    char why[256];
+    for (int i = 0; i < p->n_steps; i++)
+        if (!otl_trainer_supports(p, i, why, sizeof why))
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "%s: cannot train %s", t->o->model_path, why);
+    return NULL;
+}
+
+/* The model, its data and preprocessing, the tensor training starts at, and the parameters after it. */
 static onnxtl_status *prepare(net_training *t) {
     const otl_train_net_options *o = t->o;
+    struct stat sb;
+    const bool features = stat(o->data, &sb) == 0 && S_ISREG(sb.st_mode);
+    char why[256] = "";
     OTL_TRY(otl_model_load_as_written(o->model_path, &t->model));
-    char why[256];
-    otl_preprocess_default(&t->pre);
-    otl_image_model_defaults(t->model, &t->pre, why, sizeof why);
-    OTL_TRY(otl_preprocess_parse(&t->pre, &o->pre));
+    t->logits = logits_of(otl_model_graph(t->model));
+    OTL_TRY(features ? open_features(t) : open_images(t, why, sizeof why));
     OTL_TRY(otl_image_model_input(t->model, &t->pre, &t->input));
-    const otl_graph *g = otl_model_graph(t->model);
-    t->output = g->outputs[0];
-    OTL_TRY(otl_dataset_scan(o->data_dir, &t->ds));
-    t->n_classes = t->ds->n_classes;
-    otl_plan *p;
-    OTL_TRY(plan_for(t, o->batch, &p));
-    const otl_tinfo *y = &p->t[t->output];
-    onnxtl_status *st = NULL;
-    if (y->rank != 2 || y->dims[1] != t->n_classes)
-        st = otl_error(ONNXTL_ERR_ARG, "%s: output '%s' is not N x %d logits for the %d classes of %s (train keeps "
-                       "the model's own last layer: it must have one output per class)", o->model_path,
-                       g->values[t->output].name, t->n_classes, t->n_classes, o->data_dir);
-    if (!st && (st = check_trainable(p))) st = otl_error_wrap(st, "%s", o->model_path);
-    if (!st && (st = otl_trainer_create(p, &o->trainer, &t->trainer))) st = otl_error_wrap(st, "%s", o->model_path);
-    if (!st) st = otl_tape_create(t->trainer, p, &t->tapes[0]);
-    if (st) {
-        otl_plan_free(p);
-        return st;
+    OTL_TRY(find_from(t));
+    if (!t->f && !from_input(t)) OTL_TRY(open_frozen(t));
+    sized_tape *s = &t->tapes[0];
+    OTL_TRY(plans_for(t, o->batch, s));
+    t->n_tapes = 1;
+    OTL_TRY(check_output(t, s->part));
+    OTL_TRY(otl_error_wrap(otl_trainer_create(s->part, &o->trainer, &t->trainer), "%s", o->model_path));
+    OTL_TRY(otl_tape_create(t->trainer, s->part, &s->tape));
+    if (!t->f) {
+        char pre[256];
+        otl_preprocess_describe(&t->pre, pre, sizeof pre);
+        otl_events_note(o->events, false, "preprocess: %s%s%s%s", pre, *why ? " (" : "", why, *why ? ")" : "");
     }
-    t->plans[0] = p, t->sizes[0] = o->batch, t->n_tapes = 1;
-    char pre[256];
-    otl_preprocess_describe(&t->pre, pre, sizeof pre);
-    otl_events_note(o->events, false, "preprocess: %s%s%s%s", pre, *why ? " (" : "", why, *why ? ")" : "");
     t->dlogits = malloc(sizeof(float) * (size_t)o->batch * (size_t)t->n_classes);
     t->labels = malloc(sizeof(int) * (size_t)o->batch);
-    return t->dlogits && t->labels ? NULL : otl_nomem();
+    if (t->f) t->rows = malloc(sizeof(float) * (size_t)o->batch * (size_t)t->from_count);
+    return t->dlogits && t->labels && (!t->f || t->rows) ? NULL : otl_nomem();
 }
 
 static void release(net_training *t) {
-    for (int i = 0; i < t->n_tapes; i++) otl_tape_release(t->tapes[i]), otl_plan_free(t->plans[i]);
+    for (int i = 0; i < t->n_tapes; i++) release_sized(&t->tapes[i]);
     otl_trainer_release(t->trainer);
+    onnxtl_session_release(t->frozen);
+    onnxtl_model_release(t->frozen_model);
     otl_dataset_free(t->ds);
+    otl_features_close(t->f);
     onnxtl_model_release(t->model);
+    free(t->rows);
     free(t->dlogits);
     free(t->labels);
 }
@@ -278,14 +433,16 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
     splits s = {0};
     const double start = otl_now();
     onnxtl_status *st = prepare(&t);
-    if (!st) st = split_samples(t.ds, &s, &r->eval_split);
+    if (!st) st = t.f ? split_rows(t.f, &s) : split_images(t.ds, &s);
     if (!st) st = check_batch_sizes(&t, &s);
     if (!st) st = otl_train_log_open(o->log, &t.log);
     if (!st) {
         r->train_images = s.n_train, r->eval_images = s.n_eval;
+        r->eval_split = s.eval_split >= 0 ? otl_split_names[s.eval_split] : NULL;
         r->params = (int64_t)otl_trainer_param_count(t.trainer);
-        otl_events_note(o->events, false, "training %zu parameter tensors on %zu images, evaluating on %zu",
-                        otl_trainer_param_count(t.trainer), s.n_train, s.n_eval);
+        otl_events_note(o->events, false, "training %zu parameter tensors after '%s' on %zu %s, evaluating on %zu",
+                        otl_trainer_param_count(t.trainer), otl_model_graph(t.model)->values[t.from].name, s.n_train,
+                        t.f ? "cached rows" : "images", s.n_eval);
         st = run_epochs(&t, &s);
     }
     st = otl_train_log_close(t.log, o->log, st);

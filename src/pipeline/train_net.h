@@ -1,6 +1,9 @@
-/* Training a whole network on images: every Conv and Gemm parameter of the
- * model, from its own weights (random ones: training from scratch;
- * pretrained ones: a full fine-tune), with images decoded every epoch. */
+/* Training a network's parameters: every Conv, Gemm and BatchNormalization
+ * parameter of the model downstream of a tensor (its input: all of them),
+ * from its own weights (random ones: training from scratch; pretrained ones:
+ * fine-tuning).  The data are images decoded every epoch, the frozen part
+ * (if any) run on them by a session; or the rows of a features file that
+ * extract --cut TENSOR wrote, which the frozen part is never run again for. */
 #ifndef OTL_TRAIN_NET_H
 #define OTL_TRAIN_NET_H
 
@@ -9,8 +12,10 @@
 #include "trainer.h"
 
 typedef struct {
-    const char *model_path, *data_dir, *out_path;
-    otl_preprocess_spec pre; /* over the model's and torchvision's defaults */
+    const char *model_path, *out_path;
+    const char *data;        /* DATA_DIR, or a features file */
+    const char *from;        /* the tensor training starts at; NULL: the model's input, or the features' cut */
+    otl_preprocess_spec pre; /* over the model's and torchvision's defaults; a features file fixes its own */
     otl_trainer_config trainer;
     int batch, epochs, decoders;
     bool shuffle;            /* a new order of the training images every epoch (seed) */
@@ -28,7 +33,7 @@ typedef struct {
     double seconds;
 } otl_train_net_result;
 
-/* Trains on DATA_DIR's training split, evaluates each epoch on its test (else
+/* Trains on the data's training split, evaluates each epoch on its test (else
  * val) split, and writes the model with its trained weights to out_path. */
 onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_result *r);
 
