@@ -12,9 +12,17 @@
 
 #include "plan.h"
 
+/* As torch.optim's: SGD (with momentum), Adam, AdamW. */
+typedef enum { OTL_OPTIM_SGD, OTL_OPTIM_ADAM, OTL_OPTIM_ADAMW } otl_optimizer;
+
 typedef struct {
-    bool adam; /* else SGD with momentum */
+    otl_optimizer optim;
     float lr, momentum, weight_decay;
+    /* Two parameter groups, as torch.optim's: those first read at a step
+     * before head_step take lr_backbone, the others (the classifier) lr.
+     * head_step 0: one group. */
+    float lr_backbone;
+    int head_step;
     bool dropout;  /* Dropout nodes drop while training; false: they pass everything (parity tests) */
     uint64_t seed; /* of dropout's masks: a hash of (seed, forward pass, node, element) */
     int threads;   /* 0: all cores */
@@ -33,6 +41,9 @@ size_t otl_trainer_param_count(const otl_trainer *t);
 /* Parameter i: its value in the graph, and its data as trained so far. */
 int otl_trainer_param_value(const otl_trainer *t, size_t i);
 const float *otl_trainer_param_data(const otl_trainer *t, size_t i);
+/* Scales both groups' learning rates from the next update on, as a
+ * schedule does (torch.optim.lr_scheduler's factor of the base rates). */
+void otl_trainer_set_lr_scale(otl_trainer *t, double scale);
 /* One optimizer update from the gradients added since the last, which it then zeroes. */
 void otl_trainer_step(otl_trainer *t);
 void otl_trainer_release(otl_trainer *t);

@@ -11,8 +11,8 @@
   against torch.autograd in float64, then 8 SGD steps against torch.
 * Fine-tuning on cached activations: ResNet18's layer4 and fc trained on
   the layer3 output that extract --cut cached, 52 steps of Adam and of SGD
-  against torch on the same activations; --from on images takes the same
-  steps; what a cache must match is refused in one line.
+  against torch on the same activations, and with AdamW, parameter groups
+  and the cosine and step schedules; --from on images takes the same steps; what a cache must match is refused in one line.
 * Gradients of every op with a backward pass, one SGD step on small models
   against torch.autograd: Conv with groups, strides, asymmetric padding and
   dilation, MaxPool with padding and ceil_mode, Gemm with transB 0 and 1 and
@@ -273,6 +273,7 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
                f"ResNet18's layer4 and fc on cached layer3 activations, {label}: every step's loss and the final "
                "weights as torch's, and nothing before the cut changed", f"{len(losses)} steps, losses within "
                f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
+    groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w)
     cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "2", "--epochs", "1")
     image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "2", "--epochs", "1",
                              "--from", LAYER3, "--resize", "64x64", "--crop", "none")
@@ -280,6 +281,47 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
         max(abs(a - b) / abs(b) for a, b in zip(image_losses, cached_losses)) <= 1e-6
     report(same, "train DATA_DIR --from TENSOR (the frozen layers run every epoch) takes the steps training on "
            "the cache takes", err or f"{image_losses[:3] if image_losses else None} vs {cached_losses[:3]}")
+
+
+def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):
+    """AdamW, SGD with weight decay, two parameter groups (layer4 at --lr-backbone, fc at --lr) and the cosine
+    and step schedules, stepped each epoch, against torch.optim and torch.optim.lr_scheduler."""
+    cases = (
+        ("AdamW (decay 0.01), layer4 at 1e-5 and fc at 1e-4, cosine", ["--optim", "adamw", "--lr", "1e-4",
+         "--lr-backbone", "1e-5", "--schedule", "cosine"],
+         lambda g: torch.optim.AdamW(g, lr=1e-4), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4)),
+        ("SGD (momentum 0.9, decay 1e-3), step every 2 epochs by 0.5", ["--optim", "sgd", "--lr", "1e-4",
+         "--momentum", "0.9", "--weight-decay", "1e-3", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"],
+         lambda g: torch.optim.SGD(g, lr=1e-4, momentum=0.9, weight_decay=1e-3),
+         lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)))
+    for label, flags, make_opt, make_schedule in cases:
+        out = os.path.join(d, "groups.onnx")
+        losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4", *flags)
+        net, _ = resnet18_torch(onnx_w, torch.float32)
+        tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
+        groups = [{"params": net.layer4.parameters()}, {"params": net.fc.parameters()}]
+        if "--lr-backbone" in flags:
+            groups[0]["lr"] = float(flags[flags.index("--lr-backbone") + 1])
+        opt = make_opt(groups)
+        schedule, ref = make_schedule(opt), []
+        for _ in range(4):
+            for s in range(0, len(x), 2):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(tail(x[s:s + 2]), y[s:s + 2])
+                loss.backward()
+                opt.step()
+                ref.append(loss.item())
+            schedule.step()
+        if losses is None or len(losses) != len(ref):
+            report(False, f"train ResNet18's layer4 and fc, {label}", err)
+            continue
+        trained = weights(out)
+        loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+        w_rel = max(relative(trained[k], v.detach().numpy()) for k, v in net.named_parameters()
+                    if k.startswith(("layer4.", "fc.")))
+        report(loss_rel <= 1e-4 and w_rel <= 1e-4, f"ResNet18's layer4 and fc on the cache, {label}: every step's "
+               "loss and the final weights as torch's", f"{len(losses)} steps, losses within {loss_rel:.2e}, "
+               f"weights within {w_rel:.2e} (limit 1e-4)")
 
 
 def test_cache_refusals(onnxtl, shared, d):

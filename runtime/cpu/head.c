@@ -111,7 +111,7 @@ static onnxtl_status *backward(cpu_head *h, int n) {
 static void optimizer_step(cpu_head *h) {
     const otl_head_config *c = &h->c;
     h->steps++;
-    if (c->adam) otl_adam_update(c->lr, c->weight_decay, h->steps, h->params, h->grads, h->m, h->v, h->n_params);
+    if (c->adam) otl_adam_update(c->lr, c->weight_decay, false, h->steps, h->params, h->grads, h->m, h->v, h->n_params);
     else otl_sgd_update(c->lr, c->momentum, c->weight_decay, h->steps == 1, h->params, h->grads, h->m, h->n_params);
 }
 

@@ -19,6 +19,8 @@ struct otl_trainer {
     int *param_value;  /* per parameter */
     size_t *offset;    /* per parameter, into the blocks below; [n_params] is their size */
     size_t n_params;
+    size_t head_offset; /* where the head's group starts in the blocks below */
+    double lr_scale;
     float *params, *grads, *m, *v;
     int64_t steps, forwards;
 };
@@ -137,6 +139,7 @@ static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
             if (!otl_add_size(t->offset[t->n_params], (size_t)otl_tinfo_count(&plan->t[v]), &t->offset[t->n_params + 1]))
                 return otl_error(ONNXTL_ERR_MODEL, "the parameters do not fit in memory");
             t->n_params++;
+            if (i < t->c.head_step) t->head_offset = t->offset[t->n_params];
         }
     }
     return NULL;
@@ -147,8 +150,9 @@ static onnxtl_status *alloc_blocks(otl_trainer *t, const otl_plan *plan) {
     t->params = malloc(n * sizeof(float));
     t->grads = calloc(n, sizeof(float));
     t->m = calloc(n, sizeof(float));
-    t->v = t->c.adam ? calloc(n, sizeof(float)) : NULL;
-    if (!t->params || !t->grads || !t->m || (t->c.adam && !t->v))
+    const bool adam = t->c.optim != OTL_OPTIM_SGD;
+    t->v = adam ? calloc(n, sizeof(float)) : NULL;
+    if (!t->params || !t->grads || !t->m || (adam && !t->v))
         return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu parameters with their gradients and moments", n - 1);
     for (size_t i = 0; i < t->n_params; i++)
         memcpy(t->params + t->offset[i], plan->t[t->param_value[i]].data, otl_tinfo_bytes(&plan->t[t->param_value[i]]));
@@ -159,6 +163,7 @@ onnxtl_status *otl_trainer_create(const otl_plan *plan, const otl_trainer_config
     otl_trainer *t = calloc(1, sizeof *t);
     if (!t) return otl_nomem();
     t->c = *c;
+    t->lr_scale = 1.0;
     onnxtl_status *st = find_params(t, plan);
     if (!st && !t->n_params) st = otl_error(ONNXTL_ERR_MODEL, "no Conv or Gemm parameters to train");
     if (!st) st = alloc_blocks(t, plan);
@@ -178,12 +183,24 @@ static void use_threads(const otl_trainer *t) {
     omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
 }
 
+void otl_trainer_set_lr_scale(otl_trainer *t, double scale) { t->lr_scale = scale; }
+
+/* The update of parameters [first, end) of the blocks at learning rate lr. */
+static void update_group(otl_trainer *t, size_t first, size_t end, float lr) {
+    const otl_trainer_config *c = &t->c;
+    float *p = t->params + first, *m = t->m + first, *v = t->v ? t->v + first : NULL;
+    const float *g = t->grads + first;
+    if (c->optim == OTL_OPTIM_SGD) otl_sgd_update(lr, c->momentum, c->weight_decay, t->steps == 1, p, g, m, end - first);
+    else otl_adam_update(lr, c->weight_decay, c->optim == OTL_OPTIM_ADAMW, t->steps, p, g, m, v, end - first);
+}
+
 void otl_trainer_step(otl_trainer *t) {
     const size_t n = t->offset[t->n_params];
+    const float lr_backbone = t->c.lr_backbone > 0 ? t->c.lr_backbone : t->c.lr;
     t->steps++;
     use_threads(t);
-    if (t->c.adam) otl_adam_update(t->c.lr, t->c.weight_decay, t->steps, t->params, t->grads, t->m, t->v, n);
-    else otl_sgd_update(t->c.lr, t->c.momentum, t->c.weight_decay, t->steps == 1, t->params, t->grads, t->m, n);
+    if (t->head_offset) update_group(t, 0, t->head_offset, (float)(lr_backbone * t->lr_scale));
+    if (t->head_offset < n) update_group(t, t->head_offset, n, (float)(t->c.lr * t->lr_scale));
     memset(t->grads, 0, n * sizeof(float));
 }
 

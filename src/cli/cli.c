@@ -66,6 +66,12 @@ int cli_parse_float(const char *cmd, const char *opt, const char *v, float *out)
     return 0;
 }
 
+int cli_choice(const char *v, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) return i;
+    return -1;
+}
+
 size_t cli_line_count(const char *text) {
     size_t n = 0;
     for (; *text; text++) n += *text == '\n';

@@ -18,6 +18,8 @@ void cli_message(const char *label, const char *text);
 int cli_fail(onnxtl_status *st);
 /* A number for opt: 0, or a usage error (EXIT_USAGE) naming cmd. */
 int cli_parse_float(const char *cmd, const char *opt, const char *v, float *out);
+/* The index of v among names[0..n), or -1. */
+int cli_choice(const char *v, const char *const *names, int n);
 /* The number of newline-terminated lines in text. */
 size_t cli_line_count(const char *text);
 /* Prints a usage error and a hint to stderr; returns EXIT_USAGE. */

@@ -36,11 +36,19 @@ static const char train_help[] =
     "\n"
     "options:\n"
     "  -o FILE          model to write (default trained.onnx)\n"
-    "  --from TENSOR    train only what follows TENSOR (onnxtl info MODEL lists the tensors)\n"
-    "  --optim adam|sgd default adam (torch.optim's Adam; SGD with --momentum)\n"
+    "  --from TENSOR    train only what follows TENSOR, a tensor of MODEL's graph by its\n"
+    "                   ONNX name (as Netron shows it)\n"
+    "  --optim O        adam (default), adamw or sgd, as torch.optim's (SGD with --momentum)\n"
     "  --lr X           default 1e-5\n"
+    "  --lr-backbone X  the layers before the classifier learn at X, the classifier at --lr\n"
+    "                   (torch.optim's parameter groups; default: all at --lr)\n"
+    "  --schedule S     constant (default), cosine (CosineAnnealingLR over the epochs,\n"
+    "                   down to 0) or step (StepLR: times --gamma every --step-size epochs)\n"
+    "  --step-size N    default 1\n"
+    "  --gamma G        default 0.1\n"
     "  --momentum M     SGD momentum (default 0)\n"
-    "  --weight-decay W L2 penalty as torch.optim applies it (default 0)\n"
+    "  --weight-decay W as torch.optim applies it: L2 in the gradient for adam and sgd\n"
+    "                   (default 0), decoupled for adamw (default 0.01)\n"
     "  --batch N        default 16\n"
     "  --epochs N       default 5\n"
     "  --seed S         shuffling and dropout (default 0)\n"
@@ -60,8 +68,8 @@ static const char train_help[] =
 
 typedef struct {
     otl_train_net_options o;
-    const char *optim;
-    bool quiet, json;
+    const char *optim, *schedule;
+    bool weight_decay_set, quiet, json;
 } train_args;
 
 static int parse_value(train_args *a, const char *opt, const char *v) {
@@ -74,7 +82,14 @@ static int parse_value(train_args *a, const char *opt, const char *v) {
     else if (!strcmp(opt, "--log")) a->o.log = v;
     else if (!strcmp(opt, "--lr")) return cli_parse_float("train", opt, v, &t->lr);
     else if (!strcmp(opt, "--momentum")) return cli_parse_float("train", opt, v, &t->momentum);
-    else if (!strcmp(opt, "--weight-decay")) return cli_parse_float("train", opt, v, &t->weight_decay);
+    else if (!strcmp(opt, "--schedule")) a->schedule = v;
+    else if (!strcmp(opt, "--lr-backbone")) return cli_parse_float("train", opt, v, &t->lr_backbone);
+    else if (!strcmp(opt, "--gamma")) return cli_parse_float("train", opt, v, &a->o.gamma);
+    else if (!strcmp(opt, "--step-size")) return cli_parse_int("train", opt, v, 1, 1 << 20, &a->o.step_size) ? 0 : EXIT_USAGE;
+    else if (!strcmp(opt, "--weight-decay")) {
+        a->weight_decay_set = true;
+        return cli_parse_float("train", opt, v, &t->weight_decay);
+    }
     else if (!strcmp(opt, "--batch")) return cli_parse_int("train", opt, v, 1, 4096, &a->o.batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(opt, "--epochs")) return cli_parse_int("train", opt, v, 1, 1 << 20, &a->o.epochs) ? 0 : EXIT_USAGE;
     else if (!strcmp(opt, "--threads")) return cli_parse_int("train", opt, v, 1, 1024, &t->threads) ? 0 : EXIT_USAGE;
@@ -104,11 +119,16 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (n_pos != 2) return cli_usage("train", "expected MODEL and DATA_DIR or FEATURES");
     a->o.model_path = pos[0], a->o.data = pos[1];
-    const otl_trainer_config *t = &a->o.trainer;
-    if (strcmp(a->optim, "adam") && strcmp(a->optim, "sgd")) return cli_usage("train", "--optim is adam or sgd");
-    if (!(t->lr > 0) || t->momentum < 0 || t->weight_decay < 0)
-        return cli_usage("train", "--lr must be positive, --momentum and --weight-decay >= 0");
-    a->o.trainer.adam = !strcmp(a->optim, "adam");
+    otl_trainer_config *t = &a->o.trainer;
+    static const char *const optims[] = {"sgd", "adam", "adamw"}, *const schedules[] = {"constant", "cosine", "step"};
+    int optim = cli_choice(a->optim, optims, 3), schedule = cli_choice(a->schedule, schedules, 3);
+    if (optim < 0) return cli_usage("train", "--optim is adam, adamw or sgd");
+    if (schedule < 0) return cli_usage("train", "--schedule is constant, cosine or step");
+    if (!(t->lr > 0) || t->lr_backbone < 0 || t->momentum < 0 || t->weight_decay < 0 || !(a->o.gamma > 0))
+        return cli_usage("train", "--lr and --gamma must be positive, --lr-backbone, --momentum and --weight-decay >= 0");
+    t->optim = (otl_optimizer)optim;
+    a->o.schedule = (otl_lr_schedule)schedule;
+    if (t->optim == OTL_OPTIM_ADAMW && !a->weight_decay_set) t->weight_decay = 0.01f; /* torch's default */
     return 0;
 }
 
@@ -133,8 +153,8 @@ static void print_json(const train_args *a, const otl_train_net_result *r) {
 int cmd_train(int argc, char **argv) {
     if (cli_help_asked(argc, argv, train_help)) return 0;
     train_args a = {.o = {.out_path = "trained.onnx", .batch = 16, .epochs = 5, .decoders = 1, .shuffle = true,
-                          .trainer = {.lr = 1e-5f, .dropout = true}},
-                    .optim = "adam"};
+                          .trainer = {.lr = 1e-5f, .dropout = true}, .step_size = 1, .gamma = 0.1},
+                    .optim = "adam", .schedule = "constant"};
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     cli_reporter rep;

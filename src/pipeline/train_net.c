@@ -102,10 +102,20 @@ static onnxtl_status *tape_for(net_training *t, int64_t batch, otl_tape **out) {
     return NULL;
 }
 
+/* The schedule's factor of the base learning rates in epoch (from 1). */
+static double lr_scale(const otl_train_net_options *o, int epoch) {
+    const int done = epoch - 1;
+    switch (o->schedule) {
+    case OTL_SCHEDULE_COSINE: return (1.0 + cos(M_PI * done / o->epochs)) / 2.0;
+    case OTL_SCHEDULE_STEP: return pow(o->gamma, done / o->step_size);
+    default: return 1.0;
+    }
+}
+
 static void log_step(net_training *t, int epoch, double loss, double acc) {
     if (t->log)
         fprintf(t->log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"accuracy\": %.6f, \"lr\": %g}\n",
-                (long long)t->r->steps, epoch, loss, acc, t->o->trainer.lr);
+                (long long)t->r->steps, epoch, loss, acc, t->o->trainer.lr * lr_scale(t->o, epoch));
 }
 
 /* n inputs of the trained part (t->labels holds their labels): forward; in
@@ -282,6 +292,7 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
     for (size_t i = 0; i < s->n_train; i++) order[i] = i;
     for (int epoch = 1; epoch <= o->epochs && !st; epoch++) {
         if (o->shuffle) otl_shuffle(order, s->n_train, &rng_state);
+        otl_trainer_set_lr_scale(t->trainer, lr_scale(o, epoch));
         for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]];
         otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, eval_name};
         st = run_pass(t, picked, s->n_train, true, epoch, &f.train_loss, &f.train_acc);
@@ -383,6 +394,24 @@ static onnxtl_status *check_output(net_training *t, const otl_plan *p) {
     return NULL;
 }
 
+/* With --lr-backbone, the first step of the classifier in the trained part:
+ * the one after the head input's (fit-head's cut); 0 when the part is all head. */
+static onnxtl_status *find_head_step(const net_training *t, const otl_plan *p, int *head_step) {
+    char why[256];
+    const otl_graph *g = otl_model_graph(t->model);
+    const int head_input = otl_graph_head_input(g, why, sizeof why);
+    *head_step = 0;
+    if (head_input < 0)
+        return otl_error(ONNXTL_ERR_ARG, "%s: --lr-backbone needs a classifier to tell from the rest, and there is "
+                         "none (%s)", t->o->model_path, why);
+    for (int i = 0; i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] == head_input) *head_step = i + 1;
+    }
+    return NULL;
+}
+
 /* The model, its data and preprocessing, the tensor training starts at, and the parameters after it. */
 static onnxtl_status *prepare(net_training *t) {
     const otl_train_net_options *o = t->o;
@@ -399,7 +428,9 @@ static onnxtl_status *prepare(net_training *t) {
     OTL_TRY(plans_for(t, o->batch, s));
     t->n_tapes = 1;
     OTL_TRY(check_output(t, s->part));
-    OTL_TRY(otl_error_wrap(otl_trainer_create(s->part, &o->trainer, &t->trainer), "%s", o->model_path));
+    otl_trainer_config c = o->trainer;
+    if (c.lr_backbone > 0) OTL_TRY(find_head_step(t, s->part, &c.head_step));
+    OTL_TRY(otl_error_wrap(otl_trainer_create(s->part, &c, &t->trainer), "%s", o->model_path));
     OTL_TRY(otl_tape_create(t->trainer, s->part, &s->tape));
     if (!t->f) {
         char pre[256];
@@ -427,8 +458,10 @@ static void release(net_training *t) {
 
 onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_result *r) {
     memset(r, 0, sizeof *r);
-    if (o->batch < 1 || o->epochs < 1 || !(o->trainer.lr > 0) || o->decoders < 1)
-        return otl_error(ONNXTL_ERR_ARG, "bad training options (batch, epochs, decoders, lr > 0)");
+    if (o->batch < 1 || o->epochs < 1 || !(o->trainer.lr > 0) || o->decoders < 1 ||
+        (o->schedule == OTL_SCHEDULE_STEP && (o->step_size < 1 || !(o->gamma > 0))))
+        return otl_error(ONNXTL_ERR_ARG, "bad training options (batch, epochs, decoders, step size >= 1, lr and "
+                         "gamma > 0)");
     net_training t = {.o = o, .r = r};
     splits s = {0};
     const double start = otl_now();

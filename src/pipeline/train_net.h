@@ -11,12 +11,19 @@
 #include "preprocess.h"
 #include "trainer.h"
 
+/* The learning rate over the epochs, as torch.optim.lr_scheduler's
+ * CosineAnnealingLR (T_max the epochs, down to 0) and StepLR step each epoch. */
+typedef enum { OTL_SCHEDULE_CONSTANT, OTL_SCHEDULE_COSINE, OTL_SCHEDULE_STEP } otl_lr_schedule;
+
 typedef struct {
     const char *model_path, *out_path;
     const char *data;        /* DATA_DIR, or a features file */
     const char *from;        /* the tensor training starts at; NULL: the model's input, or the features' cut */
     otl_preprocess_spec pre; /* over the model's and torchvision's defaults; a features file fixes its own */
-    otl_trainer_config trainer;
+    otl_trainer_config trainer; /* its head_step is found here, when lr_backbone asks for two groups */
+    otl_lr_schedule schedule;
+    int step_size;              /* OTL_SCHEDULE_STEP: epochs between decays by gamma */
+    float gamma;
     int batch, epochs, decoders;
     bool shuffle;            /* a new order of the training images every epoch (seed) */
     const char *log;         /* JSON lines, as fit-head's --log writes them */
