@@ -2,12 +2,11 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "proto.h"
 
 /* protobuf-c frees unpacked messages with free(), so everything added here is
@@ -232,20 +231,9 @@ static onnxtl_status *write_model(const Onnx__ModelProto *m, const char *path) {
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf) return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes to serialise the model", size);
     onnx__model_proto__pack(m, buf);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    onnxtl_status *st = NULL;
-    if (fd < 0) st = otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    for (size_t done = 0; !st && done < size;) {
-        ssize_t n = write(fd, buf + done, size - done);
-        if (n <= 0) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else done += (size_t)n;
-    }
-    if (fd >= 0 && !st && fsync(fd) != 0) st = otl_error(ONNXTL_ERR_IO, "%s: sync failed: %s", tmp, strerror(errno));
-    if (fd >= 0) close(fd);
-    if (!st && rename(tmp, path) != 0) st = otl_error(ONNXTL_ERR_IO, "%s: cannot rename: %s", path, strerror(errno));
-    if (st) unlink(tmp);
+    otl_atomic_file out;
+    onnxtl_status *st = otl_atomic_open(path, &out);
+    if (!st) st = otl_atomic_close(&out, otl_atomic_write(&out, buf, size));
     free(buf);
     return st;
 }

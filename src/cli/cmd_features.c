@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "json.h"
 #include "npy.h"
@@ -97,23 +98,17 @@ static onnxtl_status *write_column(const otl_features *f, const char *prefix, co
 
 static onnxtl_status *write_paths(const otl_features *f, const char *prefix) {
     const otl_features_meta *m = otl_features_meta_of(f);
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s_paths.txt", prefix);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) return otl_error(ONNXTL_ERR_IO, "%s: cannot create", tmp);
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s_paths.txt", prefix) >= (int)sizeof path)
+        return otl_error(ONNXTL_ERR_ARG, "%s: path too long", prefix);
+    otl_atomic_file out;
+    OTL_TRY(otl_atomic_open(path, &out));
     for (uint64_t i = 0; i < otl_features_rows(f); i++) {
         otl_row_tag t;
         otl_features_row(f, i, &t);
-        fprintf(out, "%s\n", m->images[t.image].path);
+        fprintf(out.f, "%s\n", m->images[t.image].path);
     }
-    bool ok = !ferror(out);
-    ok = fclose(out) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return otl_error(ONNXTL_ERR_IO, "%s: write failed", path);
-    }
-    return NULL;
+    return otl_atomic_close(&out, NULL);
 }
 
 int cmd_features(int argc, char **argv) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "checked.h"
 #include "dtype.h"
 #include "status.h"
@@ -135,10 +136,9 @@ static onnxtl_status *npy_header(const char *path, const onnxtl_tensor *t, char 
     return NULL;
 }
 
-/* Writes go to PATH.tmp and are renamed into place on a successful close. */
+/* Written whole or not at all (graph/atomic_file.h). */
 struct otl_npy_stream {
-    FILE *f;
-    char path[4096], tmp[4200];
+    otl_atomic_file out;
 };
 
 onnxtl_status *otl_npy_stream_open(const char *path, const onnxtl_tensor *desc, otl_npy_stream **out) {
@@ -147,37 +147,24 @@ onnxtl_status *otl_npy_stream_open(const char *path, const onnxtl_tensor *desc, 
     OTL_TRY(npy_header(path, desc, hdr, sizeof hdr, &len));
     otl_npy_stream *s = calloc(1, sizeof *s);
     if (!s) return otl_nomem();
-    if (snprintf(s->path, sizeof s->path, "%s", path) >= (int)sizeof s->path) {
-        free(s);
-        return otl_error(ONNXTL_ERR_ARG, "%s: path too long", path);
-    }
-    snprintf(s->tmp, sizeof s->tmp, "%s.tmp", path);
-    if (!(s->f = fopen(s->tmp, "wb"))) {
-        onnxtl_status *st = otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", s->tmp, strerror(errno));
+    onnxtl_status *st = otl_atomic_open(path, &s->out);
+    if (!st && (st = otl_atomic_write(&s->out, hdr, len))) st = otl_atomic_close(&s->out, st);
+    if (st) {
         free(s);
         return st;
-    }
-    if (fwrite(hdr, 1, len, s->f) != len) {
-        otl_npy_stream_close(s, false);
-        return otl_error(ONNXTL_ERR_IO, "%s: write failed", path);
     }
     *out = s;
     return NULL;
 }
 
 onnxtl_status *otl_npy_stream_write(otl_npy_stream *s, const void *data, size_t bytes) {
-    if (bytes && fwrite(data, 1, bytes, s->f) != bytes)
-        return otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
-    return NULL;
+    return otl_atomic_write(&s->out, data, bytes);
 }
 
 onnxtl_status *otl_npy_stream_close(otl_npy_stream *s, bool keep) {
-    bool ok = fclose(s->f) == 0 && keep;
     onnxtl_status *st = NULL;
-    if (!ok || rename(s->tmp, s->path) != 0) {
-        remove(s->tmp);
-        if (keep) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", s->path, strerror(errno));
-    }
+    if (keep) st = otl_atomic_close(&s->out, NULL);
+    else otl_atomic_discard(&s->out);
     free(s);
     return st;
 }

@@ -1,23 +1,19 @@
 #include "report.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "image.h"
 #include "status.h"
 #include "strlist.h"
 
 #define THUMBNAIL_SIDE 160
 
-typedef struct {
-    FILE *f;
-    const char *path;
-    char *tmp;
-} page;
+/* A page is written whole or not at all. */
+typedef otl_atomic_file page;
 
 static const char style[] =
     "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#1f2933}"
@@ -62,10 +58,7 @@ static void put_figure(FILE *f, const char *key, const char *sub, double v) {
 }
 
 static onnxtl_status *page_open(page *p, const char *path, const char *title, const char *subject) {
-    *p = (page){.path = path};
-    if (!(p->tmp = malloc(strlen(path) + 5))) return otl_nomem();
-    sprintf(p->tmp, "%s.tmp", path);
-    if (!(p->f = fopen(p->tmp, "w"))) return otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", p->tmp, strerror(errno));
+    OTL_TRY(otl_atomic_open(path, p));
     fprintf(p->f, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>%s: ", title);
     put_text(p->f, subject);
     fprintf(p->f, "</title><style>%s</style></head><body>\n<h1>%s: ", style, title);
@@ -74,20 +67,9 @@ static onnxtl_status *page_open(page *p, const char *path, const char *title, co
     return NULL;
 }
 
-/* Synced, then renamed: an interrupted report never replaces a whole one. */
 static onnxtl_status *page_close(page *p, onnxtl_status *st) {
-    if (p->f) {
-        fputs("</body></html>\n", p->f);
-        const bool ok = fflush(p->f) == 0 && !ferror(p->f) && fsync(fileno(p->f)) == 0;
-        const int e = errno;
-        if (fclose(p->f) != 0 && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", p->tmp, strerror(errno));
-        if (!ok && !st) st = otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", p->tmp, strerror(e));
-        if (!st && rename(p->tmp, p->path) != 0)
-            st = otl_error(ONNXTL_ERR_IO, "%s: cannot rename: %s", p->path, strerror(errno));
-        if (st) unlink(p->tmp);
-    }
-    free(p->tmp);
-    return st;
+    if (p->f) fputs("</body></html>\n", p->f);
+    return otl_atomic_close(p, st);
 }
 
 /* A plot area in SVG user units, and the data range it shows. */
