@@ -41,6 +41,19 @@ size_t otl_trainer_param_count(const otl_trainer *t);
 /* Parameter i: its value in the graph, and its data as trained so far. */
 int otl_trainer_param_value(const otl_trainer *t, size_t i);
 const float *otl_trainer_param_data(const otl_trainer *t, size_t i);
+/* What a checkpoint keeps of a trainer: views of its blocks, n floats each
+ * (v NULL for SGD, which has one moment), and its counters. */
+typedef struct {
+    float *params, *m, *v;
+    size_t n;
+    int64_t steps, forwards;
+} otl_trainer_state;
+
+void otl_trainer_state_of(otl_trainer *t, otl_trainer_state *s);
+/* After a checkpoint's blocks were read into the views: its counters, so
+ * that the updates and dropout masks go on as they would have. */
+void otl_trainer_restore_counters(otl_trainer *t, int64_t steps, int64_t forwards);
+
 /* Scales both groups' learning rates from the next update on, as a
  * schedule does (torch.optim.lr_scheduler's factor of the base rates). */
 void otl_trainer_set_lr_scale(otl_trainer *t, double scale);

@@ -12,7 +12,10 @@
 * Fine-tuning on cached activations: ResNet18's layer4 and fc trained on
   the layer3 output that extract --cut cached, 52 steps of Adam and of SGD
   against torch on the same activations, and with AdamW, parameter groups
-  and the cosine and step schedules; --from on images takes the same steps; what a cache must match is refused in one line.
+  and the cosine and step schedules; --from on images takes the same
+  steps; what a cache must match is refused in one line.
+* Resume: a run killed with SIGKILL and resumed ends as an uninterrupted
+  one, byte for byte; a checkpoint of another run or a damaged one is refused.
 * Gradients of every op with a backward pass, one SGD step on small models
   against torch.autograd: Conv with groups, strides, asymmetric padding and
   dilation, MaxPool with padding and ceil_mode, Gemm with transB 0 and 1 and
@@ -28,7 +31,9 @@ import json
 import os
 import subprocess
 import sys
+import signal
 import tempfile
+import time
 
 import numpy as np
 import onnx
@@ -324,6 +329,39 @@ def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):
                f"weights within {w_rel:.2e} (limit 1e-4)")
 
 
+def test_resume(onnxtl, shared, d):
+    """train --resume after a SIGKILL: the small CNN with dropout and shuffling on, Adam, 3 epochs; the killed
+    and resumed run ends with the model and checkpoint of an uninterrupted one, byte for byte.  A checkpoint of
+    other options, a truncated one and a damaged one are refused in one line."""
+    mdl, data = small_cnn_path(), subset(shared, d, 13, 2)
+    args = ["train", mdl, data, *SMALL, "--epochs", "3", "--batch", "2", "--quiet"]
+    whole, cut = os.path.join(d, "whole.onnx"), os.path.join(d, "cut.onnx")
+    r = sh(onnxtl, *args, "-o", whole)
+    p = subprocess.Popen([onnxtl, *args, "-o", cut], stderr=subprocess.DEVNULL)
+    while p.poll() is None and not os.path.exists(cut + ".state"):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    killed = p.wait() == -signal.SIGKILL
+    resumed = sh(onnxtl, *args, "-o", cut, "--resume", "--quiet")
+    after = resumed.stderr
+    same = all(os.path.exists(f) and open(f, "rb").read() == open(w, "rb").read()
+               for f, w in ((cut, whole), (cut + ".state", whole + ".state")))
+    report(r.returncode == 0 and killed and resumed.returncode == 0 and same, "train --resume after a SIGKILL in "
+           "epoch 2 or 3 writes the model and checkpoint an uninterrupted run writes, byte for byte",
+           f"killed: {killed}, resumed: {resumed.returncode} {after.strip()[:200]}, identical: {same}")
+    damaged = os.path.join(d, "damaged.onnx")
+    blob = open(whole + ".state", "rb").read()
+    for label, content, extra, expect in (
+            ("with another learning rate", blob, ["--lr", "1e-4"], "another lr"),
+            ("truncated", blob[:len(blob) // 2], [], "truncated"),
+            ("with a flipped bit", blob[:len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 1]) + blob[len(blob) // 2 + 1:],
+             [], "damaged")):
+        open(damaged + ".state", "wb").write(content)
+        r = sh(onnxtl, *args, "-o", damaged, "--resume", *extra)
+        report(r.returncode == 1 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1 and
+               not os.path.exists(damaged), f"train --resume refuses a checkpoint {label} in one line", r.stderr.strip())
+
+
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
     cached, err = cached_layer3(onnxtl, shared, d)
@@ -519,7 +557,7 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_resnet18_layer4_cached, test_cache_refusals, test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_cache_refusals, test_resume, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

@@ -183,6 +183,15 @@ static void use_threads(const otl_trainer *t) {
     omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
 }
 
+void otl_trainer_state_of(otl_trainer *t, otl_trainer_state *s) {
+    *s = (otl_trainer_state){t->params, t->m, t->v, t->offset[t->n_params], t->steps, t->forwards};
+}
+
+void otl_trainer_restore_counters(otl_trainer *t, int64_t steps, int64_t forwards) {
+    t->steps = steps;
+    t->forwards = forwards;
+}
+
 void otl_trainer_set_lr_scale(otl_trainer *t, double scale) { t->lr_scale = scale; }
 
 /* The update of parameters [first, end) of the blocks at learning rate lr. */

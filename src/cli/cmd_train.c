@@ -35,7 +35,10 @@ static const char train_help[] =
     "  onnxtl train resnet18.onnx layer3.bin --epochs 20     (layer4 and fc, on the cache)\n"
     "\n"
     "options:\n"
-    "  -o FILE          model to write (default trained.onnx)\n"
+    "  -o FILE          model to write (default trained.onnx), after every epoch, with its\n"
+    "                   checkpoint FILE.state (parameters, optimizer moments, counters)\n"
+    "  --resume         go on from FILE.state after the last finished epoch, as if the run\n"
+    "                   had never stopped (same command; --epochs may grow unless cosine)\n"
     "  --from TENSOR    train only what follows TENSOR, a tensor of MODEL's graph by its\n"
     "                   ONNX name (as Netron shows it)\n"
     "  --optim O        adam (default), adamw or sgd, as torch.optim's (SGD with --momentum)\n"
@@ -110,6 +113,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         else if (!strcmp(s, "--json")) a->json = true;
         else if (!strcmp(s, "--no-shuffle")) a->o.shuffle = false;
         else if (!strcmp(s, "--no-dropout")) a->o.trainer.dropout = false;
+        else if (!strcmp(s, "--resume")) a->o.resume = true;
         else if (s[0] == '-' && s[1]) {
             if (i + 1 >= argc) return cli_usage("train", "%s needs a value", s);
             int rc = parse_value(a, s, argv[++i]);

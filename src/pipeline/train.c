@@ -298,8 +298,8 @@ void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e) {
     fputs("}\n", log);
 }
 
-onnxtl_status *otl_train_log_open(const char *path, FILE **log) {
-    *log = path ? fopen(path, "w") : NULL;
+onnxtl_status *otl_train_log_open(const char *path, bool append, FILE **log) {
+    *log = path ? fopen(path, append ? "a" : "w") : NULL;
     return path && !*log ? otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", path, strerror(errno)) : NULL;
 }
 
@@ -313,7 +313,7 @@ onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *s
 static onnxtl_status *run_epochs(trainer *t, otl_head *h, const otl_train_options *o, otl_train_result *r, float *best) {
     rng rr = {o->seed ^ 0x5eed};
     FILE *log;
-    OTL_TRY(otl_train_log_open(o->log, &log));
+    OTL_TRY(otl_train_log_open(o->log, false, &log));
     onnxtl_status *st = NULL;
     double best_acc = -1;
     int64_t steps = 0;

@@ -73,9 +73,9 @@ typedef struct {
 double otl_cross_entropy(const float *logits, const int *labels, int n, int c, float *dlogits, int *correct);
 /* Fisher-Yates over x, drawing from a splitmix64 stream whose state is *state. */
 void otl_shuffle(uint64_t *x, size_t n, uint64_t *state);
-/* The --log file (none when path is NULL), and its closing, which reports a
+/* The --log file (none when path is NULL; append: a resumed run's goes on), and its closing, which reports a
  * failed write unless st already holds an error (st is returned). */
-onnxtl_status *otl_train_log_open(const char *path, FILE **log);
+onnxtl_status *otl_train_log_open(const char *path, bool append, FILE **log);
 onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *st);
 /* One --log line for an epoch's figures. */
 void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "batches.h"
+#include "checkpoint.h"
 #include "dataset.h"
 #include "export.h"
 #include "hash.h"
@@ -47,6 +48,7 @@ typedef struct {
     float *dlogits;
     int *labels;
     FILE *log;
+    char *fingerprint, *state_path; /* of the checkpoint */
     otl_train_net_result *r;
 } net_training;
 
@@ -278,6 +280,52 @@ static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
     return NULL;
 }
 
+/* Everything the course of the training depends on, which a resumed run must share. */
+static onnxtl_status *make_fingerprint(net_training *t) {
+    const otl_train_net_options *o = t->o;
+    const otl_trainer_config *c = &o->trainer;
+    char sha[65], pre[256], *data = realpath(o->data, NULL);
+    OTL_TRY(otl_sha256_file(o->model_path, sha));
+    otl_preprocess_describe(&t->pre, pre, sizeof pre);
+    /* a cosine schedule spans the epochs; the others let a resumed run train longer */
+    const int epochs = o->schedule == OTL_SCHEDULE_COSINE ? o->epochs : 0;
+    const int n = asprintf(&t->fingerprint, "model %s\ndata %s\nfrom %s\npreprocess %s\noptim %d\nlr %.9g\nlr-backbone "
+                           "%.9g\nmomentum %.9g\nweight-decay %.9g\nschedule %d\nstep-size %d\ngamma %.9g\nepochs %d\n"
+                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\n", sha, data ? data : o->data,
+                           otl_model_graph(t->model)->values[t->from].name, pre, (int)c->optim, c->lr, c->lr_backbone,
+                           c->momentum, c->weight_decay, (int)o->schedule, o->step_size, o->gamma, epochs, o->batch,
+                           (unsigned long long)c->seed, o->shuffle, c->dropout);
+    free(data);
+    const size_t len = strlen(o->out_path) + 7;
+    if (n < 0 || !(t->state_path = malloc(len))) return otl_nomem();
+    snprintf(t->state_path, len, "%s.state", o->out_path);
+    return NULL;
+}
+
+/* The checkpoint of the epoch just finished, beside the model written for it. */
+static onnxtl_status *save_checkpoint(net_training *t) {
+    otl_trainer_state s;
+    otl_trainer_state_of(t->trainer, &s);
+    const otl_train_net_result *r = t->r;
+    const otl_checkpoint_epoch e = {r->epochs, r->train_loss, r->train_acc, r->eval_loss, r->eval_acc};
+    return otl_checkpoint_write(t->state_path, t->fingerprint, &e, &s);
+}
+
+/* --resume: the trainer as the checkpoint left it; *first the epoch to go on with. */
+static onnxtl_status *resume(net_training *t, int *first) {
+    otl_trainer_state s;
+    otl_checkpoint_epoch e;
+    otl_trainer_state_of(t->trainer, &s);
+    OTL_TRY(otl_checkpoint_read(t->state_path, t->fingerprint, &e, &s));
+    otl_trainer_restore_counters(t->trainer, s.steps, s.forwards);
+    otl_train_net_result *r = t->r;
+    r->epochs = e.epoch, r->steps = s.steps;
+    r->train_loss = e.train_loss, r->train_acc = e.train_acc, r->eval_loss = e.eval_loss, r->eval_acc = e.eval_acc;
+    *first = e.epoch + 1;
+    otl_events_note(t->o->events, false, "resuming after epoch %d of %d (%s)", e.epoch, t->o->epochs, t->state_path);
+    return NULL;
+}
+
 static onnxtl_status *run_epochs(net_training *t, splits *s) {
     const otl_train_net_options *o = t->o;
     uint64_t *order = malloc(sizeof *order * (s->n_train + 1));
@@ -287,11 +335,13 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         return otl_nomem();
     }
     uint64_t rng_state = o->trainer.seed ^ 0x5eed;
-    onnxtl_status *st = NULL;
+    int first = 1;
+    onnxtl_status *st = o->resume ? resume(t, &first) : NULL;
     const char *eval_name = s->eval_split >= 0 ? otl_split_names[s->eval_split] : NULL;
     for (size_t i = 0; i < s->n_train; i++) order[i] = i;
     for (int epoch = 1; epoch <= o->epochs && !st; epoch++) {
         if (o->shuffle) otl_shuffle(order, s->n_train, &rng_state);
+        if (epoch < first) continue; /* a resumed run replays the orders of the epochs done */
         otl_trainer_set_lr_scale(t->trainer, lr_scale(o, epoch));
         for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]];
         otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, eval_name};
@@ -307,6 +357,7 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         t->r->eval_loss = f.eval_loss, t->r->eval_acc = f.eval_acc;
         /* written after every epoch, atomically: an error later loses no finished epoch */
         if (o->out_path) st = export_trained(t);
+        if (!st && o->out_path) st = save_checkpoint(t);
     }
     free(order);
     free(picked);
@@ -451,6 +502,8 @@ static void release(net_training *t) {
     otl_dataset_free(t->ds);
     otl_features_close(t->f);
     onnxtl_model_release(t->model);
+    free(t->fingerprint);
+    free(t->state_path);
     free(t->rows);
     free(t->dlogits);
     free(t->labels);
@@ -458,6 +511,7 @@ static void release(net_training *t) {
 
 onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_result *r) {
     memset(r, 0, sizeof *r);
+    if (o->resume && !o->out_path) return otl_error(ONNXTL_ERR_ARG, "a resumed training needs the model it writes");
     if (o->batch < 1 || o->epochs < 1 || !(o->trainer.lr > 0) || o->decoders < 1 ||
         (o->schedule == OTL_SCHEDULE_STEP && (o->step_size < 1 || !(o->gamma > 0))))
         return otl_error(ONNXTL_ERR_ARG, "bad training options (batch, epochs, decoders, step size >= 1, lr and "
@@ -468,14 +522,16 @@ onnxtl_status *otl_train_net(const otl_train_net_options *o, otl_train_net_resul
     onnxtl_status *st = prepare(&t);
     if (!st) st = t.f ? split_rows(t.f, &s) : split_images(t.ds, &s);
     if (!st) st = check_batch_sizes(&t, &s);
-    if (!st) st = otl_train_log_open(o->log, &t.log);
+    if (!st && o->out_path) st = make_fingerprint(&t);
+    if (!st) st = otl_train_log_open(o->log, o->resume, &t.log);
     if (!st) {
         r->train_images = s.n_train, r->eval_images = s.n_eval;
         r->eval_split = s.eval_split >= 0 ? otl_split_names[s.eval_split] : NULL;
         r->params = (int64_t)otl_trainer_param_count(t.trainer);
-        otl_events_note(o->events, false, "training %zu parameter tensors after '%s' on %zu %s, evaluating on %zu",
-                        otl_trainer_param_count(t.trainer), otl_model_graph(t.model)->values[t.from].name, s.n_train,
-                        t.f ? "cached rows" : "images", s.n_eval);
+        otl_events_note(o->events, false, "training %zu parameter tensors%s%s%s on %zu %s, evaluating on %zu",
+                        otl_trainer_param_count(t.trainer), from_input(&t) ? "" : " after '",
+                        from_input(&t) ? "" : otl_model_graph(t.model)->values[t.from].name, from_input(&t) ? "" : "'",
+                        s.n_train, t.f ? "cached rows" : "images", s.n_eval);
         st = run_epochs(&t, &s);
     }
     st = otl_train_log_close(t.log, o->log, st);

@@ -27,6 +27,7 @@ typedef struct {
     int batch, epochs, decoders;
     bool shuffle;            /* a new order of the training images every epoch (seed) */
     const char *log;         /* JSON lines, as fit-head's --log writes them */
+    bool resume;             /* go on from out_path's checkpoint (out_path.state), written after every epoch */
     const otl_events *events;
 } otl_train_net_options;
 
