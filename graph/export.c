@@ -37,6 +37,18 @@ static Onnx__AttributeProto *attr_int(const char *name, int64_t v) {
     return a->name ? a : (free(a), NULL);
 }
 
+static Onnx__AttributeProto *attr_float(const char *name, float v) {
+    Onnx__AttributeProto *a = malloc(sizeof *a);
+    if (!a) return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = dup_str(name);
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    a->has_f = 1;
+    a->f = v;
+    return a->name ? a : (free(a), NULL);
+}
+
 static Onnx__NodeProto *node(const char *op, const char *name, const char *in0, const char *in1, const char *in2,
                              const char *out) {
     Onnx__NodeProto *n = malloc(sizeof *n);
@@ -55,11 +67,12 @@ static Onnx__NodeProto *node(const char *op, const char *name, const char *in0, 
     return n;
 }
 
+/* [d0, d1], [d0] when d1 is 0, a scalar when both are. */
 static Onnx__TensorProto *float_tensor(const char *name, const float *data, int64_t d0, int64_t d1) {
     Onnx__TensorProto *t = malloc(sizeof *t);
     if (!t) return NULL;
     onnx__tensor_proto__init(t);
-    size_t count = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    size_t count = d0 ? (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1) : 1;
     t->name = dup_str(name);
     t->has_data_type = 1;
     t->data_type = ONNXTL_FLOAT;
@@ -72,7 +85,7 @@ static Onnx__TensorProto *float_tensor(const char *name, const float *data, int6
     }
     t->dims[0] = d0;
     if (d1 > 0) t->dims[1] = d1;
-    t->n_dims = d1 > 0 ? 2 : 1;
+    t->n_dims = d1 > 0 ? 2 : d0 ? 1 : 0;
     memcpy(t->raw_data.data, data, count * sizeof(float));
     t->raw_data.len = count * sizeof(float);
     return t;
@@ -121,7 +134,27 @@ static Onnx__ValueInfoProto *value_info(const char *name, int64_t width) {
 }
 
 /* Adds Gemm(transB)/Relu layers from `from`, then Softmax into "probabilities". */
-static onnxtl_status *append_head(Onnx__GraphProto *g, const char *from, const otl_head_spec *h) {
+/* The version of the default ONNX domain the model imports. */
+static int64_t default_opset(const Onnx__ModelProto *m) {
+    for (size_t i = 0; i < m->n_opset_import; i++)
+        if (!m->opset_import[i]->domain || !*m->opset_import[i]->domain) return m->opset_import[i]->version;
+    return 1;
+}
+
+/* Dropout of ratio h->dropout after hidden layer l: the ratio an attribute
+ * before opset 12, a scalar input from then on. */
+static onnxtl_status *append_dropout(Onnx__GraphProto *g, int64_t opset, const otl_head_spec *h, int l, const char *in,
+                                     const char *out) {
+    char nname[64], rname[64];
+    snprintf(nname, sizeof nname, "onnxtl_head.%d.dropout", l);
+    snprintf(rname, sizeof rname, "onnxtl_head.%d.dropout_ratio", l);
+    Onnx__NodeProto *d = node("Dropout", nname, in, opset >= 12 ? rname : NULL, NULL, out);
+    if (!d || !PUSH(g->node, g->n_node, d)) return otl_nomem();
+    if (opset < 12) return PUSH(d->attribute, d->n_attribute, attr_float("ratio", h->dropout)) ? NULL : otl_nomem();
+    return PUSH(g->initializer, g->n_initializer, float_tensor(rname, &h->dropout, 0, 0)) ? NULL : otl_nomem();
+}
+
+static onnxtl_status *append_head(Onnx__GraphProto *g, int64_t opset, const char *from, const otl_head_spec *h) {
     char cur[256], next[256], wname[64], bname[64], nname[64];
     snprintf(cur, sizeof cur, "%s", from);
     for (int l = 0; l < h->n_layers; l++) {
@@ -142,6 +175,11 @@ static onnxtl_status *append_head(Onnx__GraphProto *g, const char *from, const o
             snprintf(next, sizeof next, "onnxtl_head.%d.act", l);
             if (!PUSH(g->node, g->n_node, node("Relu", nname, cur, NULL, NULL, next))) return otl_nomem();
             snprintf(cur, sizeof cur, "%s", next);
+            if (h->dropout > 0) {
+                snprintf(next, sizeof next, "onnxtl_head.%d.dropped", l);
+                OTL_TRY(append_dropout(g, opset, h, l, cur, next));
+                snprintf(cur, sizeof cur, "%s", next);
+            }
         }
     }
     Onnx__NodeProto *sm = node("Softmax", "onnxtl_head.softmax", cur, NULL, NULL, "probabilities");
@@ -252,7 +290,7 @@ onnxtl_status *otl_export_model(const char *backbone_path, const char *cut, int 
             st = otl_nomem();
         head_in = "onnxtl_head.features";
     }
-    if (!st) st = append_head(g, head_in, h);
+    if (!st) st = append_head(g, default_opset(m), head_in, h);
     if (!st) st = set_metadata(m, h);
     if (!st) st = write_model(m, out_path);
     otl_proto_model_release(&parsed);
@@ -353,7 +391,7 @@ onnxtl_status *otl_export_head(const otl_head_spec *h, const char *out_path) {
     if (!PUSH(m->opset_import, m->n_opset_import, op) || !m->producer_name || !g->name || !op->domain ||
         !PUSH(g->input, g->n_input, value_info("features", h->dims[0])))
         st = otl_nomem();
-    if (!st) st = append_head(g, "features", h);
+    if (!st) st = append_head(g, op->version, "features", h);
     if (!st) st = set_metadata(m, h);
     if (!st) st = write_model(m, out_path);
     onnx__model_proto__free_unpacked(m, NULL);

@@ -13,6 +13,7 @@ typedef struct {
     const float *const *b;      /* [out] per layer */
     const char *const *meta_keys, *const *meta_values; /* metadata_props to set */
     int n_meta;
+    float dropout; /* > 0: a Dropout of this ratio after each hidden layer's Relu (for training it) */
 } otl_head_spec;
 
 /* backbone_path's graph pruned to what computes cut (of rank cut_rank at

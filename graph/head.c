@@ -1,6 +1,7 @@
 /* Finding a classifier's head: walking back from the graph's output over
  * the layers a classifier ends with, to the tensor a new head should read. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ir.h"
@@ -84,20 +85,31 @@ int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n) {
     return -1;
 }
 
-void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n) {
-    size_t used = 0;
-    buf[0] = '\0';
-    int first = cut >= 0 && g->values[cut].producer >= 0 ? g->values[cut].producer + 1 : 0;
+int otl_graph_head_layers(const otl_graph *g, int cut, int64_t (*layers)[2], int max) {
+    int k = 0;
+    const int first = cut >= 0 && g->values[cut].producer >= 0 ? g->values[cut].producer + 1 : 0;
     for (int i = first; i < g->n_nodes; i++) {
         const otl_node *nd = &g->nodes[i];
         if (nd->removed || (nd->op != OP_GEMM && nd->op != OP_MATMUL)) continue;
         const otl_value *w = &g->values[nd->in[1]];
         if (!w->data || w->rank != 2) continue;
-        bool t = nd->op == OP_GEMM && nd->attrs.trans_b;
-        int k = snprintf(buf + used, n - used, "%s%lldx%lld", used ? "," : "",
-                         (long long)w->dims[t ? 1 : 0], (long long)w->dims[t ? 0 : 1]);
-        if (k < 0 || (size_t)k >= n - used) break;
-        used += (size_t)k;
+        const bool t = nd->op == OP_GEMM && nd->attrs.trans_b;
+        if (k < max) layers[k][0] = w->dims[t ? 1 : 0], layers[k][1] = w->dims[t ? 0 : 1];
+        k++;
     }
+    return k;
 }
 
+void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n) {
+    int64_t (*layers)[2] = malloc(sizeof *layers * ((size_t)g->n_nodes + 1));
+    const int k = layers ? otl_graph_head_layers(g, cut, layers, g->n_nodes) : 0;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < k; i++) {
+        const int w = snprintf(buf + used, n - used, "%s%lldx%lld", used ? "," : "", (long long)layers[i][0],
+                               (long long)layers[i][1]);
+        if (w < 0 || (size_t)w >= n - used) break;
+        used += (size_t)w;
+    }
+    free(layers);
+}

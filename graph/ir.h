@@ -184,7 +184,10 @@ onnxtl_status *otl_pass_fuse_conv_activation(otl_graph *g);
  * final pooling reads (SqueezeNet).  -1 if there is none; why says which. */
 int otl_graph_head_input(const otl_graph *g, char *why, size_t why_n);
 
-/* The shapes (in x out) of the Gemm/MatMul layers after the value cut, e.g.
+/* The Gemm/MatMul layers with constant 2-D weights after the value cut:
+ * their number, and the first max of their (in, out) sizes in layers. */
+int otl_graph_head_layers(const otl_graph *g, int cut, int64_t (*layers)[2], int max);
+/* The shapes (in x out) of those layers, e.g.
  * "2048x1000" or "25088x4096,4096x4096,4096x1000"; empty if none. */
 void otl_graph_head_shape(const otl_graph *g, int cut, char *buf, size_t n);
 

@@ -14,6 +14,8 @@
   against torch on the same activations, and with AdamW, parameter groups
   and the cosine and step schedules; --from on images takes the same
   steps; what a cache must match is refused in one line.
+* --head linear|mlp: a new classifier, initialised as nn.Linear, trained
+  with layer4 as torch trains it; ONNX Runtime runs what it writes.
 * Resume: a run killed with SIGKILL and resumed ends as an uninterrupted
   one, byte for byte; a checkpoint of another run or a damaged one is refused.
 * Gradients of every op with a backward pass, one SGD step on small models
@@ -362,6 +364,65 @@ def test_resume(onnxtl, shared, d):
                not os.path.exists(damaged), f"train --resume refuses a checkpoint {label} in one line", r.stderr.strip())
 
 
+def test_new_head(onnxtl, shared, d):
+    """--head linear: ResNet18's fc replaced by a new Linear(512, 2), initialised as nn.Linear does from the seed,
+    trained with layer4 on the cached layer3 output against torch from the same initial head; the model written
+    carries the class names, so onnxtl run names them.  --head mlp (Linear-ReLU-Dropout twice, then Linear)
+    trains with its Dropout on, and ONNX Runtime runs what it writes as onnxtl does."""
+    cached, err = cached_layer3(onnxtl, shared, d)
+    if not cached:
+        report(False, "extract ResNet18's layer3 output", err)
+        return
+    mdl, data, feats, x, y = cached
+    onnx_w = weights(mdl)
+    init = os.path.join(d, "init.onnx")
+    # one epoch at a learning rate that leaves every weight as it was: the initial head, which the seed fixes
+    r = sh(onnxtl, "train", mdl, feats, "--head", "linear", "--optim", "sgd", "--lr", "1e-30", "--epochs", "1",
+           "-o", init, "--quiet")
+    head0 = weights(init) if r.returncode == 0 else {}
+    bound = 1 / np.sqrt(512)
+    w0, b0 = head0.get("onnxtl_head.0.weight"), head0.get("onnxtl_head.0.bias")
+    fair = w0 is not None and w0.shape == (2, 512) and np.abs(w0).max() <= bound and np.abs(w0).max() > 0.9 * bound
+    out = os.path.join(d, "new_head.onnx")
+    losses, err = ours(onnxtl, mdl, feats, out, "--head", "linear", "--batch", "2", "--epochs", "4", "--lr", "1e-5")
+    if not fair or losses is None:
+        report(False, "train ResNet18's layer4 with a new linear head", err or r.stderr.strip() or f"{head0.keys()}")
+        return
+    net, _ = resnet18_torch(onnx_w, torch.float32)
+    net.fc.weight.data, net.fc.bias.data = torch.from_numpy(w0.copy()), torch.from_numpy(b0.copy())
+    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
+    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], lambda p: torch.optim.Adam(p, lr=1e-5),
+                      x, y, 2, 4)
+    trained = weights(out)
+    loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+    w_rel = max(relative(trained["onnxtl_head.0.weight"], net.fc.weight.detach().numpy()),
+                relative(trained["layer4.1.conv2.weight"], net.layer4[1].conv2.weight.detach().numpy()))
+    report(len(losses) == len(ref) and loss_rel <= 1e-4 and w_rel <= 1e-4, "--head linear: a new Linear(512, 2) "
+           "as nn.Linear initialises it, trained with layer4 on the cache as torch trains it",
+           f"{len(losses)} steps, losses within {loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4)")
+    photo = os.path.join(data, "test", "dog", sorted(os.listdir(os.path.join(data, "test", "dog")))[0])
+    r = sh(onnxtl, "run", out, photo)
+    report(r.returncode == 0 and r.stdout.split("\t")[1] in ("cat", "dog"), "the model --head writes names the "
+           "classes for onnxtl run", r.stdout.strip() or r.stderr.strip())
+    mlp = os.path.join(d, "mlp.onnx")
+    r = sh(onnxtl, "train", mdl, feats, "--head", "mlp", "--epochs", "1", "--batch", "4", "-o", mlp, "--quiet")
+    r2 = sh(onnxtl, "train", mdl, feats, "--head", "mlp", "--epochs", "1", "--batch", "4", "-o", mlp + "2.onnx",
+            "--no-dropout", "--quiet")
+    dropped = r.returncode == 0 and r2.returncode == 0 and \
+        not np.array_equal(weights(mlp)["onnxtl_head.2.weight"], weights(mlp + "2.onnx")["onnxtl_head.2.weight"])
+    xin, ours_out, ref_out = (os.path.join(d, f) for f in ("x.npy", "ours.npy", "ort.npy"))
+    np.save(xin, np.random.default_rng(2).random((2, 3, 64, 64), np.float32))
+    r = sh(onnxtl, "infer", mlp, "--input", f"input={xin}", "--output", f"probabilities={ours_out}")
+    cases = os.path.join(d, "cases.json")
+    json.dump([{"model": mlp, "inputs": {"input": xin}, "outputs": {"probabilities": ref_out}}], open(cases, "w"))
+    o = sh("node", os.path.join(HERE, "ort_run.js"), cases)
+    ok = r.returncode == 0 and o.returncode == 0 and os.path.exists(ref_out)
+    rel = relative(np.load(ours_out), np.load(ref_out)) if ok else 1.0
+    report(dropped and rel <= 1e-4, "--head mlp trains with its Dropout on, and ONNX Runtime runs the model it writes "
+           "as onnxtl does", f"dropout changed the weights: {dropped}, ORT relative {rel:.2e} (limit 1e-4) "
+           f"{r.stderr.strip()[:200]}{o.stderr.strip()[:200]}")
+
+
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
     cached, err = cached_layer3(onnxtl, shared, d)
@@ -557,7 +618,7 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_resnet18_layer4_cached, test_cache_refusals, test_resume, test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_new_head, test_cache_refusals, test_resume, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

@@ -20,8 +20,8 @@ static const char train_help[] =
     "             the frozen layers run on them every epoch; or\n"
     "  FEATURES   what 'onnxtl extract MODEL DATA_DIR --cut TENSOR' cached: the\n"
     "             frozen layers' output, computed once (--from defaults to its cut).\n"
-    "MODEL must end in one logit per class (its own last layer is kept; a final\n"
-    "Softmax is skipped).  The loss is softmax cross-entropy, as torch's\n"
+    "Without --head, MODEL must end in one logit per class (a final Softmax is\n"
+    "skipped).  The loss is softmax cross-entropy, as torch's\n"
     "CrossEntropyLoss.  The trained model is MODEL with its trained weights, in\n"
     "standard ONNX, written after every epoch.\n"
     "\n"
@@ -41,6 +41,10 @@ static const char train_help[] =
     "                   had never stopped (same command; --epochs may grow unless cosine)\n"
     "  --from TENSOR    train only what follows TENSOR, a tensor of MODEL's graph by its\n"
     "                   ONNX name (as Netron shows it)\n"
+    "  --head H         none (default): keep MODEL's own last layer; auto, linear or mlp:\n"
+    "                   replace its classifier as fit-head does (nn.Linear's initialisation\n"
+    "                   from --seed; Dropout 0.5 in an MLP), one output per class, written\n"
+    "                   to FILE with the class names and preprocessing for onnxtl run\n"
     "  --optim O        adam (default), adamw or sgd, as torch.optim's (SGD with --momentum)\n"
     "  --lr X           default 1e-5\n"
     "  --lr-backbone X  the layers before the classifier learn at X, the classifier at --lr\n"
@@ -81,6 +85,7 @@ static int parse_value(train_args *a, const char *opt, const char *v) {
     if (cli_preprocess_option("train", opt, v, &a->o.pre, &rc)) return rc;
     if (!strcmp(opt, "-o")) a->o.out_path = v;
     else if (!strcmp(opt, "--from")) a->o.from = v;
+    else if (!strcmp(opt, "--head")) a->o.head = v;
     else if (!strcmp(opt, "--optim")) a->optim = v;
     else if (!strcmp(opt, "--log")) a->o.log = v;
     else if (!strcmp(opt, "--lr")) return cli_parse_float("train", opt, v, &t->lr);
@@ -126,6 +131,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
     otl_trainer_config *t = &a->o.trainer;
     static const char *const optims[] = {"sgd", "adam", "adamw"}, *const schedules[] = {"constant", "cosine", "step"};
     int optim = cli_choice(a->optim, optims, 3), schedule = cli_choice(a->schedule, schedules, 3);
+    static const char *const heads[] = {"none", "auto", "linear", "mlp"};
+    if (a->o.head && cli_choice(a->o.head, heads, 4) < 0) return cli_usage("train", "--head is none, auto, linear or mlp");
     if (optim < 0) return cli_usage("train", "--optim is adam, adamw or sgd");
     if (schedule < 0) return cli_usage("train", "--schedule is constant, cosine or step");
     if (!(t->lr > 0) || t->lr_backbone < 0 || t->momentum < 0 || t->weight_decay < 0 || !(a->o.gamma > 0))

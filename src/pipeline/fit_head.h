@@ -17,6 +17,30 @@ typedef struct {
     otl_train_options train;
 } otl_fit_head_options;
 
+/* A new head's layer sizes (dims: in, hidden..., classes): kind linear, mlp
+ * (Linear-ReLU-Dropout twice, then Linear; hidden sizes as given, else as
+ * the removed classifier's when it had three layers, else 4096), or auto
+ * (mlp where the removed classifier, n_removed layers of (in, out) sizes,
+ * had three, as VGG's; linear otherwise). */
+onnxtl_status *otl_head_layers_for(const char *kind, const int hidden[2], int n_removed, const int64_t (*removed)[2],
+                                   int64_t dim, int n_classes, int *n_layers, int *dims);
+
+/* The metadata_props a model onnxtl writes carries for run and infer: the
+ * class names ("onnxtl.classes", one per line) and the preprocessing
+ * ("onnxtl.resize", ...), then what otl_model_meta_add adds (values it
+ * points to, which must outlive it). */
+#define OTL_MODEL_META_MAX 10
+typedef struct {
+    char *names;
+    otl_preprocess_text pre;
+    const char *keys[OTL_MODEL_META_MAX], *values[OTL_MODEL_META_MAX];
+    int n;
+} otl_model_meta;
+
+onnxtl_status *otl_model_meta_init(otl_model_meta *mm, char *const *classes, int n_classes, const otl_preprocess *pre);
+void otl_model_meta_add(otl_model_meta *mm, const char *key, const char *value);
+void otl_model_meta_free(otl_model_meta *mm);
+
 typedef struct otl_fit_head otl_fit_head;
 
 /* Opens the features, checks the backbone (before any training, so that no

@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "dataset.h"
 #include "export.h"
+#include "fit_head.h"
 #include "hash.h"
 #include "image_model.h"
 #include "model.h"
@@ -31,6 +32,7 @@ typedef struct {
 typedef struct {
     const otl_train_net_options *o;
     onnxtl_model *model;
+    const char *source;    /* the ONNX file of model: MODEL, or out_path holding MODEL with a new head */
     otl_preprocess pre;
     otl_image_input input;
     int logits;            /* the model's first output, or the input of the Softmax that computes it */
@@ -62,6 +64,8 @@ typedef struct {
     double loss;
     size_t seen, correct, skipped;
 } epoch_pass;
+
+static bool new_head(const otl_train_net_options *o) { return o->head && strcmp(o->head, "none"); }
 
 static bool from_input(const net_training *t) { return t->from == otl_model_graph(t->model)->inputs[0]; }
 
@@ -258,7 +262,7 @@ static onnxtl_status *export_trained(const net_training *t) {
         names[i] = g->values[v].name, data[i] = otl_trainer_param_data(t->trainer, i);
         counts[i] = (size_t)otl_tinfo_count(&t->tapes[0].part->t[v]);
     }
-    if (!st) st = otl_export_trained(t->o->model_path, names, data, counts, n, t->o->out_path);
+    if (!st) st = otl_export_trained(t->source, names, data, counts, n, t->o->out_path);
     free(names);
     free(data);
     free(counts);
@@ -291,10 +295,10 @@ static onnxtl_status *make_fingerprint(net_training *t) {
     const int epochs = o->schedule == OTL_SCHEDULE_COSINE ? o->epochs : 0;
     const int n = asprintf(&t->fingerprint, "model %s\ndata %s\nfrom %s\npreprocess %s\noptim %d\nlr %.9g\nlr-backbone "
                            "%.9g\nmomentum %.9g\nweight-decay %.9g\nschedule %d\nstep-size %d\ngamma %.9g\nepochs %d\n"
-                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\n", sha, data ? data : o->data,
+                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\nhead %s\n", sha, data ? data : o->data,
                            otl_model_graph(t->model)->values[t->from].name, pre, (int)c->optim, c->lr, c->lr_backbone,
                            c->momentum, c->weight_decay, (int)o->schedule, o->step_size, o->gamma, epochs, o->batch,
-                           (unsigned long long)c->seed, o->shuffle, c->dropout);
+                           (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none");
     free(data);
     const size_t len = strlen(o->out_path) + 7;
     if (n < 0 || !(t->state_path = malloc(len))) return otl_nomem();
@@ -425,14 +429,64 @@ static onnxtl_status *open_frozen(net_training *t) {
     return onnxtl_session_create(t->frozen_model, &opts, &t->frozen);
 }
 
+/* MODEL with a new classifier in place of its own, as fit-head's, written
+ * to out_path (where each epoch's weights then go) and trained from there. */
+static onnxtl_status *write_new_head(net_training *t) {
+    const otl_train_net_options *o = t->o;
+    const otl_graph *g = otl_model_graph(t->model);
+    char why[256];
+    const int cut = otl_graph_head_input(g, why, sizeof why);
+    if (cut < 0) return otl_error(ONNXTL_ERR_ARG, "%s: no classifier to replace (%s)", o->model_path, why);
+    otl_tinfo in = {.dtype = ONNXTL_FLOAT, .rank = 4}, x;
+    otl_image_input_dims(&t->input, 1, in.dims);
+    OTL_TRY(otl_model_shape(t->model, &in, 1, cut, &x));
+    int64_t removed[3][2];
+    int n_layers, dims[OTL_HEAD_MAX_LAYERS + 1];
+    const int n_removed = otl_graph_head_layers(g, cut, removed, 3), hidden[2] = {0, 0};
+    OTL_TRY(otl_head_layers_for(o->head, hidden, n_removed, (const int64_t(*)[2])removed, otl_tinfo_count(&x),
+                                t->n_classes, &n_layers, dims));
+    otl_head h;
+    otl_model_meta mm;
+    OTL_TRY(otl_head_create(&h, n_layers, dims, o->trainer.seed));
+    onnxtl_status *st = otl_model_meta_init(&mm, t->f ? otl_features_meta_of(t->f)->classes : t->ds->classes,
+                                            t->n_classes, &t->pre);
+    if (!st) {
+        const float *w[OTL_HEAD_MAX_LAYERS], *b[OTL_HEAD_MAX_LAYERS];
+        for (int l = 0; l < h.n_layers; l++) w[l] = h.w[l], b[l] = h.b[l];
+        const otl_head_spec spec = {h.n_layers, h.dims, w, b, mm.keys, mm.values, mm.n, 0.5f};
+        st = otl_export_model(o->model_path, g->values[cut].name, x.rank, &spec, o->out_path);
+        otl_model_meta_free(&mm);
+    }
+    otl_head_free(&h);
+    return st;
+}
+
+/* --head: the model trained is out_path's, MODEL with the new head; a resumed
+ * run finds it there, written by the run it resumes. */
+static onnxtl_status *replace_head(net_training *t) {
+    const otl_train_net_options *o = t->o;
+    if (!o->out_path) return otl_error(ONNXTL_ERR_ARG, "a new head needs the model file to train it in");
+    struct stat sb;
+    if (o->resume && stat(o->out_path, &sb) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: no model to resume (train writes it, and its .state, after each epoch)",
+                         o->out_path);
+    if (!o->resume) OTL_TRY(write_new_head(t));
+    onnxtl_model_release(t->model);
+    t->model = NULL;
+    t->source = o->out_path;
+    OTL_TRY(otl_model_load_as_written(o->out_path, &t->model));
+    t->logits = logits_of(otl_model_graph(t->model));
+    return NULL;
+}
+
 /* The batch's plans and the logits' width against the classes. */
 static onnxtl_status *check_output(net_training *t, const otl_plan *p) {
     const otl_graph *g = otl_model_graph(t->model);
     const otl_tinfo *y = &p->t[t->logits];
     if (y->rank != 2 || y->dims[1] != t->n_classes)
-        return otl_error(ONNXTL_ERR_ARG, "%s: '%s' is not N x %d logits for the %d classes of %s (train keeps the "
-                         "model's own last layer: it must have one output per class)", t->o->model_path,
-                         g->values[t->logits].name, t->n_classes, t->n_classes, t->o->data);
+        return otl_error(ONNXTL_ERR_ARG, "%s: '%s' is not N x %d logits for the %d classes of %s: replace the "
+                         "classifier with --head auto", t->o->model_path, g->values[t->logits].name, t->n_classes,
+                         t->n_classes, t->o->data);
     const otl_tinfo *x = &p->t[t->from];
     t->from_count = otl_tinfo_count(x) / (x->rank > 0 && x->dims[0] > 0 ? x->dims[0] : 1);
     if (t->f && t->from_count != (int64_t)otl_features_meta_of(t->f)->dim)
@@ -470,9 +524,11 @@ static onnxtl_status *prepare(net_training *t) {
     const bool features = stat(o->data, &sb) == 0 && S_ISREG(sb.st_mode);
     char why[256] = "";
     OTL_TRY(otl_model_load_as_written(o->model_path, &t->model));
+    t->source = o->model_path;
     t->logits = logits_of(otl_model_graph(t->model));
     OTL_TRY(features ? open_features(t) : open_images(t, why, sizeof why));
     OTL_TRY(otl_image_model_input(t->model, &t->pre, &t->input));
+    if (new_head(o)) OTL_TRY(replace_head(t));
     OTL_TRY(find_from(t));
     if (!t->f && !from_input(t)) OTL_TRY(open_frozen(t));
     sized_tape *s = &t->tapes[0];

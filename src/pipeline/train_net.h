@@ -19,6 +19,8 @@ typedef struct {
     const char *model_path, *out_path;
     const char *data;        /* DATA_DIR, or a features file */
     const char *from;        /* the tensor training starts at; NULL: the model's input, or the features' cut */
+    const char *head;        /* NULL or "none": the model's own classifier; auto, linear, mlp: a new one, as
+                              * fit-head's, nn.Linear's initialisation from the seed, Dropout 0.5 in an MLP */
     otl_preprocess_spec pre; /* over the model's and torchvision's defaults; a features file fixes its own */
     otl_trainer_config trainer; /* its head_step is found here, when lr_backbone asks for two groups */
     otl_lr_schedule schedule;
