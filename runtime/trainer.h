@@ -2,8 +2,10 @@
  * every activation, then each step's gradient kernel in reverse, and the
  * trainer applies torch.optim's update.  The parameters are the float
  * initializers a Conv (weights, bias), a Gemm (B, C) or a BatchNormalization
- * (scale, shift; its statistics stay frozen) reads, copied into one block; their gradients and the optimizer's moments take one block
- * each.  Only the CPU implements it so far (runtime/cpu/train.c). */
+ * (scale, shift) reads, copied into one block; their gradients and the
+ * optimizer's moments take one block each.  BatchNormalization's statistics
+ * stay frozen, or with bn_train are the batch's, the running ones updated
+ * in a block of their own.  Only the CPU implements it so far (runtime/cpu/train.c). */
 #ifndef OTL_TRAINER_H
 #define OTL_TRAINER_H
 
@@ -24,6 +26,7 @@ typedef struct {
     float lr_backbone;
     int head_step;
     bool dropout;  /* Dropout nodes drop while training; false: they pass everything (parity tests) */
+    bool bn_train; /* BatchNormalization as torch's train mode: batch statistics, running ones updated */
     uint64_t seed; /* of dropout's masks: a hash of (seed, forward pass, node, element) */
     int threads;   /* 0: all cores */
 } otl_trainer_config;
@@ -46,6 +49,8 @@ const float *otl_trainer_param_data(const otl_trainer *t, size_t i);
 typedef struct {
     float *params, *m, *v;
     size_t n;
+    float *stats; /* the running statistics, n_stats floats */
+    size_t n_stats;
     int64_t steps, forwards;
 } otl_trainer_state;
 
@@ -57,6 +62,12 @@ void otl_trainer_restore_counters(otl_trainer *t, int64_t steps, int64_t forward
 /* Scales both groups' learning rates from the next update on, as a
  * schedule does (torch.optim.lr_scheduler's factor of the base rates). */
 void otl_trainer_set_lr_scale(otl_trainer *t, double scale);
+/* With bn_train, the running statistics (BatchNormalization's mean and
+ * variance inputs) it updates, held as the parameters are: statistic i's
+ * value in the graph and its data so far. */
+size_t otl_trainer_stat_count(const otl_trainer *t);
+int otl_trainer_stat_value(const otl_trainer *t, size_t i);
+const float *otl_trainer_stat_data(const otl_trainer *t, size_t i);
 /* One optimizer update from the gradients added since the last, which it then zeroes. */
 void otl_trainer_step(otl_trainer *t);
 void otl_trainer_release(otl_trainer *t);

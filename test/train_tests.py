@@ -11,8 +11,8 @@
   against torch.autograd in float64, then 8 SGD steps against torch.
 * Fine-tuning on cached activations: ResNet18's layer4 and fc trained on
   the layer3 output that extract --cut cached, 52 steps of Adam and of SGD
-  against torch on the same activations, and with AdamW, parameter groups
-  and the cosine and step schedules; --from on images takes the same
+  against torch on the same activations, and with AdamW, parameter groups,
+  the cosine and step schedules and BatchNorm in train mode; --from on images takes the same
   steps; what a cache must match is refused in one line.
 * --head linear|mlp: a new classifier, initialised as nn.Linear, trained
   with layer4 as torch trains it; ONNX Runtime runs what it writes.
@@ -281,6 +281,7 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
                "weights as torch's, and nothing before the cut changed", f"{len(losses)} steps, losses within "
                f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
     groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w)
+    bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w)
     cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "2", "--epochs", "1")
     image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "2", "--epochs", "1",
                              "--from", LAYER3, "--resize", "64x64", "--crop", "none")
@@ -421,6 +422,36 @@ def test_new_head(onnxtl, shared, d):
     report(dropped and rel <= 1e-4, "--head mlp trains with its Dropout on, and ONNX Runtime runs the model it writes "
            "as onnxtl does", f"dropout changed the weights: {dropped}, ORT relative {rel:.2e} (limit 1e-4) "
            f"{r.stderr.strip()[:200]}{o.stderr.strip()[:200]}")
+
+
+def bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w):
+    """--bn train: layer4's BatchNormalization on batch statistics with the running ones updated, as torch's train
+    mode does, 56 steps of SGD with momentum (batch 4) against torch in float64: losses, weights and running statistics.  (torch in
+    float32 itself parts from float64 by 2e-4 in the losses and 5e-4 in the weights here, 1e-3 at batch 2: its
+    train-mode statistics are float sums; onnxtl sums them in double.)"""
+    out = os.path.join(d, "bn_train.onnx")
+    losses, err = ours(onnxtl, mdl, feats, out, "--batch", "4", "--epochs", "8", "--bn", "train", "--optim", "sgd",
+                       "--lr", "1e-4", "--momentum", "0.9")
+    net, _ = resnet18_torch(onnx_w, torch.float64)
+    net.layer4.train()
+    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
+    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
+                      lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), x.double(), y, 4, 8)
+    if losses is None or len(losses) != len(ref):
+        report(False, "train ResNet18's layer4 with --bn train", err)
+        return
+    trained = weights(out)
+    state = {k: v.numpy() for k, v in net.state_dict().items() if k.startswith("layer4.") and "running" in k}
+    loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+    w_rel = max(relative(trained[k], v.detach().numpy()) for k, v in net.named_parameters()
+                if k.startswith(("layer4.", "fc.")))
+    s_rel = max(relative(trained[k], v) for k, v in state.items())
+    moved = max(relative(trained[k], onnx_w[k]) for k in state)
+    report(len(losses) >= 50 and loss_rel <= 1e-4 and w_rel <= 1e-4 and s_rel <= 1e-4 and moved > 1e-3,
+           "ResNet18's layer4 and fc on the cache with --bn train (torch's train mode): every step's loss, the final "
+           "weights and the running statistics as torch's", f"{len(losses)} steps, losses within {loss_rel:.2e}, "
+           f"weights within {w_rel:.2e}, {len(state)} running statistics within {s_rel:.2e} (limit 1e-4; they "
+           f"moved {moved:.2e})")
 
 
 def test_cache_refusals(onnxtl, shared, d):

@@ -49,6 +49,14 @@ onnxtl_status *otl_cpu_relu_backward(const otl_grad_args *a);
  * with broadcasting, GlobalAveragePool. */
 onnxtl_status *otl_cpu_batchnorm_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a);
+/* BatchNormalization as torch's train mode computes it (ONNX-order buffers):
+ * each channel normalised by its batch mean and population variance, saved
+ * (mean, 1 / sqrt(var + epsilon)) in saved[0..c) and saved[c..2c); the
+ * running statistics in[3] and in[4] (a->in's, written in place) move by
+ * 1 - the node's momentum towards the batch mean and the unbiased
+ * variance.  The backward pass takes the batch statistics' own gradient. */
+void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, float *saved);
+onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const float *saved);
 onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a);
 size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t);
 /* Runs n's forward kernel (the backend's kernel table). */

@@ -464,6 +464,72 @@ onnxtl_status *otl_cpu_batchnorm_backward(const otl_grad_args *a) {
     return NULL;
 }
 
+/* A channel's batch size and plane, NCHW. */
+static void channel_extent(const otl_tinfo *x, int64_t *n, int64_t *c, int64_t *plane) {
+    *n = x->dims[0], *c = x->dims[1], *plane = 1;
+    for (int i = 2; i < x->rank; i++) *plane *= x->dims[i];
+}
+
+void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, float *saved) {
+    int64_t n, c, plane;
+    channel_extent(IN_T(a, 0), &n, &c, &plane);
+    const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2];
+    float *Y = a->out[0];
+    const double eps = a->n->attrs.epsilon, keep = a->n->attrs.momentum, count = (double)(n * plane);
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < c; ch++) {
+        double sum = 0, squares = 0;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < plane; i++) sum += X[(b * c + ch) * plane + i];
+        const double mean = sum / count;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < plane; i++) {
+                const double d = X[(b * c + ch) * plane + i] - mean;
+                squares += d * d;
+            }
+        const double var = squares / count, invstd = 1.0 / sqrt(var + eps);
+        saved[ch] = (float)mean, saved[c + ch] = (float)invstd;
+        running_mean[ch] = (float)(keep * running_mean[ch] + (1 - keep) * mean);
+        running_var[ch] = (float)(keep * running_var[ch] + (1 - keep) * squares / (count - 1));
+        const float k = (float)(scale[ch] * invstd), off = (float)(shift[ch] - mean * scale[ch] * invstd);
+        for (int64_t b = 0; b < n; b++) {
+            const float *src = X + (b * c + ch) * plane;
+            float *dst = Y + (b * c + ch) * plane;
+            for (int64_t i = 0; i < plane; i++) dst[i] = src[i] * k + off;
+        }
+    }
+}
+
+onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const float *saved) {
+    const otl_kernel_args *f = &a->f;
+    int64_t n, c, plane;
+    channel_extent(IN_T(f, 0), &n, &c, &plane);
+    const float *X = f->in[0], *scale = f->in[1], *dY = a->dout[0];
+    float *dX = a->din[0], *dscale = a->din[1], *dshift = a->din[2];
+    const double count = (double)(n * plane);
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < c; ch++) {
+        const double mean = saved[ch], invstd = saved[c + ch];
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < plane; i++) {
+                const int64_t at = (b * c + ch) * plane + i;
+                sum_dy += dY[at];
+                sum_dy_xhat += (double)dY[at] * ((X[at] - mean) * invstd);
+            }
+        if (dscale) dscale[ch] += (float)sum_dy_xhat;
+        if (dshift) dshift[ch] += (float)sum_dy;
+        if (!dX) continue;
+        const double k = scale[ch] * invstd, mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < plane; i++) {
+                const int64_t at = (b * c + ch) * plane + i;
+                dX[at] += (float)(k * (dY[at] - mean_dy - (X[at] - mean) * invstd * mean_dy_xhat));
+            }
+    }
+    return NULL;
+}
+
 /* Add: each input's gradient is dy summed over the dimensions it was
  * broadcast along. */
 onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a) {

@@ -20,6 +20,9 @@ struct otl_trainer {
     size_t *offset;    /* per parameter, into the blocks below; [n_params] is their size */
     size_t n_params;
     size_t head_offset; /* where the head's group starts in the blocks below */
+    int *stat_slot, *stat_value; /* bn_train: per value its running statistic or -1; per statistic its value */
+    size_t *stat_offset, n_stats;
+    float *stats;
     double lr_scale;
     float *params, *grads, *m, *v;
     int64_t steps, forwards;
@@ -31,6 +34,7 @@ struct otl_tape {
     void **act;      /* per value: its buffer (a constant's data, a parameter's slot) */
     float **grad;    /* per value: its gradient, for activations */
     uint8_t **keep;  /* per step: a training Dropout's mask */
+    float **saved;   /* per step: a train-mode BatchNormalization's batch mean and 1 / std */
     float *workspace;
     void *buffers;   /* one allocation behind act and grad */
     bool trained;    /* the last forward was a training one */
@@ -145,6 +149,50 @@ static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
     return NULL;
 }
 
+/* A running statistic is written back into its initializer, and only
+ * BatchNormalization nodes may read it, as their mean or variance. */
+static onnxtl_status *check_stat(const otl_plan *plan, int v) {
+    const otl_graph *g = plan->g;
+    if (!g->values[v].initializer)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s': they are not an initializer",
+                         g->values[v].name);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const otl_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in && !n->removed; k++)
+            if (n->in[k] == v && !(n->op == OP_BATCHNORM && (k == 3 || k == 4)))
+                return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s': %s node '%s' reads "
+                                 "them too", g->values[v].name, otl_op_name(n->op), node_name(plan, n));
+    }
+    return NULL;
+}
+
+/* bn_train: BatchNormalization's running mean and variance, in one block. */
+static onnxtl_status *find_stats(otl_trainer *t, const otl_plan *plan) {
+    const int n_values = plan->g->n_values;
+    t->stat_slot = malloc(sizeof *t->stat_slot * ((size_t)n_values + 1));
+    t->stat_value = malloc(sizeof *t->stat_value * ((size_t)n_values + 1));
+    t->stat_offset = malloc(sizeof *t->stat_offset * ((size_t)n_values + 2));
+    if (!t->stat_slot || !t->stat_value || !t->stat_offset) return otl_nomem();
+    for (int v = 0; v < n_values; v++) t->stat_slot[v] = -1;
+    t->stat_offset[0] = 0;
+    for (int i = 0; t->c.bn_train && i < plan->n_steps; i++) {
+        const otl_node *n = otl_plan_step(plan, i);
+        for (int k = 3; n->op == OP_BATCHNORM && k <= 4; k++) {
+            const int v = n->in[k];
+            if (t->stat_slot[v] >= 0) continue;
+            OTL_TRY(check_stat(plan, v));
+            t->stat_slot[v] = (int)t->n_stats;
+            t->stat_value[t->n_stats] = v;
+            t->stat_offset[t->n_stats + 1] = t->stat_offset[t->n_stats] + (size_t)otl_tinfo_count(&plan->t[v]);
+            t->n_stats++;
+        }
+    }
+    if (!(t->stats = malloc((t->stat_offset[t->n_stats] + 1) * sizeof(float)))) return otl_nomem();
+    for (size_t i = 0; i < t->n_stats; i++)
+        memcpy(t->stats + t->stat_offset[i], plan->t[t->stat_value[i]].data, otl_tinfo_bytes(&plan->t[t->stat_value[i]]));
+    return NULL;
+}
+
 static onnxtl_status *alloc_blocks(otl_trainer *t, const otl_plan *plan) {
     const size_t n = t->offset[t->n_params] + 1;
     t->params = malloc(n * sizeof(float));
@@ -167,6 +215,7 @@ onnxtl_status *otl_trainer_create(const otl_plan *plan, const otl_trainer_config
     onnxtl_status *st = find_params(t, plan);
     if (!st && !t->n_params) st = otl_error(ONNXTL_ERR_MODEL, "no Conv or Gemm parameters to train");
     if (!st) st = alloc_blocks(t, plan);
+    if (!st) st = find_stats(t, plan);
     if (st) {
         otl_trainer_release(t);
         return st;
@@ -178,13 +227,17 @@ onnxtl_status *otl_trainer_create(const otl_plan *plan, const otl_trainer_config
 size_t otl_trainer_param_count(const otl_trainer *t) { return t->n_params; }
 int otl_trainer_param_value(const otl_trainer *t, size_t i) { return t->param_value[i]; }
 const float *otl_trainer_param_data(const otl_trainer *t, size_t i) { return t->params + t->offset[i]; }
+size_t otl_trainer_stat_count(const otl_trainer *t) { return t->n_stats; }
+int otl_trainer_stat_value(const otl_trainer *t, size_t i) { return t->stat_value[i]; }
+const float *otl_trainer_stat_data(const otl_trainer *t, size_t i) { return t->stats + t->stat_offset[i]; }
 
 static void use_threads(const otl_trainer *t) {
     omp_set_num_threads(t->c.threads > 0 ? t->c.threads : omp_get_num_procs());
 }
 
 void otl_trainer_state_of(otl_trainer *t, otl_trainer_state *s) {
-    *s = (otl_trainer_state){t->params, t->m, t->v, t->offset[t->n_params], t->steps, t->forwards};
+    *s = (otl_trainer_state){t->params, t->m, t->v, t->offset[t->n_params], t->stats, t->stat_offset[t->n_stats],
+                             t->steps, t->forwards};
 }
 
 void otl_trainer_restore_counters(otl_trainer *t, int64_t steps, int64_t forwards) {
@@ -222,6 +275,10 @@ void otl_trainer_release(otl_trainer *t) {
     free(t->grads);
     free(t->m);
     free(t->v);
+    free(t->stat_slot);
+    free(t->stat_value);
+    free(t->stat_offset);
+    free(t->stats);
     free(t);
 }
 
@@ -270,6 +327,7 @@ static onnxtl_status *alloc_tape(otl_tape *tp) {
     free(computed);
     for (int v = 0; v < nv; v++) {
         if (tp->t->slot[v] >= 0) tp->act[v] = tp->t->params + tp->t->offset[tp->t->slot[v]];
+        else if (tp->t->stat_slot[v] >= 0) tp->act[v] = tp->t->stats + tp->t->stat_offset[tp->t->stat_slot[v]];
         else if (p->t[v].data) tp->act[v] = (void *)p->t[v].data; /* constants are only read */
     }
     for (int i = 0; i < p->n_steps; i++) {
@@ -291,7 +349,8 @@ onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **
     tp->act = calloc(nv, sizeof *tp->act);
     tp->grad = calloc(nv, sizeof *tp->grad);
     tp->keep = calloc((size_t)plan->n_steps + 1, sizeof *tp->keep);
-    onnxtl_status *st = tp->act && tp->grad && tp->keep ? NULL : otl_nomem();
+    tp->saved = calloc((size_t)plan->n_steps + 1, sizeof *tp->saved);
+    onnxtl_status *st = tp->act && tp->grad && tp->keep && tp->saved ? NULL : otl_nomem();
     if (!st && plan->n_inputs != 1) st = otl_error(ONNXTL_ERR_MODEL, "training needs a model with one input");
     if (!st) st = alloc_tape(tp);
     if (st) {
@@ -305,7 +364,9 @@ onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **
 void otl_tape_release(otl_tape *tp) {
     if (!tp) return;
     for (int i = 0; tp->keep && i < tp->plan->n_steps; i++) free(tp->keep[i]);
+    for (int i = 0; tp->saved && i < tp->plan->n_steps; i++) free(tp->saved[i]);
     free(tp->keep);
+    free(tp->saved);
     free(tp->act);
     free(tp->grad);
     free(tp->workspace);
@@ -328,6 +389,19 @@ static onnxtl_status *dropout_forward(otl_tape *tp, int step, const otl_node *n,
         keep[i] = (double)(otl_mix64(key + (uint64_t)i) >> 11) * 0x1.0p-53 >= ratio;
         y[i] = keep[i] ? x[i] * scale : 0.0f;
     }
+    return NULL;
+}
+
+/* torch's train mode: the batch's statistics, kept for the backward pass,
+ * and the running ones (the tape's inputs 3 and 4: the trainer's block) moved. */
+static onnxtl_status *batchnorm_train(otl_tape *tp, int step, const otl_kernel_args *a) {
+    const otl_tinfo *x = &tp->plan->t[a->n->in[0]];
+    const int64_t c = x->dims[1], per_channel = otl_tinfo_count(x) / (c ? c : 1);
+    if (per_channel < 2)
+        return otl_error(ONNXTL_ERR_ARG, "BatchNormalization in train mode (--bn train) needs more than one value per "
+                         "channel, and a batch of %lld has one", (long long)x->dims[0]);
+    if (!tp->saved[step] && !(tp->saved[step] = malloc(sizeof(float) * 2 * (size_t)c))) return otl_nomem();
+    otl_cpu_batchnorm_train_forward(a, (float *)a->in[3], (float *)a->in[4], tp->saved[step]);
     return NULL;
 }
 
@@ -359,6 +433,7 @@ static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
         return NULL;
     }
     otl_kernel_args a = {n, p->t, in, out, tp->workspace, false};
+    if (n->op == OP_BATCHNORM && training && tp->t->c.bn_train) return batchnorm_train(tp, i, &a);
     return otl_cpu_run_kernel(&a);
 }
 
@@ -408,6 +483,7 @@ static onnxtl_status *run_backward(otl_tape *tp, int i) {
         return NULL;
     }
     otl_grad_args a = {{n, p->t, in, out, tp->workspace, false}, dout, din};
+    if (n->op == OP_BATCHNORM && tp->t->c.bn_train) return otl_cpu_batchnorm_train_backward(&a, tp->saved[i]);
     return grads_of[n->op].fn(&a);
 }
 

@@ -26,8 +26,8 @@ static const char train_help[] =
     "standard ONNX, written after every epoch.\n"
     "\n"
     "Ops with a gradient so far: Conv (any groups, strides, padding, dilation),\n"
-    "Gemm, Relu, MaxPool, Add, GlobalAveragePool, BatchNormalization (statistics\n"
-    "frozen, scale and shift trained), Flatten, Reshape, Dropout.\n"
+    "Gemm, Relu, MaxPool, Add, GlobalAveragePool, BatchNormalization (see --bn),\n"
+    "Flatten, Reshape, Dropout.\n"
     "\n"
     "examples:\n"
     "  onnxtl train small_cnn.onnx data/ --resize 64x64 --crop none --mean 0,0,0 --std 1,1,1\n"
@@ -45,6 +45,9 @@ static const char train_help[] =
     "                   replace its classifier as fit-head does (nn.Linear's initialisation\n"
     "                   from --seed; Dropout 0.5 in an MLP), one output per class, written\n"
     "                   to FILE with the class names and preprocessing for onnxtl run\n"
+    "  --bn B           frozen (default): BatchNormalization keeps its statistics (the\n"
+    "                   Keras guide's advice), scale and shift trained; train: batch\n"
+    "                   statistics, running ones updated, as torch's train mode\n"
     "  --optim O        adam (default), adamw or sgd, as torch.optim's (SGD with --momentum)\n"
     "  --lr X           default 1e-5\n"
     "  --lr-backbone X  the layers before the classifier learn at X, the classifier at --lr\n"
@@ -86,6 +89,10 @@ static int parse_value(train_args *a, const char *opt, const char *v) {
     if (!strcmp(opt, "-o")) a->o.out_path = v;
     else if (!strcmp(opt, "--from")) a->o.from = v;
     else if (!strcmp(opt, "--head")) a->o.head = v;
+    else if (!strcmp(opt, "--bn")) {
+        if (strcmp(v, "frozen") && strcmp(v, "train")) return cli_usage("train", "--bn is frozen or train");
+        a->o.trainer.bn_train = !strcmp(v, "train");
+    }
     else if (!strcmp(opt, "--optim")) a->optim = v;
     else if (!strcmp(opt, "--log")) a->o.log = v;
     else if (!strcmp(opt, "--lr")) return cli_parse_float("train", opt, v, &t->lr);

@@ -15,22 +15,26 @@
 #define VERSION 1u
 /* magic, version, fingerprint length */
 #define LEAD_BYTES 16
-/* epoch, moments, steps, forwards, floats per block, four figures */
-#define FIXED_BYTES (4 + 4 + 8 + 8 + 8 + 4 * 8)
+/* epoch, moments, steps, forwards, floats per block, running statistics' floats, four figures */
+#define FIXED_BYTES (4 + 4 + 8 + 8 + 8 + 8 + 4 * 8)
 
 /* The fixed fields after the fingerprint, packed in the file's order. */
 static void pack_fixed(uint8_t *b, const otl_checkpoint_epoch *e, const otl_trainer_state *s) {
     const int32_t epoch = e->epoch;
     const uint32_t moments = s->v ? 2 : 1;
-    const uint64_t n = s->n;
+    const uint64_t n = s->n, n_stats = s->n_stats;
     const double fig[4] = {e->train_loss, e->train_acc, e->eval_loss, e->eval_acc};
     memcpy(b, &epoch, 4);
     memcpy(b + 4, &moments, 4);
     memcpy(b + 8, &s->steps, 8);
     memcpy(b + 16, &s->forwards, 8);
     memcpy(b + 24, &n, 8);
-    memcpy(b + 32, fig, sizeof fig);
+    memcpy(b + 32, &n_stats, 8);
+    memcpy(b + 40, fig, sizeof fig);
 }
+
+/* Block i's bytes: the parameters and moments, then the running statistics. */
+static size_t block_bytes(const otl_trainer_state *s, int i) { return (i < 3 ? s->n : s->n_stats) * sizeof(float); }
 
 static onnxtl_status *write_checked(otl_atomic_file *out, const void *data, size_t bytes) {
     const uint32_t crc = otl_crc32c(data, bytes);
@@ -52,10 +56,10 @@ onnxtl_status *otl_checkpoint_write(const char *path, const char *fingerprint, c
     otl_atomic_file out;
     onnxtl_status *st = otl_atomic_open(path, &out);
     if (!st) {
-        const float *blocks[3] = {s->params, s->m, s->v};
+        const float *blocks[4] = {s->params, s->m, s->v, s->stats};
         st = write_checked(&out, head, head_bytes);
-        for (int i = 0; i < 3 && !st; i++)
-            if (blocks[i]) st = write_checked(&out, blocks[i], s->n * sizeof(float));
+        for (int i = 0; i < 4 && !st; i++)
+            if (blocks[i] && (i < 3 || s->n_stats)) st = write_checked(&out, blocks[i], block_bytes(s, i));
         st = otl_atomic_close(&out, st);
     }
     free(head);
@@ -99,14 +103,14 @@ static onnxtl_status *check_fingerprint(FILE *f, const char *path, const uint8_t
 static onnxtl_status *check_head(const char *path, const uint8_t *head, const uint8_t *want, size_t fp,
                                  otl_checkpoint_epoch *e, otl_trainer_state *s) {
     const uint8_t *b = head + LEAD_BYTES + fp, *w = want + LEAD_BYTES + fp;
-    if (memcmp(b + 4, w + 4, 4) || memcmp(b + 24, w + 24, 8))
+    if (memcmp(b + 4, w + 4, 4) || memcmp(b + 24, w + 24, 16))
         return otl_error(ONNXTL_ERR_FORMAT, "%s holds other parameters than the model's", path);
     int32_t epoch;
     double fig[4];
     memcpy(&epoch, b, 4);
     memcpy(&s->steps, b + 8, 8);
     memcpy(&s->forwards, b + 16, 8);
-    memcpy(fig, b + 32, sizeof fig);
+    memcpy(fig, b + 40, sizeof fig);
     if (epoch < 1 || s->steps < 0 || s->forwards < s->steps)
         return otl_error(ONNXTL_ERR_FORMAT, "%s: its counters are damaged", path);
     *e = (otl_checkpoint_epoch){epoch, fig[0], fig[1], fig[2], fig[3]};
@@ -115,10 +119,12 @@ static onnxtl_status *check_head(const char *path, const uint8_t *head, const ui
 
 /* The file's size as this training's checkpoint would have it; 0 on overflow. */
 static size_t expected_size(size_t head_bytes, const otl_trainer_state *s) {
-    size_t block, blocks, total;
+    size_t block, blocks, stats, total;
     const size_t moments = s->v ? 2 : 1;
     if (!otl_mul_size(s->n, sizeof(float), &block) || !otl_add_size(block, 4, &block) ||
-        !otl_mul_size(block, 1 + moments, &blocks) || !otl_add_size(blocks, head_bytes + 4, &total))
+        !otl_mul_size(block, 1 + moments, &blocks) || !otl_mul_size(s->n_stats, sizeof(float), &stats) ||
+        !otl_add_size(stats, s->n_stats ? 4 : 0, &stats) || !otl_add_size(blocks, stats, &blocks) ||
+        !otl_add_size(blocks, head_bytes + 4, &total))
         return 0;
     return total;
 }
@@ -148,10 +154,10 @@ onnxtl_status *otl_checkpoint_read(const char *path, const char *fingerprint, ot
     if (!st && fseek(f, 0, SEEK_SET) != 0) st = otl_error(ONNXTL_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
     if (!st && !read_checked(f, head, head_bytes)) st = otl_error(ONNXTL_ERR_FORMAT, "%s: its header is damaged", path);
     if (!st) st = check_head(path, head, want, fp, e, s);
-    float *blocks[3] = {s->params, s->m, s->v};
-    for (int i = 0; i < 3 && !st; i++)
-        if (blocks[i] && !read_checked(f, blocks[i], s->n * sizeof(float)))
-            st = otl_error(ONNXTL_ERR_FORMAT, "%s: block %d of 3 is damaged", path, i + 1);
+    float *blocks[4] = {s->params, s->m, s->v, s->stats};
+    for (int i = 0; i < 4 && !st; i++)
+        if (blocks[i] && (i < 3 || s->n_stats) && !read_checked(f, blocks[i], block_bytes(s, i)))
+            st = otl_error(ONNXTL_ERR_FORMAT, "%s: block %d is damaged", path, i + 1);
     fclose(f);
     free(head);
     free(want);

@@ -5,9 +5,10 @@
  *
  * Layout (little-endian): "OTLSTATE", u32 version, u32 fingerprint bytes,
  * the fingerprint, i32 epoch, u32 moments (1 SGD, 2 Adam), i64 steps,
- * i64 forwards, u64 floats per block, f64 train loss, train accuracy,
- * evaluation loss, evaluation accuracy, the params block, the moments'
- * blocks, and a CRC-32C of everything before it. */
+ * i64 forwards, u64 floats per block, u64 floats of running statistics,
+ * f64 train loss, train accuracy, evaluation loss, evaluation accuracy,
+ * each with a CRC-32C after it: that head, the params block, the moments'
+ * blocks, the running statistics (--bn train). */
 #ifndef OTL_CHECKPOINT_H
 #define OTL_CHECKPOINT_H
 

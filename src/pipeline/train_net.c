@@ -249,17 +249,21 @@ static onnxtl_status *split_rows(const otl_features *f, splits *s) {
     return st;
 }
 
-/* The model with its trained parameters, in ONNX as its producer wrote it otherwise. */
+/* The model with its trained parameters (and with --bn train its running
+ * statistics), in ONNX as its producer wrote it otherwise. */
 static onnxtl_status *export_trained(const net_training *t) {
-    const size_t n = otl_trainer_param_count(t->trainer);
+    const otl_trainer *tr = t->trainer;
+    const size_t n_params = otl_trainer_param_count(tr), n = n_params + otl_trainer_stat_count(tr);
     const char **names = malloc(sizeof *names * (n + 1));
     const float **data = malloc(sizeof *data * (n + 1));
     size_t *counts = malloc(sizeof *counts * (n + 1));
     onnxtl_status *st = names && data && counts ? NULL : otl_nomem();
     const otl_graph *g = otl_model_graph(t->model);
     for (size_t i = 0; !st && i < n; i++) {
-        const int v = otl_trainer_param_value(t->trainer, i);
-        names[i] = g->values[v].name, data[i] = otl_trainer_param_data(t->trainer, i);
+        const bool param = i < n_params;
+        const int v = param ? otl_trainer_param_value(tr, i) : otl_trainer_stat_value(tr, i - n_params);
+        names[i] = g->values[v].name;
+        data[i] = param ? otl_trainer_param_data(tr, i) : otl_trainer_stat_data(tr, i - n_params);
         counts[i] = (size_t)otl_tinfo_count(&t->tapes[0].part->t[v]);
     }
     if (!st) st = otl_export_trained(t->source, names, data, counts, n, t->o->out_path);
@@ -295,10 +299,10 @@ static onnxtl_status *make_fingerprint(net_training *t) {
     const int epochs = o->schedule == OTL_SCHEDULE_COSINE ? o->epochs : 0;
     const int n = asprintf(&t->fingerprint, "model %s\ndata %s\nfrom %s\npreprocess %s\noptim %d\nlr %.9g\nlr-backbone "
                            "%.9g\nmomentum %.9g\nweight-decay %.9g\nschedule %d\nstep-size %d\ngamma %.9g\nepochs %d\n"
-                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\nhead %s\n", sha, data ? data : o->data,
+                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\nhead %s\nbn %d\n", sha, data ? data : o->data,
                            otl_model_graph(t->model)->values[t->from].name, pre, (int)c->optim, c->lr, c->lr_backbone,
                            c->momentum, c->weight_decay, (int)o->schedule, o->step_size, o->gamma, epochs, o->batch,
-                           (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none");
+                           (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none", c->bn_train);
     free(data);
     const size_t len = strlen(o->out_path) + 7;
     if (n < 0 || !(t->state_path = malloc(len))) return otl_nomem();
