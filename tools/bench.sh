@@ -86,8 +86,35 @@ s=$(date +%s.%N)
 build/onnxtl train "$SMALL_CNN" "$DATA/train" -o build/bench/small_cnn_trained.onnx --epochs 1 --batch "$BATCH" \
     --threads "$THREADS" --resize 64x64 --crop none --mean 0,0,0 --std 1,1,1 --quiet
 ours=$($PY -c "print(f'{$(date +%s.%N) - $s:.2f}')")
-read -r _ theirs < <($PY tools/bench_train.py "$DATA" "$SMALL_CNN" "$THREADS" "$BATCH")
+read -r _ theirs < <($PY tools/bench_train.py small "$DATA" "$SMALL_CNN" "$THREADS" "$BATCH")
 $PY -c "print(f'{\"onnxtl train, DATA/train as one unsplit folder\":58s} {$ours:7.1f} s vs PyTorch {$theirs:7.1f} s: onnxtl is {$theirs / $ours:.2f}x')"
+
+# train --from: ResNet18's layer4 and fc fine-tuned on the layer3 output extract --cut cached once, against torch
+# recomputing the frozen layers for every batch of every epoch, as the book's script does.
+FT=build/models/resnet18_2class_224.onnx
+[ -f "$FT" ] || $PY tools/bench_train.py export "$FT"
+L3=/layer3/layer3.1/relu_1/Relu_output_0
+echo
+echo "== train --from layer3: ResNet18 layer4 + fc at 224x224 (BatchNorm frozen, Adam lr 1e-5, batch $BATCH), $TRAIN_IMAGES photos, $THREADS threads"
+timed() { local s=$(date +%s.%N); "$@"; $PY -c "print(f'{$(date +%s.%N) - $s:.2f}')"; }
+extract=$(timed build/onnxtl extract "$FT" "$DATA/train" --cut "$L3" -o build/bench/layer3.bin --batch "$BATCH" \
+    --threads "$THREADS" --quiet)
+cached=$(timed build/onnxtl train "$FT" build/bench/layer3.bin -o build/bench/ft.onnx --epochs 1 --batch "$BATCH" \
+    --threads "$THREADS" --quiet)
+images=$(timed build/onnxtl train "$FT" "$DATA/train" --from "$L3" -o build/bench/ft2.onnx --epochs 1 --batch "$BATCH" \
+    --threads "$THREADS" --quiet)
+read -r _ theirs < <($PY tools/bench_train.py finetune "$DATA" "$FT" "$THREADS" "$BATCH")
+$PY - "$extract" "$cached" "$images" "$theirs" <<'PYEOF'
+import sys
+extract, cached, images, torch_epoch = map(float, sys.argv[1:])
+print(f"{'onnxtl extract --cut layer3 (once; the cache)':58s} {extract:7.1f} s")
+print(f"{'onnxtl train, one epoch on the cache':58s} {cached:7.1f} s vs PyTorch {torch_epoch:7.1f} s: onnxtl is "
+      f"{torch_epoch / cached:.2f}x")
+print(f"{'onnxtl train --from layer3, one epoch on the images':58s} {images:7.1f} s vs PyTorch {torch_epoch:7.1f} s: "
+      f"onnxtl is {torch_epoch / images:.2f}x")
+print(f"{'5 epochs: extract once + 5 on the cache, vs PyTorch 5':58s} {extract + 5 * cached:7.1f} s vs PyTorch "
+      f"{5 * torch_epoch:7.1f} s: onnxtl is {5 * torch_epoch / (extract + 5 * cached):.2f}x")
+PYEOF
 
 echo
 tools/bench_backbones.sh

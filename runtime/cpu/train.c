@@ -114,11 +114,16 @@ static onnxtl_status *check_param(const otl_plan *plan, int v) {
                          "Constant node's output or computed from constants", name);
     for (int i = 0; i < g->n_nodes; i++) {
         const otl_node *n = &g->nodes[i];
-        for (int k = 0; k < n->n_in && !n->removed; k++)
-            if (n->in[k] == v && !trains_input(n, k))
-                return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train '%s': %s node '%s' reads it too, and its "
-                                 "gradient would not reach it", name, otl_op_name(n->op),
-                                 *n->name ? n->name : g->values[n->out[0]].name);
+        for (int k = 0; k < n->n_in && !n->removed; k++) {
+            if (n->in[k] != v || trains_input(n, k)) continue;
+            if (n->op == OP_BATCHNORM)
+                return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train '%s': it is also the running %s of "
+                                 "BatchNormalization node '%s' (an exporter merged initializers of equal values, as "
+                                 "a fresh BatchNorm's weight and running variance are)", name,
+                                 k == 3 ? "mean" : "variance", node_name(plan, n));
+            return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot train '%s': %s node '%s' reads it too, and its "
+                             "gradient would not reach it", name, otl_op_name(n->op), node_name(plan, n));
+        }
     }
     return NULL;
 }
