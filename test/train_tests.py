@@ -20,8 +20,9 @@
   one, byte for byte; a checkpoint of another run or a damaged one is refused.
 * Gradients of every op with a backward pass, one SGD step on small models
   against torch.autograd: Conv with groups, strides, asymmetric padding and
-  dilation, MaxPool with padding and ceil_mode, Gemm with transB 0 and 1 and
-  alpha, beta, Relu, Flatten, Reshape and Dropout.
+  dilation, MaxPool with padding and ceil_mode, AveragePool with and
+  without the pads counted, a broadcasting Add, GlobalAveragePool, Gemm with
+  transB 0 and 1 and alpha, beta, Relu, Flatten, Reshape and Dropout.
 * The trained model is standard ONNX: ONNX Runtime runs it and agrees with
   onnxtl within 1e-4.
 * Dropout drops in training (with the mask torch's inverted dropout implies).
@@ -482,27 +483,21 @@ def test_cache_refusals(onnxtl, shared, d):
                not os.path.exists(out), f"train refuses {what} in one line", r.stderr.strip())
 
 
-class Gemm(torch.nn.Module):
-    def __init__(self, b, c, trans_b, alpha, beta):
-        super().__init__()
-        self.b, self.c = torch.nn.Parameter(torch.from_numpy(b)), torch.nn.Parameter(torch.from_numpy(c))
-        self.trans_b, self.alpha, self.beta = trans_b, alpha, beta
-
-    def forward(self, x):
-        return self.alpha * (x @ (self.b.t() if self.trans_b else self.b)) + self.beta * self.c
-
-
 def op_model(path, conv, pool, trans_b):
-    """input [N,3,16,16] -> Conv -> Relu -> MaxPool -> Flatten -> Dropout -> Reshape -> Gemm -> logits [N,2]."""
+    """input [N,3,16,16] -> Conv -> Relu -> Add(itself, its GlobalAveragePool: a broadcast Add) -> MaxPool or
+    AveragePool -> Flatten -> Dropout -> Reshape -> Gemm -> logits [N,2]."""
     from onnx import TensorProto, helper
     rng = np.random.default_rng(7)
     groups, out_ch = conv["group"], conv["out"]
     w = (rng.standard_normal((out_ch, 3 // groups, 3, 3)) * 0.3).astype(np.float32)
     bias = (rng.standard_normal(out_ch) * 0.1).astype(np.float32)
     conv_attrs = {k: v for k, v in conv.items() if k != "out"}
+    pool_op, pool = pool.get("op", "MaxPool"), {k: v for k, v in pool.items() if k != "op"}
     nodes = [helper.make_node("Conv", ["input", "w", "bias"], ["c"], kernel_shape=[3, 3], **conv_attrs),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], **pool),
+             helper.make_node("Relu", ["c"], ["r0"]),
+             helper.make_node("GlobalAveragePool", ["r0"], ["gap"]),
+             helper.make_node("Add", ["r0", "gap"], ["r"]),
+             helper.make_node(pool_op, ["r"], ["p"], **pool),
              helper.make_node("Flatten", ["p"], ["f"], axis=1),
              helper.make_node("Dropout", ["f", "ratio"], ["dr"]),
              helper.make_node("Reshape", ["dr", "shape"], ["h"])]
@@ -522,14 +517,17 @@ def op_model(path, conv, pool, trans_b):
     pads = conv.get("pads", [0, 0, 0, 0])
     torch_pool = dict(kernel_size=pool["kernel_shape"], stride=pool.get("strides", 1), ceil_mode=bool(pool.get("ceil_mode")),
                       padding=pool.get("pads", [0, 0, 0, 0])[0])
+    if pool_op == "AveragePool":
+        torch_pool["count_include_pad"] = bool(pool.get("count_include_pad"))
+    pool_fn = torch.nn.functional.max_pool2d if pool_op == "MaxPool" else torch.nn.functional.avg_pool2d
 
     def net(x, p):
         xp = torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
         h = torch.nn.functional.conv2d(xp, p["w"], p["bias"], stride=conv.get("strides", [1, 1]),
                                        dilation=conv.get("dilations", [1, 1]), groups=groups)
-        h = torch.nn.functional.max_pool2d(torch.relu(h), **torch_pool).flatten(1)
-        return Gemm(b, c, trans_b, 0.7, 1.3).to(h.dtype).forward_with(h, p) if False else \
-            0.7 * (h @ (p["B"].t() if trans_b else p["B"])) + 1.3 * p["C"]
+        h = torch.relu(h)
+        h = pool_fn(h + h.mean((2, 3), keepdim=True), **torch_pool).flatten(1)
+        return 0.7 * (h @ (p["B"].t() if trans_b else p["B"])) + 1.3 * p["C"]
     return net, {"w": w, "bias": bias, "B": b, "C": c}
 
 
@@ -539,6 +537,12 @@ OP_CASES = [
      {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}, 1),
     ("Conv stride 1, padding 1; MaxPool 2/2; Gemm transB 0",
      {"group": 1, "out": 4, "pads": [1, 1, 1, 1]}, {"kernel_shape": [2, 2], "strides": [2, 2]}, 0),
+    ("AveragePool 3/2 padded, pads counted",
+     {"group": 1, "out": 4}, {"op": "AveragePool", "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                              "count_include_pad": 1}, 1),
+    ("AveragePool 3/2 padded, ceil_mode, pads not counted",
+     {"group": 1, "out": 4}, {"op": "AveragePool", "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                              "ceil_mode": 1}, 0),
 ]
 
 

@@ -43,6 +43,7 @@ typedef struct {
  * otl_cpu_backward_workspace_floats floats. */
 onnxtl_status *otl_cpu_conv_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a);
+onnxtl_status *otl_cpu_avgpool_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_gemm_backward(const otl_grad_args *a);
 onnxtl_status *otl_cpu_relu_backward(const otl_grad_args *a);
 /* BatchNormalization with its statistics frozen (scale and shift trained), Add

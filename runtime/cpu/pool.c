@@ -240,6 +240,46 @@ onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) {
     return NULL;
 }
 
+/* AveragePool: each output's gradient, over the divisor its forward pass
+ * took (with or without the pads), to every input its window covers. */
+onnxtl_status *otl_cpu_avgpool_backward(const otl_grad_args *a) {
+    const otl_kernel_args *f = &a->f;
+    const otl_tinfo *x = IN_T(f, 0);
+    const otl_attrs *at = &f->n->attrs;
+    otl_window w;
+    OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
+    if (!a->din[0]) return NULL;
+    const int64_t planes = x->dims[0] * x->dims[1];
+    const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
+    const float *dY = a->dout[0];
+    float *dX = a->din[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        int64_t o[3], i = p * out_plane;
+        float *plane = dX + p * in_plane;
+        for (o[0] = 0; o[0] < w.out[0]; o[0]++)
+            for (o[1] = 0; o[1] < w.out[1]; o[1]++)
+                for (o[2] = 0; o[2] < w.out[2]; o[2]++, i++) {
+                    window_span sp[3];
+                    int64_t inside = 1, padded = 1;
+                    for (int k = 0; k < 3; k++) {
+                        sp[k] = axis_span(&w, k, o[k]);
+                        int64_t n = 0;
+                        for (int64_t q = sp[k].begin; q < sp[k].end; q += w.dilation[k]) n += q >= 0 && q < w.in[k];
+                        inside *= n, padded *= sp[k].padded;
+                    }
+                    const int64_t divisor = at->count_include_pad ? padded : inside;
+                    if (!divisor) continue;
+                    const float g = dY[i] / (float)divisor;
+                    for (int64_t z = sp[0].begin; z < sp[0].end; z += w.dilation[0])
+                        for (int64_t y = sp[1].begin; z >= 0 && z < w.in[0] && y < sp[1].end; y += w.dilation[1])
+                            for (int64_t c = sp[2].begin; y >= 0 && y < w.in[1] && c < sp[2].end; c += w.dilation[2])
+                                if (c >= 0 && c < w.in[2]) plane[(z * w.in[1] + y) * w.in[2] + c] += g;
+                }
+    }
+    return NULL;
+}
+
 /* GlobalAveragePool spreads each output's gradient evenly over its plane. */
 onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a) {
     const otl_tinfo *x = IN_T(&a->f, 0);

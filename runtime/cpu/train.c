@@ -57,7 +57,7 @@ static const op_grad grads_of[OP_COUNT] = {
     [OP_FLATTEN] = {true, NULL},                 [OP_RESHAPE] = {true, NULL},
     [OP_IDENTITY] = {true, NULL},                [OP_DROPOUT] = {true, NULL},
     [OP_BATCHNORM] = {true, otl_cpu_batchnorm_backward}, [OP_ADD] = {true, otl_cpu_add_backward},
-    [OP_GLOBALAVGPOOL] = {true, otl_cpu_global_avgpool_backward},
+    [OP_GLOBALAVGPOOL] = {true, otl_cpu_global_avgpool_backward}, [OP_AVGPOOL] = {true, otl_cpu_avgpool_backward},
 };
 
 /* A node without a name is named by its output. */
