@@ -4,6 +4,11 @@
 CMYK, progressive, tiny and large JPEGs.  Measured in [0,1] pixel units:
 mean |diff| <= 0.002 and max |diff| <= 0.02, per transform variant.
 
+Augmentation (train --augment): each image's RandomResizedCrop box and
+flip, applied by torchvision (F.resized_crop, F.hflip) against onnxtl's
+tensor, within the same bounds; and 4000 draws' scale, aspect ratio and
+flip rate against torchvision's RandomResizedCrop.get_params'.
+
 usage: preprocess_parity.py DUMP_TOOL SHARED_DATA
 """
 import os
@@ -69,6 +74,60 @@ def special_jpegs(src, d):
     return out
 
 
+def augment_parity(tool, images, d):
+    """onnxtl's augmented tensor against torchvision applying the same box and flip."""
+    import torchvision.transforms.functional as F
+    out = os.path.join(d, "augment")
+    os.makedirs(out)
+    env = dict(os.environ, OTL_DUMP_AUGMENT="flip,crop", OTL_DUMP_SEED="7")
+    mean, std = IMAGENET
+    subprocess.run([tool, out, "256", "224", ",".join(map(str, mean)), ",".join(map(str, std))] + images,
+                   check=True, env=env)
+    worst, flips, errs = 0.0, 0, []
+    for i, f in enumerate(images):
+        if not os.path.exists(os.path.join(out, f"{i}.box")):
+            errs.append(os.path.basename(f))
+            continue
+        cropped, left, top, w, h, flipped = map(int, open(os.path.join(out, f"{i}.box")).read().split())
+        img = F.resized_crop(Image.open(f).convert("RGB"), top, left, h, w, [224, 224],
+                             transforms.InterpolationMode.BILINEAR)
+        img = F.hflip(img) if flipped else img
+        ref = reference(img, [], mean, std, RGB)
+        ours = np.load(os.path.join(out, f"{i}.npy")).astype(np.float64)
+        worst = max(worst, (np.abs(ours - ref) * np.array(std)[:, None, None]).max() if ours.shape == ref.shape else 1)
+        flips += flipped
+    ok = not errs and worst <= 0.02
+    print(f"{'PASS' if ok else 'FAIL'} augment flip,crop: {len(images)} images, {flips} flipped, as torchvision's "
+          f"resized_crop and hflip of the same boxes, max|diff| {worst:.2e}" + (f"; errors: {errs[:3]}" if errs else ""))
+    return ok
+
+
+def augment_draws(tool):
+    """The boxes' scale and log aspect ratio, and the flip rate, over 4000 draws on a 500x375 photo, against
+    torchvision's own RandomResizedCrop.get_params and RandomHorizontalFlip."""
+    import torch
+    env = dict(os.environ, OTL_DUMP_AUGMENT="flip,crop", OTL_DUMP_SEED="3", OTL_DUMP_DRAWS="4000 500x375")
+    r = subprocess.run([tool, "x", "256", "224", "0", "1", "x"], capture_output=True, text=True, env=env, check=True)
+    ours = np.array([list(map(int, line.split())) for line in r.stdout.splitlines()], np.float64)
+    torch.manual_seed(0)
+    img = Image.new("RGB", (500, 375))
+    theirs = np.array([transforms.RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(4000)],
+                      np.float64)  # top, left, height, width
+    scale = lambda w, h: w * h / (500 * 375)  # noqa: E731
+    s_ours, s_theirs = scale(ours[:, 3], ours[:, 4]), scale(theirs[:, 3], theirs[:, 2])
+    r_ours, r_theirs = np.log(ours[:, 3] / ours[:, 4]), np.log(theirs[:, 3] / theirs[:, 2])
+    inside = (ours[:, 1] >= 0).all() and (ours[:, 2] >= 0).all() and (ours[:, 1] + ours[:, 3] <= 500).all() and \
+        (ours[:, 2] + ours[:, 4] <= 375).all()
+    flip = ours[:, 5].mean()
+    ok = inside and abs(s_ours.mean() - s_theirs.mean()) < 0.02 and abs(s_ours.std() - s_theirs.std()) < 0.02 and \
+        abs(r_ours.mean() - r_theirs.mean()) < 0.02 and abs(r_ours.std() - r_theirs.std()) < 0.02 and abs(flip - 0.5) < 0.03
+    print(f"{'PASS' if ok else 'FAIL'} augment draws against torchvision's RandomResizedCrop over 4000 boxes: scale "
+          f"mean {s_ours.mean():.3f} vs {s_theirs.mean():.3f}, sd {s_ours.std():.3f} vs {s_theirs.std():.3f}; log "
+          f"ratio mean {r_ours.mean():.3f} vs {r_theirs.mean():.3f}, sd {r_ours.std():.3f} vs {r_theirs.std():.3f}; "
+          f"flipped {flip:.3f}; boxes inside: {inside}")
+    return ok
+
+
 def main():
     tool, shared = sys.argv[1], sys.argv[2]
     if not os.path.isdir(os.path.join(shared, "dogscats")):
@@ -108,6 +167,8 @@ def main():
                   f"({len(sizes)} sizes, {exact} bit-exact), mean|diff| {mean_diff:.2e}, "
                   f"max|diff| {worst:.2e}" + (f"; errors: {errs[:3]}" if errs else ""))
             failed += not ok
+        failed += not augment_parity(tool, images, d)
+        failed += not augment_draws(tool)
     return 1 if failed else 0
 
 

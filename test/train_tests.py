@@ -16,6 +16,8 @@
   steps; what a cache must match is refused in one line.
 * --head linear|mlp: a new classifier, initialised as nn.Linear, trained
   with layer4 as torch trains it; ONNX Runtime runs what it writes.
+* --augment repeats whatever the number of decoders (its boxes are checked
+  against torchvision in preprocess_parity.py).
 * Resume: a run killed with SIGKILL and resumed ends as an uninterrupted
   one, byte for byte; a checkpoint of another run or a damaged one is refused.
 * Gradients of every op with a backward pass, one SGD step on small models
@@ -455,6 +457,21 @@ def bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w):
            f"moved {moved:.2e})")
 
 
+def test_augment(onnxtl, shared, d):
+    """--augment flip,crop (whose boxes test/preprocess_parity.py checks against torchvision): a run repeats
+    byte for byte whatever the number of decoders, and it trains otherwise than without augmentation."""
+    mdl, data = small_cnn_path(), subset(shared, d, 8, 1)
+    runs = {}
+    for label, extra in (("one decoder", ["--decoders", "1"]), ("two decoders", ["--decoders", "2"]), ("plain", [])):
+        out = os.path.join(d, f"{label.replace(' ', '_')}.onnx")
+        r = sh(onnxtl, "train", mdl, data, *SMALL, "--epochs", "2", "--batch", "4", "-o", out, "--quiet",
+               *(["--augment", "flip,crop"] if label != "plain" else []), *extra)
+        runs[label] = open(out, "rb").read() if r.returncode == 0 else r.stderr
+    ok = runs["one decoder"] == runs["two decoders"] and runs["one decoder"] != runs["plain"]
+    report(ok and all(isinstance(v, bytes) for v in runs.values()), "train --augment flip,crop repeats byte for byte "
+           "with one or two decoders, and differs from training without it", str([len(v) for v in runs.values()]))
+
+
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
     cached, err = cached_layer3(onnxtl, shared, d)
@@ -473,6 +490,7 @@ def test_cache_refusals(onnxtl, shared, d):
         ((mdl, feats, "--resize", "64x64"), "fixes the preprocessing", "preprocessing options with a features file"),
         ((mdl, data, "--from", "/layer3/layer3.1/bn2/BatchNormalization_output_0", "--resize", "64x64", "--crop",
           "none"), "also read", "--from a tensor that a residual connection goes around"),
+        ((mdl, feats, "--augment", "flip"), "one fixed view", "--augment with a features file"),
         ((mdl, data, "--from", "nonesuch", "--resize", "64x64", "--crop", "none"), "has no tensor 'nonesuch'",
          "--from a tensor the model lacks"),
     )
@@ -653,7 +671,7 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_resnet18_layer4_cached, test_new_head, test_cache_refusals, test_resume, test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_new_head, test_cache_refusals, test_resume, test_augment, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

@@ -59,6 +59,10 @@ static const char train_help[] =
     "  --momentum M     SGD momentum (default 0)\n"
     "  --weight-decay W as torch.optim applies it: L2 in the gradient for adam and sgd\n"
     "                   (default 0), decoupled for adamw (default 0.01)\n"
+    "  --augment A      flip, crop or flip,crop: each training image's RandomHorizontalFlip\n"
+    "                   and RandomResizedCrop (torchvision's parameters: scale 0.08 to 1,\n"
+    "                   ratio 3/4 to 4/3, to the network's input size), drawn from --seed,\n"
+    "                   the epoch and the image, so runs repeat; evaluation is not augmented\n"
     "  --batch N        default 16\n"
     "  --epochs N       default 5\n"
     "  --seed S         shuffling and dropout (default 0)\n"
@@ -89,6 +93,14 @@ static int parse_value(train_args *a, const char *opt, const char *v) {
     if (!strcmp(opt, "-o")) a->o.out_path = v;
     else if (!strcmp(opt, "--from")) a->o.from = v;
     else if (!strcmp(opt, "--head")) a->o.head = v;
+    else if (!strcmp(opt, "--augment")) {
+        onnxtl_status *st = otl_augment_parse(v, &a->o.augment);
+        if (st) {
+            rc = cli_usage("train", "%s", onnxtl_status_message(st));
+            onnxtl_status_release(st);
+            return rc;
+        }
+    }
     else if (!strcmp(opt, "--bn")) {
         if (strcmp(v, "frozen") && strcmp(v, "train")) return cli_usage("train", "--bn is frozen or train");
         a->o.trainer.bn_train = !strcmp(v, "train");
@@ -145,6 +157,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (!(t->lr > 0) || t->lr_backbone < 0 || t->momentum < 0 || t->weight_decay < 0 || !(a->o.gamma > 0))
         return cli_usage("train", "--lr and --gamma must be positive, --lr-backbone, --momentum and --weight-decay >= 0");
     t->optim = (otl_optimizer)optim;
+    a->o.augment.seed = t->seed;
     a->o.schedule = (otl_lr_schedule)schedule;
     if (t->optim == OTL_OPTIM_ADAMW && !a->weight_decay_set) t->weight_decay = 0.01f; /* torch's default */
     return 0;

@@ -44,7 +44,14 @@ static void decode_one(pipeline *pl, otl_jpeg_decoder *dec, size_t image, slot *
     const size_t i = image % (size_t)pl->src->batch;
     otl_image img;
     onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[image], &img);
-    if (!st) st = otl_preprocess_image(pl->src->pre, &img, pl->src->hwc, s->pixels + i * pl->image_floats);
+    const otl_batch_source *src = pl->src;
+    float *out = s->pixels + i * pl->image_floats;
+    if (!st && src->augment) {
+        const otl_augment_draw d = otl_augment_draws(src->augment, src->epoch, image, img.width, img.height);
+        st = otl_augment_image(src->pre, &d, &img, src->height, src->width, src->hwc, out);
+    } else if (!st) {
+        st = otl_preprocess_image(src->pre, &img, src->hwc, out);
+    }
     otl_image_free(&img);
     s->errors[i] = NULL;
     if (st) {

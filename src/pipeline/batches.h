@@ -5,6 +5,7 @@
 #define OTL_BATCHES_H
 
 #include "onnxtl.h"
+#include "augment.h"
 #include "preprocess.h"
 
 typedef struct {
@@ -17,6 +18,8 @@ typedef struct {
     int64_t max_pixels;      /* the decoders' limit (0: OTL_DEFAULT_MAX_PIXELS) */
     int consumers;           /* threads running the callback, each batch on one of them */
     onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
+    const otl_augment *augment; /* training: each image augmented (NULL: none) ... */
+    uint64_t epoch;             /* ... with the draws of this epoch */
 } otl_batch_source;
 
 typedef struct {

@@ -85,8 +85,9 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
 
 onnxtl_status *otl_classify_files(otl_classifier *c, const char *const *paths, size_t n, int batch,
                                   const otl_classify_sink *sink) {
-    otl_batch_source src = {paths, n, &c->pre, c->input.height, c->input.width, c->input.nhwc, batch, 1, 0, 1,
-                            c->session};
+    otl_batch_source src = {.paths = paths, .n = n, .pre = &c->pre, .height = c->input.height,
+                            .width = c->input.width, .hwc = c->input.nhwc, .batch = batch, .decoders = 1,
+                            .consumers = 1, .session = c->session};
     batch_ctx x = {c, sink};
     void *ctxs[1] = {&x};
     return n ? otl_batches_run(&src, on_batch, ctxs) : NULL;

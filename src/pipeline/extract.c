@@ -132,9 +132,10 @@ static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n
     otl_strlist paths = {0};
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
     onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
-    otl_batch_source src = {(const char *const *)paths.items, n_todo, &x->bb->pre, x->bb->input.height,
-                            x->bb->input.width, x->bb->input.nhwc, x->o->batch, x->o->decoders, x->o->max_pixels,
-                            x->bb->n_sessions, x->bb->sessions[0]};
+    otl_batch_source src = {.paths = (const char *const *)paths.items, .n = n_todo, .pre = &x->bb->pre,
+                            .height = x->bb->input.height, .width = x->bb->input.width, .hwc = x->bb->input.nhwc,
+                            .batch = x->o->batch, .decoders = x->o->decoders, .max_pixels = x->o->max_pixels,
+                            .consumers = x->bb->n_sessions, .session = x->bb->sessions[0]};
     stream streams[MAX_STREAMS];
     void *ctxs[MAX_STREAMS];
     for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
@@ -221,8 +222,9 @@ static onnxtl_status *calibrate(const otl_extract_options *o, backbone *bb, cons
     if (!st) st = otl_dataset_paths(ds, picked, n, &paths);
     const double start = otl_now();
     if (!st) otl_events_note(o->events, false, "int8: calibrating the activation scales on %zu images in fp32", n);
-    otl_batch_source src = {(const char *const *)paths.items, n, &bb->pre, bb->input.height, bb->input.width,
-                            bb->input.nhwc, o->batch, o->decoders, o->max_pixels, 1, NULL};
+    otl_batch_source src = {.paths = (const char *const *)paths.items, .n = n, .pre = &bb->pre,
+                            .height = bb->input.height, .width = bb->input.width, .hwc = bb->input.nhwc,
+                            .batch = o->batch, .decoders = o->decoders, .max_pixels = o->max_pixels, .consumers = 1};
     if (!st) st = otl_calibrate(bb->model, &bb->input, bb->cut, &o->session, src, &ranges);
     if (!st) st = otl_ranges_text(&ranges, &bb->int8_ranges);
     if (!st) otl_events_note(o->events, false, "int8: %zu tensors calibrated in %.1f s", ranges.n, otl_now() - start);

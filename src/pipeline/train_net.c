@@ -65,6 +65,8 @@ typedef struct {
     size_t seen, correct, skipped;
 } epoch_pass;
 
+static bool augmenting(const otl_train_net_options *o) { return o->augment.crop || o->augment.flip; }
+
 static bool new_head(const otl_train_net_options *o) { return o->head && strcmp(o->head, "none"); }
 
 static bool from_input(const net_training *t) { return t->from == otl_model_graph(t->model)->inputs[0]; }
@@ -180,8 +182,11 @@ static onnxtl_status *image_pass(epoch_pass *e, const size_t *order, size_t n) {
     otl_strlist paths = {0};
     e->samples = order;
     onnxtl_status *st = otl_dataset_paths(t->ds, order, n, &paths);
-    otl_batch_source src = {(const char *const *)paths.items, n, &t->pre, t->input.height, t->input.width,
-                            t->input.nhwc, t->o->batch, t->o->decoders, 0, 1, NULL};
+    otl_batch_source src = {.paths = (const char *const *)paths.items, .n = n, .pre = &t->pre,
+                            .height = t->input.height, .width = t->input.width, .hwc = t->input.nhwc,
+                            .batch = t->o->batch, .decoders = t->o->decoders, .consumers = 1,
+                            .augment = e->training && augmenting(t->o) ? &t->o->augment : NULL,
+                            .epoch = (uint64_t)e->epoch};
     void *ctxs[1] = {e};
     if (!st && n) st = otl_batches_run(&src, on_images, ctxs);
     otl_strlist_free(&paths);
@@ -299,10 +304,11 @@ static onnxtl_status *make_fingerprint(net_training *t) {
     const int epochs = o->schedule == OTL_SCHEDULE_COSINE ? o->epochs : 0;
     const int n = asprintf(&t->fingerprint, "model %s\ndata %s\nfrom %s\npreprocess %s\noptim %d\nlr %.9g\nlr-backbone "
                            "%.9g\nmomentum %.9g\nweight-decay %.9g\nschedule %d\nstep-size %d\ngamma %.9g\nepochs %d\n"
-                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\nhead %s\nbn %d\n", sha, data ? data : o->data,
+                           "batch %d\nseed %llu\nshuffle %d\ndropout %d\nhead %s\nbn %d\naugment %d %d\n", sha, data ? data : o->data,
                            otl_model_graph(t->model)->values[t->from].name, pre, (int)c->optim, c->lr, c->lr_backbone,
                            c->momentum, c->weight_decay, (int)o->schedule, o->step_size, o->gamma, epochs, o->batch,
-                           (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none", c->bn_train);
+                           (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none", c->bn_train, o->augment.crop,
+                           o->augment.flip);
     free(data);
     const size_t len = strlen(o->out_path) + 7;
     if (n < 0 || !(t->state_path = malloc(len))) return otl_nomem();
@@ -407,6 +413,9 @@ static onnxtl_status *open_features(net_training *t) {
         return otl_error(ONNXTL_ERR_ARG, "%s was extracted from %s (SHA-256 %.12s...), not from %s (%.12s...): the "
                          "layers before the cut must be those of the model trained", o->data, m->model_path,
                          m->model_sha256, o->model_path, sha);
+    if (augmenting(o))
+        return otl_error(ONNXTL_ERR_ARG, "%s holds one fixed view of each image; --augment is for training on images",
+                         o->data);
     if (preprocess_given(&o->pre))
         return otl_error(ONNXTL_ERR_ARG, "%s fixes the preprocessing its rows were made with; the preprocessing "
                          "options are for training on images", o->data);

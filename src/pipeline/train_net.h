@@ -7,6 +7,7 @@
 #ifndef OTL_TRAIN_NET_H
 #define OTL_TRAIN_NET_H
 
+#include "augment.h"
 #include "events.h"
 #include "preprocess.h"
 #include "trainer.h"
@@ -29,6 +30,7 @@ typedef struct {
     int batch, epochs, decoders;
     bool shuffle;            /* a new order of the training images every epoch (seed) */
     const char *log;         /* JSON lines, as fit-head's --log writes them */
+    otl_augment augment;     /* training images (not the evaluation's) augmented, when crop or flip is set */
     bool resume;             /* go on from out_path's checkpoint (out_path.state), written after every epoch */
     const otl_events *events;
 } otl_train_net_options;
