@@ -14,6 +14,8 @@
   against torch on the same activations, and with AdamW, parameter groups,
   the cosine and step schedules and BatchNorm in train mode; --from on images takes the same
   steps; what a cache must match is refused in one line.
+* VGG16's last convolution block and MLP classifier on cached pool4
+  activations at 64x64, 52 Adam steps against torch.
 * --head linear|mlp: a new classifier, initialised as nn.Linear, trained
   with layer4 as torch trains it; ONNX Runtime runs what it writes.
 * --augment repeats whatever the number of decoders (its boxes are checked
@@ -472,6 +474,65 @@ def test_augment(onnxtl, shared, d):
            "with one or two decoders, and differs from training without it", str([len(v) for v in runs.values()]))
 
 
+def vgg16_path():
+    """torchvision's VGG16 for 64x64 inputs, random weights: its adaptive pooling (an identity at 224) dropped, so
+    the classifier's first Linear takes the 512x2x2 that the last block gives; 2 classes.  Its zero biases are
+    randomised: the exporter merges initializers of equal values, which would tie them into one tensor."""
+    path = os.path.join(MODELS, "vgg16_2class_64.onnx")
+    if not os.path.exists(path):
+        torch.manual_seed(0)
+        net = vgg16_64()
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.bias.data.uniform_(-0.05, 0.05)
+        torch.onnx.export(net.eval(), torch.zeros(1, 3, 64, 64), path, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return path
+
+
+def vgg16_64():
+    import torchvision
+    net = torchvision.models.vgg16(num_classes=2)
+    net.avgpool = torch.nn.Identity()
+    net.classifier[0] = torch.nn.Linear(512 * 2 * 2, 4096)
+    return net
+
+
+def test_vgg16_last_block_cached(onnxtl, shared, d):
+    """VGG16's last convolution block and its MLP classifier (Linear-ReLU-Dropout x2, Linear) trained on the pool4
+    output cached by extract --cut, at 64x64 to stay fast: 52 Adam steps (lr 1e-5, dropout off) against torch."""
+    mdl = vgg16_path()
+    data = subset(shared, d, 13, 2)
+    feats = os.path.join(d, "pool4.bin")
+    r = sh(onnxtl, "extract", mdl, data, "--cut", "/features/features.23/MaxPool_output_0", "--resize", "64x64",
+           "--crop", "none", "-o", feats, "--quiet")
+    r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(d, "np"))
+    out = os.path.join(d, "vgg.onnx")
+    losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4") if not r.returncode else (None, "")
+    if losses is None:
+        report(False, "train VGG16's last block on the cached pool4 output", err or r.stderr.strip())
+        return
+    x, y, split = (np.load(os.path.join(d, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
+    x, y = torch.from_numpy(x[split == 0].reshape(-1, 512, 4, 4)), torch.from_numpy(y[split == 0])
+    net = vgg16_64().eval()  # eval: dropout off
+    onnx_w = weights(mdl)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in onnx_w.items()})
+    tail = torch.nn.Sequential(net.features[24:], torch.nn.Flatten(), net.classifier)
+    trained_names = [k for k, _ in net.named_parameters() if k.startswith("classifier.") or
+                     (k.startswith("features.") and int(k.split(".")[1]) >= 24)]
+    ref = torch_steps(tail, [*net.features[24:].parameters(), *net.classifier.parameters()],
+                      lambda p: torch.optim.Adam(p, lr=1e-5), x, y, 2, 4)
+    trained = weights(out)
+    state = dict(net.named_parameters())
+    loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+    w_rel = max(relative(trained[k], state[k].detach().numpy()) for k in trained_names)
+    frozen = all(np.array_equal(trained[k], v) for k, v in onnx_w.items() if k not in trained_names)
+    report(len(losses) >= 50 and loss_rel <= 1e-4 and w_rel <= 1e-4 and frozen, "VGG16's last convolution block and "
+           "MLP classifier on cached pool4 activations: every step's loss and the final weights as torch's",
+           f"{len(losses)} steps, losses within {loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), {len(trained_names)} "
+           f"tensors trained, the rest unchanged: {frozen}")
+
+
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
     cached, err = cached_layer3(onnxtl, shared, d)
@@ -671,7 +732,7 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_resnet18_layer4_cached, test_new_head, test_cache_refusals, test_resume, test_augment, test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_vgg16_last_block_cached, test_new_head, test_cache_refusals, test_resume, test_augment, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

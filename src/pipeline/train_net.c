@@ -530,6 +530,22 @@ static onnxtl_status *find_head_step(const net_training *t, const otl_plan *p, i
     return NULL;
 }
 
+/* A parameter read by several nodes is one tensor to ONNX and trained as
+ * one (tied weights); when it is only an exporter's merging of equal
+ * initializers (zero biases), the user should know before training. */
+static void warn_tied(const net_training *t) {
+    const otl_graph *g = otl_model_graph(t->model);
+    for (size_t i = 0; i < otl_trainer_param_count(t->trainer); i++) {
+        const int v = otl_trainer_param_value(t->trainer, i);
+        int readers = 0;
+        for (int k = 0; k < g->n_nodes; k++)
+            for (int j = 0; j < g->nodes[k].n_in && !g->nodes[k].removed; j++) readers += g->nodes[k].in[j] == v;
+        if (readers > 1)
+            otl_events_note(t->o->events, true, "'%s' is read by %d nodes and is trained as one tensor (an exporter "
+                            "may have merged initializers of equal values, as zero biases)", g->values[v].name, readers);
+    }
+}
+
 /* The model, its data and preprocessing, the tensor training starts at, and the parameters after it. */
 static onnxtl_status *prepare(net_training *t) {
     const otl_train_net_options *o = t->o;
@@ -552,6 +568,7 @@ static onnxtl_status *prepare(net_training *t) {
     if (c.lr_backbone > 0) OTL_TRY(find_head_step(t, s->part, &c.head_step));
     OTL_TRY(otl_error_wrap(otl_trainer_create(s->part, &c, &t->trainer), "%s", o->model_path));
     OTL_TRY(otl_tape_create(t->trainer, s->part, &s->tape));
+    warn_tied(t);
     if (!t->f) {
         char pre[256];
         otl_preprocess_describe(&t->pre, pre, sizeof pre);
