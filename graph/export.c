@@ -25,28 +25,26 @@ static bool push(void ***items, size_t *n, void *item) {
 }
 #define PUSH(arr, n, item) push((void ***)&(arr), &(n), (item))
 
-static Onnx__AttributeProto *attr_int(const char *name, int64_t v) {
+static Onnx__AttributeProto *attr_new(const char *name, Onnx__AttributeProto__AttributeType type) {
     Onnx__AttributeProto *a = malloc(sizeof *a);
     if (!a) return NULL;
     onnx__attribute_proto__init(a);
     a->name = dup_str(name);
     a->has_type = 1;
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-    a->has_i = 1;
-    a->i = v;
+    a->type = type;
     return a->name ? a : (free(a), NULL);
 }
 
+static Onnx__AttributeProto *attr_int(const char *name, int64_t v) {
+    Onnx__AttributeProto *a = attr_new(name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    if (a) a->has_i = 1, a->i = v;
+    return a;
+}
+
 static Onnx__AttributeProto *attr_float(const char *name, float v) {
-    Onnx__AttributeProto *a = malloc(sizeof *a);
-    if (!a) return NULL;
-    onnx__attribute_proto__init(a);
-    a->name = dup_str(name);
-    a->has_type = 1;
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
-    a->has_f = 1;
-    a->f = v;
-    return a->name ? a : (free(a), NULL);
+    Onnx__AttributeProto *a = attr_new(name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    if (a) a->has_f = 1, a->f = v;
+    return a;
 }
 
 static Onnx__NodeProto *node(const char *op, const char *name, const char *in0, const char *in1, const char *in2,

@@ -51,6 +51,7 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from bench_train import randomize_batchnorm  # noqa: E402
 from export_small_cnn import small_cnn  # noqa: E402
 from extract_tests import failed_count, model, report, subset  # noqa: E402
 
@@ -167,11 +168,7 @@ def resnet18_path():
     if not os.path.exists(path):
         import torchvision
         torch.manual_seed(0)
-        net = torchvision.models.resnet18(num_classes=2)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
-                m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.1, 0.1)
+        net = randomize_batchnorm(torchvision.models.resnet18(num_classes=2))
         torch.onnx.export(net.eval(), torch.zeros(1, 3, 64, 64), path, opset_version=17, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                           training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
@@ -248,9 +245,10 @@ def cached_layer3(onnxtl, shared, d):
     r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, "--resize", "64x64", "--crop", "none", "-o", feats, "--quiet")
     r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(d, "np"))
     if r.returncode:
-        return None, r.stderr.strip()
+        report(False, "extract ResNet18's layer3 output", r.stderr.strip())
+        return None
     x, y, split = (np.load(os.path.join(d, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
-    return (mdl, data, feats, torch.from_numpy(x[split == 0].reshape(-1, 256, 4, 4)), torch.from_numpy(y[split == 0])), ""
+    return mdl, data, feats, torch.from_numpy(x[split == 0].reshape(-1, 256, 4, 4)), torch.from_numpy(y[split == 0])
 
 
 def test_resnet18_layer4_cached(onnxtl, shared, d):
@@ -258,9 +256,8 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
     extract --cut computed once, against torch training the same parameters on the same activations (BatchNorm
     frozen), 52 steps of Adam lr 1e-5 and of SGD with momentum.  Nothing before the cut changes, and training
     from the images with --from takes the same steps as training from the cache."""
-    cached, err = cached_layer3(onnxtl, shared, d)
+    cached = cached_layer3(onnxtl, shared, d)
     if not cached:
-        report(False, "extract ResNet18's layer3 output", err)
         return
     mdl, data, feats, x, y = cached
     onnx_w = weights(mdl)
@@ -375,9 +372,8 @@ def test_new_head(onnxtl, shared, d):
     trained with layer4 on the cached layer3 output against torch from the same initial head; the model written
     carries the class names, so onnxtl run names them.  --head mlp (Linear-ReLU-Dropout twice, then Linear)
     trains with its Dropout on, and ONNX Runtime runs what it writes as onnxtl does."""
-    cached, err = cached_layer3(onnxtl, shared, d)
+    cached = cached_layer3(onnxtl, shared, d)
     if not cached:
-        report(False, "extract ResNet18's layer3 output", err)
         return
     mdl, data, feats, x, y = cached
     onnx_w = weights(mdl)
@@ -535,9 +531,8 @@ def test_vgg16_last_block_cached(onnxtl, shared, d):
 
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
-    cached, err = cached_layer3(onnxtl, shared, d)
+    cached = cached_layer3(onnxtl, shared, d)
     if not cached:
-        report(False, "extract ResNet18's layer3 output", err)
         return
     mdl, data, feats, _, _ = cached
     other = os.path.join(d, "other.onnx")

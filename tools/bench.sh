@@ -96,7 +96,7 @@ FT=build/models/resnet18_2class_224.onnx
 L3=/layer3/layer3.1/relu_1/Relu_output_0
 echo
 echo "== train --from layer3: ResNet18 layer4 + fc at 224x224 (BatchNorm frozen, Adam lr 1e-5, batch $BATCH), $TRAIN_IMAGES photos, $THREADS threads"
-timed() { local s=$(date +%s.%N); "$@"; $PY -c "print(f'{$(date +%s.%N) - $s:.2f}')"; }
+timed() { local s=$(date +%s.%N); "$@" || return; $PY -c "print(f'{$(date +%s.%N) - $s:.2f}')"; }
 extract=$(timed build/onnxtl extract "$FT" "$DATA/train" --cut "$L3" -o build/bench/layer3.bin --batch "$BATCH" \
     --threads "$THREADS" --quiet)
 cached=$(timed build/onnxtl train "$FT" build/bench/layer3.bin -o build/bench/ft.onnx --epochs 1 --batch "$BATCH" \

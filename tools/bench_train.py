@@ -70,15 +70,19 @@ def finetune(data, model, batch):
     epoch(net, params, data, transform, batch)
 
 
-def export(model):
+def randomize_batchnorm(net):
     """Random BatchNorm parameters and statistics: the exporter merges initializers of equal values, and a fresh
     BatchNorm's weight and running variance (all ones) would become one tensor."""
-    torch.manual_seed(0)
-    net = resnet18()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.1, 0.1)
+    return net
+
+
+def export(model):
+    torch.manual_seed(0)
+    net = randomize_batchnorm(resnet18())
     torch.onnx.export(net.eval(), torch.zeros(1, 3, 224, 224), model, opset_version=17, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                       training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)

@@ -50,17 +50,17 @@ size_t otl_cpu_workspace_floats(const otl_node *n, const otl_tinfo *t) {
 }
 
 /* Unfolds one image's channels into rows of (channel, kernel offset) by output position. */
-static void im2col(const float *x, int64_t channels, const otl_window *w, float *col) {
+static void im2col(const float *x, int64_t channels, const otl_window *w, float *col, int64_t ld) {
     const int64_t kd = w->kernel[0], kh = w->kernel[1], kw = w->kernel[2];
     const int64_t od = w->out[0], oh = w->out[1], ow = w->out[2];
     const int64_t D = w->in[0], H = w->in[1], W = w->in[2];
-    const int64_t rows = channels * kd * kh * kw, cols = od * oh * ow;
+    const int64_t rows = channels * kd * kh * kw;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int64_t c = r / (kd * kh * kw), k = r % (kd * kh * kw);
         int64_t kz = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
         const float *src = x + c * D * H * W;
-        float *dst = col + r * cols;
+        float *dst = col + r * ld;
         for (int64_t oz = 0; oz < od; oz++) {
             int64_t iz = oz * w->stride[0] - w->pad_begin[0] + kz * w->dilation[0];
             for (int64_t oy = 0; oy < oh; oy++) {
@@ -82,16 +82,16 @@ static void im2col(const float *x, int64_t channels, const otl_window *w, float 
 
 /* The adjoint of im2col: adds each row of col onto the image position that
  * im2col would have read it from.  Threads own whole channels. */
-static void col2im(const float *col, int64_t channels, const otl_window *w, float *y) {
+static void col2im(const float *col, int64_t ld, int64_t channels, const otl_window *w, float *y) {
     const int64_t kd = w->kernel[0], kh = w->kernel[1], kw = w->kernel[2], taps = kd * kh * kw;
-    const int64_t od = w->out[0], oh = w->out[1], ow = w->out[2], cols = od * oh * ow;
+    const int64_t od = w->out[0], oh = w->out[1], ow = w->out[2];
     const int64_t D = w->in[0], H = w->in[1], W = w->in[2];
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; c++) {
         float *dst = y + c * D * H * W;
         for (int64_t k = 0; k < taps; k++) {
             int64_t kz = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
-            const float *src = col + (c * taps + k) * cols;
+            const float *src = col + (c * taps + k) * ld;
             for (int64_t oz = 0; oz < od; oz++) {
                 int64_t iz = oz * w->stride[0] - w->pad_begin[0] + kz * w->dilation[0];
                 if (iz < 0 || iz >= D) continue;
@@ -140,7 +140,7 @@ onnxtl_status *otl_cpu_conv(const otl_kernel_args *a) {
             const float *xg = X + (b * groups + g) * cg * in_plane;
             const float *col = xg;
             if (!pointwise) {
-                im2col(xg, cg, &w, a->workspace);
+                im2col(xg, cg, &w, a->workspace, out_plane);
                 col = a->workspace;
             }
             float *yg = Y + (b * m + g * mg) * out_plane;
@@ -167,57 +167,81 @@ onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a) {
             const float *xg = X + (b * groups + g) * cg * in_plane;
             OTL_TRY(otl_sgemm(true, false, rows, in_plane, cg, 1.0f, Wt + g * cg * rows, rows, xg, in_plane, 0.0f,
                               a->workspace, in_plane));
-            col2im(a->workspace, mg, &w, Y + (b * m + g * mg) * out_plane);
+            col2im(a->workspace, out_plane, mg, &w, Y + (b * m + g * mg) * out_plane);
         }
         finish_output(Y + b * m * out_plane, bias, &a->n->attrs, m, out_plane);
     }
     return NULL;
 }
 
-/* The columns of the forward, then their gradient: two im2col buffers. */
+/* The backward pass takes images a chunk at a time, so that its GEMMs run
+ * over chunk x out_plane columns, not one small image's: as many images as
+ * fit in this many floats of workspace (at least one). */
+#define BACKWARD_WORKSPACE_FLOATS ((int64_t)16 << 20)
+
+typedef struct {
+    int64_t chunk, kdim, mg, out_plane;
+} backward_shape;
+
+static onnxtl_status *backward_shape_of(const otl_node *n, const otl_tinfo *t, otl_window *w, backward_shape *s) {
+    OTL_TRY(conv_window(n, t, w));
+    const otl_tinfo *wt = &t[n->in[1]];
+    s->mg = wt->dims[0] / n->attrs.group;
+    s->kdim = wt->dims[1] * window_size(w->kernel), s->out_plane = window_size(w->out);
+    const int64_t per_image = (2 * s->kdim + s->mg) * s->out_plane, batch = t[n->in[0]].dims[0];
+    s->chunk = BACKWARD_WORKSPACE_FLOATS / (per_image ? per_image : 1);
+    s->chunk = s->chunk < 1 ? 1 : s->chunk > batch ? batch : s->chunk;
+    return NULL;
+}
+
+/* A chunk's columns, their gradient and its dY, each chunk x out_plane wide. */
 size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t) {
     otl_window w;
+    backward_shape s;
     if (n->op != OP_CONV) return 0;
-    onnxtl_status *st = conv_window(n, t, &w);
+    onnxtl_status *st = backward_shape_of(n, t, &w, &s);
     if (st) {
         onnxtl_status_release(st);
         return 0;
     }
-    return 2 * (size_t)(t[n->in[1]].dims[1] * window_size(w.kernel) * window_size(w.out));
+    return (size_t)((2 * s.kdim + s.mg) * s.chunk * s.out_plane);
 }
 
-/* Per image and group, with col its input's columns: dW += dY col^T,
- * db += the sums of dY's rows, dX += col2im(W^T dY). */
+/* Per chunk of images and group, with col the chunk's input columns side by
+ * side and dyg its dY rows likewise: dW += dyg col^T, db += the sums of
+ * dyg's rows, dX += col2im(W^T dyg) image by image. */
 onnxtl_status *otl_cpu_conv_backward(const otl_grad_args *a) {
     const otl_kernel_args *f = &a->f;
-    const otl_tinfo *x = IN_T(f, 0), *wt = IN_T(f, 1);
+    const otl_tinfo *x = IN_T(f, 0);
     otl_window w;
-    OTL_TRY(conv_window(f->n, f->t, &w));
-    const int64_t groups = f->n->attrs.group, batch = x->dims[0];
-    const int64_t cg = wt->dims[1], m = wt->dims[0], mg = m / groups;
-    const int64_t kdim = cg * window_size(w.kernel), in_plane = window_size(w.in), out_plane = window_size(w.out);
+    backward_shape sh;
+    OTL_TRY(backward_shape_of(f->n, f->t, &w, &sh));
+    const int64_t groups = f->n->attrs.group, batch = x->dims[0], cg = IN_T(f, 1)->dims[1];
+    const int64_t kdim = sh.kdim, mg = sh.mg, m = mg * groups, P = sh.out_plane, in_plane = window_size(w.in);
     const float *X = f->in[0], *Wt = f->in[1], *dY = a->dout[0];
     float *dX = a->din[0], *dW = a->din[1], *db = f->n->n_in > 2 ? a->din[2] : NULL;
-    float *col = f->workspace, *dcol = f->workspace + kdim * out_plane;
-    for (int64_t b = 0; b < batch; b++)
+    for (int64_t b0 = 0; b0 < batch; b0 += sh.chunk) {
+        const int64_t nb = batch - b0 < sh.chunk ? batch - b0 : sh.chunk, ld = nb * P;
+        float *col = f->workspace, *dcol = col + kdim * ld, *dyg = dcol + kdim * ld;
         for (int64_t g = 0; g < groups; g++) {
-            const float *dyg = dY + (b * m + g * mg) * out_plane;
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t o = 0; o < mg; o++)
+                    memcpy(dyg + o * ld + b * P, dY + ((b0 + b) * m + g * mg + o) * P, (size_t)P * sizeof(float));
             if (dW) {
-                im2col(X + (b * groups + g) * cg * in_plane, cg, &w, col);
-                OTL_TRY(otl_sgemm(false, true, mg, kdim, out_plane, 1.0f, dyg, out_plane, col, out_plane, 1.0f,
-                                  dW + g * mg * kdim, kdim));
+                for (int64_t b = 0; b < nb; b++) im2col(X + ((b0 + b) * groups + g) * cg * in_plane, cg, &w, col + b * P, ld);
+                OTL_TRY(otl_sgemm(false, true, mg, kdim, ld, 1.0f, dyg, ld, col, ld, 1.0f, dW + g * mg * kdim, kdim));
             }
             if (db)
                 for (int64_t o = 0; o < mg; o++) {
                     double sum = 0;
-                    for (int64_t i = 0; i < out_plane; i++) sum += dyg[o * out_plane + i];
+                    for (int64_t i = 0; i < ld; i++) sum += dyg[o * ld + i];
                     db[g * mg + o] += (float)sum;
                 }
             if (dX) {
-                OTL_TRY(otl_sgemm(true, false, kdim, out_plane, mg, 1.0f, Wt + g * mg * kdim, kdim, dyg, out_plane,
-                                  0.0f, dcol, out_plane));
-                col2im(dcol, cg, &w, dX + (b * groups + g) * cg * in_plane);
+                OTL_TRY(otl_sgemm(true, false, kdim, ld, mg, 1.0f, Wt + g * mg * kdim, kdim, dyg, ld, 0.0f, dcol, ld));
+                for (int64_t b = 0; b < nb; b++) col2im(dcol + b * P, ld, cg, &w, dX + ((b0 + b) * groups + g) * cg * in_plane);
             }
         }
+    }
     return NULL;
 }

@@ -214,9 +214,13 @@ onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
     return NULL;
 }
 
-/* Each output's gradient goes to its window's largest input, the first of
- * equal ones as torch picks it; planes run in parallel, each on its own. */
-onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) {
+/* What one output's gradient dy gives the inputs of its window o in plane
+ * (the input plane's gradient) of input plane src. */
+typedef void (*window_grad_fn)(const otl_kernel_args *f, const otl_window *w, const float *src, const int64_t *o,
+                               float dy, float *plane);
+
+/* The pools' backward passes: planes run in parallel, each on its own. */
+static onnxtl_status *pool_backward(const otl_grad_args *a, window_grad_fn window_grad) {
     const otl_kernel_args *f = &a->f;
     const otl_tinfo *x = IN_T(f, 0);
     const otl_attrs *at = &f->n->attrs;
@@ -225,60 +229,55 @@ onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) {
     if (!a->din[0]) return NULL;
     const int64_t planes = x->dims[0] * x->dims[1];
     const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
-    const float *dY = a->dout[0];
+    const float *X = f->in[0], *dY = a->dout[0];
     float *dX = a->din[0];
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < planes; p++) {
         int64_t o[3], i = p * out_plane;
         for (o[0] = 0; o[0] < w.out[0]; o[0]++)
             for (o[1] = 0; o[1] < w.out[1]; o[1]++)
-                for (o[2] = 0; o[2] < w.out[2]; o[2]++, i++) {
-                    const int64_t best = max_window_index(f->in[0], ONNXTL_FLOAT, p * in_plane, &w, o);
-                    if (best >= 0) dX[p * in_plane + best] += dY[i];
-                }
+                for (o[2] = 0; o[2] < w.out[2]; o[2]++, i++)
+                    window_grad(f, &w, X + p * in_plane, o, dY[i], dX + p * in_plane);
     }
     return NULL;
 }
 
-/* AveragePool: each output's gradient, over the divisor its forward pass
- * took (with or without the pads), to every input its window covers. */
-onnxtl_status *otl_cpu_avgpool_backward(const otl_grad_args *a) {
-    const otl_kernel_args *f = &a->f;
-    const otl_tinfo *x = IN_T(f, 0);
-    const otl_attrs *at = &f->n->attrs;
-    otl_window w;
-    OTL_TRY(otl_window_init(at, x->rank - 2, x->dims + 2, at->kernel, at->ceil_mode, &w));
-    if (!a->din[0]) return NULL;
-    const int64_t planes = x->dims[0] * x->dims[1];
-    const int64_t in_plane = w.in[0] * w.in[1] * w.in[2], out_plane = w.out[0] * w.out[1] * w.out[2];
-    const float *dY = a->dout[0];
-    float *dX = a->din[0];
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        int64_t o[3], i = p * out_plane;
-        float *plane = dX + p * in_plane;
-        for (o[0] = 0; o[0] < w.out[0]; o[0]++)
-            for (o[1] = 0; o[1] < w.out[1]; o[1]++)
-                for (o[2] = 0; o[2] < w.out[2]; o[2]++, i++) {
-                    window_span sp[3];
-                    int64_t inside = 1, padded = 1;
-                    for (int k = 0; k < 3; k++) {
-                        sp[k] = axis_span(&w, k, o[k]);
-                        int64_t n = 0;
-                        for (int64_t q = sp[k].begin; q < sp[k].end; q += w.dilation[k]) n += q >= 0 && q < w.in[k];
-                        inside *= n, padded *= sp[k].padded;
-                    }
-                    const int64_t divisor = at->count_include_pad ? padded : inside;
-                    if (!divisor) continue;
-                    const float g = dY[i] / (float)divisor;
-                    for (int64_t z = sp[0].begin; z < sp[0].end; z += w.dilation[0])
-                        for (int64_t y = sp[1].begin; z >= 0 && z < w.in[0] && y < sp[1].end; y += w.dilation[1])
-                            for (int64_t c = sp[2].begin; y >= 0 && y < w.in[1] && c < sp[2].end; c += w.dilation[2])
-                                if (c >= 0 && c < w.in[2]) plane[(z * w.in[1] + y) * w.in[2] + c] += g;
-                }
-    }
-    return NULL;
+/* MaxPool: to the window's largest input, the first of equal ones as torch picks it. */
+static void max_window_grad(const otl_kernel_args *f, const otl_window *w, const float *src, const int64_t *o,
+                            float dy, float *plane) {
+    (void)f;
+    const int64_t best = max_window_index(src, ONNXTL_FLOAT, 0, w, o);
+    if (best >= 0) plane[best] += dy;
 }
+
+/* AveragePool: over the divisor its forward pass took (with or without the
+ * pads), to every input the window covers. */
+static void avg_window_grad(const otl_kernel_args *f, const otl_window *w, const float *src, const int64_t *o,
+                            float dy, float *plane) {
+    (void)src;
+    window_span sp[3];
+    int64_t inside = 1, padded = 1;
+    for (int k = 0; k < 3; k++) {
+        sp[k] = axis_span(w, k, o[k]);
+        int64_t n = 0;
+        for (int64_t q = sp[k].begin; q < sp[k].end; q += w->dilation[k]) n += q >= 0 && q < w->in[k];
+        inside *= n, padded *= sp[k].padded;
+    }
+    const int64_t divisor = f->n->attrs.count_include_pad ? padded : inside;
+    if (!divisor) return;
+    const float g = dy / (float)divisor;
+    for (int64_t z = sp[0].begin; z < sp[0].end; z += w->dilation[0]) {
+        if (z < 0 || z >= w->in[0]) continue;
+        for (int64_t y = sp[1].begin; y < sp[1].end; y += w->dilation[1]) {
+            if (y < 0 || y >= w->in[1]) continue;
+            for (int64_t x = sp[2].begin; x < sp[2].end; x += w->dilation[2])
+                if (x >= 0 && x < w->in[2]) plane[(z * w->in[1] + y) * w->in[2] + x] += g;
+        }
+    }
+}
+
+onnxtl_status *otl_cpu_maxpool_backward(const otl_grad_args *a) { return pool_backward(a, max_window_grad); }
+onnxtl_status *otl_cpu_avgpool_backward(const otl_grad_args *a) { return pool_backward(a, avg_window_grad); }
 
 /* GlobalAveragePool spreads each output's gradient evenly over its plane. */
 onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a) {
