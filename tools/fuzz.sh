@@ -51,6 +51,7 @@ PYEOF
 }
 
 seed_dataset() { :; } # test/fuzz/dataset holds the seeds: trees written as text
+seed_checkpoint() { :; } # test/fuzz/checkpoint holds a valid checkpoint of the target's trainer state
 
 failed=0
 total=0

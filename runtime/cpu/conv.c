@@ -167,7 +167,7 @@ onnxtl_status *otl_cpu_conv_transpose(const otl_kernel_args *a) {
             const float *xg = X + (b * groups + g) * cg * in_plane;
             OTL_TRY(otl_sgemm(true, false, rows, in_plane, cg, 1.0f, Wt + g * cg * rows, rows, xg, in_plane, 0.0f,
                               a->workspace, in_plane));
-            col2im(a->workspace, out_plane, mg, &w, Y + (b * m + g * mg) * out_plane);
+            col2im(a->workspace, in_plane, mg, &w, Y + (b * m + g * mg) * out_plane);
         }
         finish_output(Y + b * m * out_plane, bias, &a->n->attrs, m, out_plane);
     }
