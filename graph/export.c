@@ -139,6 +139,18 @@ static int64_t default_opset(const Onnx__ModelProto *m) {
     return 1;
 }
 
+static onnxtl_status *push_or_free_attr(Onnx__NodeProto *n, Onnx__AttributeProto *a) {
+    if (a && PUSH(n->attribute, n->n_attribute, a)) return NULL;
+    if (a) onnx__attribute_proto__free_unpacked(a, NULL);
+    return otl_nomem();
+}
+
+static onnxtl_status *push_or_free_tensor(Onnx__GraphProto *g, Onnx__TensorProto *t) {
+    if (t && PUSH(g->initializer, g->n_initializer, t)) return NULL;
+    if (t) onnx__tensor_proto__free_unpacked(t, NULL);
+    return otl_nomem();
+}
+
 /* Dropout of ratio h->dropout after hidden layer l: the ratio an attribute
  * before opset 12, a scalar input from then on. */
 static onnxtl_status *append_dropout(Onnx__GraphProto *g, int64_t opset, const otl_head_spec *h, int l, const char *in,
@@ -148,8 +160,10 @@ static onnxtl_status *append_dropout(Onnx__GraphProto *g, int64_t opset, const o
     snprintf(rname, sizeof rname, "onnxtl_head.%d.dropout_ratio", l);
     Onnx__NodeProto *d = node("Dropout", nname, in, opset >= 12 ? rname : NULL, NULL, out);
     if (!d || !PUSH(g->node, g->n_node, d)) return otl_nomem();
-    if (opset < 12) return PUSH(d->attribute, d->n_attribute, attr_float("ratio", h->dropout)) ? NULL : otl_nomem();
-    return PUSH(g->initializer, g->n_initializer, float_tensor(rname, &h->dropout, 0, 0)) ? NULL : otl_nomem();
+    if (opset >= 12) return push_or_free_tensor(g, float_tensor(rname, &h->dropout, 0, 0));
+    /* before opset 7, is_test (default 0) says whether it drops at inference */
+    OTL_TRY(push_or_free_attr(d, attr_float("ratio", h->dropout)));
+    return opset < 7 ? push_or_free_attr(d, attr_int("is_test", 1)) : NULL;
 }
 
 static onnxtl_status *append_head(Onnx__GraphProto *g, int64_t opset, const char *from, const otl_head_spec *h) {

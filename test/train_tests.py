@@ -402,6 +402,10 @@ def test_new_head(onnxtl, shared, d):
     report(len(losses) == len(ref) and loss_rel <= 1e-4 and w_rel <= 1e-4, "--head linear: a new Linear(512, 2) "
            "as nn.Linear initialises it, trained with layer4 on the cache as torch trains it",
            f"{len(losses)} steps, losses within {loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4)")
+    r = sh(onnxtl, "train", mdl, data, "--from", LAYER3, "--head", "linear", "--resize", "64x64", "--crop", "none",
+           "--epochs", "1", "--batch", "4", "-o", os.path.join(d, "images_head.onnx"), "--quiet")
+    report(r.returncode == 0, "--head linear with --from on images: the frozen layers run by MODEL's session, the new "
+           "head trained", r.stderr.strip())
     photo = os.path.join(data, "test", "dog", sorted(os.listdir(os.path.join(data, "test", "dog")))[0])
     r = sh(onnxtl, "run", out, photo)
     report(r.returncode == 0 and r.stdout.split("\t")[1] in ("cat", "dog"), "the model --head writes names the "

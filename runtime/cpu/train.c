@@ -154,20 +154,24 @@ static onnxtl_status *find_params(otl_trainer *t, const otl_plan *plan) {
     return NULL;
 }
 
-/* A running statistic is written back into its initializer, and only
- * BatchNormalization nodes may read it, as their mean or variance. */
+/* A running statistic is written back into its float initializer, and its
+ * BatchNormalization node alone may read it: two that shared it would move
+ * one tensor twice a step. */
 static onnxtl_status *check_stat(const otl_plan *plan, int v) {
     const otl_graph *g = plan->g;
-    if (!g->values[v].initializer)
-        return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s': they are not an initializer",
-                         g->values[v].name);
+    const char *name = g->values[v].name;
+    if (!g->values[v].initializer || plan->t[v].dtype != ONNXTL_FLOAT)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s': they are not a float initializer",
+                         name);
+    int readers = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const otl_node *n = &g->nodes[i];
-        for (int k = 0; k < n->n_in && !n->removed; k++)
-            if (n->in[k] == v && !(n->op == OP_BATCHNORM && (k == 3 || k == 4)))
-                return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s': %s node '%s' reads "
-                                 "them too", g->values[v].name, otl_op_name(n->op), node_name(plan, n));
+        for (int k = 0; k < n->n_in && !n->removed; k++) readers += n->in[k] == v;
     }
+    if (readers > 1)
+        return otl_error(ONNXTL_ERR_UNSUPPORTED, "cannot update the statistics '%s' in train mode: %d inputs read "
+                         "them (an exporter merged initializers of equal values, as fresh BatchNorms' zero means)",
+                         name, readers);
     return NULL;
 }
 

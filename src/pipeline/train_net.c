@@ -278,6 +278,19 @@ static onnxtl_status *export_trained(const net_training *t) {
     return st;
 }
 
+/* --bn train normalises each channel by its batch: a batch must give it more than one value. */
+static onnxtl_status *check_bn_batch(const net_training *t, const otl_plan *p, size_t batch) {
+    for (int i = 0; t->o->trainer.bn_train && i < p->n_steps; i++) {
+        const otl_node *n = otl_plan_step(p, i);
+        const otl_tinfo *x = &p->t[n->in[0]];
+        if (n->op == OP_BATCHNORM && otl_tinfo_count(x) / (x->dims[1] ? x->dims[1] : 1) < 2)
+            return otl_error(ONNXTL_ERR_ARG, "--bn train needs more than one value per channel, and at '%s' the last "
+                             "training batch (%zu image(s)) gives one: choose a --batch that leaves more",
+                             otl_model_graph(t->model)->values[n->in[0]].name, batch);
+    }
+    return NULL;
+}
+
 /* The short last batches' plans, built before any training: a model whose
  * Reshape fixes the batch fails here, not after an epoch. */
 static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
@@ -288,7 +301,9 @@ static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
         onnxtl_status *st = plans_for(t, (int64_t)left[i], &st_plans);
         if (st) return otl_error_wrap(st, "at batch %zu (the last of the %s samples)", left[i],
                                       i ? "evaluation" : "training");
+        if (!i) st = check_bn_batch(t, st_plans.part, left[i]);
         release_sized(&st_plans);
+        OTL_TRY(st);
     }
     return NULL;
 }
@@ -297,8 +312,9 @@ static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
 static onnxtl_status *make_fingerprint(net_training *t) {
     const otl_train_net_options *o = t->o;
     const otl_trainer_config *c = &o->trainer;
-    char sha[65], pre[256], *data = realpath(o->data, NULL);
+    char sha[65], pre[256];
     OTL_TRY(otl_sha256_file(o->model_path, sha));
+    char *data = realpath(o->data, NULL);
     otl_preprocess_describe(&t->pre, pre, sizeof pre);
     /* a cosine schedule spans the epochs; the others let a resumed run train longer */
     const int epochs = o->schedule == OTL_SCHEDULE_COSINE ? o->epochs : 0;
@@ -310,8 +326,12 @@ static onnxtl_status *make_fingerprint(net_training *t) {
                            (unsigned long long)c->seed, o->shuffle, c->dropout, new_head(o) ? o->head : "none", c->bn_train, o->augment.crop,
                            o->augment.flip);
     free(data);
+    if (n < 0) {
+        t->fingerprint = NULL; /* asprintf leaves it undefined */
+        return otl_nomem();
+    }
     const size_t len = strlen(o->out_path) + 7;
-    if (n < 0 || !(t->state_path = malloc(len))) return otl_nomem();
+    if (!(t->state_path = malloc(len))) return otl_nomem();
     snprintf(t->state_path, len, "%s.state", o->out_path);
     return NULL;
 }
@@ -336,7 +356,12 @@ static onnxtl_status *resume(net_training *t, int *first) {
     r->epochs = e.epoch, r->steps = s.steps;
     r->train_loss = e.train_loss, r->train_acc = e.train_acc, r->eval_loss = e.eval_loss, r->eval_acc = e.eval_acc;
     *first = e.epoch + 1;
-    otl_events_note(t->o->events, false, "resuming after epoch %d of %d (%s)", e.epoch, t->o->epochs, t->state_path);
+    if (e.epoch >= t->o->epochs)
+        otl_events_note(t->o->events, true, "%s already holds %d epochs: nothing left to train (raise --epochs to go "
+                        "on)", t->state_path, e.epoch);
+    else
+        otl_events_note(t->o->events, false, "resuming after epoch %d of %d (%s)", e.epoch, t->o->epochs,
+                        t->state_path);
     return NULL;
 }
 
@@ -438,7 +463,11 @@ static onnxtl_status *open_images(net_training *t, char *why, size_t why_n) {
  * layers before it, optimised as extract runs them. */
 static onnxtl_status *open_frozen(net_training *t) {
     onnxtl_options opts = {.threads = t->o->trainer.threads};
+    const char *from = otl_model_graph(t->model)->values[t->from].name;
     OTL_TRY(onnxtl_model_load(t->o->model_path, &t->frozen_model));
+    if (otl_graph_find(otl_model_graph(t->frozen_model), from) < 0)
+        return otl_error(ONNXTL_ERR_ARG, "%s: '%s' is not a tensor of the model the frozen layers run (one that an "
+                         "optimisation folded away, or the new head's): train from another", t->o->model_path, from);
     return onnxtl_session_create(t->frozen_model, &opts, &t->frozen);
 }
 
@@ -489,7 +518,7 @@ static onnxtl_status *replace_head(net_training *t) {
     t->source = o->out_path;
     OTL_TRY(otl_model_load_as_written(o->out_path, &t->model));
     t->logits = logits_of(otl_model_graph(t->model));
-    return NULL;
+    return otl_image_model_input(t->model, &t->pre, &t->input); /* its name is the new model's */
 }
 
 /* The batch's plans and the logits' width against the classes. */
