@@ -416,17 +416,9 @@ def test_new_head(onnxtl, shared, d):
             "--no-dropout", "--quiet")
     dropped = r.returncode == 0 and r2.returncode == 0 and \
         not np.array_equal(weights(mlp)["onnxtl_head.2.weight"], weights(mlp + "2.onnx")["onnxtl_head.2.weight"])
-    xin, ours_out, ref_out = (os.path.join(d, f) for f in ("x.npy", "ours.npy", "ort.npy"))
-    np.save(xin, np.random.default_rng(2).random((2, 3, 64, 64), np.float32))
-    r = sh(onnxtl, "infer", mlp, "--input", f"input={xin}", "--output", f"probabilities={ours_out}")
-    cases = os.path.join(d, "cases.json")
-    json.dump([{"model": mlp, "inputs": {"input": xin}, "outputs": {"probabilities": ref_out}}], open(cases, "w"))
-    o = sh("node", os.path.join(HERE, "ort_run.js"), cases)
-    ok = r.returncode == 0 and o.returncode == 0 and os.path.exists(ref_out)
-    rel = relative(np.load(ours_out), np.load(ref_out)) if ok else 1.0
+    rel, err = ort_relative(onnxtl, d, mlp, "probabilities", np.random.default_rng(2).random((2, 3, 64, 64), np.float32))
     report(dropped and rel <= 1e-4, "--head mlp trains with its Dropout on, and ONNX Runtime runs the model it writes "
-           "as onnxtl does", f"dropout changed the weights: {dropped}, ORT relative {rel:.2e} (limit 1e-4) "
-           f"{r.stderr.strip()[:200]}{o.stderr.strip()[:200]}")
+           "as onnxtl does", f"dropout changed the weights: {dropped}, ORT relative {rel:.2e} (limit 1e-4) {err}")
 
 
 def bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w):
@@ -646,22 +638,28 @@ def test_op_gradients(onnxtl, shared, d):
                f"loss {losses[0]:.7f} vs {loss.item():.7f}, gradients within {rel:.2e} (limit 1e-4)")
 
 
+def ort_relative(onnxtl, d, mdl, output, x):
+    """mdl's output on x from onnxtl infer against ONNX Runtime's: their relative difference (1.0 when either
+    could not run) and what the two said on stderr."""
+    xin, ours_out, ref_out = (os.path.join(d, f) for f in ("x.npy", "ours.npy", "ort.npy"))
+    np.save(xin, x)
+    r = sh(onnxtl, "infer", mdl, "--input", f"input={xin}", "--output", f"{output}={ours_out}")
+    cases = os.path.join(d, "cases.json")
+    json.dump([{"model": mdl, "inputs": {"input": xin}, "outputs": {output: ref_out}}], open(cases, "w"))
+    o = sh("node", os.path.join(HERE, "ort_run.js"), cases)
+    ok = r.returncode == 0 and o.returncode == 0 and os.path.exists(ref_out)
+    rel = relative(np.load(ours_out), np.load(ref_out)) if ok else 1.0
+    return rel, f"{r.stderr.strip()[:200]}{o.stderr.strip()[:200]}"
+
+
 def test_ort_runs_trained(onnxtl, shared, d):
     trained = os.path.join(d, "trained.onnx")
     if not os.path.exists(trained):
         report(False, "ONNX Runtime runs the trained small CNN", "no trained model")
         return
-    x = np.random.default_rng(1).random((2, 3, 64, 64), np.float32)
-    xin, ours_out, ref_out = (os.path.join(d, f) for f in ("x.npy", "ours.npy", "ort.npy"))
-    np.save(xin, x)
-    r = sh(onnxtl, "infer", trained, "--input", f"input={xin}", "--output", f"logits={ours_out}")
-    cases = os.path.join(d, "cases.json")
-    json.dump([{"model": trained, "inputs": {"input": xin}, "outputs": {"logits": ref_out}}], open(cases, "w"))
-    o = sh("node", os.path.join(HERE, "ort_run.js"), cases)
-    ok = r.returncode == 0 and o.returncode == 0 and os.path.exists(ref_out)
-    rel = relative(np.load(ours_out), np.load(ref_out)) if ok else 1.0
-    report(ok and rel <= 1e-4, "ONNX Runtime 1.30 runs the trained model and agrees with onnxtl",
-           f"relative {rel:.2e} (limit 1e-4) {r.stderr.strip()[:200]}{o.stderr.strip()[:200]}")
+    rel, err = ort_relative(onnxtl, d, trained, "logits", np.random.default_rng(1).random((2, 3, 64, 64), np.float32))
+    report(rel <= 1e-4, "ONNX Runtime 1.30 runs the trained model and agrees with onnxtl",
+           f"relative {rel:.2e} (limit 1e-4) {err}")
 
 
 def test_dropout_drops(onnxtl, shared, d):
