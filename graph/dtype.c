@@ -53,7 +53,7 @@ int otl_dtype_is_float(int dtype) {
 }
 
 /* IEEE half and bfloat16 conversions with round-to-nearest-even. */
-static float half_to_float(uint16_t h) {
+float otl_float_from_half(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
     if (exp == 0x1f) bits = sign | 0x7f800000u | (man << 13);
     else if (exp) bits = sign | ((exp + 112) << 23) | (man << 13);
@@ -68,7 +68,7 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
-static uint16_t float_to_half(float f) {
+uint16_t otl_half_from_float(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
@@ -83,6 +83,11 @@ static uint16_t float_to_half(float f) {
     uint32_t mant_odd = (ax >> 13) & 1;
     ax += 0xc8000fffu + mant_odd; /* rebias exponent (-112 << 23) and round to even */
     return sign | (uint16_t)(ax >> 13);
+}
+
+void otl_halves_to_floats(const void *src, float *dst, size_t n) {
+    const unsigned char *p = src;
+    for (size_t i = 0; i < n; i++) dst[i] = otl_float_from_half((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
 }
 
 static float bf16_to_float(uint16_t h) {
@@ -206,7 +211,7 @@ double otl_dtype_load(const void *p, int dtype, int64_t i) {
     switch (dtype) {
     case ONNXTL_FLOAT: return ((const float *)p)[i];
     case ONNXTL_DOUBLE: return ((const double *)p)[i];
-    case ONNXTL_FLOAT16: return half_to_float(((const uint16_t *)p)[i]);
+    case ONNXTL_FLOAT16: return otl_float_from_half(((const uint16_t *)p)[i]);
     case ONNXTL_BFLOAT16: return bf16_to_float(((const uint16_t *)p)[i]);
     case ONNXTL_INT8: case ONNXTL_INT4: case ONNXTL_INT2: return ((const int8_t *)p)[i];
     case ONNXTL_UINT4: case ONNXTL_UINT2: return ((const uint8_t *)p)[i];
@@ -252,7 +257,7 @@ void otl_dtype_store_as(void *p, int dtype, int64_t i, double v, otl_cast_rules 
     case ONNXTL_UINT2: ((uint8_t *)p)[i] = (uint8_t)wrap_bits(v, 2, false); break;
     case ONNXTL_FLOAT: ((float *)p)[i] = (float)v; break;
     case ONNXTL_DOUBLE: ((double *)p)[i] = v; break;
-    case ONNXTL_FLOAT16: ((uint16_t *)p)[i] = float_to_half((float)v); break;
+    case ONNXTL_FLOAT16: ((uint16_t *)p)[i] = otl_half_from_float((float)v); break;
     case ONNXTL_BFLOAT16: ((uint16_t *)p)[i] = float_to_bf16((float)v); break;
     case ONNXTL_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     case ONNXTL_INT8: ((int8_t *)p)[i] = (int8_t)to_int(v, INT8_MIN, INT8_MAX); break;

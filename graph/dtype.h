@@ -34,6 +34,13 @@ double otl_dtype_load(const void *p, int dtype, int64_t i);
 void otl_dtype_store(void *p, int dtype, int64_t i, double v);
 void otl_dtype_store_as(void *p, int dtype, int64_t i, double v, otl_cast_rules rules);
 
+/* IEEE half precision: exact widening, and narrowing rounded to nearest even
+ * (from 65520 in magnitude, infinity). */
+float otl_float_from_half(uint16_t h);
+uint16_t otl_half_from_float(float f);
+/* n little-endian halves, at any alignment, widened into dst. */
+void otl_halves_to_floats(const void *src, float *dst, size_t n);
+
 /* A precision's name ("fp32", "int8"), and the precision a name gives. */
 const char *otl_precision_name(onnxtl_precision p);
 bool otl_precision_parse(const char *name, onnxtl_precision *p);

@@ -16,6 +16,8 @@ import tempfile
 import time
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -282,6 +284,55 @@ def test_shards(onnxtl, data, d, ref):
     report(r.returncode == 1 and "missing" in r.stderr, "merge refuses a missing shard", r.stderr.strip())
 
 
+def huge_values_model(path):
+    """Pixels averaged per channel and scaled by 1e6: features float16 cannot hold."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Mul", ["f", "k"], ["big"]), helper.make_node("Gemm", ["big", "w", "b"], ["y"])]
+    inits = [helper.make_tensor("k", TensorProto.FLOAT, [], [1e6]),
+             helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [0.0] * 6),
+             helper.make_tensor("b", TensorProto.FLOAT, [2], [0.0] * 2)]
+    graph = helper.make_graph(nodes, "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, 224])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_half(onnxtl, data, d, ref):
+    """extract --dtype fp16: resumed after SIGKILL and merged from shards byte for byte as one run, every value
+    numpy's float16 of the fp32 run's; a value beyond float16's range refused in one line."""
+    m = model()
+    whole = os.path.join(d, "half.bin")
+    r = run(onnxtl, "extract", m, data, "-o", whole, "--batch", "8", "--dtype", "fp16", "--quiet")
+    full = os.path.join(d, "np32")
+    r = r if r.returncode else run(onnxtl, "features", ref, "--npy", full)
+    r = r if r.returncode else run(onnxtl, "features", whole, "--npy", os.path.join(d, "np16"))
+    if r.returncode:
+        report(False, "extract --dtype fp16", r.stderr.strip()[-200:])
+        return
+    x32, x16 = np.load(full + "_features.npy"), np.load(os.path.join(d, "np16_features.npy"))
+    report(np.array_equal(x16, x32.astype(np.float16).astype(np.float32)),
+           "extract --dtype fp16 stores numpy's float16 rounding of the fp32 features", f"{x16.shape}")
+    out = os.path.join(d, "half_resumed.bin")
+    cmd = [onnxtl, "extract", m, data, "-o", out, "--batch", "8", "--dtype", "fp16", "--quiet"]
+    killed = kill_after_rows(cmd, out + ".partial", 20, 512 * 2 + 16)
+    r = run(onnxtl, *cmd[1:])
+    report(killed and r.returncode == 0 and same_file(out, whole),
+           "extract --dtype fp16 resumed after SIGKILL equals an uninterrupted run byte for byte", r.stderr.strip()[-200:])
+    shards = [os.path.join(d, f"half{k}.bin") for k in (1, 2)]
+    for k, s in enumerate(shards, 1):
+        run(onnxtl, "extract", m, data, "-o", s, "--batch", "8", "--dtype", "fp16", "--shard", f"{k}/2", "--quiet")
+    merged = os.path.join(d, "half_merged.bin")
+    r = run(onnxtl, "merge", merged, *shards)
+    report(r.returncode == 0 and same_file(merged, whole), "merge of fp16 shards equals the unsharded run byte for byte",
+           (r.stdout + r.stderr).strip()[-200:])
+    huge = os.path.join(d, "huge.onnx")
+    huge_values_model(huge)
+    out = os.path.join(d, "huge.bin")
+    r = run(onnxtl, "extract", huge, data, "-o", out, "--dtype", "fp16", "--quiet")
+    lines = r.stderr.strip().splitlines()
+    report(r.returncode == 1 and len(lines) == 1 and "float16" in r.stderr and out in r.stderr and "--dtype fp32" in r.stderr,
+           "extract --dtype fp16 refuses features beyond float16's range in one line", r.stderr.strip()[-300:])
+
+
 def test_damaged_files(onnxtl, d, ref):
     data = open(ref, "rb").read()
     cases = [("truncated", data[:-100], "truncated"), ("cut in the header", data[:60], "truncated"),
@@ -321,6 +372,7 @@ def main():
         test_bad_files(onnxtl, shared, d)
         test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)
+        test_half(onnxtl, data, d, ref)
         test_damaged_files(onnxtl, d, ref)
     return 1 if failed else 0
 

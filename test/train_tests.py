@@ -283,6 +283,7 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
                "weights as torch's, and nothing before the cut changed", f"{len(losses)} steps, losses within "
                f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
     groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w)
+    half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w)
     bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w)
     cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "2", "--epochs", "1")
     image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "2", "--epochs", "1",
@@ -291,6 +292,39 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
         max(abs(a - b) / abs(b) for a, b in zip(image_losses, cached_losses)) <= 1e-6
     report(same, "train DATA_DIR --from TENSOR (the frozen layers run every epoch) takes the steps training on "
            "the cache takes", err or f"{image_losses[:3] if image_losses else None} vs {cached_losses[:3]}")
+
+
+def half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w):
+    """extract --dtype fp16: every value as numpy rounds it to float16, rows of half the size, and 52 Adam steps
+    on the cache as torch takes them on the same rounded activations."""
+    half = os.path.join(d, "layer3_fp16.bin")
+    r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, "--resize", "64x64", "--crop", "none", "--dtype", "fp16",
+           "-o", half, "--quiet")
+    r = r if r.returncode else sh(onnxtl, "features", half, "--npy", os.path.join(d, "np16"))
+    if r.returncode:
+        report(False, "extract --dtype fp16", r.stderr.strip())
+        return
+    full, halves = np.load(os.path.join(d, "np_features.npy")), np.load(os.path.join(d, "np16_features.npy"))
+    rounded = full.astype(np.float16).astype(np.float32)
+    rows, dim = full.shape
+    sizes = os.path.getsize(feats) - os.path.getsize(half)
+    report(np.array_equal(halves, rounded) and sizes == rows * dim * 2,
+           "extract --dtype fp16 stores every feature as numpy rounds it to float16, in rows half the size",
+           f"{int((halves != rounded).sum())} of {halves.size} values differ; file {sizes} bytes smaller "
+           f"(expected {rows * dim * 2})")
+    out = os.path.join(d, "layer4_fp16.onnx")
+    losses, err = ours(onnxtl, mdl, half, out, "--batch", "2", "--epochs", "4", "--optim", "adam", "--lr", "1e-5")
+    net, _ = resnet18_torch(onnx_w, torch.float32)
+    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
+    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], lambda p: torch.optim.Adam(p, lr=1e-5),
+                      x.half().float(), y, 2, 4)
+    if losses is None or len(losses) != len(ref):
+        report(False, "train on an fp16 cache", err)
+        return
+    loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
+    report(len(losses) >= 50 and loss_rel <= 1e-4, "train on a cache extracted with --dtype fp16: every step's "
+           "loss as torch's on the same activations rounded to float16", f"{len(losses)} steps, losses within "
+           f"{loss_rel:.2e} (limit 1e-4)")
 
 
 def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):

@@ -23,6 +23,7 @@ seed_model() { # the ONNX node tests' models: small, and every op onnxtl knows
 
 seed_features() { # small complete features files
     for rows in 1 3 8; do build/synth_features "$1/synth$rows.bin" $rows 4 4x2 >/dev/null; done
+    build/synth_features "$1/synth_fp16.bin" 3 4 4x2 fp16 >/dev/null
 }
 
 seed_npy() {

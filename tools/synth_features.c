@@ -1,6 +1,6 @@
 /* Writes a synthetic features file (random features, two classes, all in the
  * train split) for benchmarks of fit-head at sizes the photos do not reach.
- * usage: synth_features OUT ROWS DIM HEAD   (HEAD e.g. 2048x1000) */
+ * usage: synth_features OUT ROWS DIM HEAD [DTYPE]   (HEAD e.g. 2048x1000; DTYPE fp32 or fp16) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +14,9 @@ static int fail(onnxtl_status *st) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s OUT ROWS DIM HEAD\n", argv[0]);
+    int dtype = ONNXTL_FLOAT;
+    if ((argc != 5 && argc != 6) || (argc == 6 && !otl_features_dtype_parse(argv[5], &dtype))) {
+        fprintf(stderr, "usage: %s OUT ROWS DIM HEAD [fp32|fp16]\n", argv[0]);
         return 2;
     }
     size_t rows = strtoull(argv[2], NULL, 10);
@@ -25,7 +26,7 @@ int main(int argc, char **argv) {
     if (!images || !dim) return 1;
     for (size_t i = 0; i < rows; i++) images[i] = (otl_sample){"synthetic.jpg", (int)(i % 2), SPLIT_TRAIN};
     otl_features_meta m = {.model_path = "synthetic", .model_sha256 = "none", .cut = "features", .head = argv[4],
-                           .dim = dim, .shard_k = 1, .shard_n = 1, .classes = classes, .n_classes = 2,
+                           .dim = dim, .dtype = dtype, .shard_k = 1, .shard_n = 1, .classes = classes, .n_classes = 2,
                            .images = images, .n_images = rows};
     otl_preprocess_default(&m.pre);
     char *text;
@@ -35,7 +36,7 @@ int main(int argc, char **argv) {
     uint64_t done;
     onnxtl_status *st = otl_features_meta_text(&m, &text, &len);
     if (st) return fail(st);
-    if ((st = otl_features_writer_open(argv[1], text, len, dim, 2, true, &w, &next, &done))) return fail(st);
+    if ((st = otl_features_writer_open(argv[1], text, len, dim, dtype, 2, true, &w, &next, &done))) return fail(st);
     enum { CHUNK = 256 };
     float *x = malloc(sizeof(float) * dim * CHUNK);
     otl_row_tag tags[CHUNK];

@@ -25,6 +25,9 @@ static const char extract_help[] =
     "options:\n"
     "  -o FILE          output (default features.bin; features.K-of-N.bin for a shard)\n"
     "  --cut TENSOR     cache this tensor instead of the classifier head's input\n"
+    "  --dtype T        fp32 (default) or fp16: store the features as IEEE halves, half the\n"
+    "                   file (for a cache of an inner layer that train --from reads); fit-head\n"
+    "                   and train widen them back to fp32\n"
     "  --batch N        images per backbone run (default 16)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "  --decoders N     JPEG decoding threads (default 1)\n"
@@ -78,7 +81,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
         (*i)++;
         return rc;
     }
-    static const char *const with_value[] = {"-o", "--cut", "--batch", "--threads", "--decoders", "--streams", "--shard",
+    static const char *const with_value[] = {"-o", "--cut", "--dtype", "--batch", "--threads", "--decoders", "--streams", "--shard",
                                              "--max-pixels", "--calibrate"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
@@ -87,6 +90,10 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
     (*i)++;
     if (!strcmp(a, "-o")) f->out = v;
     else if (!strcmp(a, "--cut")) o->cut = v;
+    else if (!strcmp(a, "--dtype")) {
+        if (!otl_features_dtype_parse(v, &o->dtype))
+            return cli_usage("extract", "--dtype takes fp32 or fp16, got '%s'", v);
+    }
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--decoders")) return cli_parse_int("extract", a, v, 1, 256, &o->decoders) ? 0 : EXIT_USAGE;
@@ -151,7 +158,7 @@ static void stop_on_signals(void) {
 
 int cmd_extract(int argc, char **argv) {
     if (cli_help_asked(argc, argv, extract_help)) return 0;
-    otl_extract_options o = {.batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
+    otl_extract_options o = {.dtype = ONNXTL_FLOAT, .batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
     output_flags f = {0};
     const char *pos[2] = {0};
     int n_pos = 0;

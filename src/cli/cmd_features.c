@@ -15,7 +15,8 @@ static const char features_help[] =
     "\n"
     "Prints a features file's header (model, cut, preprocessing, classes) and\n"
     "statistics (rows per split and class, feature value ranges).  With --npy,\n"
-    "also writes PREFIX_features.npy (float32, rows x dim), PREFIX_labels.npy\n"
+    "also writes PREFIX_features.npy (float32, rows x dim, whatever the file\n"
+    "stores), PREFIX_labels.npy\n"
     "(int64), PREFIX_splits.npy (int8: 0 train, 1 val, 2 test, 3 unsplit) and\n"
     "PREFIX_paths.txt (one image path per row, in row order).  --json prints the\n"
     "same as one JSON object.\n";
@@ -25,8 +26,8 @@ static void print_header(const otl_features *f) {
     const otl_features_meta *m = otl_features_meta_of(f);
     char pre[256];
     otl_preprocess_describe(&m->pre, pre, sizeof pre);
-    printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u float32 values per row\n",
-           otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim);
+    printf("file: %s\nmodel: %s\nmodel sha256: %s\nfeatures: '%s', %u %s values per row\n",
+           otl_features_path(f), m->model_path, m->model_sha256, m->cut, m->dim, otl_features_dtype_name(m->dtype));
     printf("head that was cut away: %s\npreprocess: %s\n", *m->head ? m->head : "(none)", pre);
     if (*m->compute) printf("computed on: %s\n", m->compute);
     if (m->int8_ranges) printf("int8 scales: from the ranges of %zu tensors (features --json lists them)\n",
@@ -45,6 +46,7 @@ static void print_json(const otl_features *f, const otl_features_stats *stats, c
     cli_json_str(&j, "model_sha256", m->model_sha256);
     cli_json_str(&j, "cut", m->cut);
     cli_json_int(&j, "dim", m->dim);
+    cli_json_str(&j, "dtype", otl_features_dtype_name(m->dtype));
     cli_json_str(&j, "head", m->head);
     cli_json_str(&j, "preprocess", pre);
     cli_json_str(&j, "compute", *m->compute ? m->compute : NULL);
@@ -80,12 +82,17 @@ static onnxtl_status *write_column(const otl_features *f, const char *prefix, co
     snprintf(path, sizeof path, "%s_%s.npy", prefix, suffix);
     static const int dtypes[] = {ONNXTL_FLOAT, ONNXTL_INT64, ONNXTL_INT8};
     onnxtl_tensor desc = {.dtype = dtypes[what], .rank = what ? 1 : 2, .dims = {(int64_t)rows, m->dim}};
+    float *x = malloc(sizeof(float) * m->dim);
+    if (!x) return otl_nomem();
     otl_npy_stream *s;
-    OTL_TRY(otl_npy_stream_open(path, &desc, &s));
-    onnxtl_status *st = NULL;
+    onnxtl_status *st = otl_npy_stream_open(path, &desc, &s);
+    if (st) {
+        free(x);
+        return st;
+    }
     for (uint64_t i = 0; i < rows && !st; i++) {
-        otl_row_tag t;
-        const float *x = otl_features_row(f, i, &t);
+        const otl_row_tag t = otl_features_tag(f, i);
+        if (what == 0) otl_features_values(f, i, x);
         int64_t label = t.label;
         int8_t split = (int8_t)t.split;
         if (what == 0) st = otl_npy_stream_write(s, x, sizeof(float) * m->dim);
@@ -93,6 +100,7 @@ static onnxtl_status *write_column(const otl_features *f, const char *prefix, co
         else st = otl_npy_stream_write(s, &split, sizeof split);
     }
     onnxtl_status *cst = otl_npy_stream_close(s, st == NULL);
+    free(x);
     return st ? (onnxtl_status_release(cst), st) : cst;
 }
 
@@ -104,9 +112,7 @@ static onnxtl_status *write_paths(const otl_features *f, const char *prefix) {
     otl_atomic_file out;
     OTL_TRY(otl_atomic_open(path, &out));
     for (uint64_t i = 0; i < otl_features_rows(f); i++) {
-        otl_row_tag t;
-        otl_features_row(f, i, &t);
-        fprintf(out.f, "%s\n", m->images[t.image].path);
+        fprintf(out.f, "%s\n", m->images[otl_features_tag(f, i).image].path);
     }
     return otl_atomic_close(&out, NULL);
 }

@@ -82,7 +82,7 @@ static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *
 
 static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b, const otl_dataset *ds,
                                  char **text, size_t *len) {
-    otl_features_meta m = {.cut = (char *)b->cut_name, .head = (char *)b->head, .dim = b->dim,
+    otl_features_meta m = {.cut = (char *)b->cut_name, .head = (char *)b->head, .dim = b->dim, .dtype = o->dtype,
                            .int8_ranges = b->int8_ranges, .pre = b->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
                            .classes = ds->classes, .n_classes = ds->n_classes,
                            .images = ds->samples, .n_images = ds->n_samples};
@@ -265,7 +265,7 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     if (!st) st = build_meta(o, bb, ds, &meta, &meta_len);
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
     if (!st && !r->already_complete) {
-        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, ds->n_classes, o->restart, &w, &start,
+        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, o->dtype, ds->n_classes, o->restart, &w, &start,
                                       &resumed);
         if (!st) st = select_todo(o, ds, start, &todo, &n_todo, &total);
         r->images = total;

@@ -10,6 +10,7 @@
 typedef struct {
     const char *model_path, *data_dir, *out_path;
     const char *cut; /* NULL: the tensor that feeds the classifier head */
+    int dtype;       /* of the stored features: ONNXTL_FLOAT or ONNXTL_FLOAT16 */
     otl_preprocess_spec pre; /* the user's preprocessing, over the model's and torchvision's defaults */
     int batch, decoders;
     int64_t max_pixels; /* the largest JPEG accepted (0: OTL_DEFAULT_MAX_PIXELS) */

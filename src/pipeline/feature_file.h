@@ -23,6 +23,7 @@ typedef struct {
     int n_head_layers;                            /* those layers, parsed from head */
     int64_t head_layers[OTL_FEATURES_MAX_HEAD][2]; /* in and out of the first of them */
     uint32_t dim;
+    int dtype; /* of the stored values: ONNXTL_FLOAT, or ONNXTL_FLOAT16 (extract --dtype fp16) */
     char compute[32]; /* the backbone's device and precision, "cpu fp32", "cpu bf16", "cuda fp16"; "" before it was recorded */
     char *int8_ranges; /* --precision int8: the calibration's "MIN<tab>MAX<tab>TENSOR" lines (graph/ranges.h); NULL otherwise */
     otl_preprocess pre;
@@ -32,6 +33,11 @@ typedef struct {
     otl_sample *images; /* every image of the scan, in order; rows point into it */
     size_t n_images;
 } otl_features_meta;
+
+/* The stored value types, by the names the metadata and --dtype use
+ * ("float32" or "fp32", "float16" or "fp16"). */
+bool otl_features_dtype_parse(const char *name, int *dtype);
+const char *otl_features_dtype_name(int dtype);
 
 /* Serialises meta to text (malloc'ed, *len bytes). */
 onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len);
@@ -58,13 +64,15 @@ typedef struct otl_features_writer otl_features_writer;
 
 /* Opens out_path.partial: resumes it when its metadata equals meta_text
  * (setting *next_image past the last complete row), else refuses unless
- * restart is set.  Labels run from 0 to n_classes - 1. */
+ * restart is set.  Labels run from 0 to n_classes - 1; values are stored
+ * as dtype (the metadata's). */
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta_text, size_t meta_len,
-                                        uint32_t dim, int n_classes, bool restart, otl_features_writer **w,
-                                        uint32_t *next_image, uint64_t *rows_done);
-/* Appends n rows (n x dim floats).  They are written and synced in the
- * background while the caller goes on; an error in that shows at the next
- * append or at finish. */
+                                        uint32_t dim, int dtype, int n_classes, bool restart,
+                                        otl_features_writer **w, uint32_t *next_image, uint64_t *rows_done);
+/* Appends n rows (n x dim floats), stored as the file's dtype: a finite
+ * value that float16 cannot hold is refused.  They are written and synced
+ * in the background while the caller goes on; an error in that shows at the
+ * next append or at finish. */
 onnxtl_status *otl_features_writer_append(otl_features_writer *w, const float *feats,
                                           const otl_row_tag *tags, size_t n);
 /* Finalises the header, syncs, and renames the partial file into place;
@@ -87,7 +95,11 @@ void otl_features_close(otl_features *f);
 const otl_features_meta *otl_features_meta_of(const otl_features *f);
 uint64_t otl_features_rows(const otl_features *f);
 const uint64_t *otl_features_split_rows(const otl_features *f);
-const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *tag);
+/* Row i's tag, and its dim values as floats (widened from float16 files). */
+otl_row_tag otl_features_tag(const otl_features *f, uint64_t i);
+void otl_features_values(const otl_features *f, uint64_t i, float *dst);
+/* Whether every value of row i is finite. */
+bool otl_features_finite(const otl_features *f, uint64_t i);
 const char *otl_features_path(const otl_features *f);
 /* The metadata text exactly as stored (*len bytes, not NUL-terminated). */
 const char *otl_features_meta_raw(const otl_features *f, size_t *len);

@@ -8,6 +8,7 @@
 
 #include "feature_file.h"
 #include "hash.h"
+#include "onnxtl_base.h"
 
 static const char otl_features_magic[8] = {'O', 'T', 'L', 'F', 'E', 'A', 'T', '1'};
 enum { FLAG_COMPLETE = 1, HEADER_BYTES = 128, ROW_TRAILER = 16 };
@@ -40,7 +41,8 @@ typedef struct {
 _Static_assert(sizeof(row_trailer) == ROW_TRAILER, "row layout");
 
 static inline uint64_t rows_offset_for(uint64_t meta_bytes) { return (HEADER_BYTES + meta_bytes + 63) & ~(uint64_t)63; }
-static inline size_t row_bytes_for(uint32_t dim) { return (size_t)dim * sizeof(float) + ROW_TRAILER; }
+static inline size_t value_bytes_of(int dtype) { return dtype == ONNXTL_FLOAT16 ? 2 : 4; }
+static inline size_t row_bytes_for(uint32_t dim, int dtype) { return (size_t)dim * value_bytes_of(dtype) + ROW_TRAILER; }
 static inline uint32_t header_crc(const file_header *h) { return otl_crc32c(h, offsetof(file_header, header_crc)); }
 
 /* An open file, mapped (feature_reader.c). */

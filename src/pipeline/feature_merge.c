@@ -44,7 +44,7 @@ onnxtl_status *otl_features_write_merged(const char *out_path, otl_features *con
     uint32_t next;
     uint64_t done;
     const uint32_t dim = in[0]->h.dim;
-    onnxtl_status *st = otl_features_writer_open(out_path, text, len, dim, meta.n_classes, true, &w, &next, &done);
+    onnxtl_status *st = otl_features_writer_open(out_path, text, len, dim, meta.dtype, meta.n_classes, true, &w, &next, &done);
     free(text);
     uint64_t *pos = calloc((size_t)n, sizeof *pos);
     float *feats = malloc(sizeof(float) * dim * MERGE_CHUNK);
@@ -53,14 +53,14 @@ onnxtl_status *otl_features_write_merged(const char *out_path, otl_features *con
     /* k-way merge by image index reproduces the unsharded row order. */
     for (size_t k = 0; !st;) {
         int best = -1;
-        otl_row_tag bt = {0}, t;
+        otl_row_tag bt = {0};
         for (int i = 0; i < n; i++) {
             if (pos[i] >= in[i]->h.n_rows) continue;
-            otl_features_row(in[i], pos[i], &t);
+            const otl_row_tag t = otl_features_tag(in[i], pos[i]);
             if (best < 0 || t.image < bt.image) best = i, bt = t;
         }
         if (best >= 0) {
-            memcpy(feats + k * dim, otl_features_row(in[best], pos[best]++, NULL), sizeof(float) * dim);
+            otl_features_values(in[best], pos[best]++, feats + k * dim);
             tags[k++] = bt;
         }
         if (k == MERGE_CHUNK || (best < 0 && k)) {

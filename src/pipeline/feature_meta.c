@@ -33,14 +33,24 @@ static onnxtl_status *appendf(text_buf *t, const char *fmt, ...) {
     }
 }
 
+bool otl_features_dtype_parse(const char *name, int *dtype) {
+    if (!strcmp(name, "float32") || !strcmp(name, "fp32")) *dtype = ONNXTL_FLOAT;
+    else if (!strcmp(name, "float16") || !strcmp(name, "fp16")) *dtype = ONNXTL_FLOAT16;
+    else return false;
+    return true;
+}
+
+const char *otl_features_dtype_name(int dtype) { return dtype == ONNXTL_FLOAT16 ? "float16" : "float32"; }
+
 onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len) {
     text_buf t = {0};
     otl_preprocess_text pt;
     otl_preprocess_to_text(&m->pre, &pt);
     onnxtl_status *st = appendf(&t,
-        "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=float32\ndim=%u\ncompute=%s\n"
+        "onnxtl-features %d\nmodel=%s\nmodel_sha256=%s\ncut=%s\nhead=%s\ndtype=%s\ndim=%u\ncompute=%s\n"
         "resize=%s\ncrop=%s\nmean=%s\nstd=%s\nchannels=%s\nscale=%s\nshard=%d/%d\n",
-        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head, m->dim, m->compute, pt.resize, pt.crop,
+        OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head,
+        otl_features_dtype_name(m->dtype), m->dim, m->compute, pt.resize, pt.crop,
         pt.mean, pt.std, pt.channels, pt.scale, m->shard_k, m->shard_n);
     for (const char *r = m->int8_ranges, *end; !st && r && *r; r = *end ? end + 1 : end) {
         end = strchr(r, '\n');
@@ -163,6 +173,8 @@ static onnxtl_status *parse_line(parse_state *ps, char *line) {
         OTL_TRY(parse_head(m, v));
         return dup_into(&m->head, v);
     }
+    else if (!strcmp(k, "dtype") && !otl_features_dtype_parse(v, &m->dtype))
+        return otl_error(ONNXTL_ERR_FORMAT, "unsupported dtype '%s' (float32 or float16)", v);
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(k, "compute")) snprintf(m->compute, sizeof m->compute, "%s", v);
     else if (!strcmp(k, "int8_range")) return appendf(&ps->ranges, "%s\n", v);
@@ -189,6 +201,7 @@ static onnxtl_status *parse_line(parse_state *ps, char *line) {
 /* Parses the metadata block; the image table is sized from its line count. */
 onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_features_meta *m) {
     memset(m, 0, sizeof *m);
+    m->dtype = ONNXTL_FLOAT;
     otl_preprocess_default(&m->pre);
     char *copy = malloc(len + 1);
     if (!copy) return otl_nomem();

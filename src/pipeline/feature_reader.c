@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "checked.h"
+#include "dtype.h"
 #include "feature_format.h"
 #include "status.h"
 
@@ -39,7 +40,9 @@ static onnxtl_status *validate_header(otl_features *f) {
     if (!(h->flags & FLAG_COMPLETE))
         return bad(f->path, "extraction did not finish (incomplete file); rerun extract to resume it");
     uint64_t rows_bytes, end;
-    if (h->dim == 0 || h->row_bytes != row_bytes_for(h->dim) || h->meta_bytes > f->size ||
+    /* the metadata's dtype settles which of the two row sizes (checked at open) */
+    if (h->dim == 0 || (h->row_bytes != row_bytes_for(h->dim, ONNXTL_FLOAT) &&
+                        h->row_bytes != row_bytes_for(h->dim, ONNXTL_FLOAT16)) || h->meta_bytes > f->size ||
         h->rows_offset != rows_offset_for(h->meta_bytes) ||
         __builtin_mul_overflow(h->n_rows, (uint64_t)h->row_bytes, &rows_bytes) ||
         __builtin_add_overflow(h->rows_offset, rows_bytes, &end))
@@ -115,6 +118,10 @@ onnxtl_status *otl_features_open(const char *path, otl_features **out) {
         st = bad(path, "metadata and header disagree on the feature dimension");
         goto fail;
     }
+    if (f->h.row_bytes != row_bytes_for(f->h.dim, f->meta.dtype)) {
+        st = bad(path, "metadata's dtype and the header's row size disagree (corrupt file)");
+        goto fail;
+    }
     close(fd);
     *out = f;
     return NULL;
@@ -142,23 +149,48 @@ const char *otl_features_meta_raw(const otl_features *f, size_t *len) {
     return (const char *)f->map + HEADER_BYTES;
 }
 
-const float *otl_features_row(const otl_features *f, uint64_t i, otl_row_tag *tag) {
-    const unsigned char *row = f->map + f->h.rows_offset + i * f->h.row_bytes;
-    if (tag) {
-        row_trailer t;
-        memcpy(&t, row + f->h.row_bytes - ROW_TRAILER, sizeof t);
-        *tag = (otl_row_tag){t.image, t.label, t.split};
-    }
-    return (const float *)row;
+static const unsigned char *row_at(const otl_features *f, uint64_t i) {
+    return f->map + f->h.rows_offset + i * f->h.row_bytes;
 }
 
+otl_row_tag otl_features_tag(const otl_features *f, uint64_t i) {
+    row_trailer t;
+    memcpy(&t, row_at(f, i) + f->h.row_bytes - ROW_TRAILER, sizeof t);
+    return (otl_row_tag){t.image, t.label, t.split};
+}
+
+void otl_features_values(const otl_features *f, uint64_t i, float *dst) {
+    const unsigned char *row = row_at(f, i);
+    if (f->meta.dtype != ONNXTL_FLOAT16) {
+        memcpy(dst, row, sizeof(float) * f->h.dim);
+        return;
+    }
+    otl_halves_to_floats(row, dst, f->h.dim);
+}
+
+bool otl_features_finite(const otl_features *f, uint64_t i) {
+    const unsigned char *row = row_at(f, i);
+    for (uint32_t k = 0; k < f->h.dim; k++) {
+        if (f->meta.dtype == ONNXTL_FLOAT16) {
+            if ((row[2 * (size_t)k + 1] & 0x7c) == 0x7c) return false; /* all-ones exponent */
+        } else {
+            float x;
+            memcpy(&x, row + 4 * (size_t)k, sizeof x);
+            if (!isfinite(x)) return false;
+        }
+    }
+    return true;
+}
 
 onnxtl_status *otl_features_stats_of(const otl_features *f, otl_features_stats *s) {
-    OTL_TRY(otl_features_stats_init(s, f->meta.n_classes));
-    for (uint64_t i = 0; i < f->h.n_rows; i++) {
-        otl_row_tag t;
-        const float *x = otl_features_row(f, i, &t);
+    float *x = malloc(sizeof(float) * f->h.dim);
+    if (!x) return otl_nomem();
+    onnxtl_status *st = otl_features_stats_init(s, f->meta.n_classes);
+    for (uint64_t i = 0; !st && i < f->h.n_rows; i++) {
+        const otl_row_tag t = otl_features_tag(f, i);
+        otl_features_values(f, i, x);
         otl_features_stats_add(s, x, f->h.dim, &t);
     }
-    return NULL;
+    free(x);
+    return st;
 }

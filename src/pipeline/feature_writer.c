@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "checked.h"
+#include "dtype.h"
 #include "feature_format.h"
 #include "status.h"
 
@@ -27,7 +29,9 @@ struct otl_features_writer {
     int fd;
     char *final_path, *partial_path;
     file_header h;
+    int dtype;        /* of the stored values */
     size_t row_bytes;
+    float *stored;    /* one row as stored, widened back: the statistics are of what the file holds */
     row_block block[2];
     int next;                  /* the block to fill next */
     pthread_t committer;       /* writing block[next ^ 1] while in_flight */
@@ -66,13 +70,39 @@ static onnxtl_status *start_fresh(otl_features_writer *w, const char *meta, size
     w->h.meta_bytes = meta_len;
     w->h.rows_offset = rows_offset_for(meta_len);
     w->h.dim = dim;
-    w->h.row_bytes = (uint32_t)row_bytes_for(dim);
+    w->h.row_bytes = (uint32_t)w->row_bytes;
     w->h.meta_crc = otl_crc32c(meta, meta_len);
     w->h.header_crc = header_crc(&w->h);
     OTL_TRY(write_all(w->fd, &w->h, sizeof w->h, 0, w->partial_path));
     OTL_TRY(write_all(w->fd, meta, meta_len, HEADER_BYTES, w->partial_path));
     if (ftruncate(w->fd, (off_t)w->h.rows_offset) != 0 || fsync(w->fd) != 0)
         return otl_error(ONNXTL_ERR_IO, "%s: cannot extend: %s", w->partial_path, strerror(errno));
+    return NULL;
+}
+
+/* A stored row's values as floats, into w->stored. */
+static void widen_row(otl_features_writer *w, const unsigned char *row) {
+    if (w->dtype != ONNXTL_FLOAT16) {
+        memcpy(w->stored, row, sizeof(float) * w->h.dim);
+        return;
+    }
+    otl_halves_to_floats(row, w->stored, w->h.dim);
+}
+
+/* Stores one row's values as the file's dtype; a finite value float16
+ * cannot hold would become infinity, and is refused. */
+static onnxtl_status *narrow_row(otl_features_writer *w, unsigned char *row, const float *x) {
+    if (w->dtype != ONNXTL_FLOAT16) {
+        memcpy(row, x, sizeof(float) * w->h.dim);
+        return NULL;
+    }
+    for (uint32_t k = 0; k < w->h.dim; k++) {
+        const uint16_t h = otl_half_from_float(x[k]);
+        if ((h & 0x7fff) == 0x7c00 && isfinite(x[k]))
+            return otl_error(ONNXTL_ERR_ARG, "%s: feature value %g is beyond float16's range (65504); extract "
+                             "with --dtype fp32 --restart", w->final_path, (double)x[k]);
+        memcpy(row + 2 * (size_t)k, &h, sizeof h);
+    }
     return NULL;
 }
 
@@ -91,7 +121,8 @@ static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, 
         memcpy(&t, row + w->row_bytes - ROW_TRAILER, sizeof t);
         if (otl_crc32c(row, w->row_bytes - 4) != t.crc || t.split >= SPLIT_COUNT) break;
         w->h.split_rows[t.split]++;
-        otl_features_stats_add(&w->stats, (const float *)row, w->h.dim, &(otl_row_tag){t.image, t.label, t.split});
+        widen_row(w, row);
+        otl_features_stats_add(&w->stats, w->stored, w->h.dim, &(otl_row_tag){t.image, t.label, t.split});
         *next_image = t.image + 1;
     }
     free(row);
@@ -180,16 +211,21 @@ static onnxtl_status *lock_partial(int fd, const char *path) {
 }
 
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, size_t meta_len,
-                                        uint32_t dim, int n_classes, bool restart, otl_features_writer **out,
-                                        uint32_t *next_image, uint64_t *rows_done) {
+                                        uint32_t dim, int dtype, int n_classes, bool restart,
+                                        otl_features_writer **out, uint32_t *next_image, uint64_t *rows_done) {
     otl_features_writer *w = calloc(1, sizeof *w);
     if (!w) return otl_nomem();
     w->fd = -1;
-    w->row_bytes = row_bytes_for(dim);
+    w->dtype = dtype;
+    w->row_bytes = row_bytes_for(dim, dtype);
     *next_image = 0;
     *rows_done = 0;
     onnxtl_status *st = otl_features_stats_init(&w->stats, n_classes);
     if (st) goto fail;
+    if (!(w->stored = malloc(sizeof(float) * dim))) {
+        st = otl_nomem();
+        goto fail;
+    }
     size_t plen = strlen(out_path) + 9;
     w->final_path = strdup(out_path);
     w->partial_path = malloc(plen);
@@ -257,16 +293,19 @@ static onnxtl_status *stage(otl_features_writer *w, row_block *b, const float *f
         b->buf = p;
         b->cap = need;
     }
-    const size_t fbytes = (size_t)w->h.dim * sizeof(float);
+    const size_t fbytes = w->row_bytes - ROW_TRAILER;
     for (size_t i = 0; i < n; i++) {
         unsigned char *row = b->buf + i * w->row_bytes;
-        memcpy(row, feats + i * w->h.dim, fbytes);
+        OTL_TRY(narrow_row(w, row, feats + i * w->h.dim));
         row_trailer t = {.image = tags[i].image, .label = tags[i].label, .split = tags[i].split};
         memcpy(row + fbytes, &t, sizeof t);
         t.crc = otl_crc32c(row, w->row_bytes - 4);
         memcpy(row + fbytes, &t, sizeof t);
+    }
+    for (size_t i = 0; i < n; i++) { /* counted once every row is staged: a refused batch counts nothing */
+        widen_row(w, b->buf + i * w->row_bytes);
         w->h.split_rows[tags[i].split]++;
-        otl_features_stats_add(&w->stats, feats + i * w->h.dim, w->h.dim, &tags[i]);
+        otl_features_stats_add(&w->stats, w->stored, w->h.dim, &tags[i]);
     }
     b->bytes = need;
     b->offset = (off_t)(w->h.rows_offset + w->h.n_rows * w->row_bytes);
@@ -312,6 +351,7 @@ void otl_features_writer_release(otl_features_writer *w) {
     free(w->partial_path);
     free(w->block[0].buf);
     free(w->block[1].buf);
+    free(w->stored);
     otl_features_stats_free(&w->stats);
     free(w);
 }

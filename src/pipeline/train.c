@@ -128,9 +128,8 @@ typedef struct {
 static void gather(trainer *t, const uint64_t *rows, int n) {
     const int dim = t->h->dims[0];
     for (int i = 0; i < n; i++) {
-        otl_row_tag tag;
-        memcpy(t->x + (size_t)i * dim, otl_features_row(t->f, rows[i], &tag), sizeof(float) * dim);
-        t->labels[i] = tag.label;
+        otl_features_values(t->f, rows[i], t->x + (size_t)i * dim);
+        t->labels[i] = otl_features_tag(t->f, rows[i]).label;
     }
 }
 
@@ -180,8 +179,7 @@ onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s) {
     s->n_train = s->n_eval = 0;
     if (!s->train || !s->eval) return otl_nomem();
     for (uint64_t i = 0; i < rows; i++) {
-        otl_row_tag tag;
-        otl_features_row(f, i, &tag);
+        const otl_row_tag tag = otl_features_tag(f, i);
         if (tag.split == SPLIT_TRAIN || tag.split == SPLIT_ALL) s->train[s->n_train++] = i;
         else if ((int)tag.split == s->eval_split) s->eval[s->n_eval++] = i;
     }
@@ -267,26 +265,16 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     return NULL;
 }
 
-static bool row_finite(const float *x, uint32_t dim) {
-    for (uint32_t k = 0; k < dim; k++)
-        if (!isfinite(x[k])) return false;
-    return true;
-}
-
 /* Every row intact and every feature finite, checked on all cores before any training. */
 onnxtl_status *otl_features_check_finite(const otl_features *f) {
     OTL_TRY(otl_features_check_rows(f));
-    const uint32_t dim = otl_features_meta_of(f)->dim;
     const int64_t n = (int64_t)otl_features_rows(f);
     int64_t first_bad = n;
 #pragma omp parallel for schedule(static) reduction(min : first_bad)
-    for (int64_t i = 0; i < n; i++) {
-        otl_row_tag tag;
-        if (i < first_bad && !row_finite(otl_features_row(f, (uint64_t)i, &tag), dim)) first_bad = i;
-    }
+    for (int64_t i = 0; i < n; i++)
+        if (i < first_bad && !otl_features_finite(f, (uint64_t)i)) first_bad = i;
     if (first_bad == n) return NULL;
-    otl_row_tag tag;
-    otl_features_row(f, (uint64_t)first_bad, &tag);
+    const otl_row_tag tag = otl_features_tag(f, (uint64_t)first_bad);
     return otl_error(ONNXTL_ERR_FORMAT, "%s: row %lld (%s) holds non-finite values", otl_features_path(f),
                      (long long)first_bad, otl_features_meta_of(f)->images[tag.image].path);
 }

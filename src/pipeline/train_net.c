@@ -199,9 +199,8 @@ static onnxtl_status *row_pass(epoch_pass *e, const uint64_t *rows, size_t n) {
     for (size_t s = 0; s < n; s += (size_t)t->o->batch) {
         const int k = n - s < (size_t)t->o->batch ? (int)(n - s) : t->o->batch;
         for (int i = 0; i < k; i++) {
-            otl_row_tag tag;
-            memcpy(t->rows + (size_t)i * dim, otl_features_row(t->f, rows[s + (size_t)i], &tag), dim * sizeof(float));
-            t->labels[i] = tag.label;
+            otl_features_values(t->f, rows[s + (size_t)i], t->rows + (size_t)i * dim);
+            t->labels[i] = otl_features_tag(t->f, rows[s + (size_t)i]).label;
         }
         OTL_TRY(step_batch(e, t->rows, k));
     }
