@@ -28,10 +28,16 @@ typedef struct {
 
 #define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f})
 
-/* Builds the primitive for n's shapes and reorders its constant weights once. */
+/* Builds the primitive for n's shapes and reorders its constant weights
+ * once.  A 3x3 stride-1 fp32 convolution of 64 channels or more, in a batch
+ * of 4 or more, runs oneDNN's Winograd F(4x4, 3x3) where this CPU has it
+ * (AVX-512); the others, and every one elsewhere, the direct algorithm. */
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
                                     const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out);
-/* The scratch a run needs: the converted input (0 in fp32). */
+/* Whether oneDNN has its Winograd convolution on this CPU. */
+bool otl_cpu_winograd_available(void);
+/* The scratch a run needs: the converted input (0 in direct fp32), and a
+ * Winograd convolution's blocked output. */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
 /* src, skip (the fused residual, fp32, or NULL) and dst are NHWC, in the
  * types it was built for; skip may be dst. */

@@ -223,14 +223,17 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
         cli_json_close(j);
         cli_json_int(j, "nodes", steps);
         cli_json_int(j, "on_device", steps - l.count);
-        if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16), cli_json_bool(j, "int8_vnni", cpu.int8_vnni);
+        if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16), cli_json_bool(j, "int8_vnni", cpu.int8_vnni),
+                    cli_json_bool(j, "winograd", cpu.winograd);
         cli_json_int(j, "int8_scales", (long long)scales);
         cli_json_close(j);
     } else {
         printf("on %s: %d of %d nodes run there, %d on the CPU\n", device, steps - l.count, steps, l.count);
         if (on_cpu)
-            printf("CPU kernels: oneDNN %s; --precision bf16 %s; --precision int8 available%s\n", cpu.isa,
-                   cpu.bf16 ? "available" : "not available", cpu.int8_vnni ? "" : " (no VNNI: u8 inputs in 7 bits)");
+            printf("CPU kernels: oneDNN %s; --precision bf16 %s; --precision int8 available%s; fp32 3x3 "
+                   "convolutions %s\n", cpu.isa, cpu.bf16 ? "available" : "not available",
+                   cpu.int8_vnni ? "" : " (no VNNI: u8 inputs in 7 bits)",
+                   cpu.winograd ? "in Winograd F(4x4,3x3) (64+ channels, batch 4+)" : "direct (no Winograd without AVX-512)");
         if (scales) printf("int8 scales: calibrated ranges of %zu tensors, for --precision int8\n", scales);
     }
     return NULL;
