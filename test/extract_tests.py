@@ -333,6 +333,46 @@ def test_half(onnxtl, data, d, ref):
            "extract --dtype fp16 refuses features beyond float16's range in one line", r.stderr.strip()[-300:])
 
 
+def test_views(onnxtl, data, d, ref):
+    """extract --views 2: two rows per training image, following each other; one plain row per test image, as
+    the plain extraction's; resumed after SIGKILL and merged from shards byte for byte as one run; --augment and
+    --seed without --views refused."""
+    m = model()
+    whole = os.path.join(d, "views.bin")
+    args = ["--views", "2", "--batch", "5", "--quiet"]  # batches of 5 rows end mid-image
+    r = run(onnxtl, "extract", m, data, "-o", whole, *args)
+    r = r if r.returncode else run(onnxtl, "features", whole, "--npy", os.path.join(d, "npv"))
+    if r.returncode:
+        report(False, "extract --views 2", r.stderr.strip()[-200:])
+        return
+    load = lambda p, k: np.load(os.path.join(d, f"{p}_{k}.npy"))
+    xv, sv, xr, sr = load("npv", "features"), load("npv", "splits"), load("np32", "features"), load("np32", "splits")
+    paths = open(os.path.join(d, "npv_paths.txt")).read().split()
+    train = np.flatnonzero(sv == 0)
+    pairs = all(paths[i] == paths[i + 1] for i in train[::2]) and len(train) == 2 * int((sr == 0).sum())
+    report(pairs and not np.array_equal(xv[train[0]], xv[train[1]]) and np.array_equal(xv[sv == 2], xr[sr == 2]),
+           "extract --views 2: two different rows per training image, one after the other, and the test images' "
+           "rows as a plain extraction's", f"{len(train)} training rows for {int((sr == 0).sum())} images")
+    out = os.path.join(d, "views_resumed.bin")
+    cmd = [onnxtl, "extract", m, data, "-o", out, *args]
+    killed = kill_after_rows(cmd, out + ".partial", 21, 512 * 4 + 16)
+    r = run(onnxtl, *cmd[1:])
+    report(killed and r.returncode == 0 and same_file(out, whole),
+           "extract --views 2 killed mid-image and resumed equals an uninterrupted run byte for byte",
+           r.stderr.strip()[-200:])
+    shards = [os.path.join(d, f"views{k}.bin") for k in (1, 2)]
+    for k, s in enumerate(shards, 1):
+        run(onnxtl, "extract", m, data, "-o", s, *args, "--shard", f"{k}/2")
+    merged = os.path.join(d, "views_merged.bin")
+    r = run(onnxtl, "merge", merged, *shards)
+    report(r.returncode == 0 and same_file(merged, whole), "merge of --views shards equals the unsharded run byte for "
+           "byte", (r.stdout + r.stderr).strip()[-200:])
+    for flag in (["--augment", "flip"], ["--seed", "3"]):
+        r = run(onnxtl, "extract", m, data, "-o", os.path.join(d, "x.bin"), *flag)
+        report(r.returncode == 2 and "--views" in r.stderr, f"extract {flag[0]} without --views is refused",
+               r.stderr.strip())
+
+
 def test_damaged_files(onnxtl, d, ref):
     data = open(ref, "rb").read()
     cases = [("truncated", data[:-100], "truncated"), ("cut in the header", data[:60], "truncated"),
@@ -373,6 +413,7 @@ def main():
         test_streams(onnxtl, data, d, ref)
         test_shards(onnxtl, data, d, ref)
         test_half(onnxtl, data, d, ref)
+        test_views(onnxtl, data, d, ref)
         test_damaged_files(onnxtl, d, ref)
     return 1 if failed else 0
 

@@ -284,6 +284,7 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
                f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
     groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w)
     half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w)
+    views_cache(onnxtl, d, mdl, data)
     bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w)
     cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "2", "--epochs", "1")
     image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "2", "--epochs", "1",
@@ -325,6 +326,32 @@ def half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w):
     report(len(losses) >= 50 and loss_rel <= 1e-4, "train on a cache extracted with --dtype fp16: every step's "
            "loss as torch's on the same activations rounded to float16", f"{len(losses)} steps, losses within "
            f"{loss_rel:.2e} (limit 1e-4)")
+
+
+def views_cache(onnxtl, d, mdl, data):
+    """extract --views 3 caches the augmented views train --augment draws in epochs 1 to 3: training layer4 and
+    fc on that cache, shuffled, takes the steps training from the images with --from and --augment takes."""
+    views = os.path.join(d, "layer3_views.bin")
+    pre = ["--resize", "64x64", "--crop", "none"]
+    r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, *pre, "--views", "3", "--augment", "flip,crop", "--seed", "7",
+           "-o", views, "--quiet")
+    if r.returncode:
+        report(False, "extract --views 3", r.stderr.strip())
+        return
+    log = os.path.join(d, "views.log")
+    runs = []
+    for source, flags in ((views, []), (data, ["--from", LAYER3, "--augment", "flip,crop", *pre])):
+        r = sh(onnxtl, "train", mdl, source, "-o", os.path.join(d, "views.onnx"), "--batch", "4", "--epochs", "3",
+               "--seed", "7", "--log", log, "--quiet", *flags)
+        runs.append([json.loads(line)["loss"] for line in open(log) if '"step"' in line] if not r.returncode else None)
+        if r.returncode:
+            report(False, "train on the views of extract --views", r.stderr.strip())
+            return
+    cached, images = runs
+    rel = max(abs(a - b) / abs(b) for a, b in zip(cached, images)) if len(cached) == len(images) else float("inf")
+    report(len(cached) == len(images) > 0 and rel <= 1e-6, "train on a cache of extract --views 3 (each epoch the "
+           "next view, shuffled) takes the steps of train --from --augment on the images",
+           f"{len(cached)} steps, losses within {rel:.2e} (limit 1e-6)")
 
 
 def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):

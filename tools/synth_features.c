@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     if (!images || !dim) return 1;
     for (size_t i = 0; i < rows; i++) images[i] = (otl_sample){"synthetic.jpg", (int)(i % 2), SPLIT_TRAIN};
     otl_features_meta m = {.model_path = "synthetic", .model_sha256 = "none", .cut = "features", .head = argv[4],
-                           .dim = dim, .dtype = dtype, .shard_k = 1, .shard_n = 1, .classes = classes, .n_classes = 2,
+                           .dim = dim, .dtype = dtype, .views = 1, .shard_k = 1, .shard_n = 1, .classes = classes, .n_classes = 2,
                            .images = images, .n_images = rows};
     otl_preprocess_default(&m.pre);
     char *text;
@@ -36,7 +36,7 @@ int main(int argc, char **argv) {
     uint64_t done;
     onnxtl_status *st = otl_features_meta_text(&m, &text, &len);
     if (st) return fail(st);
-    if ((st = otl_features_writer_open(argv[1], text, len, dim, dtype, 2, true, &w, &next, &done))) return fail(st);
+    if ((st = otl_features_writer_open(argv[1], text, len, &(otl_features_layout){dim, dtype, 2, 1}, true, &w, &next, &done))) return fail(st);
     enum { CHUNK = 256 };
     float *x = malloc(sizeof(float) * dim * CHUNK);
     otl_row_tag tags[CHUNK];
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     for (size_t r = 0; r < rows && x; r += CHUNK) {
         size_t n = rows - r < CHUNK ? rows - r : CHUNK;
         for (size_t i = 0; i < n; i++) {
-            tags[i] = (otl_row_tag){(uint32_t)(r + i), (int32_t)((r + i) % 2), SPLIT_TRAIN};
+            tags[i] = (otl_row_tag){(uint32_t)(r + i), (int32_t)((r + i) % 2), SPLIT_TRAIN, 0};
             for (uint32_t k = 0; k < dim; k++) {
                 s = s * 6364136223846793005ull + 1442695040888963407ull;
                 x[i * dim + k] = (float)(s >> 40) / 16777216.0f + (tags[i].label ? 0.05f : 0.0f);

@@ -28,6 +28,12 @@ static const char extract_help[] =
     "  --dtype T        fp32 (default) or fp16: store the features as IEEE halves, half the\n"
     "                   file (for a cache of an inner layer that train --from reads); fit-head\n"
     "                   and train widen them back to fp32\n"
+    "  --views K        K rows per training image (2 to 255), each augmented as --augment says,\n"
+    "                   view v with the draws train --augment takes in epoch v + 1; fit-head and\n"
+    "                   train then take the views in turn, one per epoch; test and val images\n"
+    "                   keep one plain row\n"
+    "  --augment A      with --views: flip, crop or flip,crop (default), as train --augment\n"
+    "  --seed S         with --views: the draws' seed (default 0, as train's)\n"
     "  --batch N        images per backbone run (default 16)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "  --decoders N     JPEG decoding threads (default 1)\n"
@@ -67,6 +73,7 @@ static int parse_shard(const char *s, otl_extract_options *o) {
 typedef struct {
     const char *out;
     bool quiet, json;
+    bool augment_given, seed_given; /* they need --views */
 } output_flags;
 
 static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, output_flags *f) {
@@ -81,7 +88,7 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
         (*i)++;
         return rc;
     }
-    static const char *const with_value[] = {"-o", "--cut", "--dtype", "--batch", "--threads", "--decoders", "--streams", "--shard",
+    static const char *const with_value[] = {"-o", "--cut", "--dtype", "--views", "--augment", "--seed", "--batch", "--threads", "--decoders", "--streams", "--shard",
                                              "--max-pixels", "--calibrate"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
@@ -93,6 +100,22 @@ static int parse_flag(int argc, char **argv, int *i, otl_extract_options *o, out
     else if (!strcmp(a, "--dtype")) {
         if (!otl_features_dtype_parse(v, &o->dtype))
             return cli_usage("extract", "--dtype takes fp32 or fp16, got '%s'", v);
+    }
+    else if (!strcmp(a, "--views")) return cli_parse_int("extract", a, v, 2, OTL_FEATURES_MAX_VIEWS, &o->views) ? 0 : EXIT_USAGE;
+    else if (!strcmp(a, "--augment")) {
+        onnxtl_status *st = otl_augment_parse(v, &o->augment);
+        if (st) {
+            rc = cli_usage("extract", "%s", onnxtl_status_message(st));
+            onnxtl_status_release(st);
+            return rc;
+        }
+        f->augment_given = true;
+    }
+    else if (!strcmp(a, "--seed")) {
+        int seed;
+        if (!cli_parse_int("extract", a, v, 0, 1 << 30, &seed)) return EXIT_USAGE;
+        o->augment.seed = (uint64_t)seed;
+        f->seed_given = true;
     }
     else if (!strcmp(a, "--batch")) return cli_parse_int("extract", a, v, 1, 4096, &o->batch) ? 0 : EXIT_USAGE;
     else if (!strcmp(a, "--threads")) return cli_parse_int("extract", a, v, 1, 1024, &o->session.threads) ? 0 : EXIT_USAGE;
@@ -128,11 +151,12 @@ static void print_json(const otl_extract_result *r, const char *out) {
     cli_json_close(&j);
 }
 
-static void print_summary(const otl_extract_result *r) {
+static void print_summary(const otl_extract_result *r, int views) {
     cli_print_feature_stats(&r->stats, (const char *const *)r->classes);
-    printf("extracted %zu images in %.1f s (%.1f img/s)", r->images - r->resumed - r->skipped, r->seconds,
-           r->images_per_second);
-    if (r->resumed) printf(", %zu rows resumed from an earlier run", r->resumed);
+    printf("extracted %zu images in %.1f s (%.1f %s/s)", r->images - r->resumed - r->skipped, r->seconds,
+           r->images_per_second, views > 1 ? "rows" : "img");
+    if (views > 1) printf(", %d views of each training image", views);
+    if (r->resumed) printf(", %zu images resumed from an earlier run", r->resumed);
     printf("; skipped %zu unreadable image%s, ignored %zu non-image file%s\n", r->skipped,
            r->skipped == 1 ? "" : "s", r->ignored, r->ignored == 1 ? "" : "s");
 }
@@ -158,7 +182,7 @@ static void stop_on_signals(void) {
 
 int cmd_extract(int argc, char **argv) {
     if (cli_help_asked(argc, argv, extract_help)) return 0;
-    otl_extract_options o = {.dtype = ONNXTL_FLOAT, .batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
+    otl_extract_options o = {.dtype = ONNXTL_FLOAT, .views = 1, .augment = {.crop = true, .flip = true}, .batch = 16, .decoders = 1, .shard_k = 1, .shard_n = 1, .session = {.log = cli_log_line}};
     output_flags f = {0};
     const char *pos[2] = {0};
     int n_pos = 0;
@@ -173,6 +197,9 @@ int cmd_extract(int argc, char **argv) {
         }
     }
     if (n_pos != 2) return cli_usage("extract", "expected MODEL and DATA_DIR");
+    if ((f.augment_given || f.seed_given) && o.views < 2)
+        return cli_usage("extract", "%s draws the augmented views of --views K, which is not given",
+                         f.augment_given ? "--augment" : "--seed");
     if (o.calibrate && o.session.precision != ONNXTL_PRECISION_INT8)
         return cli_usage("extract", "--calibrate sets the scales of --precision int8, which is not given");
     char default_out[64];
@@ -197,7 +224,7 @@ int cmd_extract(int argc, char **argv) {
     else if (r.already_complete && !f.quiet)
         printf("%s is already complete for this model, data and options; nothing to do\n", o.out_path);
     else if (!f.quiet)
-        print_summary(&r);
+        print_summary(&r, o.views);
     otl_extract_result_free(&r);
     return 0;
 }

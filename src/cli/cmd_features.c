@@ -33,6 +33,9 @@ static void print_header(const otl_features *f) {
     if (m->int8_ranges) printf("int8 scales: from the ranges of %zu tensors (features --json lists them)\n",
                                cli_line_count(m->int8_ranges));
     if (m->shard_n > 1) printf("shard: %d of %d\n", m->shard_k, m->shard_n);
+    if (m->views > 1)
+        printf("views: %d rows per training image, augmented by %s (seed %llu), one after the other\n", m->views,
+               otl_augment_name(&m->augment), (unsigned long long)m->augment.seed);
 }
 
 static void print_json(const otl_features *f, const otl_features_stats *stats, const char *prefix) {
@@ -47,6 +50,8 @@ static void print_json(const otl_features *f, const otl_features_stats *stats, c
     cli_json_str(&j, "cut", m->cut);
     cli_json_int(&j, "dim", m->dim);
     cli_json_str(&j, "dtype", otl_features_dtype_name(m->dtype));
+    cli_json_int(&j, "views", m->views);
+    if (m->views > 1) cli_json_str(&j, "augment", otl_augment_name(&m->augment)), cli_json_int(&j, "seed", (long long)m->augment.seed);
     cli_json_str(&j, "head", m->head);
     cli_json_str(&j, "preprocess", pre);
     cli_json_str(&j, "compute", *m->compute ? m->compute : NULL);

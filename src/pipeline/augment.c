@@ -19,6 +19,10 @@ onnxtl_status *otl_augment_parse(const char *text, otl_augment *a) {
     return a->crop || a->flip ? NULL : otl_error(ONNXTL_ERR_ARG, "--augment needs flip, crop or both");
 }
 
+const char *otl_augment_name(const otl_augment *a) {
+    return a->flip && a->crop ? "flip,crop" : a->flip ? "flip" : a->crop ? "crop" : "none";
+}
+
 /* The image's stream of uniform draws in [0, 1). */
 typedef struct {
     uint64_t key, n;

@@ -19,6 +19,8 @@ typedef struct {
 
 /* Parses "flip", "crop", "flip,crop" (in any order). */
 onnxtl_status *otl_augment_parse(const char *text, otl_augment *a);
+/* The list otl_augment_parse reads back ("flip,crop"), or "none". */
+const char *otl_augment_name(const otl_augment *a);
 
 /* What the draws of one image decided. */
 typedef struct {

@@ -46,8 +46,9 @@ static void decode_one(pipeline *pl, otl_jpeg_decoder *dec, size_t image, slot *
     onnxtl_status *st = otl_jpeg_load(dec, pl->src->paths[image], &img);
     const otl_batch_source *src = pl->src;
     float *out = s->pixels + i * pl->image_floats;
-    if (!st && src->augment) {
-        const otl_augment_draw d = otl_augment_draws(src->augment, src->epoch, image, img.width, img.height);
+    if (!st && src->augment && src->draws[image].epoch) {
+        const otl_draw_key k = src->draws[image];
+        const otl_augment_draw d = otl_augment_draws(src->augment, k.epoch, k.key, img.width, img.height);
         st = otl_augment_image(src->pre, &d, &img, src->height, src->width, src->hwc, out);
     } else if (!st) {
         st = otl_preprocess_image(src->pre, &img, src->hwc, out);
@@ -140,8 +141,9 @@ static void release_batch(pipeline *pl, size_t b) {
     pthread_mutex_unlock(&pl->mu);
 }
 
-/* Moves the readable images to the front and zeroes the rest, so a batch with
- * skipped images still runs at its usual size (no extra plans). */
+/* Moves the readable images to the front and zeroes the rest, up to the full
+ * batch size, so a batch with skipped images, or the last one, may still run
+ * at the usual size (no extra plans). */
 static otl_batch compact(pipeline *pl, slot *s, size_t b) {
     otl_batch out = {.first = b * (size_t)pl->src->batch, .count = batch_count(pl, b), .pixels = s->pixels,
                      .index = s->index, .bad = s->bad, .why = s->errors};
@@ -159,7 +161,8 @@ static otl_batch compact(pipeline *pl, slot *s, size_t b) {
         s->index[out.good++] = out.first + i;
     }
     out.n_bad = n_bad;
-    memset(s->pixels + out.good * pl->image_floats, 0, (out.count - out.good) * pl->image_floats * sizeof(float));
+    memset(s->pixels + out.good * pl->image_floats, 0,
+           ((size_t)pl->src->batch - out.good) * pl->image_floats * sizeof(float));
     return out;
 }
 

@@ -8,6 +8,14 @@
 #include "augment.h"
 #include "preprocess.h"
 
+/* Which draws augment an image: those of (epoch, key), key being its index
+ * in the dataset, so that its view depends on neither the order nor the
+ * threads; epoch 0: not augmented. */
+typedef struct {
+    uint64_t key;
+    uint32_t epoch;
+} otl_draw_key;
+
 typedef struct {
     const char *const *paths; /* files to decode, in order */
     size_t n;
@@ -18,14 +26,14 @@ typedef struct {
     int64_t max_pixels;      /* the decoders' limit (0: OTL_DEFAULT_MAX_PIXELS) */
     int consumers;           /* threads running the callback, each batch on one of them */
     onnxtl_session *session; /* pixels go in its fastest host memory (pinned on CUDA); NULL: malloc */
-    const otl_augment *augment; /* training: each image augmented (NULL: none) ... */
-    uint64_t epoch;             /* ... with the draws of this epoch */
+    const otl_augment *augment; /* training: images augmented (NULL: none) ... */
+    const otl_draw_key *draws;  /* ... image i with the draws of draws[i] */
 } otl_batch_source;
 
 typedef struct {
     size_t first;        /* index of the batch's first image in paths */
     size_t count;        /* images the batch covers */
-    float *pixels;       /* good x 3 x height x width (or x height x width x 3), then zeros up to count */
+    float *pixels;       /* good x 3 x height x width (or x height x width x 3), then zeros up to the batch size */
     size_t good;
     const size_t *index; /* per good image: its index in paths */
     size_t n_bad;

@@ -33,15 +33,23 @@ typedef struct {
     char *int8_ranges; /* --precision int8: the calibration's ranges, as text */
 } backbone;
 
+/* The rows to extract: per pipeline image, its sample and which of its
+ * views; the draws that augment it. */
+typedef struct {
+    size_t *samples;
+    uint8_t *views;
+    otl_draw_key *draws; /* NULL: no augmentation */
+    size_t n;
+} row_list;
+
 /* What the batch callback needs. */
 typedef struct {
     const otl_extract_options *o;
     backbone *bb;
     const otl_dataset *ds;
-    const size_t *todo; /* sample index per pipeline image */
+    const row_list *todo;
     otl_features_writer *w;
     otl_row_tag *tags;
-    size_t n_todo;
     otl_extract_result *r;
 } extraction;
 
@@ -83,6 +91,7 @@ static onnxtl_status *describe_backbone(backbone *b, const otl_extract_options *
 static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b, const otl_dataset *ds,
                                  char **text, size_t *len) {
     otl_features_meta m = {.cut = (char *)b->cut_name, .head = (char *)b->head, .dim = b->dim, .dtype = o->dtype,
+                           .views = o->views, .augment = o->augment,
                            .int8_ranges = b->int8_ranges, .pre = b->pre, .shard_k = o->shard_k, .shard_n = o->shard_n,
                            .classes = ds->classes, .n_classes = ds->n_classes,
                            .images = ds->samples, .n_images = ds->n_samples};
@@ -103,64 +112,93 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
     extraction *x = sc->x;
     onnxtl_tensor out = {.name = x->bb->cut_name};
     if (b->good && !(x->o->strict && b->n_bad)) {
+        /* Every batch runs at the full size, the last one padded with zeros: the
+         * convolutions' algorithms (Winograd or direct) depend on the batch size,
+         * and each image's row must not, so that a resumed, streamed or sharded
+         * run writes the bytes an uninterrupted one does. */
         onnxtl_tensor in = {.name = x->bb->input.name, .dtype = ONNXTL_FLOAT, .rank = 4, .data = b->pixels};
-        otl_image_input_dims(&x->bb->input, b->count, in.dims);
+        otl_image_input_dims(&x->bb->input, (size_t)x->o->batch, in.dims);
         OTL_TRY(onnxtl_session_run(sc->session, &in, 1, &out, 1));
     }
     if (!otl_batch_wait_turn(turn)) return NULL;
-    for (size_t i = 0; i < b->n_bad; i++) otl_events_note(x->o->events, true, "skipped %s", b->why[i]);
-    x->r->skipped += b->n_bad;
+    for (size_t i = 0; i < b->n_bad; i++) { /* an image's views fail together: it is counted once */
+        if (x->todo->views[b->bad[i]]) continue;
+        otl_events_note(x->o->events, true, "skipped %s", b->why[i]);
+        x->r->skipped++;
+    }
     if (x->o->strict && b->n_bad)
         return otl_error(ONNXTL_ERR_FORMAT, "stopping at a bad image (--strict): %s; the rows so far are kept for a resume",
                          b->why[0]);
     if (b->good) {
         for (size_t i = 0; i < b->good; i++) {
-            const otl_sample *s = &x->ds->samples[x->todo[b->index[i]]];
-            x->tags[i] = (otl_row_tag){(uint32_t)x->todo[b->index[i]], s->label, (uint8_t)s->split};
+            const size_t sample = x->todo->samples[b->index[i]];
+            const otl_sample *s = &x->ds->samples[sample];
+            x->tags[i] = (otl_row_tag){(uint32_t)sample, s->label, (uint8_t)s->split, x->todo->views[b->index[i]]};
         }
         OTL_TRY(otl_features_writer_append(x->w, out.data, x->tags, b->good));
     }
-    otl_events_progress(x->o->events, "extract", "img", b->first + b->count, x->n_todo);
+    otl_events_progress(x->o->events, "extract", x->todo->draws ? "row" : "img", b->first + b->count, x->todo->n);
     if (x->o->interrupt && atomic_load_explicit(x->o->interrupt, memory_order_relaxed))
         return otl_error(ONNXTL_ERR_RUNTIME, "interrupted: the rows extracted so far are kept in %s.partial; "
                          "run the same command again to resume", x->o->out_path);
     return NULL;
 }
 
-/* Runs the pipeline over the samples left to extract. */
-static onnxtl_status *run_extraction(extraction *x, const size_t *todo, size_t n_todo) {
+/* Runs the pipeline over the rows left to extract. */
+static onnxtl_status *run_extraction(extraction *x, const row_list *todo) {
     otl_strlist paths = {0};
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
-    onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo, n_todo, &paths) : otl_nomem();
-    otl_batch_source src = {.paths = (const char *const *)paths.items, .n = n_todo, .pre = &x->bb->pre,
+    onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo->samples, todo->n, &paths) : otl_nomem();
+    otl_batch_source src = {.paths = (const char *const *)paths.items, .n = todo->n, .pre = &x->bb->pre,
                             .height = x->bb->input.height, .width = x->bb->input.width, .hwc = x->bb->input.nhwc,
                             .batch = x->o->batch, .decoders = x->o->decoders, .max_pixels = x->o->max_pixels,
-                            .consumers = x->bb->n_sessions, .session = x->bb->sessions[0]};
+                            .consumers = x->bb->n_sessions, .session = x->bb->sessions[0],
+                            .augment = todo->draws ? &x->o->augment : NULL, .draws = todo->draws};
     stream streams[MAX_STREAMS];
     void *ctxs[MAX_STREAMS];
     for (int i = 0; i < x->bb->n_sessions; i++) streams[i] = (stream){x, x->bb->sessions[i]}, ctxs[i] = &streams[i];
     x->todo = todo;
-    x->n_todo = n_todo;
     const double start = otl_now();
-    otl_events_progress(x->o->events, "extract", "img", 0, n_todo);
+    otl_events_progress(x->o->events, "extract", todo->draws ? "row" : "img", 0, todo->n);
     if (!st) st = otl_batches_run(&src, on_batch, ctxs);
     x->r->seconds = otl_now() - start;
-    x->r->images_per_second = x->r->seconds > 0 ? (double)n_todo / x->r->seconds : 0;
+    x->r->images_per_second = x->r->seconds > 0 ? (double)todo->n / x->r->seconds : 0;
     otl_strlist_free(&paths);
     free(x->tags);
     return st;
 }
 
-/* This shard's samples from start_image on: every n-th, deterministically. */
+static void row_list_free(row_list *l) {
+    free(l->samples);
+    free(l->views);
+    free(l->draws);
+}
+
+/* This shard's samples from start_image on (every n-th, deterministically),
+ * each training one views times with --views; *shard_total and *resumed
+ * count the shard's images, and those before start_image. */
 static onnxtl_status *select_todo(const otl_extract_options *o, const otl_dataset *ds, uint32_t start_image,
-                                  size_t **todo, size_t *n_todo, size_t *shard_total) {
-    *todo = malloc(sizeof(size_t) * (ds->n_samples + 1));
-    if (!*todo) return otl_nomem();
-    *n_todo = *shard_total = 0;
+                                  row_list *todo, size_t *shard_total, size_t *resumed) {
+    const size_t cap = ds->n_samples * (size_t)o->views + 1; /* views <= 255: no overflow below 2^56 samples */
+    todo->samples = malloc(sizeof *todo->samples * cap);
+    todo->views = malloc(sizeof *todo->views * cap);
+    if (o->views > 1) todo->draws = malloc(sizeof *todo->draws * cap);
+    if (!todo->samples || !todo->views || (o->views > 1 && !todo->draws)) return otl_nomem();
+    todo->n = *shard_total = *resumed = 0;
     for (size_t i = 0; i < ds->n_samples; i++) {
         if (i % (size_t)o->shard_n != (size_t)(o->shard_k - 1)) continue;
         (*shard_total)++;
-        if (i >= start_image) (*todo)[(*n_todo)++] = i;
+        if (i < start_image) {
+            (*resumed)++;
+            continue;
+        }
+        const int views = otl_views_of(o->views, ds->samples[i].split);
+        for (int v = 0; v < views; v++, todo->n++) {
+            todo->samples[todo->n] = i;
+            todo->views[todo->n] = (uint8_t)v;
+            /* view v takes the draws a training run takes in epoch v + 1; the others are not augmented */
+            if (todo->draws) todo->draws[todo->n] = (otl_draw_key){i, o->views > 1 && views > 1 ? (uint32_t)v + 1 : 0};
+        }
     }
     return NULL;
 }
@@ -257,7 +295,8 @@ static onnxtl_status *copy_classes(const otl_dataset *ds, otl_extract_result *r)
 
 static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, otl_dataset *ds, otl_extract_result *r) {
     char *meta = NULL;
-    size_t meta_len = 0, *todo = NULL, n_todo = 0, total = 0;
+    size_t meta_len = 0, total = 0;
+    row_list todo = {0};
     otl_features_writer *w = NULL;
     uint32_t start = 0;
     uint64_t resumed = 0;
@@ -265,16 +304,15 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     if (!st) st = build_meta(o, bb, ds, &meta, &meta_len);
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
     if (!st && !r->already_complete) {
-        st = otl_features_writer_open(o->out_path, meta, meta_len, bb->dim, o->dtype, ds->n_classes, o->restart, &w, &start,
-                                      &resumed);
-        if (!st) st = select_todo(o, ds, start, &todo, &n_todo, &total);
+        const otl_features_layout layout = {bb->dim, o->dtype, ds->n_classes, o->views};
+        st = otl_features_writer_open(o->out_path, meta, meta_len, &layout, o->restart, &w, &start, &resumed);
+        if (!st) st = select_todo(o, ds, start, &todo, &total, &r->resumed);
         r->images = total;
-        r->resumed = (size_t)resumed;
         r->ignored = ds->ignored;
-        if (!st) announce(o, ds, bb, total, r->resumed);
+        if (!st) announce(o, ds, bb, total, (size_t)resumed);
         if (!st) st = create_sessions(o, bb);
         extraction x = {.o = o, .bb = bb, .ds = ds, .w = w, .r = r};
-        if (!st) st = run_extraction(&x, todo, n_todo);
+        if (!st) st = run_extraction(&x, &todo);
         if (!st && r->skipped == r->images && !r->resumed)
             st = otl_error(ONNXTL_ERR_FORMAT, "%s: none of the %zu images could be read; no features file written",
                            ds->root, r->images);
@@ -282,15 +320,16 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
         if (!st) st = copy_classes(ds, r);
     }
     otl_features_writer_release(w);
-    free(todo);
+    row_list_free(&todo);
     free(meta);
     return st;
 }
 
 onnxtl_status *otl_extract(const otl_extract_options *o, otl_extract_result *r) {
     memset(r, 0, sizeof *r);
-    if (o->batch < 1 || o->decoders < 1 || o->shard_n < 1 || o->shard_k < 1 || o->shard_k > o->shard_n)
-        return otl_error(ONNXTL_ERR_ARG, "bad batch, decoder or shard settings");
+    if (o->batch < 1 || o->decoders < 1 || o->shard_n < 1 || o->shard_k < 1 || o->shard_k > o->shard_n ||
+        o->views < 1 || o->views > OTL_FEATURES_MAX_VIEWS || (o->views > 1 && !o->augment.crop && !o->augment.flip))
+        return otl_error(ONNXTL_ERR_ARG, "bad batch, decoder, shard or view settings");
     backbone bb = {0};
     otl_dataset *ds = NULL;
     onnxtl_status *st = onnxtl_model_load(o->model_path, &bb.model);

@@ -11,6 +11,8 @@ typedef struct {
     const char *model_path, *data_dir, *out_path;
     const char *cut; /* NULL: the tensor that feeds the classifier head */
     int dtype;       /* of the stored features: ONNXTL_FLOAT or ONNXTL_FLOAT16 */
+    int views;       /* rows per training image: 1, or K views augmented as augment says (seeded) */
+    otl_augment augment;
     otl_preprocess_spec pre; /* the user's preprocessing, over the model's and torchvision's defaults */
     int batch, decoders;
     int64_t max_pixels; /* the largest JPEG accepted (0: OTL_DEFAULT_MAX_PIXELS) */
@@ -29,10 +31,10 @@ typedef struct {
 
 typedef struct {
     size_t images;   /* in this shard */
-    size_t resumed;  /* rows found from an earlier, interrupted run */
+    size_t resumed;  /* images whose rows an earlier, interrupted run wrote */
     size_t skipped;  /* unreadable or corrupt images */
     size_t ignored;  /* files that are not images by name */
-    double seconds, images_per_second;
+    double seconds, images_per_second; /* through the backbone: rows per second with --views */
     bool already_complete;
     otl_features_stats stats; /* of the finished file's rows */
     char **classes;           /* their names, stats.n_classes of them */

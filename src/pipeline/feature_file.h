@@ -8,11 +8,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "augment.h"
 #include "dataset.h"
 #include "preprocess.h"
 
 #define OTL_FEATURES_VERSION 1
 #define OTL_FEATURES_MAX_HEAD 8
+#define OTL_FEATURES_MAX_VIEWS 255
 
 /* What the metadata block holds. */
 typedef struct {
@@ -28,6 +30,8 @@ typedef struct {
     char *int8_ranges; /* --precision int8: the calibration's "MIN<tab>MAX<tab>TENSOR" lines (graph/ranges.h); NULL otherwise */
     otl_preprocess pre;
     int shard_k, shard_n;
+    int views;           /* rows per training image: 1, or extract --views K's augmented views ... */
+    otl_augment augment; /* ... drawn so (the draws of view v are those of epoch v + 1) */
     char **classes;
     int n_classes;
     otl_sample *images; /* every image of the scan, in order; rows point into it */
@@ -43,10 +47,14 @@ const char *otl_features_dtype_name(int dtype);
 onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, size_t *len);
 void otl_features_meta_free(otl_features_meta *m);
 
+/* Rows an image of split has: views for training ones, else 1. */
+static inline int otl_views_of(int views, int split) { return split == SPLIT_TRAIN || split == SPLIT_ALL ? views : 1; }
+
 typedef struct {
     uint32_t image; /* index into meta.images */
     int32_t label;
     uint8_t split;
+    uint8_t view; /* of a training image with meta.views of them; else 0 */
 } otl_row_tag;
 
 /* What the rows hold: counts per split and class, and the value range. */
@@ -62,13 +70,20 @@ void otl_features_stats_free(otl_features_stats *s);
 
 typedef struct otl_features_writer otl_features_writer;
 
+/* What the writer needs of the metadata to lay rows out and check them. */
+typedef struct {
+    uint32_t dim;
+    int dtype;     /* ONNXTL_FLOAT or ONNXTL_FLOAT16 */
+    int n_classes; /* labels run from 0 to n_classes - 1 */
+    int views;     /* rows per training image */
+} otl_features_layout;
+
 /* Opens out_path.partial: resumes it when its metadata equals meta_text
- * (setting *next_image past the last complete row), else refuses unless
- * restart is set.  Labels run from 0 to n_classes - 1; values are stored
- * as dtype (the metadata's). */
+ * (setting *next_image past the last image whose rows are all there), else
+ * refuses unless restart is set. */
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta_text, size_t meta_len,
-                                        uint32_t dim, int dtype, int n_classes, bool restart,
-                                        otl_features_writer **w, uint32_t *next_image, uint64_t *rows_done);
+                                        const otl_features_layout *layout, bool restart, otl_features_writer **w,
+                                        uint32_t *next_image, uint64_t *rows_done);
 /* Appends n rows (n x dim floats), stored as the file's dtype: a finite
  * value that float16 cannot hold is refused.  They are written and synced
  * in the background while the caller goes on; an error in that shows at the

@@ -35,7 +35,8 @@ typedef struct {
     uint32_t image;
     int32_t label;
     uint8_t split;
-    uint8_t pad[3];
+    uint8_t view; /* extract --views: which of the training image's augmented views; else 0 */
+    uint8_t pad[2];
     uint32_t crc; /* CRC-32C of the row's features and the fields above */
 } row_trailer;
 _Static_assert(sizeof(row_trailer) == ROW_TRAILER, "row layout");

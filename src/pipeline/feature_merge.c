@@ -44,7 +44,8 @@ onnxtl_status *otl_features_write_merged(const char *out_path, otl_features *con
     uint32_t next;
     uint64_t done;
     const uint32_t dim = in[0]->h.dim;
-    onnxtl_status *st = otl_features_writer_open(out_path, text, len, dim, meta.dtype, meta.n_classes, true, &w, &next, &done);
+    const otl_features_layout layout = {dim, meta.dtype, meta.n_classes, meta.views};
+    onnxtl_status *st = otl_features_writer_open(out_path, text, len, &layout, true, &w, &next, &done);
     free(text);
     uint64_t *pos = calloc((size_t)n, sizeof *pos);
     float *feats = malloc(sizeof(float) * dim * MERGE_CHUNK);

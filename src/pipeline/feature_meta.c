@@ -52,6 +52,9 @@ onnxtl_status *otl_features_meta_text(const otl_features_meta *m, char **text, s
         OTL_FEATURES_VERSION, m->model_path, m->model_sha256, m->cut, m->head,
         otl_features_dtype_name(m->dtype), m->dim, m->compute, pt.resize, pt.crop,
         pt.mean, pt.std, pt.channels, pt.scale, m->shard_k, m->shard_n);
+    if (!st && m->views > 1)
+        st = appendf(&t, "views=%d\naugment=%s\nseed=%llu\n", m->views, otl_augment_name(&m->augment),
+                     (unsigned long long)m->augment.seed);
     for (const char *r = m->int8_ranges, *end; !st && r && *r; r = *end ? end + 1 : end) {
         end = strchr(r, '\n');
         if (!end) end = r + strlen(r);
@@ -148,6 +151,15 @@ static onnxtl_status *check_ranges(const char *text) {
     return NULL;
 }
 
+static onnxtl_status *parse_views(otl_features_meta *m, const char *v) {
+    char *end;
+    const long k = strtol(v, &end, 10);
+    if (end == v || *end || k < 2 || k > OTL_FEATURES_MAX_VIEWS)
+        return otl_error(ONNXTL_ERR_FORMAT, "bad views line '%s' (2 to %d)", v, OTL_FEATURES_MAX_VIEWS);
+    m->views = (int)k;
+    return NULL;
+}
+
 static onnxtl_status *dup_into(char **dst, const char *v) {
     free(*dst);
     return (*dst = strdup(v)) ? NULL : otl_nomem();
@@ -176,6 +188,9 @@ static onnxtl_status *parse_line(parse_state *ps, char *line) {
     else if (!strcmp(k, "dtype") && !otl_features_dtype_parse(v, &m->dtype))
         return otl_error(ONNXTL_ERR_FORMAT, "unsupported dtype '%s' (float32 or float16)", v);
     else if (!strcmp(k, "dim")) m->dim = (uint32_t)strtoul(v, NULL, 10);
+    else if (!strcmp(k, "views")) return parse_views(m, v);
+    else if (!strcmp(k, "augment")) return otl_error_wrap(otl_augment_parse(v, &m->augment), "bad augment line");
+    else if (!strcmp(k, "seed")) m->augment.seed = strtoull(v, NULL, 10);
     else if (!strcmp(k, "compute")) snprintf(m->compute, sizeof m->compute, "%s", v);
     else if (!strcmp(k, "int8_range")) return appendf(&ps->ranges, "%s\n", v);
     else if (!strcmp(k, "resize")) return otl_preprocess_parse(&m->pre, &(otl_preprocess_spec){.resize = v});
@@ -202,6 +217,7 @@ static onnxtl_status *parse_line(parse_state *ps, char *line) {
 onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_features_meta *m) {
     memset(m, 0, sizeof *m);
     m->dtype = ONNXTL_FLOAT;
+    m->views = 1;
     otl_preprocess_default(&m->pre);
     char *copy = malloc(len + 1);
     if (!copy) return otl_nomem();
@@ -221,6 +237,8 @@ onnxtl_status *otl_features_meta_parse(const char *text, size_t len, otl_feature
     if (!st && (!m->model_path || !m->cut || !m->head || m->dim == 0 || m->n_classes < 1))
         st = otl_error(ONNXTL_ERR_FORMAT, "metadata lacks model, cut, head, dim or classes");
     if (!st && m->int8_ranges) st = check_ranges(m->int8_ranges);
+    if (!st && m->views > 1 && !m->augment.crop && !m->augment.flip)
+        st = otl_error(ONNXTL_ERR_FORMAT, "views without an augment line");
     if (st) otl_features_meta_free(m);
     return st;
 }

@@ -67,7 +67,7 @@ static bool row_ok(const otl_features *f, uint64_t i) {
     row_trailer t;
     memcpy(&t, row + f->h.row_bytes - ROW_TRAILER, sizeof t);
     return checksum_ok(t.crc, otl_crc32c(row, f->h.row_bytes - 4)) && t.split < SPLIT_COUNT && t.image < f->meta.n_images &&
-           t.label >= 0 && t.label < f->meta.n_classes;
+           t.label >= 0 && t.label < f->meta.n_classes && t.view < otl_views_of(f->meta.views, t.split);
 }
 
 /* Every row's checksum and fields, on all cores: a 2.5 GB file is read once
@@ -156,7 +156,7 @@ static const unsigned char *row_at(const otl_features *f, uint64_t i) {
 otl_row_tag otl_features_tag(const otl_features *f, uint64_t i) {
     row_trailer t;
     memcpy(&t, row_at(f, i) + f->h.row_bytes - ROW_TRAILER, sizeof t);
-    return (otl_row_tag){t.image, t.label, t.split};
+    return (otl_row_tag){t.image, t.label, t.split, t.view};
 }
 
 void otl_features_values(const otl_features *f, uint64_t i, float *dst) {

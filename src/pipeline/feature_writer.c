@@ -30,6 +30,7 @@ struct otl_features_writer {
     char *final_path, *partial_path;
     file_header h;
     int dtype;        /* of the stored values */
+    int views;        /* rows per training image */
     size_t row_bytes;
     float *stored;    /* one row as stored, widened back: the statistics are of what the file holds */
     row_block block[2];
@@ -106,29 +107,44 @@ static onnxtl_status *narrow_row(otl_features_writer *w, unsigned char *row, con
     return NULL;
 }
 
-/* Keeps the partial file's rows up to the first torn or corrupt one. */
+static onnxtl_status *read_row(otl_features_writer *w, uint64_t i, unsigned char *row, row_trailer *t, bool *ok) {
+    const off_t off = (off_t)(w->h.rows_offset + i * w->row_bytes);
+    const ssize_t got = pread(w->fd, row, w->row_bytes, off);
+    if (got < 0) return otl_error(ONNXTL_ERR_IO, "%s: cannot read: %s", w->partial_path, strerror(errno));
+    memcpy(t, row + w->row_bytes - ROW_TRAILER, sizeof *t);
+    *ok = got == (ssize_t)w->row_bytes && otl_crc32c(row, w->row_bytes - 4) == t->crc && t->split < SPLIT_COUNT &&
+          t->view < otl_views_of(w->views, t->split);
+    return NULL;
+}
+
+/* Keeps the partial file's rows up to the first torn or corrupt one, and of
+ * those the rows of the images whose views are all there: a resume starts at
+ * the next image.  The rows kept are counted into the statistics. */
 static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, uint64_t *rows_done) {
     struct stat sb;
     if (fstat(w->fd, &sb) != 0) return otl_error(ONNXTL_ERR_IO, "%s: %s", w->partial_path, strerror(errno));
-    uint64_t avail = (uint64_t)sb.st_size > w->h.rows_offset ? ((uint64_t)sb.st_size - w->h.rows_offset) / w->row_bytes : 0;
+    const uint64_t avail = (uint64_t)sb.st_size > w->h.rows_offset ? ((uint64_t)sb.st_size - w->h.rows_offset) / w->row_bytes : 0;
     unsigned char *row = malloc(w->row_bytes);
     if (!row) return otl_nomem();
-    uint64_t good = 0;
-    for (; good < avail; good++) {
-        off_t off = (off_t)(w->h.rows_offset + good * w->row_bytes);
-        if (pread(w->fd, row, w->row_bytes, off) != (ssize_t)w->row_bytes) break;
-        row_trailer t;
-        memcpy(&t, row + w->row_bytes - ROW_TRAILER, sizeof t);
-        if (otl_crc32c(row, w->row_bytes - 4) != t.crc || t.split >= SPLIT_COUNT) break;
+    onnxtl_status *st = NULL;
+    uint64_t whole = 0;
+    bool ok = true;
+    row_trailer t;
+    for (uint64_t i = 0; i < avail && ok && !st; i++) {
+        st = read_row(w, i, row, &t, &ok);
+        if (!st && ok && t.view + 1 == otl_views_of(w->views, t.split)) whole = i + 1, *next_image = t.image + 1;
+    }
+    for (uint64_t i = 0; i < whole && !st; i++) {
+        st = read_row(w, i, row, &t, &ok);
         w->h.split_rows[t.split]++;
         widen_row(w, row);
-        otl_features_stats_add(&w->stats, w->stored, w->h.dim, &(otl_row_tag){t.image, t.label, t.split});
-        *next_image = t.image + 1;
+        otl_features_stats_add(&w->stats, w->stored, w->h.dim, &(otl_row_tag){t.image, t.label, t.split, t.view});
     }
     free(row);
-    w->h.n_rows = good;
-    *rows_done = good;
-    if (ftruncate(w->fd, (off_t)(w->h.rows_offset + good * w->row_bytes)) != 0)
+    if (st) return st;
+    w->h.n_rows = whole;
+    *rows_done = whole;
+    if (ftruncate(w->fd, (off_t)(w->h.rows_offset + whole * w->row_bytes)) != 0)
         return otl_error(ONNXTL_ERR_IO, "%s: cannot truncate: %s", w->partial_path, strerror(errno));
     return NULL;
 }
@@ -211,18 +227,19 @@ static onnxtl_status *lock_partial(int fd, const char *path) {
 }
 
 onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, size_t meta_len,
-                                        uint32_t dim, int dtype, int n_classes, bool restart,
-                                        otl_features_writer **out, uint32_t *next_image, uint64_t *rows_done) {
+                                        const otl_features_layout *layout, bool restart, otl_features_writer **out,
+                                        uint32_t *next_image, uint64_t *rows_done) {
     otl_features_writer *w = calloc(1, sizeof *w);
     if (!w) return otl_nomem();
     w->fd = -1;
-    w->dtype = dtype;
-    w->row_bytes = row_bytes_for(dim, dtype);
+    w->dtype = layout->dtype;
+    w->views = layout->views;
+    w->row_bytes = row_bytes_for(layout->dim, layout->dtype);
     *next_image = 0;
     *rows_done = 0;
-    onnxtl_status *st = otl_features_stats_init(&w->stats, n_classes);
+    onnxtl_status *st = otl_features_stats_init(&w->stats, layout->n_classes);
     if (st) goto fail;
-    if (!(w->stored = malloc(sizeof(float) * dim))) {
+    if (!(w->stored = malloc(sizeof(float) * layout->dim))) {
         st = otl_nomem();
         goto fail;
     }
@@ -250,7 +267,7 @@ onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, 
                        "remove it or pass --restart to discard it", w->partial_path);
         goto fail;
     } else {
-        OTL_TRY_GOTO(st, start_fresh(w, meta, meta_len, dim), fail);
+        OTL_TRY_GOTO(st, start_fresh(w, meta, meta_len, layout->dim), fail);
     }
     *out = w;
     return NULL;
@@ -297,7 +314,7 @@ static onnxtl_status *stage(otl_features_writer *w, row_block *b, const float *f
     for (size_t i = 0; i < n; i++) {
         unsigned char *row = b->buf + i * w->row_bytes;
         OTL_TRY(narrow_row(w, row, feats + i * w->h.dim));
-        row_trailer t = {.image = tags[i].image, .label = tags[i].label, .split = tags[i].split};
+        row_trailer t = {.image = tags[i].image, .label = tags[i].label, .split = tags[i].split, .view = tags[i].view};
         memcpy(row + fbytes, &t, sizeof t);
         t.crc = otl_crc32c(row, w->row_bytes - 4);
         memcpy(row + fbytes, &t, sizeof t);

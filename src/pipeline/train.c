@@ -124,12 +124,12 @@ typedef struct {
     int *labels;
 } trainer;
 
-/* Copies rows (by index) into x and their labels. */
-static void gather(trainer *t, const uint64_t *rows, int n) {
+/* Copies rows (by index, each moved on by `view`) into x and their labels. */
+static void gather(trainer *t, const uint64_t *rows, int n, uint64_t view) {
     const int dim = t->h->dims[0];
     for (int i = 0; i < n; i++) {
-        otl_features_values(t->f, rows[i], t->x + (size_t)i * dim);
-        t->labels[i] = otl_features_tag(t->f, rows[i]).label;
+        otl_features_values(t->f, rows[i] + view, t->x + (size_t)i * dim);
+        t->labels[i] = otl_features_tag(t->f, rows[i] + view).label;
     }
 }
 
@@ -150,7 +150,7 @@ static onnxtl_status *evaluate(trainer *t, double *loss, double *acc) {
     const int c = t->h->dims[t->h->n_layers];
     for (size_t s = 0; s < t->rows.n_eval; s += (size_t)t->cap) {
         int n = t->rows.n_eval - s < (size_t)t->cap ? (int)(t->rows.n_eval - s) : t->cap;
-        gather(t, t->rows.eval + s, n);
+        gather(t, t->rows.eval + s, n, 0);
         OTL_TRY(t->be->forward(t->state, t->x, n, NULL, t->logits));
         sum += otl_cross_entropy(t->logits, t->labels, n, c, NULL, &correct);
     }
@@ -170,6 +170,16 @@ void otl_shuffle(uint64_t *x, size_t n, uint64_t *state) {
     *state = r.s;
 }
 
+/* Whether rows first.. hold views 0..views-1 of one image. */
+static bool views_follow(const otl_features *f, uint64_t first, otl_row_tag tag, int views) {
+    if (first + (uint64_t)views > otl_features_rows(f)) return false;
+    for (int v = 0; v < views; v++) {
+        const otl_row_tag t = otl_features_tag(f, first + (uint64_t)v);
+        if (t.image != tag.image || t.view != v) return false;
+    }
+    return true;
+}
+
 onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s) {
     const uint64_t *split = otl_features_split_rows(f);
     s->eval_split = split[SPLIT_TEST] ? SPLIT_TEST : split[SPLIT_VAL] ? SPLIT_VAL : -1;
@@ -177,11 +187,18 @@ onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s) {
     s->train = malloc(sizeof(uint64_t) * (rows + 1));
     s->eval = malloc(sizeof(uint64_t) * (rows + 1));
     s->n_train = s->n_eval = 0;
+    s->views = otl_features_meta_of(f)->views;
     if (!s->train || !s->eval) return otl_nomem();
     for (uint64_t i = 0; i < rows; i++) {
         const otl_row_tag tag = otl_features_tag(f, i);
         if (tag.split == SPLIT_TRAIN || tag.split == SPLIT_ALL) s->train[s->n_train++] = i;
         else if ((int)tag.split == s->eval_split) s->eval[s->n_eval++] = i;
+        const int views = otl_views_of(s->views, tag.split);
+        if (!views_follow(f, i, tag, views))
+            return otl_error(ONNXTL_ERR_FORMAT, "%s: row %llu: the %d views of %s are not the rows that follow it "
+                             "(damaged file)", otl_features_path(f), (unsigned long long)i, views,
+                             otl_features_meta_of(f)->images[tag.image].path);
+        i += (uint64_t)views - 1;
     }
     if (!s->n_train)
         return otl_error(ONNXTL_ERR_ARG, "%s: no training rows (extract a train/ split or an unsplit folder)",
@@ -246,7 +263,7 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     int correct = 0;
     for (size_t s = 0, step = 0; s < t->rows.n_train; s += (size_t)o->batch, step++) {
         int n = t->rows.n_train - s < (size_t)o->batch ? (int)(t->rows.n_train - s) : o->batch;
-        gather(t, t->rows.train + s, n);
+        gather(t, t->rows.train + s, n, otl_epoch_view(&t->rows, epoch));
         OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
         const int before = correct;
         double l = otl_cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);

@@ -81,12 +81,19 @@ onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *s
 void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e);
 
 /* The rows of each split: the training ones (split train, or all when
- * unsplit), and the test (else val) ones, whose split eval_split names (-1: none). */
+ * unsplit), and the test (else val) ones, whose split eval_split names (-1: none).
+ * A file of extract --views K lists each training image by its first view's
+ * row; its views follow it. */
 typedef struct {
     uint64_t *train, *eval;
     size_t n_train, n_eval;
     int eval_split;
+    int views;
 } otl_row_splits;
+
+/* How far past its first view's row a training image's row lies in epoch
+ * `epoch` (from 1): the views in turn, so each epoch sees another augmentation. */
+static inline uint64_t otl_epoch_view(const otl_row_splits *s, int epoch) { return (uint64_t)((epoch - 1) % s->views); }
 
 /* Fails, naming the file, when f has no training rows. */
 onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s);

@@ -181,15 +181,18 @@ static onnxtl_status *image_pass(epoch_pass *e, const size_t *order, size_t n) {
     net_training *t = e->t;
     otl_strlist paths = {0};
     e->samples = order;
-    onnxtl_status *st = otl_dataset_paths(t->ds, order, n, &paths);
+    const bool augment = e->training && augmenting(t->o);
+    otl_draw_key *draws = augment ? malloc(sizeof *draws * (n + 1)) : NULL;
+    onnxtl_status *st = augment && !draws ? otl_nomem() : otl_dataset_paths(t->ds, order, n, &paths);
+    for (size_t i = 0; draws && i < n; i++) draws[i] = (otl_draw_key){order[i], (uint32_t)e->epoch};
     otl_batch_source src = {.paths = (const char *const *)paths.items, .n = n, .pre = &t->pre,
                             .height = t->input.height, .width = t->input.width, .hwc = t->input.nhwc,
                             .batch = t->o->batch, .decoders = t->o->decoders, .consumers = 1,
-                            .augment = e->training && augmenting(t->o) ? &t->o->augment : NULL,
-                            .epoch = (uint64_t)e->epoch};
+                            .augment = augment ? &t->o->augment : NULL, .draws = draws};
     void *ctxs[1] = {e};
     if (!st && n) st = otl_batches_run(&src, on_images, ctxs);
     otl_strlist_free(&paths);
+    free(draws);
     return st;
 }
 
@@ -208,11 +211,13 @@ static onnxtl_status *row_pass(epoch_pass *e, const uint64_t *rows, size_t n) {
 }
 
 /* The samples of each split, as dataset indices (images) or row indices
- * (features): training ones, and the test (else val) ones. */
+ * (features): training ones, and the test (else val) ones; on a cache of
+ * extract --views, training images by their first views' rows. */
 typedef struct {
     size_t *train, *eval;
     size_t n_train, n_eval;
     int eval_split;
+    int views;
 } splits;
 
 /* One pass over the samples listed in order: their mean loss and accuracy. */
@@ -232,6 +237,7 @@ static onnxtl_status *split_images(const otl_dataset *ds, splits *s) {
     s->eval = malloc(sizeof *s->eval * (ds->n_samples + 1));
     if (!s->train || !s->eval) return otl_nomem();
     s->eval_split = -1;
+    s->views = 1;
     for (size_t i = 0; i < ds->n_samples; i++)
         if (ds->samples[i].split == SPLIT_TEST || (ds->samples[i].split == SPLIT_VAL && s->eval_split < 0))
             s->eval_split = ds->samples[i].split;
@@ -249,7 +255,7 @@ static onnxtl_status *split_rows(const otl_features *f, splits *s) {
     _Static_assert(sizeof(size_t) == sizeof(uint64_t), "row indices are held as size_t");
     otl_row_splits rs = {0};
     onnxtl_status *st = otl_features_splits(f, &rs);
-    *s = (splits){(size_t *)rs.train, (size_t *)rs.eval, rs.n_train, rs.n_eval, rs.n_eval ? rs.eval_split : -1};
+    *s = (splits){(size_t *)rs.train, (size_t *)rs.eval, rs.n_train, rs.n_eval, rs.n_eval ? rs.eval_split : -1, rs.views};
     return st;
 }
 
@@ -381,7 +387,8 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         if (o->shuffle) otl_shuffle(order, s->n_train, &rng_state);
         if (epoch < first) continue; /* a resumed run replays the orders of the epochs done */
         otl_trainer_set_lr_scale(t->trainer, lr_scale(o, epoch));
-        for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]];
+        /* on a cache of --views K, the epoch's view of each image (its rows follow the first) */
+        for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]] + (size_t)((epoch - 1) % s->views);
         otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, eval_name};
         st = run_pass(t, picked, s->n_train, true, epoch, &f.train_loss, &f.train_acc);
         if (!st && f.train_loss < 0)
@@ -438,7 +445,8 @@ static onnxtl_status *open_features(net_training *t) {
                          "layers before the cut must be those of the model trained", o->data, m->model_path,
                          m->model_sha256, o->model_path, sha);
     if (augmenting(o))
-        return otl_error(ONNXTL_ERR_ARG, "%s holds one fixed view of each image; --augment is for training on images",
+        return otl_error(ONNXTL_ERR_ARG, "%s holds the views its extraction made (extract --views K --augment LIST caches "
+                         "augmented ones); --augment is for training on images",
                          o->data);
     if (preprocess_given(&o->pre))
         return otl_error(ONNXTL_ERR_ARG, "%s fixes the preprocessing its rows were made with; the preprocessing "
