@@ -350,9 +350,12 @@ def test_views(onnxtl, data, d, ref):
     paths = open(os.path.join(d, "npv_paths.txt")).read().split()
     train = np.flatnonzero(sv == 0)
     pairs = all(paths[i] == paths[i + 1] for i in train[::2]) and len(train) == 2 * int((sr == 0).sum())
-    report(pairs and not np.array_equal(xv[train[0]], xv[train[1]]) and np.array_equal(xv[sv == 2], xr[sr == 2]),
+    # the plain run's batches are of 8: its convolutions may take other algorithms, to the last bits
+    test_rel = float(np.abs(xv[sv == 2] - xr[sr == 2]).max() / np.abs(xr[sr == 2]).max())
+    report(pairs and not np.array_equal(xv[train[0]], xv[train[1]]) and test_rel <= 1e-5,
            "extract --views 2: two different rows per training image, one after the other, and the test images' "
-           "rows as a plain extraction's", f"{len(train)} training rows for {int((sr == 0).sum())} images")
+           "rows as a plain extraction's", f"{len(train)} training rows for {int((sr == 0).sum())} images; test rows "
+           f"within {test_rel:.1e} (limit 1e-5)")
     out = os.path.join(d, "views_resumed.bin")
     cmd = [onnxtl, "extract", m, data, "-o", out, *args]
     killed = kill_after_rows(cmd, out + ".partial", 21, 512 * 4 + 16)

@@ -56,8 +56,8 @@ onnxtl_status *otl_cpu_add_backward(const otl_grad_args *a);
  * running statistics in[3] and in[4] (a->in's, written in place) move by
  * 1 - the node's momentum towards the batch mean and the unbiased
  * variance.  The backward pass takes the batch statistics' own gradient. */
-void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, float *saved);
-onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const float *saved);
+void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, double *saved);
+onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const double *saved);
 onnxtl_status *otl_cpu_global_avgpool_backward(const otl_grad_args *a);
 size_t otl_cpu_backward_workspace_floats(const otl_node *n, const otl_tinfo *t);
 /* Runs n's forward kernel (the backend's kernel table). */

@@ -470,7 +470,7 @@ static void channel_extent(const otl_tinfo *x, int64_t *n, int64_t *c, int64_t *
     for (int i = 2; i < x->rank; i++) *plane *= x->dims[i];
 }
 
-void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, float *saved) {
+void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_mean, float *running_var, double *saved) {
     int64_t n, c, plane;
     channel_extent(IN_T(a, 0), &n, &c, &plane);
     const float *X = a->in[0], *scale = a->in[1], *shift = a->in[2];
@@ -488,19 +488,20 @@ void otl_cpu_batchnorm_train_forward(const otl_kernel_args *a, float *running_me
                 squares += d * d;
             }
         const double var = squares / count, invstd = 1.0 / sqrt(var + eps);
-        saved[ch] = (float)mean, saved[c + ch] = (float)invstd;
+        saved[ch] = mean, saved[c + ch] = invstd; /* in double: rounding the mean would shift every x - mean */
         running_mean[ch] = (float)(keep * running_mean[ch] + (1 - keep) * mean);
         running_var[ch] = (float)(keep * running_var[ch] + (1 - keep) * squares / (count - 1));
-        const float k = (float)(scale[ch] * invstd), off = (float)(shift[ch] - mean * scale[ch] * invstd);
+        /* x - mean in double: a channel whose mean is large against its spread loses no bits */
+        const double k = scale[ch] * invstd;
         for (int64_t b = 0; b < n; b++) {
             const float *src = X + (b * c + ch) * plane;
             float *dst = Y + (b * c + ch) * plane;
-            for (int64_t i = 0; i < plane; i++) dst[i] = src[i] * k + off;
+            for (int64_t i = 0; i < plane; i++) dst[i] = (float)((src[i] - mean) * k + shift[ch]);
         }
     }
 }
 
-onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const float *saved) {
+onnxtl_status *otl_cpu_batchnorm_train_backward(const otl_grad_args *a, const double *saved) {
     const otl_kernel_args *f = &a->f;
     int64_t n, c, plane;
     channel_extent(IN_T(f, 0), &n, &c, &plane);

@@ -34,7 +34,7 @@ struct otl_tape {
     void **act;      /* per value: its buffer (a constant's data, a parameter's slot) */
     float **grad;    /* per value: its gradient, for activations */
     uint8_t **keep;  /* per step: a training Dropout's mask */
-    float **saved;   /* per step: a train-mode BatchNormalization's batch mean and 1 / std */
+    double **saved;  /* per step: a train-mode BatchNormalization's batch mean and 1 / std */
     float *workspace;
     void *buffers;   /* one allocation behind act and grad */
     bool trained;    /* the last forward was a training one */
@@ -409,7 +409,7 @@ static onnxtl_status *batchnorm_train(otl_tape *tp, int step, const otl_kernel_a
     if (per_channel < 2)
         return otl_error(ONNXTL_ERR_ARG, "BatchNormalization in train mode (--bn train) needs more than one value per "
                          "channel, and a batch of %lld has one", (long long)x->dims[0]);
-    if (!tp->saved[step] && !(tp->saved[step] = malloc(sizeof(float) * 2 * (size_t)c))) return otl_nomem();
+    if (!tp->saved[step] && !(tp->saved[step] = malloc(sizeof(double) * 2 * (size_t)c))) return otl_nomem();
     otl_cpu_batchnorm_train_forward(a, (float *)a->in[3], (float *)a->in[4], tp->saved[step]);
     return NULL;
 }

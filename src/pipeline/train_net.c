@@ -148,15 +148,18 @@ static onnxtl_status *step_batch(epoch_pass *e, const float *x, int n) {
     return NULL;
 }
 
-/* The frozen part on a batch of images: `from` for each, computed by the session. */
+/* The frozen part on a batch of images: `from` for each, computed by the
+ * session at the full batch size (the short batch padded with zeros), as
+ * extract computes it, so that a cache extracted at this --batch holds the
+ * rows these images give here. */
 static onnxtl_status *run_frozen(net_training *t, const otl_batch *b, const float **x) {
     onnxtl_tensor in = {.name = t->input.name, .dtype = ONNXTL_FLOAT, .rank = 4, .data = b->pixels};
     onnxtl_tensor out = {.name = otl_model_graph(t->model)->values[t->from].name};
-    otl_image_input_dims(&t->input, b->good, in.dims);
+    otl_image_input_dims(&t->input, (size_t)t->o->batch, in.dims);
     OTL_TRY(onnxtl_session_run(t->frozen, &in, 1, &out, 1));
     int64_t count = 1;
     for (int d = 0; d < out.rank; d++) count *= out.dims[d];
-    if (out.dtype != ONNXTL_FLOAT || count != t->from_count * (int64_t)b->good)
+    if (out.dtype != ONNXTL_FLOAT || count != t->from_count * (int64_t)t->o->batch)
         return otl_error(ONNXTL_ERR_MODEL, "%s: '%s' came out of the frozen layers as other than %lld floats per image",
                          t->o->model_path, out.name, (long long)t->from_count);
     *x = out.data;
