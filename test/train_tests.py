@@ -604,7 +604,7 @@ def test_cache_refusals(onnxtl, shared, d):
         ((mdl, feats, "--resize", "64x64"), "fixes the preprocessing", "preprocessing options with a features file"),
         ((mdl, data, "--from", "/layer3/layer3.1/bn2/BatchNormalization_output_0", "--resize", "64x64", "--crop",
           "none"), "also read", "--from a tensor that a residual connection goes around"),
-        ((mdl, feats, "--augment", "flip"), "one fixed view", "--augment with a features file"),
+        ((mdl, feats, "--augment", "flip"), "--augment is for training on images", "--augment with a features file"),
         ((mdl, data, "--from", "nonesuch", "--resize", "64x64", "--crop", "none"), "has no tensor 'nonesuch'",
          "--from a tensor the model lacks"),
     )

@@ -16,6 +16,8 @@ static const char fit_head_help[] =
     "Trains a new classifier head on a features file from 'onnxtl extract' and\n"
     "writes the backbone (up to the cut, from the model the features file names)\n"
     "plus the head as one ONNX model with a Softmax output 'probabilities'.\n"
+    "On a file of 'extract --views K', each epoch takes the next augmented view of\n"
+    "every training image.\n"
     "\n"
     "options:\n"
     "  -o FILE              model to write (default model.onnx; 'none' trains and writes only --head-only)\n"
