@@ -235,7 +235,7 @@ static onnxtl_status *make_blocked_output(otl_dnnl_conv *c, dnnl_engine_t eng, c
     if (n->attrs.fused_add) OTL_TRY(otl_dnnl_conversion_init(&c->blocked.skip_in, eng, &plain, dmd, 1.0f));
     OTL_TRY(otl_dnnl_conversion_init(&c->blocked.out, eng, dmd, &plain, 1.0f));
     DNNL_TRY(dnnl_memory_create(&c->blocked.plain_dst, &plain, eng, DNNL_MEMORY_NONE), "memory");
-    c->blocked.pad_offset = c->blocked.dst_offset + round64(c->blocked.out.bytes);
+    c->blocked.pad_offset = c->blocked.dst_offset + round64(dnnl_memory_desc_get_size(dmd));
     DNNL_TRY(dnnl_memory_create(&c->blocked.pad, pad_md, eng, DNNL_MEMORY_NONE), "memory");
     return NULL;
 }

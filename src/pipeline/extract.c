@@ -48,6 +48,7 @@ typedef struct {
     backbone *bb;
     const otl_dataset *ds;
     const row_list *todo;
+    uint8_t *unread;    /* per pipeline image: it could not be read (batches come in order) */
     otl_features_writer *w;
     otl_row_tag *tags;
     otl_extract_result *r;
@@ -105,6 +106,24 @@ static onnxtl_status *build_meta(const otl_extract_options *o, const backbone *b
     return otl_features_meta_text(&m, text, len);
 }
 
+/* With --views each view decodes the file again: one that could be read
+ * while another view of the same image could not (the file changed in
+ * between) would leave the image without all its rows.  The run stops before
+ * this batch's rows are written, and a resume, which keeps whole images only,
+ * redoes that image. */
+static onnxtl_status *check_views(extraction *x, const otl_batch *b) {
+    for (size_t i = 0; i < b->n_bad; i++) x->unread[b->bad[i]] = 1;
+    for (size_t e = b->first; e < b->first + b->count; e++) {
+        if (!x->todo->views[e] || x->unread[e] == x->unread[e - 1]) continue; /* e - 1: the same image's previous view */
+        const otl_sample *s = &x->ds->samples[x->todo->samples[e]];
+        return otl_error(ONNXTL_ERR_IO, "%s/%s: view %d %s read but view %d %s (the file changed while extract read "
+                         "it); the rows so far are kept: run the same command again to resume", x->ds->root, s->path,
+                         x->todo->views[e] - 1, x->unread[e - 1] ? "could not be" : "was", x->todo->views[e],
+                         x->unread[e] ? "could not" : "could");
+    }
+    return NULL;
+}
+
 /* The network runs on the stream's session, batches side by side; rows,
  * warnings and progress follow in order. */
 static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *turn) {
@@ -121,6 +140,7 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
         OTL_TRY(onnxtl_session_run(sc->session, &in, 1, &out, 1));
     }
     if (!otl_batch_wait_turn(turn)) return NULL;
+    OTL_TRY(check_views(x, b));
     for (size_t i = 0; i < b->n_bad; i++) { /* an image's views fail together: it is counted once */
         if (x->todo->views[b->bad[i]]) continue;
         otl_events_note(x->o->events, true, "skipped %s", b->why[i]);
@@ -148,7 +168,8 @@ static onnxtl_status *on_batch(void *ctx, const otl_batch *b, otl_batch_turn *tu
 static onnxtl_status *run_extraction(extraction *x, const row_list *todo) {
     otl_strlist paths = {0};
     x->tags = calloc((size_t)x->o->batch, sizeof *x->tags);
-    onnxtl_status *st = x->tags ? otl_dataset_paths(x->ds, todo->samples, todo->n, &paths) : otl_nomem();
+    x->unread = calloc(todo->n + 1, 1);
+    onnxtl_status *st = x->tags && x->unread ? otl_dataset_paths(x->ds, todo->samples, todo->n, &paths) : otl_nomem();
     otl_batch_source src = {.paths = (const char *const *)paths.items, .n = todo->n, .pre = &x->bb->pre,
                             .height = x->bb->input.height, .width = x->bb->input.width, .hwc = x->bb->input.nhwc,
                             .batch = x->o->batch, .decoders = x->o->decoders, .max_pixels = x->o->max_pixels,
@@ -165,6 +186,7 @@ static onnxtl_status *run_extraction(extraction *x, const row_list *todo) {
     x->r->images_per_second = x->r->seconds > 0 ? (double)todo->n / x->r->seconds : 0;
     otl_strlist_free(&paths);
     free(x->tags);
+    free(x->unread);
     return st;
 }
 

@@ -167,9 +167,11 @@ static char *read_partial_meta(int fd, const file_header *h) {
     return NULL;
 }
 
-static bool partial_matches(otl_features_writer *w, const char *meta, size_t meta_len) {
+static bool partial_matches(otl_features_writer *w, const char *meta, size_t meta_len, uint32_t dim) {
     file_header h;
-    if (!read_partial_header(w->fd, &h) || h.meta_bytes != meta_len) return false;
+    if (!read_partial_header(w->fd, &h) || h.meta_bytes != meta_len || h.dim != dim || h.row_bytes != w->row_bytes ||
+        h.rows_offset != rows_offset_for(meta_len))
+        return false;
     char *old = read_partial_meta(w->fd, &h);
     const bool same = old && !memcmp(old, meta, meta_len);
     free(old);
@@ -259,7 +261,7 @@ onnxtl_status *otl_features_writer_open(const char *out_path, const char *meta, 
     OTL_TRY_GOTO(st, lock_partial(w->fd, w->partial_path), fail);
     struct stat sb;
     bool existing = fstat(w->fd, &sb) == 0 && sb.st_size > 0;
-    if (existing && partial_matches(w, meta, meta_len)) {
+    if (existing && partial_matches(w, meta, meta_len, layout->dim)) {
         OTL_TRY_GOTO(st, resume_rows(w, next_image, rows_done), fail);
     } else if (existing && !restart) {
         st = otl_error(ONNXTL_ERR_ARG,
