@@ -144,7 +144,6 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     dnnl_dims_t wd, bd = {w->dims[0]}, strides, dil, pl, pr;
     const int w_rank = weights_dims(n, t, wd);
     window_dims(&win, strides, dil, pl, pr);
-    if (winograd && !winograd_shape(n, t, arith, &win)) return otl_error(ONNXTL_ERR_UNSUPPORTED, "not a Winograd shape");
     const dnnl_format_tag_t act_tag = winograd ? dnnl_format_tag_any : dnnl_nhwc;
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, act_tag), "memory desc");

@@ -5,7 +5,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "dtype.h"
 #include "feature_file.h"
 #include "hash.h"
 #include "onnxtl_base.h"
@@ -40,6 +42,12 @@ typedef struct {
     uint32_t crc; /* CRC-32C of the row's features and the fields above */
 } row_trailer;
 _Static_assert(sizeof(row_trailer) == ROW_TRAILER, "row layout");
+
+/* A stored row's dim values as floats (widened from float16). */
+static inline void otl_stored_to_floats(const unsigned char *row, int dtype, uint32_t dim, float *dst) {
+    if (dtype == ONNXTL_FLOAT16) otl_halves_to_floats(row, dst, dim);
+    else memcpy(dst, row, sizeof(float) * dim);
+}
 
 static inline uint64_t rows_offset_for(uint64_t meta_bytes) { return (HEADER_BYTES + meta_bytes + 63) & ~(uint64_t)63; }
 static inline size_t value_bytes_of(int dtype) { return dtype == ONNXTL_FLOAT16 ? 2 : 4; }

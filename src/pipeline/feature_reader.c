@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "checked.h"
-#include "dtype.h"
 #include "feature_format.h"
 #include "status.h"
 
@@ -160,12 +159,7 @@ otl_row_tag otl_features_tag(const otl_features *f, uint64_t i) {
 }
 
 void otl_features_values(const otl_features *f, uint64_t i, float *dst) {
-    const unsigned char *row = row_at(f, i);
-    if (f->meta.dtype != ONNXTL_FLOAT16) {
-        memcpy(dst, row, sizeof(float) * f->h.dim);
-        return;
-    }
-    otl_halves_to_floats(row, dst, f->h.dim);
+    otl_stored_to_floats(row_at(f, i), f->meta.dtype, f->h.dim, dst);
 }
 
 bool otl_features_finite(const otl_features *f, uint64_t i) {

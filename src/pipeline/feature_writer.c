@@ -81,15 +81,6 @@ static onnxtl_status *start_fresh(otl_features_writer *w, const char *meta, size
     return NULL;
 }
 
-/* A stored row's values as floats, into w->stored. */
-static void widen_row(otl_features_writer *w, const unsigned char *row) {
-    if (w->dtype != ONNXTL_FLOAT16) {
-        memcpy(w->stored, row, sizeof(float) * w->h.dim);
-        return;
-    }
-    otl_halves_to_floats(row, w->stored, w->h.dim);
-}
-
 /* Stores one row's values as the file's dtype; a finite value float16
  * cannot hold would become infinity, and is refused. */
 static onnxtl_status *narrow_row(otl_features_writer *w, unsigned char *row, const float *x) {
@@ -137,7 +128,7 @@ static onnxtl_status *resume_rows(otl_features_writer *w, uint32_t *next_image, 
     for (uint64_t i = 0; i < whole && !st; i++) {
         st = read_row(w, i, row, &t, &ok);
         w->h.split_rows[t.split]++;
-        widen_row(w, row);
+        otl_stored_to_floats(row, w->dtype, w->h.dim, w->stored);
         otl_features_stats_add(&w->stats, w->stored, w->h.dim, &(otl_row_tag){t.image, t.label, t.split, t.view});
     }
     free(row);
@@ -322,7 +313,7 @@ static onnxtl_status *stage(otl_features_writer *w, row_block *b, const float *f
         memcpy(row + fbytes, &t, sizeof t);
     }
     for (size_t i = 0; i < n; i++) { /* counted once every row is staged: a refused batch counts nothing */
-        widen_row(w, b->buf + i * w->row_bytes);
+        otl_stored_to_floats(b->buf + i * w->row_bytes, w->dtype, w->h.dim, w->stored);
         w->h.split_rows[tags[i].split]++;
         otl_features_stats_add(&w->stats, w->stored, w->h.dim, &tags[i]);
     }
