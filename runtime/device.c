@@ -40,7 +40,7 @@ static onnxtl_status *cpu_precision(onnxtl_precision p) {
 void otl_cpu_facts_get(otl_cpu_facts *f) {
     char why[256];
     *f = (otl_cpu_facts){otl_cpu_isa_name(), otl_cpu_bf16_available(why, sizeof why), otl_cpu_u8_full_range(),
-                           otl_cpu_winograd_available()};
+                           otl_cpu_winograd_isa()};
 }
 
 onnxtl_status *otl_device_backend(const otl_device *d, onnxtl_precision p, const otl_backend **b) {

@@ -28,7 +28,7 @@ typedef struct {
     const char *isa;
     bool bf16;
     bool int8_vnni; /* int8 sums u8 x s8 products in 32 bits (VNNI, AMX); without, u8 inputs use 7 bits */
-    bool winograd;  /* fp32 3x3 convolutions may run oneDNN's Winograd (AVX-512) */
+    const char *winograd; /* the ISA of the Winograd fp32 3x3 convolutions may run: "avx512", "avx2" or "none" */
 } otl_cpu_facts;
 void otl_cpu_facts_get(otl_cpu_facts *f);
 

@@ -46,13 +46,14 @@ def model(arch="resnet18", fold="fold"):
     return path
 
 
-def subset(shared, d, per_class_train, per_class_test):
+def subset(shared, d, per_class_train, per_class_test, skip=0):
+    """d/data: the first photos of each class and split (past the first `skip` training ones), as links."""
     root = os.path.join(d, "data")
-    for split, n in (("train", per_class_train), ("test", per_class_test)):
+    for split, n, first in (("train", per_class_train, skip), ("test", per_class_test, 0)):
         for cls in ("cat", "dog"):
             os.makedirs(os.path.join(root, split, cls))
             src = os.path.join(os.path.abspath(shared), "dogscats", split, cls)
-            for f in sorted(os.listdir(src))[:n]:
+            for f in sorted(os.listdir(src))[first:first + n]:
                 os.symlink(os.path.join(src, f), os.path.join(root, split, cls, f))
     return root
 

@@ -4,7 +4,8 @@
 For resnet18, resnet50 and vgg16 (random weights, fixed seed), exported at
 opsets 11, 13 and 17 with and without constant folding, runs `onnxtl infer`
 at batch 4 and batch 1 and requires max|ours - ref| <= 1e-4 * max|ref|.
-Exports and references are cached in build/models.
+Exports and references are cached in build/models.  Under
+ONEDNN_MAX_CPU_ISA (make test runs it capped at AVX2), each label says so.
 
 usage: parity.py ONNXTL [--archs resnet18,resnet50,vgg16] [--opsets 11,13,17] [--batches 4,1]
                  [--folds fold,nofold]
@@ -53,7 +54,10 @@ def main():
     ap.add_argument("--opsets", default="11,13,17")
     ap.add_argument("--batches", default="4,1")
     ap.add_argument("--folds", default="fold,nofold")
+
     a = ap.parse_args()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    isa = f", oneDNN capped at {cap}" if cap else ""  # the cap selects onnxtl's Winograd kernels too
     os.makedirs(MODELS, exist_ok=True)
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +72,7 @@ def main():
                     extra = ["--no-fold"] if fold == "nofold" else []
                     ensure(model, ["--arch", arch, "--opset", opset] + extra)
                     for batch in map(int, a.batches.split(",")):
-                        label = f"parity {arch} opset {opset} {fold} batch {batch}"
+                        label = f"parity {arch} opset {opset} {fold} batch {batch}{isa}"
                         failed += not check(a.onnxtl, model, inp, ref, batch, label, tmp)
     return 1 if failed else 0
 

@@ -37,11 +37,14 @@ fi
 run_suite bad_models $PY test/bad_models.py $B/onnxtl
 run_suite cli $PY test/cli_errors.py $B/onnxtl
 run_suite parity $PY test/parity.py $B/onnxtl
+# oneDNN's AVX2 kernels and onnxtl's AVX2 Winograd, on any machine that has AVX2.
+run_suite parity_avx2 env ONEDNN_MAX_CPU_ISA=AVX2 $PY test/parity.py $B/onnxtl --opsets 17 --folds fold
 run_suite loader $PY test/loader_tests.py $B/onnxtl
 # Every backbone family of models/backbones.tsv: logits and head input against torch.
 run_suite models_manifest $PY test/models_manifest.py $B/onnxtl
 run_suite producers $PY test/producers_tests.py $B/onnxtl
 run_suite layout $PY test/layout_tests.py $B/onnxtl
+run_suite winograd $PY test/winograd_tests.py $B/onnxtl
 # Per-node fallback, on the CPU: convolutions, then every other op, placed on
 # a CPU backend of their own, so that each graph crosses segment boundaries.
 run_suite fallback_conv $PY test/layout_tests.py $B/onnxtl --fallback Conv
@@ -95,6 +98,7 @@ if [ "${ONNXTL_SKIP_SANITIZE:-0}" != 1 ] && [ "$B" = build ]; then
             run_suite asan_conformance build-san/test_conformance test/conformance.manifest "$SHARED/onnx-node"
         run_suite asan_parity $PY test/parity.py build-san/onnxtl --archs resnet18 --opsets 13 --batches 1
         run_suite asan_layout $PY test/layout_tests.py build-san/onnxtl
+        run_suite asan_winograd $PY test/winograd_tests.py build-san/onnxtl
         run_suite asan_extract $PY test/extract_tests.py build-san/onnxtl "$SHARED" bad_files
         run_suite asan_preprocess $PY test/preprocess_parity.py build-san/test_preprocess_dump "$SHARED"
         # Every input a fuzz target ever failed on (test/fuzz/NAME/), run again.

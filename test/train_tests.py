@@ -234,21 +234,90 @@ def test_resnet18_frozen_bn(onnxtl, shared, d):
            f"statistics unchanged: {frozen}")
 
 
+# Step parity is defined only away from ReLU's kink: a pre-activation within float32's error of zero may fall
+# on either side in two implementations, and its gradient with it (one such value, 5e-9 of its ReLU's largest,
+# moved ResNet18's layer4.0.conv1 gradient 1e-2 from torch's, and batch-2 training spread that to 2e-3 in the
+# losses).  torch in float32 parts from its own float64 so too (VGG16's last block: 7e-5 in the losses, where
+# onnxtl stayed within 5e-8 of float64), so the references on caches run in float64, and each case takes the
+# first subset of the photos (13 training photos per class, then the next 13, ...) along whose torch steps
+# every ReLU input stays at least RELU_MARGIN from zero, relative to the largest at that ReLU in that step.
+RELU_MARGIN = 1e-7
+SUBSETS = 10
+
+
+class relu_watch:
+    """Within it, worst is the smallest |input| of any nn.ReLU that runs, relative to the largest in its input."""
+
+    def __enter__(self):
+        self.worst = 1.0
+        self.hook = torch.nn.modules.module.register_module_forward_pre_hook(self.see)  # pre: torch's work in place
+        return self
+
+    def see(self, module, inp):
+        if isinstance(module, torch.nn.ReLU):
+            v = inp[0].detach().abs()
+            self.worst = min(self.worst, float(v.min()) / max(float(v.max()), 1e-300))
+
+    def __exit__(self, *exc):
+        self.hook.remove()
+
+
+class Caches:
+    """extract --cut (at 64x64) of successive subsets of the photos, 13 training photos per class, each made once
+    when first asked for: (data, feats, x, y), x the training rows as a tensor of `shape`, or None."""
+
+    def __init__(self, onnxtl, shared, d, mdl, cut, name, shape):
+        self.args, self.made = (onnxtl, shared, d, mdl, cut, name, shape), {}
+
+    def __getitem__(self, i):
+        if i not in self.made:
+            self.made[i] = self.extract(i)
+        return self.made[i]
+
+    def extract(self, i):
+        onnxtl, shared, d, mdl, cut, name, shape = self.args
+        root = os.path.join(d, f"subset{i}")
+        data, feats = subset(shared, root, 13, 2, 13 * i), os.path.join(root, name)
+        r = sh(onnxtl, "extract", mdl, data, "--cut", cut, "--resize", "64x64", "--crop", "none", "-o", feats, "--quiet")
+        r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(root, "np"))
+        if r.returncode:
+            report(False, f"extract the output of {cut}", r.stderr.strip())
+            return None
+        x, y, split = (np.load(os.path.join(root, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
+        return data, feats, torch.from_numpy(x[split == 0].reshape(-1, *shape)), torch.from_numpy(y[split == 0])
+
+
+def conditioned(caches, label, reference, margin=RELU_MARGIN):
+    """The first cache along whose torch steps (reference(data, feats, x, y)) every ReLU input keeps `margin`
+    from zero: (the cache, what reference returned), or (None, None) after reporting that none did."""
+    for i in range(SUBSETS):
+        cache = caches[i]
+        if cache is None:
+            return None, None
+        with relu_watch() as watch:
+            ref = reference(*cache)
+        if watch.worst >= margin:
+            return cache, ref
+        print(f"({label}: along torch's steps on photos {13 * i + 1} to {13 * i + 13} a ReLU input came within "
+              f"{watch.worst:.1e} of its largest of zero; the next 13)")
+    report(False, f"{label}: photos along whose torch steps every ReLU input keeps {margin:g} of its largest "
+           "from zero", f"none of {SUBSETS} subsets")
+    return None, None
+
+
 LAYER3 = "/layer3/layer3.1/relu_1/Relu_output_0"
 
 
 def cached_layer3(onnxtl, shared, d):
-    """ResNet18's layer3 output for 13 photos per class, cached by extract --cut, and as torch tensors."""
+    """ResNet18's layer3 output cached by extract --cut, for successive subsets of the photos: (model, Caches)."""
     mdl = resnet18_path()
-    data = subset(shared, d, 13, 2)
-    feats = os.path.join(d, "layer3.bin")
-    r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, "--resize", "64x64", "--crop", "none", "-o", feats, "--quiet")
-    r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(d, "np"))
-    if r.returncode:
-        report(False, "extract ResNet18's layer3 output", r.stderr.strip())
-        return None
-    x, y, split = (np.load(os.path.join(d, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
-    return mdl, data, feats, torch.from_numpy(x[split == 0].reshape(-1, 256, 4, 4)), torch.from_numpy(y[split == 0])
+    return mdl, Caches(onnxtl, shared, d, mdl, LAYER3, "layer3.bin", (256, 4, 4))
+
+
+def resnet18_tail(onnx_w, dtype):
+    """ResNet18 with the ONNX file's weights, and its layers after layer3."""
+    net, _ = resnet18_torch(onnx_w, dtype)
+    return net, torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
 
 
 def test_resnet18_layer4_cached(onnxtl, shared, d):
@@ -256,21 +325,25 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
     extract --cut computed once, against torch training the same parameters on the same activations (BatchNorm
     frozen), 52 steps of Adam lr 1e-5 and of SGD with momentum.  Nothing before the cut changes, and training
     from the images with --from takes the same steps as training from the cache."""
-    cached = cached_layer3(onnxtl, shared, d)
-    if not cached:
-        return
-    mdl, data, feats, x, y = cached
+    mdl, caches = cached_layer3(onnxtl, shared, d)
     onnx_w = weights(mdl)
     tail_names = ("layer4.", "fc.")
     for label, flags, make_opt in (
             ("Adam lr 1e-5", ["--optim", "adam", "--lr", "1e-5"], lambda p: torch.optim.Adam(p, lr=1e-5)),
             ("SGD lr 1e-4, momentum 0.9", ["--optim", "sgd", "--lr", "1e-4", "--momentum", "0.9"],
              lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9))):
+
+        def reference(data, feats, x, y, make_opt=make_opt):
+            net, tail = resnet18_tail(onnx_w, torch.float64)
+            return net, torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], make_opt, x.double(), y,
+                                    2, 4)
+
+        cache, got = conditioned(caches, f"layer4 and fc, {label}", reference)
+        if cache is None:
+            continue
+        net, ref = got
         out = os.path.join(d, "layer4.onnx")
-        losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4", *flags)
-        net, _ = resnet18_torch(onnx_w, torch.float32)
-        tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
-        ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], make_opt, x, y, 2, 4)
+        losses, err = ours(onnxtl, mdl, cache[1], out, "--batch", "2", "--epochs", "4", *flags)
         if losses is None or len(losses) != len(ref):
             report(False, f"train ResNet18's layer4 and fc on cached layer3 activations ({label})", err)
             continue
@@ -282,10 +355,13 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
                f"ResNet18's layer4 and fc on cached layer3 activations, {label}: every step's loss and the final "
                "weights as torch's, and nothing before the cut changed", f"{len(losses)} steps, losses within "
                f"{loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), frozen part unchanged: {frozen}")
-    groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w)
-    half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w)
+    groups_and_schedules(onnxtl, d, mdl, caches, onnx_w)
+    half_cache(onnxtl, d, mdl, caches, onnx_w)
+    bn_train_mode(onnxtl, d, mdl, caches, onnx_w)
+    if caches[0] is None:
+        return
+    data, feats, _, _ = caches[0]
     views_cache(onnxtl, d, mdl, data)
-    bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w)
     # at extract's batch size (16), the frozen layers run on the images as they ran for the cache
     cached_losses, _ = ours(onnxtl, mdl, feats, os.path.join(d, "a.onnx"), "--batch", "16", "--epochs", "2")
     image_losses, err = ours(onnxtl, mdl, data, os.path.join(d, "b.onnx"), "--batch", "16", "--epochs", "2",
@@ -296,17 +372,27 @@ def test_resnet18_layer4_cached(onnxtl, shared, d):
            "the cache takes", err or f"{image_losses[:3] if image_losses else None} vs {cached_losses[:3]}")
 
 
-def half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w):
+def half_cache(onnxtl, d, mdl, caches, onnx_w):
     """extract --dtype fp16: every value as numpy rounds it to float16, rows of half the size, and 52 Adam steps
     on the cache as torch takes them on the same rounded activations."""
-    half = os.path.join(d, "layer3_fp16.bin")
+
+    def reference(data, feats, x, y):
+        net, tail = resnet18_tail(onnx_w, torch.float64)
+        return torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
+                           lambda p: torch.optim.Adam(p, lr=1e-5), x.half().double(), y, 2, 4)
+
+    cache, ref = conditioned(caches, "an fp16 cache", reference)
+    if cache is None:
+        return
+    data, feats, _, _ = cache
+    half = os.path.join(os.path.dirname(feats), "layer3_fp16.bin")
     r = sh(onnxtl, "extract", mdl, data, "--cut", LAYER3, "--resize", "64x64", "--crop", "none", "--dtype", "fp16",
            "-o", half, "--quiet")
-    r = r if r.returncode else sh(onnxtl, "features", half, "--npy", os.path.join(d, "np16"))
+    r = r if r.returncode else sh(onnxtl, "features", half, "--npy", os.path.join(os.path.dirname(feats), "np16"))
     if r.returncode:
         report(False, "extract --dtype fp16", r.stderr.strip())
         return
-    full, halves = np.load(os.path.join(d, "np_features.npy")), np.load(os.path.join(d, "np16_features.npy"))
+    full, halves = (np.load(os.path.join(os.path.dirname(feats), f"{k}_features.npy")) for k in ("np", "np16"))
     rounded = full.astype(np.float16).astype(np.float32)
     rows, dim = full.shape
     sizes = os.path.getsize(feats) - os.path.getsize(half)
@@ -316,10 +402,6 @@ def half_cache(onnxtl, d, mdl, data, feats, x, y, onnx_w):
            f"(expected {rows * dim * 2})")
     out = os.path.join(d, "layer4_fp16.onnx")
     losses, err = ours(onnxtl, mdl, half, out, "--batch", "2", "--epochs", "4", "--optim", "adam", "--lr", "1e-5")
-    net, _ = resnet18_torch(onnx_w, torch.float32)
-    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
-    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], lambda p: torch.optim.Adam(p, lr=1e-5),
-                      x.half().float(), y, 2, 4)
     if losses is None or len(losses) != len(ref):
         report(False, "train on an fp16 cache", err)
         return
@@ -355,7 +437,7 @@ def views_cache(onnxtl, d, mdl, data):
            f"{len(cached)} steps, losses within {rel:.2e} (limit 1e-6)")
 
 
-def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):
+def groups_and_schedules(onnxtl, d, mdl, caches, onnx_w):
     """AdamW, SGD with weight decay, two parameter groups (layer4 at --lr-backbone, fc at --lr) and the cosine
     and step schedules, stepped each epoch, against torch.optim and torch.optim.lr_scheduler."""
     cases = (
@@ -367,23 +449,31 @@ def groups_and_schedules(onnxtl, d, mdl, feats, x, y, onnx_w):
          lambda g: torch.optim.SGD(g, lr=1e-4, momentum=0.9, weight_decay=1e-3),
          lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)))
     for label, flags, make_opt, make_schedule in cases:
+
+        def reference(data, feats, x, y, flags=flags, make_opt=make_opt, make_schedule=make_schedule):
+            x = x.double()
+            net, tail = resnet18_tail(onnx_w, torch.float64)
+            groups = [{"params": net.layer4.parameters()}, {"params": net.fc.parameters()}]
+            if "--lr-backbone" in flags:
+                groups[0]["lr"] = float(flags[flags.index("--lr-backbone") + 1])
+            opt = make_opt(groups)
+            schedule, ref = make_schedule(opt), []
+            for _ in range(4):
+                for s in range(0, len(x), 2):
+                    opt.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(tail(x[s:s + 2]), y[s:s + 2])
+                    loss.backward()
+                    opt.step()
+                    ref.append(loss.item())
+                schedule.step()
+            return net, ref
+
+        cache, got = conditioned(caches, label, reference)
+        if cache is None:
+            continue
+        net, ref = got
         out = os.path.join(d, "groups.onnx")
-        losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4", *flags)
-        net, _ = resnet18_torch(onnx_w, torch.float32)
-        tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
-        groups = [{"params": net.layer4.parameters()}, {"params": net.fc.parameters()}]
-        if "--lr-backbone" in flags:
-            groups[0]["lr"] = float(flags[flags.index("--lr-backbone") + 1])
-        opt = make_opt(groups)
-        schedule, ref = make_schedule(opt), []
-        for _ in range(4):
-            for s in range(0, len(x), 2):
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(tail(x[s:s + 2]), y[s:s + 2])
-                loss.backward()
-                opt.step()
-                ref.append(loss.item())
-            schedule.step()
+        losses, err = ours(onnxtl, mdl, cache[1], out, "--batch", "2", "--epochs", "4", *flags)
         if losses is None or len(losses) != len(ref):
             report(False, f"train ResNet18's layer4 and fc, {label}", err)
             continue
@@ -434,29 +524,38 @@ def test_new_head(onnxtl, shared, d):
     trained with layer4 on the cached layer3 output against torch from the same initial head; the model written
     carries the class names, so onnxtl run names them.  --head mlp (Linear-ReLU-Dropout twice, then Linear)
     trains with its Dropout on, and ONNX Runtime runs what it writes as onnxtl does."""
-    cached = cached_layer3(onnxtl, shared, d)
-    if not cached:
+    mdl, caches = cached_layer3(onnxtl, shared, d)
+    if caches[0] is None:
         return
-    mdl, data, feats, x, y = cached
     onnx_w = weights(mdl)
     init = os.path.join(d, "init.onnx")
     # one epoch at a learning rate that leaves every weight as it was: the initial head, which the seed fixes
-    r = sh(onnxtl, "train", mdl, feats, "--head", "linear", "--optim", "sgd", "--lr", "1e-30", "--epochs", "1",
+    r = sh(onnxtl, "train", mdl, caches[0][1], "--head", "linear", "--optim", "sgd", "--lr", "1e-30", "--epochs", "1",
            "-o", init, "--quiet")
     head0 = weights(init) if r.returncode == 0 else {}
     bound = 1 / np.sqrt(512)
     w0, b0 = head0.get("onnxtl_head.0.weight"), head0.get("onnxtl_head.0.bias")
     fair = w0 is not None and w0.shape == (2, 512) and np.abs(w0).max() <= bound and np.abs(w0).max() > 0.9 * bound
+    if not fair:
+        report(False, "train ResNet18's layer4 with a new linear head", r.stderr.strip() or f"{head0.keys()}")
+        return
+
+    def reference(data, feats, x, y):
+        net, tail = resnet18_tail(onnx_w, torch.float64)
+        net.fc.weight.data, net.fc.bias.data = torch.from_numpy(w0.astype(np.float64)), torch.from_numpy(b0.astype(np.float64))
+        return net, torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
+                                lambda p: torch.optim.Adam(p, lr=1e-5), x.double(), y, 2, 4)
+
+    cache, got = conditioned(caches, "--head linear", reference)
+    if cache is None:
+        return
+    net, ref = got
+    data, feats, _, _ = cache
     out = os.path.join(d, "new_head.onnx")
     losses, err = ours(onnxtl, mdl, feats, out, "--head", "linear", "--batch", "2", "--epochs", "4", "--lr", "1e-5")
-    if not fair or losses is None:
-        report(False, "train ResNet18's layer4 with a new linear head", err or r.stderr.strip() or f"{head0.keys()}")
+    if losses is None:
+        report(False, "train ResNet18's layer4 with a new linear head", err)
         return
-    net, _ = resnet18_torch(onnx_w, torch.float32)
-    net.fc.weight.data, net.fc.bias.data = torch.from_numpy(w0.copy()), torch.from_numpy(b0.copy())
-    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
-    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()], lambda p: torch.optim.Adam(p, lr=1e-5),
-                      x, y, 2, 4)
     trained = weights(out)
     loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
     w_rel = max(relative(trained["onnxtl_head.0.weight"], net.fc.weight.detach().numpy()),
@@ -483,19 +582,25 @@ def test_new_head(onnxtl, shared, d):
            "as onnxtl does", f"dropout changed the weights: {dropped}, ORT relative {rel:.2e} (limit 1e-4) {err}")
 
 
-def bn_train_mode(onnxtl, d, mdl, feats, x, y, onnx_w):
+def bn_train_mode(onnxtl, d, mdl, caches, onnx_w):
     """--bn train: layer4's BatchNormalization on batch statistics with the running ones updated, as torch's train
     mode does, 56 steps of SGD with momentum (batch 4) against torch in float64: losses, weights and running statistics.  (torch in
     float32 itself parts from float64 by 2e-4 in the losses and 5e-4 in the weights here, 1e-3 at batch 2: its
     train-mode statistics are float sums; onnxtl sums them in double.)"""
+
+    def reference(data, feats, x, y):
+        net, tail = resnet18_tail(onnx_w, torch.float64)
+        net.layer4.train()
+        return net, torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
+                                lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), x.double(), y, 4, 8)
+
+    cache, got = conditioned(caches, "--bn train", reference)
+    if cache is None:
+        return
+    net, ref = got
     out = os.path.join(d, "bn_train.onnx")
-    losses, err = ours(onnxtl, mdl, feats, out, "--batch", "4", "--epochs", "8", "--bn", "train", "--optim", "sgd",
+    losses, err = ours(onnxtl, mdl, cache[1], out, "--batch", "4", "--epochs", "8", "--bn", "train", "--optim", "sgd",
                        "--lr", "1e-4", "--momentum", "0.9")
-    net, _ = resnet18_torch(onnx_w, torch.float64)
-    net.layer4.train()
-    tail = torch.nn.Sequential(net.layer4, net.avgpool, torch.nn.Flatten(), net.fc)
-    ref = torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
-                      lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), x.double(), y, 4, 8)
     if losses is None or len(losses) != len(ref):
         report(False, "train ResNet18's layer4 with --bn train", err)
         return
@@ -556,43 +661,51 @@ def test_vgg16_last_block_cached(onnxtl, shared, d):
     """VGG16's last convolution block and its MLP classifier (Linear-ReLU-Dropout x2, Linear) trained on the pool4
     output cached by extract --cut, at 64x64 to stay fast: 52 Adam steps (lr 1e-5, dropout off) against torch."""
     mdl = vgg16_path()
-    data = subset(shared, d, 13, 2)
-    feats = os.path.join(d, "pool4.bin")
-    r = sh(onnxtl, "extract", mdl, data, "--cut", "/features/features.23/MaxPool_output_0", "--resize", "64x64",
-           "--crop", "none", "-o", feats, "--quiet")
-    r = r if r.returncode else sh(onnxtl, "features", feats, "--npy", os.path.join(d, "np"))
-    out = os.path.join(d, "vgg.onnx")
-    losses, err = ours(onnxtl, mdl, feats, out, "--batch", "2", "--epochs", "4") if not r.returncode else (None, "")
-    if losses is None:
-        report(False, "train VGG16's last block on the cached pool4 output", err or r.stderr.strip())
-        return
-    x, y, split = (np.load(os.path.join(d, f"np_{k}.npy")) for k in ("features", "labels", "splits"))
-    x, y = torch.from_numpy(x[split == 0].reshape(-1, 512, 4, 4)), torch.from_numpy(y[split == 0])
-    net = vgg16_64().eval()  # eval: dropout off
     onnx_w = weights(mdl)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in onnx_w.items()})
-    tail = torch.nn.Sequential(net.features[24:], torch.nn.Flatten(), net.classifier)
+
+    def vgg16_tail():
+        net = vgg16_64().eval().double()  # eval: dropout off
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in onnx_w.items()})
+        return net, torch.nn.Sequential(net.features[24:], torch.nn.Flatten(), net.classifier)
+
+    caches = Caches(onnxtl, shared, d, mdl, "/features/features.23/MaxPool_output_0", "pool4.bin", (512, 4, 4))
+
+    def reference(data, feats, x, y):
+        net, tail = vgg16_tail()
+        return net, torch_steps(tail, [*net.features[24:].parameters(), *net.classifier.parameters()],
+                                lambda p: torch.optim.Adam(p, lr=1e-5), x.double(), y, 2, 4)
+
+    # its classifier's ReLUs see 2 x 8192 inputs a step, the smallest of which is seldom 1e-7 of the largest
+    cache, got = conditioned(caches, "VGG16's last block", reference, margin=1e-8)
+    if cache is None:
+        return
+    net, ref = got
+    out = os.path.join(d, "vgg.onnx")
+    losses, err = ours(onnxtl, mdl, cache[1], out, "--batch", "2", "--epochs", "4")
+    if losses is None:
+        report(False, "train VGG16's last block on the cached pool4 output", err)
+        return
     trained_names = [k for k, _ in net.named_parameters() if k.startswith("classifier.") or
                      (k.startswith("features.") and int(k.split(".")[1]) >= 24)]
-    ref = torch_steps(tail, [*net.features[24:].parameters(), *net.classifier.parameters()],
-                      lambda p: torch.optim.Adam(p, lr=1e-5), x, y, 2, 4)
     trained = weights(out)
     state = dict(net.named_parameters())
     loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
-    w_rel = max(relative(trained[k], state[k].detach().numpy()) for k in trained_names)
+    # norm-wise: Adam moves a weight whose gradient is float32's noise by lr one way or the other (see
+    # test_small_cnn), and the 4096x4096 Linear layer's two-row gradient sums have such elements
+    w_rel = max(norm_relative(trained[k], state[k].detach().numpy()) for k in trained_names)
     frozen = all(np.array_equal(trained[k], v) for k, v in onnx_w.items() if k not in trained_names)
     report(len(losses) >= 50 and loss_rel <= 1e-4 and w_rel <= 1e-4 and frozen, "VGG16's last convolution block and "
            "MLP classifier on cached pool4 activations: every step's loss and the final weights as torch's",
-           f"{len(losses)} steps, losses within {loss_rel:.2e}, weights within {w_rel:.2e} (limit 1e-4), {len(trained_names)} "
-           f"tensors trained, the rest unchanged: {frozen}")
+           f"{len(losses)} steps, losses within {loss_rel:.2e}, weights within {w_rel:.2e} norm-wise (limit 1e-4), "
+           f"{len(trained_names)} tensors trained, the rest unchanged: {frozen}")
 
 
 def test_cache_refusals(onnxtl, shared, d):
     """What training on a cache refuses, in one line naming the file and what to do."""
-    cached = cached_layer3(onnxtl, shared, d)
-    if not cached:
+    mdl, caches = cached_layer3(onnxtl, shared, d)
+    if caches[0] is None:
         return
-    mdl, data, feats, _, _ = cached
+    data, feats, _, _ = caches[0]
     other = os.path.join(d, "other.onnx")
     m = onnx.load(mdl)
     m.doc_string = "another file"

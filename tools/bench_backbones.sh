@@ -4,7 +4,10 @@
 # alternately (onnxtl, ONNX Runtime, onnxtl, ONNX Runtime) and the median
 # of each kept; onnxtl's --precision int8 too (scales calibrated on 32 of the
 # shared photos) and, where the CPU multiplies bf16, --precision bf16, both
-# against ONNX Runtime's fp32.  BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
+# against ONNX Runtime's fp32.  On an AVX-512 machine, onnxtl's fp32 with
+# oneDNN (and so onnxtl's Winograd) capped at AVX2 too, as an AVX2-only CPU
+# runs it (ONNX Runtime cannot be capped alike: its figure stays native).
+# BENCH_MODELS, BENCH_ITERS and BENCH_THREADS size the run.
 set -eu
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -19,6 +22,8 @@ cpu_facts=$(build/onnxtl info build/models/resnet18_op17_fold.onnx --device cpu 
 echo "   onnxtl's CPU kernels: $cpu_facts"
 bf16=0
 case "$cpu_facts" in *"bf16 available"*) bf16=1 ;; esac
+avx2=0
+case "$cpu_facts" in *"oneDNN avx512"*) avx2=1 ;; esac
 # The int8 calibration sample: 16 training photos of each class.
 SHARED=${ONNXTL_SHARED:-../shared/data}/dogscats
 CAL=build/bench/calibration
@@ -37,25 +42,28 @@ calibrate() { # model arch: prints the ranges file, or nothing without the photo
         $PY -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["int8_ranges"])' >"$CAL/$2.ranges"
     echo "$CAL/$2.ranges"
 }
-printf '%-22s %12s %12s %8s %14s %8s %14s %8s\n' model onnxtl ort ratio "onnxtl int8" ratio "onnxtl bf16" ratio
+printf '%-22s %12s %12s %8s %14s %8s %14s %8s %14s %8s\n' model onnxtl ort ratio "onnxtl int8" ratio "onnxtl bf16" ratio \
+    "fp32 at AVX2" ratio
 for arch in $MODELS; do
     model=build/models/${arch}_op17_fold.onnx
     [ -f "$model" ] || $PY models/export_torchvision.py --arch "$arch" --opset 17 --out build/models >/dev/null
     size=$(build/onnxtl info "$model" | sed -n 's/^  input *float32 *\[N, \([0-9]*\), \([0-9]*\), \([0-9]*\)\]/\1x\2x\3/p')
     ranges=$(calibrate "$model" "$arch")
-    ours=() theirs=() quarters=() halves=()
+    ours=() theirs=() quarters=() halves=() capped=()
     for round in 1 2; do
         ours+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits)")
         theirs+=("$(node tools/ort_bench.js "$model" 16 "$ITERS" "$THREADS" "$size")")
         [ -n "$ranges" ] && quarters+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits cpu 4 1 "$ranges")") ||
             quarters+=(0)
         [ $bf16 = 1 ] && halves+=("$(build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits cpu 3)") || halves+=(0)
+        [ $avx2 = 1 ] && capped+=("$(ONEDNN_MAX_CPU_ISA=AVX2 build/bench_backbone "$model" 16 "$ITERS" "$THREADS" logits)") ||
+            capped+=(0)
     done
-    $PY - "$arch" "${ours[@]}" "${theirs[@]}" "${quarters[@]}" "${halves[@]}" <<'PYEOF'
+    $PY - "$arch" "${ours[@]}" "${theirs[@]}" "${quarters[@]}" "${halves[@]}" "${capped[@]}" <<'PYEOF'
 import statistics, sys
 arch, *v = sys.argv[1], *map(float, sys.argv[2:])
-o, t, q, h = (statistics.median(v[i:i + 2]) for i in range(0, 8, 2))
+o, t, q, h, a = (statistics.median(v[i:i + 2]) for i in range(0, 10, 2))
 cell = lambda x: f"{x:9.1f} img/s {x / t:7.2f}x" if x else f"{'-':>14s} {'-':>8s}"
-print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x {cell(q)} {cell(h)}")
+print(f"{arch:22s} {o:9.1f} img/s {t:9.1f} img/s {o / t:7.2f}x {cell(q)} {cell(h)} {cell(a)}")
 PYEOF
 done

@@ -8,26 +8,14 @@
 
 #include "dnnl_check.h"
 #include "dnnl_reorder.h"
-
-/* A Winograd convolution reads and writes oneDNN's blocked layout: its
- * input is reordered into the scratch, its output written there and
- * reordered back to NHWC (with the skip reordered in first, for a fused
- * residual). */
-typedef struct {
-    otl_dnnl_conversion skip_in, out; /* NHWC skip to blocked dst; blocked dst to NHWC */
-    dnnl_memory_t plain_dst;          /* the NHWC output the second one writes */
-    size_t dst_offset;                /* of the blocked output in the scratch, after the blocked input */
-    dnnl_memory_t pad;                /* the primitive's own scratchpad, after the blocked output */
-    size_t pad_offset;
-} blocked_output;
+#include "winograd.h"
 
 struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
-    otl_dnnl_conversion convert; /* bf16, int8 or Winograd: the fp32 input converted into a scratch buffer the primitive reads */
-    bool winograd;
-    blocked_output blocked;
+    otl_dnnl_conversion convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
+    otl_winograd *winograd;      /* onnxtl's Winograd, which runs instead of a primitive */
 };
 
 bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t) {
@@ -120,22 +108,8 @@ static onnxtl_status *add_post_ops(const otl_attrs *a, const otl_conv_arith *ari
     return NULL;
 }
 
-/* oneDNN's Winograd F(4x4, 3x3) (AVX-512 only) runs 3x3 convolutions of 64
- * channels or more, in batches of 4 or more, 1.3 to 2.5 times as fast as
- * its direct algorithm, the reorders to and from its blocked layout
- * included (measured on a 2-core Xeon); with fewer channels or images it
- * gains nothing or loses.  It takes fp32, stride 1, no dilation, no groups. */
-static bool winograd_shape(const otl_node *n, const otl_tinfo *t, const otl_conv_arith *a, const otl_window *win) {
-    const otl_tinfo *w = &t[n->in[1]];
-    return a->multiply == dnnl_f32 && a->out == dnnl_f32 && n->attrs.group == 1 && t[n->in[0]].dims[0] >= 4 &&
-           w->dims[0] >= 64 && w->dims[1] >= 64 && w->dims[0] % 16 == 0 && w->dims[1] % 16 == 0 &&
-           w->dims[2] == 3 && w->dims[3] == 3 &&
-           win->stride[1] == 1 && win->stride[2] == 1 && win->dilation[1] == 1 && win->dilation[2] == 1;
-}
-
 static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
-                                          const otl_conv_arith *arith, const int8_scales *q, bool winograd,
-                                          dnnl_primitive_desc_t *pd) {
+                                          const otl_conv_arith *arith, const int8_scales *q, dnnl_primitive_desc_t *pd) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     otl_window win;
     OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
@@ -144,17 +118,14 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     dnnl_dims_t wd, bd = {w->dims[0]}, strides, dil, pl, pr;
     const int w_rank = weights_dims(n, t, wd);
     window_dims(&win, strides, dil, pl, pr);
-    const dnnl_format_tag_t act_tag = winograd ? dnnl_format_tag_any : dnnl_nhwc;
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, act_tag), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, arith->out, act_tag), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, arith->out, dnnl_nhwc), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, w_rank, wd, weights_type(arith), dnnl_format_tag_any), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
     dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                        winograd ? dnnl_convolution_winograd : dnnl_convolution_direct,
-                                                        &smd, &wmd,
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &smd, &wmd,
                                                         has_bias ? &bmd : NULL, &dmd, strides, dil, pl, pr),
              "convolution desc");
     /* Fused residual: dst = conv + dst (dst holds the skip tensor); then the activation. */
@@ -164,8 +135,6 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     dnnl_status_t s = dnnl_post_ops_create(&ops);
     onnxtl_status *st = s == dnnl_success ? add_post_ops(&n->attrs, arith, ops) : otl_dnnl_failed(s, "post ops");
     if (!st && (s = dnnl_primitive_attr_set_post_ops(attr, ops))) st = otl_dnnl_failed(s, "post ops");
-    if (!st && winograd && (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)))
-        st = otl_dnnl_failed(s, "scratchpad mode");
     /* int8: the sums of output channel oc are scaled by q->outputs[oc] (the channel dimension, 1 << 1) */
     if (!st && q->weights && (s = dnnl_primitive_attr_set_output_scales(attr, w->dims[0], 1 << 1, q->outputs)))
         st = otl_dnnl_failed(s, "output scales");
@@ -218,45 +187,10 @@ static onnxtl_status *make_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const
     return otl_dnnl_conversion_init(&c->convert, eng, &f32_md, to_md, is_int8(a->multiply) ? a->in_scale : 1.0f);
 }
 
-static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
-
-/* The reorders around a Winograd primitive, between NHWC and the blocked
- * layouts it chose (smd, dmd). */
-static onnxtl_status *make_blocked_output(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
-                                          const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *dmd,
-                                          const dnnl_memory_desc_t *pad_md) {
-    const otl_tinfo *y = &t[n->out[0]];
-    dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
-    dnnl_memory_desc_t plain;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 4, dd, dnnl_f32, dnnl_nhwc), "memory desc");
-    OTL_TRY(make_conversion(c, eng, smd, &t[n->in[0]], &OTL_CONV_FP32));
-    c->blocked.dst_offset = round64(c->convert.bytes);
-    if (n->attrs.fused_add) OTL_TRY(otl_dnnl_conversion_init(&c->blocked.skip_in, eng, &plain, dmd, 1.0f));
-    OTL_TRY(otl_dnnl_conversion_init(&c->blocked.out, eng, dmd, &plain, 1.0f));
-    DNNL_TRY(dnnl_memory_create(&c->blocked.plain_dst, &plain, eng, DNNL_MEMORY_NONE), "memory");
-    c->blocked.pad_offset = c->blocked.dst_offset + round64(dnnl_memory_desc_get_size(dmd));
-    DNNL_TRY(dnnl_memory_create(&c->blocked.pad, pad_md, eng, DNNL_MEMORY_NONE), "memory");
-    return NULL;
-}
-
-/* Winograd where the shape allows it and oneDNN has it on this CPU, else the direct algorithm. */
-static onnxtl_status *choose_primitive_desc(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
-                                            const otl_conv_arith *a, const int8_scales *q, dnnl_primitive_desc_t *pd) {
-    otl_window win;
-    OTL_TRY(otl_window_init(&n->attrs, 2, t[n->in[0]].dims + 2, t[n->in[1]].dims + 2, false, &win));
-    if (winograd_shape(n, t, a, &win) && !a->in_held && otl_cpu_winograd_available()) {
-        onnxtl_status *st = make_primitive_desc(eng, n, t, a, q, true, pd);
-        c->winograd = !st;
-        if (!st) return NULL;
-        onnxtl_status_release(st);
-    }
-    return make_primitive_desc(eng, n, t, a, q, false, pd);
-}
-
 static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
                             const otl_conv_arith *a, const int8_scales *q) {
     dnnl_primitive_desc_t pd;
-    OTL_TRY(choose_primitive_desc(c, eng, n, t, a, q, &pd));
+    OTL_TRY(make_primitive_desc(eng, n, t, a, q, &pd));
     onnxtl_status *st = NULL;
     dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
     if (s != dnnl_success) st = otl_dnnl_failed(s, "convolution primitive");
@@ -265,14 +199,43 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (!st) st = reorder_weights(eng, c->stream, n, t, q, wmd, &c->weights);
     if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
-    if (!st && c->winograd)
-        st = make_blocked_output(c, eng, n, t, smd, dmd, dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
-    else if (!st && a->multiply != dnnl_f32 && !a->in_held) st = make_conversion(c, eng, smd, &t[n->in[0]], a);
+    if (!st && a->multiply != dnnl_f32 && !a->in_held) st = make_conversion(c, eng, smd, &t[n->in[0]], a);
     if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
     if (!st && n->n_in > 2 && n->in[2] >= 0)
         st = make_bias(c, eng, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), t[n->in[2]].data, a, q);
     dnnl_primitive_desc_destroy(pd);
     return st;
+}
+
+/* Winograd F(4x4, 3x3) runs 3x3 convolutions of 64 channels or more 1.3 to
+ * 2.8 times as fast as oneDNN's direct algorithm, and whole networks 5 to
+ * 11% faster than oneDNN's own Winograd (AVX-512 only), whose reorders to
+ * and from its blocked layout cost more than it saves; with fewer channels,
+ * or fewer than 16 output tiles in the batch (its transformed weights then
+ * read for too few tiles), it gains nothing or loses.  Measured on a 2-core
+ * Xeon, in AVX-512 and with oneDNN capped at AVX2. */
+static bool winograd_worth_it(const otl_node *n, const otl_tinfo *t, const otl_conv_arith *a) {
+    const otl_tinfo *w = &t[n->in[1]], *y = &t[n->out[0]];
+    const int64_t tiles = y->dims[0] * ((y->dims[2] + 3) / 4) * ((y->dims[3] + 3) / 4);
+    return a->multiply == dnnl_f32 && a->out == dnnl_f32 && !a->in_held && w->dims[0] >= 64 && w->dims[1] >= 64 &&
+           tiles >= 16;
+}
+
+/* The instruction set of onnxtl's Winograd kernels: oneDNN's, so that a cap
+ * on it (ONEDNN_MAX_CPU_ISA) caps them too; false without AVX2. */
+static bool winograd_isa(otl_winograd_isa *isa) {
+    const unsigned have = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core, avx2 = (unsigned)dnnl_cpu_isa_avx2;
+    *isa = (have & avx512) == avx512 ? OTL_WINOGRAD_AVX512 : OTL_WINOGRAD_AVX2;
+    return (have & avx2) == avx2;
+}
+
+/* The Winograd kernels that run n, if any: AVX-512 where the CPU has it and
+ * the channels fill its vectors, else AVX2. */
+static bool winograd_for(const otl_node *n, const otl_tinfo *t, const otl_conv_arith *a, otl_winograd_isa *isa) {
+    if (!winograd_worth_it(n, t, a) || !winograd_isa(isa)) return false;
+    if (*isa == OTL_WINOGRAD_AVX512 && !otl_winograd_supported(n, t, *isa)) *isa = OTL_WINOGRAD_AVX2;
+    return otl_winograd_supported(n, t, *isa);
 }
 
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
@@ -282,7 +245,9 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     c->stream = stream;
     int8_scales q = {0};
     onnxtl_status *st = is_int8(arith.multiply) ? int8_scales_init(n, t, &arith, &q) : NULL;
-    if (!st) st = build(c, eng, n, t, &arith, &q);
+    otl_winograd_isa isa;
+    if (!st) st = winograd_for(n, t, &arith, &isa) ? otl_winograd_create(n, t, isa, &c->winograd)
+                                                   : build(c, eng, n, t, &arith, &q);
     int8_scales_free(&q);
     if (st) {
         otl_dnnl_conv_release(c);
@@ -292,33 +257,16 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     return NULL;
 }
 
-static const dnnl_memory_desc_t *pad_md_of(const otl_dnnl_conv *c) {
-    const dnnl_memory_desc_t *md = NULL;
-    dnnl_memory_get_memory_desc(c->blocked.pad, &md);
-    return md;
-}
-
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) {
-    return c->winograd ? c->blocked.pad_offset + dnnl_memory_desc_get_size(pad_md_of(c)) : c->convert.bytes;
-}
-
-static onnxtl_status *run_blocked(otl_dnnl_conv *c, const void *src, const float *skip, void *dst, char *scratch) {
-    char *blocked_dst = scratch + c->blocked.dst_offset;
-    OTL_TRY(otl_dnnl_conversion_run(&c->convert, c->stream, src, c->src, scratch));
-    if (skip) OTL_TRY(otl_dnnl_conversion_run(&c->blocked.skip_in, c->stream, skip, c->dst, blocked_dst));
-    else DNNL_TRY(dnnl_memory_set_data_handle(c->dst, blocked_dst), "set handle");
-    DNNL_TRY(dnnl_memory_set_data_handle(c->blocked.pad, scratch + c->blocked.pad_offset), "set handle");
-    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->weights}, {DNNL_ARG_DST, c->dst},
-                               {DNNL_ARG_SCRATCHPAD, c->blocked.pad}, {DNNL_ARG_BIAS, c->bias}};
-    DNNL_TRY(dnnl_primitive_execute(c->conv, c->stream, c->bias ? 5 : 4, args), "convolution");
-    OTL_TRY(otl_dnnl_conversion_run(&c->blocked.out, c->stream, blocked_dst, c->blocked.plain_dst, dst));
-    DNNL_TRY(dnnl_stream_wait(c->stream), "stream wait");
-    return NULL;
+    return c->winograd ? otl_winograd_scratch_bytes(c->winograd) : c->convert.bytes;
 }
 
 onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
                                  void *scratch) {
-    if (c->winograd) return run_blocked(c, src, skip, dst, scratch);
+    if (c->winograd) {
+        otl_winograd_run(c->winograd, src, skip, dst, scratch);
+        return NULL;
+    }
     if (skip && skip != dst) memcpy(dst, skip, bytes);
     if (c->convert.reorder) {
         OTL_TRY(otl_dnnl_conversion_run(&c->convert, c->stream, src, c->src, scratch));
@@ -335,16 +283,13 @@ onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float 
 
 void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (!c) return;
+    otl_winograd_release(c->winograd);
     if (c->conv) dnnl_primitive_destroy(c->conv);
     if (c->src) dnnl_memory_destroy(c->src);
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
     otl_dnnl_conversion_release(&c->convert);
-    otl_dnnl_conversion_release(&c->blocked.skip_in);
-    otl_dnnl_conversion_release(&c->blocked.out);
-    if (c->blocked.plain_dst) dnnl_memory_destroy(c->blocked.plain_dst);
-    if (c->blocked.pad) dnnl_memory_destroy(c->blocked.pad);
     free(c);
 }
 
@@ -362,9 +307,9 @@ const char *otl_cpu_isa_name(void) {
     }
 }
 
-bool otl_cpu_winograd_available(void) {
-    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
-    return (isa & avx512) == avx512;
+const char *otl_cpu_winograd_isa(void) {
+    otl_winograd_isa isa;
+    return !winograd_isa(&isa) ? "none" : isa == OTL_WINOGRAD_AVX512 ? "avx512" : "avx2";
 }
 
 bool otl_cpu_u8_full_range(void) {

@@ -1,5 +1,6 @@
 /* 2-D convolution on oneDNN's primitive in NHWC (brgconv: ~300 GFLOP/s on
- * this AVX-512 machine against ~160 for NCHW im2col + sgemm). */
+ * this AVX-512 machine against ~160 for NCHW im2col + sgemm), or on
+ * onnxtl's Winograd (winograd.h) for the 3x3 stride-1 ones it speeds up. */
 #ifndef OTL_DNNL_CONV_H
 #define OTL_DNNL_CONV_H
 
@@ -29,15 +30,12 @@ typedef struct {
 #define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f})
 
 /* Builds the primitive for n's shapes and reorders its constant weights
- * once.  A 3x3 stride-1 fp32 convolution of 64 channels or more, in a batch
- * of 4 or more, runs oneDNN's Winograd F(4x4, 3x3) where this CPU has it
- * (AVX-512); the others, and every one elsewhere, the direct algorithm. */
+ * once.  An fp32 3x3 stride-1 convolution of 64 channels or more, over 16
+ * output tiles (4x4) or more in the batch, runs onnxtl's Winograd F(4x4,
+ * 3x3) instead, on a CPU with AVX2 or AVX-512. */
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
                                     const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out);
-/* Whether oneDNN has its Winograd convolution on this CPU. */
-bool otl_cpu_winograd_available(void);
-/* The scratch a run needs: the converted input (0 in direct fp32), and a
- * Winograd convolution's blocked output. */
+/* The scratch a run needs: the converted input (0 in fp32), or the Winograd's tiles. */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
 /* src, skip (the fused residual, fp32, or NULL) and dst are NHWC, in the
  * types it was built for; skip may be dst. */
@@ -50,6 +48,8 @@ bool otl_cpu_bf16_available(char *why, size_t n);
  * in 32 bits, while AVX2 and AVX-512 without VNNI pair them in saturating 16
  * bits (VPMADDUBSW), where oneDNN asks for 0..127. */
 bool otl_cpu_u8_full_range(void);
+/* The instruction set of onnxtl's Winograd kernels here: "avx512", "avx2" or "none". */
+const char *otl_cpu_winograd_isa(void);
 /* The instruction set oneDNN's kernels use here, as a name ("avx512_core_amx"). */
 const char *otl_cpu_isa_name(void);
 void otl_dnnl_conv_release(otl_dnnl_conv *c);

@@ -208,6 +208,13 @@ static void list_fallback(void *ctx, const otl_node *n, const char *why) {
     l->count++;
 }
 
+/* How fp32 3x3 convolutions run on this CPU, after "fp32 3x3 convolutions". */
+static const char *winograd_text(const char *isa) {
+    if (!strcmp(isa, "avx512")) return "in onnxtl's Winograd F(4x4,3x3), AVX-512 (64+ channels, 16+ output tiles)";
+    if (!strcmp(isa, "avx2")) return "in onnxtl's Winograd F(4x4,3x3), AVX2 (64+ channels, 16+ output tiles)";
+    return "direct (no Winograd without AVX2)";
+}
+
 static onnxtl_status *print_placement(const onnxtl_model *m, const char *device, cli_json *j) {
     onnxtl_options opts = {.device = device};
     fallback_list l = {j, 0};
@@ -224,7 +231,7 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
         cli_json_int(j, "nodes", steps);
         cli_json_int(j, "on_device", steps - l.count);
         if (on_cpu) cli_json_str(j, "isa", cpu.isa), cli_json_bool(j, "bf16", cpu.bf16), cli_json_bool(j, "int8_vnni", cpu.int8_vnni),
-                    cli_json_bool(j, "winograd", cpu.winograd);
+                    cli_json_str(j, "winograd", cpu.winograd);
         cli_json_int(j, "int8_scales", (long long)scales);
         cli_json_close(j);
     } else {
@@ -233,7 +240,7 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
             printf("CPU kernels: oneDNN %s; --precision bf16 %s; --precision int8 available%s; fp32 3x3 "
                    "convolutions %s\n", cpu.isa, cpu.bf16 ? "available" : "not available",
                    cpu.int8_vnni ? "" : " (no VNNI: u8 inputs in 7 bits)",
-                   cpu.winograd ? "in Winograd F(4x4,3x3) (64+ channels, batch 4+)" : "direct (no Winograd without AVX-512)");
+                   winograd_text(cpu.winograd));
         if (scales) printf("int8 scales: calibrated ranges of %zu tensors, for --precision int8\n", scales);
     }
     return NULL;
