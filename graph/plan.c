@@ -251,10 +251,15 @@ static bool is_reshape(otl_op op) {
 
 /* A step may take over the buffer of an input whose last use it is, where
  * that input holds the output's bytes: a Conv its fused residual's skip
- * tensor, a reshape its input. */
+ * tensor, a reshape its input.  Not where the step reads that tensor as
+ * another input too: Add(Conv(h), h) would have the Conv write over the h
+ * it is reading. */
 static int inplace_base(const otl_plan *p, const otl_node *n, int s, const int *slot, const int *last) {
-    const int base = n->op == OP_CONV && n->attrs.fused_add ? n->in[3] : is_reshape(n->op) ? n->in[0] : -1;
+    const int k = n->op == OP_CONV && n->attrs.fused_add ? 3 : is_reshape(n->op) ? 0 : -1;
+    const int base = k < 0 ? -1 : n->in[k];
     if (base < 0 || n->out[0] < 0 || slot[base] < 0 || last[base] != s) return -1;
+    for (int i = 0; i < n->n_in; i++)
+        if (i != k && n->in[i] == base) return -1;
     const otl_tinfo *x = &p->t[base], *y = &p->t[n->out[0]];
     return x->dtype == y->dtype && otl_tinfo_count(x) == otl_tinfo_count(y) ? base : -1;
 }

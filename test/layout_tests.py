@@ -207,6 +207,8 @@ def cases():
     add("residual Add of two Conv", lambda g: g.node("Add", [g.conv(a4(g), 4, 4), b4(g)]))
     add("residual Add with skip first", lambda g: g.node("Add", [b4(g), g.conv(a4(g), 4, 4)]))
     add("residual Add then Relu", lambda g: g.node("Relu", [g.node("Add", [g.conv(a4(g), 4, 4), b4(g)])]))
+    # the sum must not take over the buffer of the h the Conv reads
+    add("residual Add of a Conv and its own input", lambda g: (lambda h: g.node("Add", [g.conv(h, 4, 4), h]))(a4(g)))
     add("residual Add of MaxPool skip", lambda g: g.node("Add", [
         g.conv(a4(g), 4, 4), g.node("MaxPool", [b4(g)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]))
     add("residual Add of an earlier Add", lambda g: g.node("Add", [

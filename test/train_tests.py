@@ -553,8 +553,8 @@ def test_new_head(onnxtl, shared, d):
     data, feats, _, _ = cache
     out = os.path.join(d, "new_head.onnx")
     losses, err = ours(onnxtl, mdl, feats, out, "--head", "linear", "--batch", "2", "--epochs", "4", "--lr", "1e-5")
-    if losses is None:
-        report(False, "train ResNet18's layer4 with a new linear head", err)
+    if losses is None or len(losses) != len(ref):
+        report(False, "train ResNet18's layer4 with a new linear head", err or f"{len(losses)} steps, torch {len(ref)}")
         return
     trained = weights(out)
     loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref))
@@ -682,8 +682,8 @@ def test_vgg16_last_block_cached(onnxtl, shared, d):
     net, ref = got
     out = os.path.join(d, "vgg.onnx")
     losses, err = ours(onnxtl, mdl, cache[1], out, "--batch", "2", "--epochs", "4")
-    if losses is None:
-        report(False, "train VGG16's last block on the cached pool4 output", err)
+    if losses is None or len(losses) != len(ref):
+        report(False, "train VGG16's last block on the cached pool4 output", err or f"{len(losses)} steps, torch {len(ref)}")
         return
     trained_names = [k for k, _ in net.named_parameters() if k.startswith("classifier.") or
                      (k.startswith("features.") and int(k.split(".")[1]) >= 24)]

@@ -4,9 +4,11 @@
 Each case is one 3x3 stride-1 convolution that the Winograd runs (64
 channels or more, over 16 output tiles or more): output sizes that are not
 multiples of the 4x4 tile, zero, asymmetric and two-pixel padding, no bias,
-a fused ReLU and a fused residual, the fewest tiles it takes, output channels
-that fill AVX2's vectors but not AVX-512's (80), and batches whose tiles
-overflow one pass over the scratch (so the last pass is partial).  Every
+a fused ReLU, a fused residual (another tensor, and the convolution's own
+input, which the sum must not overwrite while it is read), the fewest tiles
+it takes, output channels that fill AVX2's vectors but not AVX-512's (80),
+and batches whose tiles overflow one pass over the scratch (so the last
+pass is partial).  Every
 case runs on each kernel set the CPU has: AVX2, with oneDNN capped there
 (ONEDNN_MAX_CPU_ISA, which caps onnxtl's kernels too), and AVX-512.
 onnxtl's outputs must match ONNX Runtime 1.30's within 1e-4 * max|ref|, and
@@ -29,21 +31,28 @@ sys.path.insert(0, HERE)
 from layout_tests import infer_case, run_ort  # noqa: E402
 
 
-def conv_model(path, n, c, oc, h, w, pads, bias=True, relu=False, residual=False, seed=0):
-    """Conv(input) [+ Conv1x1(input)] [then Relu]; the residual's Add is fused into the 3x3 Conv."""
+def conv_model(path, n, c, oc, h, w, pads, bias=True, relu=False, residual=None, seed=0):
+    """Conv3x3(x) [+ a skip tensor] [then Relu], x the input.  residual "other": the skip is a 1x1 Conv of the
+    input, made first, so that the Add fuses into the 3x3 Conv; "own": the skip is the 3x3 Conv's own input,
+    then itself a 1x1 Conv of the input (an activation, whose buffer the sum must not take over)."""
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array((rng.standard_normal((oc, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32), "w")]
-    ins = ["input", "w"]
+    nodes, x = [], "input"
+    if residual:
+        oh, ow = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+        assert (oh, ow) == (h, w) and (residual == "other" or c == oc), "the skip has the output's shape"
+        inits.append(numpy_helper.from_array(rng.standard_normal((oc if residual == "other" else c, c, 1, 1))
+                                             .astype(np.float32), "s"))
+        nodes.append(helper.make_node("Conv", ["input", "s"], ["skip"]))
+        x = "skip" if residual == "own" else x
+    ins = [x, "w"]
     if bias:
         inits.append(numpy_helper.from_array(rng.standard_normal(oc).astype(np.float32), "b"))
         ins.append("b")
-    nodes = [helper.make_node("Conv", ins, ["y"], kernel_shape=[3, 3], pads=list(pads))]
+    nodes.append(helper.make_node("Conv", ins, ["y"], kernel_shape=[3, 3], pads=list(pads)))
     out = "y"
     if residual:
-        oh, ow = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
-        assert (oh, ow) == (h, w), "the residual's 1x1 Conv keeps the input's size"
-        inits.append(numpy_helper.from_array(rng.standard_normal((oc, c, 1, 1)).astype(np.float32), "s"))
-        nodes += [helper.make_node("Conv", ["input", "s"], ["skip"]), helper.make_node("Add", ["y", "skip"], ["sum"])]
+        nodes.append(helper.make_node("Add", ["y", "skip"], ["sum"]))
         out = "sum"
     if relu:
         nodes.append(helper.make_node("Relu", [out], ["out"]))
@@ -63,7 +72,8 @@ CASES = [
     ("asymmetric padding", 4, 64, 80, 9, 12, (2, 0, 0, 1), {}),
     ("two-pixel padding, output larger than the input", 1, 64, 64, 12, 12, (2, 2, 2, 2), {}),
     ("fused ReLU", 4, 128, 64, 14, 14, (1, 1, 1, 1), {"relu": True}),
-    ("fused residual Add, then ReLU", 2, 64, 64, 15, 15, (1, 1, 1, 1), {"relu": True, "residual": True}),
+    ("fused residual Add, then ReLU", 2, 64, 64, 15, 15, (1, 1, 1, 1), {"relu": True, "residual": "other"}),
+    ("the Conv's own input as the residual, over two passes", 2, 64, 64, 112, 112, (1, 1, 1, 1), {"residual": "own"}),
     ("16 tiles, one image", 1, 256, 256, 14, 14, (1, 1, 1, 1), {}),
     ("512 channels over 147 tiles: a partial second pass", 3, 512, 512, 28, 28, (1, 1, 1, 1), {}),
     ("64 channels over 1568 tiles: a partial second pass", 2, 64, 64, 112, 112, (1, 1, 1, 1), {"relu": True}),

@@ -222,12 +222,12 @@ static bool winograd_worth_it(const otl_node *n, const otl_tinfo *t, const otl_c
 }
 
 /* The instruction set of onnxtl's Winograd kernels: oneDNN's, so that a cap
- * on it (ONEDNN_MAX_CPU_ISA) caps them too; false without AVX2. */
+ * on it (ONEDNN_MAX_CPU_ISA) caps them too; false without AVX2 and FMA. */
 static bool winograd_isa(otl_winograd_isa *isa) {
     const unsigned have = (unsigned)dnnl_get_effective_cpu_isa();
     const unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core, avx2 = (unsigned)dnnl_cpu_isa_avx2;
     *isa = (have & avx512) == avx512 ? OTL_WINOGRAD_AVX512 : OTL_WINOGRAD_AVX2;
-    return (have & avx2) == avx2;
+    return (have & avx2) == avx2 && __builtin_cpu_supports("fma");
 }
 
 /* The Winograd kernels that run n, if any: AVX-512 where the CPU has it and
