@@ -141,6 +141,24 @@ def cases():
             a4(g), g.const(s, np.int64), g.const(e, np.int64), g.const(ax, np.int64), g.const(st, np.int64)]))
     add("Expand a pooled [N,C,1,1]", lambda g: g.node("Expand", [g.node("GlobalAveragePool", [a4(g)]),
                                                                 g.const([N, 4, H, W], np.int64)]))
+    add("Expand over H (rows copied whole)", lambda g: g.node("Expand", [
+        g.node("ReduceMean", [a4(g)], axes=[2], keepdims=1), g.const([N, 4, H, W], np.int64)]))
+    add("Expand over W (rows of one value)", lambda g: g.node("Expand", [
+        g.node("ReduceMean", [a4(g)], axes=[3], keepdims=1), g.const([1, 4, H, W], np.int64)]))
+    # Past 256 KiB the strided copies run on every thread, each from its own first row.
+    big = (N, 4, 7 * H, 97 * W)
+
+    def large(g):
+        return g.node("Tile", [a4(g), g.const([1, 1, 7, 97], np.int64)])
+    for label, starts, ends, axes, steps in (("last axis, as attention splits QKV", [97], [2 * 97 + 3], [3], [1]),
+                                             ("last axis reversed", [-2], [-400], [3], [-1]),
+                                             ("H step 3", [1], [40], [2], [3])):
+        add(f"Slice of a large tensor, {label}", lambda g, s=starts, e=ends, ax=axes, st=steps: g.node("Slice", [
+            large(g), g.const(s, np.int64), g.const(e, np.int64), g.const(ax, np.int64), g.const(st, np.int64)]))
+    add("Expand to a large tensor", lambda g: g.node("Expand", [
+        g.node("ReduceMean", [a4(g)], axes=[2], keepdims=1), g.const([N, 4, big[2] * 97, W], np.int64)]))
+    add("Transpose of a large tensor [1, 0, 2, 3]", lambda g: g.node("Transpose", [large(g)], perm=[1, 0, 2, 3]))
+    add("Transpose of a large tensor [0, 3, 1, 2]", lambda g: g.node("Transpose", [large(g)], perm=[0, 3, 1, 2]))
     for op in ("ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"):
         for axes in ([1], [2, 3], [-1]):
             add(f"{op} axes {axes}", lambda g, op=op, axes=axes: g.node(op, [a4(g), g.const(axes, np.int64)], keepdims=1), 18)
@@ -403,6 +421,21 @@ def cases():
         a4(g), g.node("Transpose", [b4(g)], perm=[0, 1, 3, 2])]))
     add("Gemm after Flatten", lambda g: g.node("Gemm", [
         g.node("Flatten", [a4(g)]), g.const(g.rng.standard_normal((3, 4 * H * W))), g.const(np.ones(3))], transB=1))
+    # Linear layers run on oneDNN's matmul with packed weights and C as its
+    # bias row; the other Gemms (C per row, alpha) on sgemm.
+    K = 4 * H * W
+    for label, c, attrs in (("no C", None, {}), ("C [n]", (3,), {}), ("C [1, n]", (1, 3), {}), ("C scalar", (), {}),
+                            ("C [1]", (1,), {}), ("C [m, n]", (N, 3), {}), ("C [m, 1]", (N, 1), {}),
+                            ("beta 0.5", (3,), {"beta": 0.5}), ("beta 0", (3,), {"beta": 0.0}),
+                            ("alpha 2", (3,), {"alpha": 2.0})):
+        for trans in (0, 1):
+            add(f"Gemm by a constant, {label}, transB {trans}", lambda g, c=c, attrs=attrs, trans=trans: g.node("Gemm", [
+                g.node("Flatten", [a4(g)]), g.const(g.rng.standard_normal((3, K) if trans else (K, 3))),
+                *([] if c is None else [g.const(g.rng.standard_normal(c))])], transB=trans, **attrs))
+    add("Gemm by a computed matrix", lambda g: g.node("Gemm", [
+        g.node("Flatten", [a4(g)]), g.node("Reshape", [b4(g), g.const([K, N], np.int64)]), g.const(np.ones(N))]))
+    add("MatMul by a constant over [N, 4H, W]", lambda g: g.node("MatMul", [
+        g.node("Reshape", [a4(g), g.const([N, 4 * H, W], np.int64)]), g.const(g.rng.standard_normal((W, 9)))]))
     return out
 
 

@@ -172,7 +172,7 @@ typedef struct {
 typedef struct {
     bool nhwc;            /* the step runs channels-last */
     otl_dnnl_conv *conv;  /* a Conv on oneDNN's primitive */
-    otl_dnnl_matmul *matmul; /* with bf16: a Linear layer on oneDNN's matmul */
+    otl_dnnl_matmul *matmul; /* a Linear layer on oneDNN's matmul */
     conversion *conv_in;  /* inputs to convert first */
     int n_conv_in;
     size_t conv_bytes;    /* scratch their copies take */
@@ -384,8 +384,9 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
         if (n->op == OP_CONV && sp->nhwc)
             OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_arith(s, n), &sp->conv));
-        if (s->precision == ONNXTL_PRECISION_BF16 && otl_dnnl_matmul_supported(n, p->t))
-            OTL_TRY(otl_dnnl_matmul_create(s->engine, s->stream, n, p->t, &sp->matmul));
+        if (otl_dnnl_matmul_supported(n, p->t))
+            OTL_TRY(otl_dnnl_matmul_create(s->engine, s->stream, n, p->t, s->precision == ONNXTL_PRECISION_BF16,
+                                           &sp->matmul));
     }
     return NULL;
 }

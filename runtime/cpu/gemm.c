@@ -1,5 +1,8 @@
 /* Gemm and MatMul on oneDNN's sgemm (chosen by measurement: ~170 GFLOP/s on
- * this AVX-512 machine, against ~30 for Debian's OpenBLAS). */
+ * an AVX-512 machine, against ~30 for Debian's OpenBLAS), where a product's
+ * weights are computed or its Gemm is not a Linear layer; Linear layers by
+ * constant weights run on oneDNN's matmul with the weights packed once
+ * (dnnl_matmul.c). */
 #include <oneapi/dnnl/dnnl.h>
 #include <string.h>
 
@@ -22,14 +25,16 @@ onnxtl_status *otl_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
     return NULL;
 }
 
-/* Adds beta * C, broadcast (right-aligned) to the m x n output. */
-static void add_gemm_bias(const otl_tinfo *ct, const float *c, float beta, int64_t m, int64_t n,
-                          float *y) {
-    int64_t cm = ct->rank >= 2 ? ct->dims[ct->rank - 2] : 1;
-    int64_t cn = ct->rank >= 1 ? ct->dims[ct->rank - 1] : 1;
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++)
-            y[i * n + j] += beta * c[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+/* Y = beta * C, broadcast (right-aligned) to the m x n output: the product
+ * then accumulates onto it (sgemm's beta = 1), so no second pass over Y. */
+static void fill_gemm_bias(const otl_tinfo *ct, const float *c, float beta, int64_t m, int64_t n, float *y) {
+    const int64_t cm = ct->rank >= 2 ? ct->dims[ct->rank - 2] : 1;
+    const int64_t cn = ct->rank >= 1 ? ct->dims[ct->rank - 1] : 1;
+#pragma omp parallel for schedule(static) if (m * n > 65536)
+    for (int64_t i = 0; i < m; i++) {
+        const float *row = c + (cm == 1 ? 0 : i) * cn;
+        for (int64_t j = 0; j < n; j++) y[i * n + j] = beta * row[cn == 1 ? 0 : j];
+    }
 }
 
 onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a) {
@@ -37,11 +42,10 @@ onnxtl_status *otl_cpu_gemm(const otl_kernel_args *a) {
     const otl_tinfo *ta = IN_T(a, 0), *tb = IN_T(a, 1), *ty = OUT_T(a, 0);
     int64_t m = ty->dims[0], n = ty->dims[1], k = at->trans_a ? ta->dims[0] : ta->dims[1];
     float *y = a->out[0];
-    OTL_TRY(otl_sgemm(at->trans_a, at->trans_b, m, n, k, at->alpha, a->in[0], ta->dims[1], a->in[1],
-                      tb->dims[1], 0.0f, y, n));
-    if (a->n->n_in > 2 && a->in[2] && at->beta != 0)
-        add_gemm_bias(IN_T(a, 2), a->in[2], at->beta, m, n, y);
-    return NULL;
+    const bool bias = a->n->n_in > 2 && a->in[2] && at->beta != 0;
+    if (bias) fill_gemm_bias(IN_T(a, 2), a->in[2], at->beta, m, n, y);
+    return otl_sgemm(at->trans_a, at->trans_b, m, n, k, at->alpha, a->in[0], ta->dims[1], a->in[1], tb->dims[1],
+                     bias ? 1.0f : 0.0f, y, n);
 }
 
 /* Strides of a right-aligned batch shape inside the output's batch shape (0 where broadcast). */

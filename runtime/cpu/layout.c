@@ -158,10 +158,56 @@ static inline void copy_element(char *dst, const char *src, size_t es) {
     }
 }
 
-/* Output rows are runs of the last output axis; where that axis is also the
- * input's last (perm ends with r-1), each row is one contiguous copy.  The
- * threads take equal shares of the rows, each starting its index from its
- * first row. */
+/* One output row (a run of the last output axis) read at input stride step:
+ * one copy where the run is contiguous, one element repeated where it is
+ * broadcast. */
+static void copy_row(char *dst, const char *src, int64_t step, int64_t run, size_t es) {
+    if (step == 1) {
+        memcpy(dst, src, (size_t)run * es);
+    } else if (step == 0) {
+        for (int64_t j = 0; j < run; j++) copy_element(dst + (size_t)j * es, src, es);
+    } else {
+        for (int64_t j = 0; j < run; j++) copy_element(dst + (size_t)j * es, src + (ptrdiff_t)(j * step) * (ptrdiff_t)es, es);
+    }
+}
+
+/* Writes y in row-major order, output index i reading the input at base plus
+ * i's coordinates times the per-axis input strides: Transpose's permuted
+ * strides, Slice's steps, Expand's zeros.  Axes of size 1 are dropped and
+ * trailing axes the input walks contiguously merged first, so that rows are
+ * long; the threads take equal shares of the rows, each starting its index
+ * from its first row. */
+static void strided_copy(const char *src, int64_t base, const int64_t *stride, char *dst, const otl_tinfo *y,
+                         size_t es) {
+    const int64_t count = otl_tinfo_count(y);
+    if (count == 0) return;
+    int r = 0;
+    int64_t dims[ONNXTL_MAX_RANK], st[ONNXTL_MAX_RANK];
+    for (int i = 0; i < y->rank; i++)
+        if (y->dims[i] != 1) dims[r] = y->dims[i], st[r++] = stride[i];
+    while (r >= 2 && st[r - 2] == st[r - 1] * dims[r - 1]) {
+        dims[r - 2] *= dims[r - 1];
+        st[r - 2] = st[r - 1];
+        r--;
+    }
+    const int64_t run = r > 0 ? dims[r - 1] : 1, step = r > 0 ? st[r - 1] : 0, rows = count / run;
+    const int outer = r > 0 ? r - 1 : 0;
+#pragma omp parallel if (count * (int64_t)es > (1 << 18))
+    {
+        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+        int64_t idx[ONNXTL_MAX_RANK] = {0}, off = base, rest = begin;
+        for (int d = outer - 1; d >= 0; d--) {
+            idx[d] = rest % dims[d], rest /= dims[d];
+            off += idx[d] * st[d];
+        }
+        for (int64_t row = begin; row < end; row++) {
+            copy_row(dst + (size_t)(row * run) * es, src + (size_t)off * es, step, run, es);
+            otl_index_next(outer, dims, st, idx, &off);
+        }
+    }
+}
+
 onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a) {
     const otl_tinfo *x = IN_T(a, 0), *y = OUT_T(a, 0);
     if (a->nhwc) { /* the layout planner found the permutation to be the storage's own */
@@ -176,33 +222,7 @@ onnxtl_status *otl_cpu_transpose(const otl_kernel_args *a) {
     }
     for (int i = 0; i < r; i++)
         perm_stride[i] = in_stride[a->n->attrs.n_perm >= 0 ? a->n->attrs.perm[i] : r - 1 - i];
-    const size_t es = otl_dtype_size(x->dtype);
-    const int64_t count = otl_tinfo_count(y);
-    const bool runs = r > 0 && perm_stride[r - 1] == 1;
-    const int64_t run = runs ? y->dims[r - 1] : 1, rows = run ? count / run : 0;
-    const int outer = runs ? r - 1 : r;
-    const char *src = a->in[0];
-    char *dst = a->out[0];
-#pragma omp parallel if (count > 65536)
-    {
-        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
-        int64_t idx[ONNXTL_MAX_RANK] = {0}, off = 0, rest = begin;
-        for (int d = outer - 1; d >= 0; d--) {
-            idx[d] = rest % y->dims[d], rest /= y->dims[d];
-            off += idx[d] * perm_stride[d];
-        }
-        for (int64_t row = begin; row < end; row++) {
-            if (runs) memcpy(dst + (size_t)(row * run) * es, src + (size_t)off * es, (size_t)run * es);
-            else copy_element(dst + (size_t)row * es, src + (size_t)off * es, es);
-            for (int d = outer - 1; d >= 0; d--) {
-                off += perm_stride[d];
-                if (++idx[d] < y->dims[d]) break;
-                off -= perm_stride[d] * idx[d];
-                idx[d] = 0;
-            }
-        }
-    }
+    strided_copy(a->in[0], 0, perm_stride, a->out[0], y, otl_dtype_size(x->dtype));
     return NULL;
 }
 
@@ -287,18 +307,6 @@ void otl_nchw_to_nhwc(const float *src, float *dst, const int64_t *dims) {
 
 void otl_nhwc_to_nchw(const float *src, float *dst, const int64_t *dims) {
     transpose_batch(src, dst, dims[0], dims[2] * dims[3], dims[1]);
-}
-
-/* Copies out[i] = in[offset of i], walking the output in row-major order
- * with per-axis input strides: Slice's steps, Expand's repeats. */
-static void strided_copy(const char *src, int64_t base, const int64_t *stride, char *dst, const otl_tinfo *y,
-                         size_t es) {
-    const int64_t count = otl_tinfo_count(y);
-    int64_t idx[ONNXTL_MAX_RANK] = {0}, off = base;
-    for (int64_t i = 0; i < count; i++) {
-        memcpy(dst + (size_t)i * es, src + (size_t)off * es, es);
-        otl_index_next(y->rank, y->dims, stride, idx, &off);
-    }
 }
 
 onnxtl_status *otl_cpu_slice(const otl_kernel_args *a) {

@@ -58,39 +58,42 @@ static float pool_window(const float *src, const otl_window *w, const int64_t *o
     return divisor ? acc / (float)divisor : 0.0f;
 }
 
-/* Channels-last pooling: each window is read as rows of C contiguous values. */
+/* One output position of channels-last pooling: its window read as rows of
+ * C contiguous values, in the widest vectors the CPU has. */
+OTL_ISA_CLONES static void pool_nhwc_position(const float *X, float *dst, int64_t C, const otl_window *w,
+                                              window_span sy, window_span sx, bool is_max, bool count_pad) {
+    const int64_t H = w->in[1], W = w->in[2];
+    for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
+    int64_t count = 0;
+    for (int64_t y = sy.begin; y < sy.end; y += w->dilation[1]) {
+        if (y < 0 || y >= H) continue;
+        for (int64_t x = sx.begin; x < sx.end; x += w->dilation[2]) {
+            if (x < 0 || x >= W) continue;
+            const float *src = X + (y * W + x) * C;
+            if (is_max) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
+            } else {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+            }
+            count++;
+        }
+    }
+    const int64_t divisor = count_pad ? sy.padded * sx.padded : count;
+    if (!is_max)
+        for (int64_t c = 0; c < C; c++) dst[c] = divisor ? dst[c] / (float)divisor : 0.0f;
+}
+
 static void pool_nhwc(const float *X, float *Y, int64_t batch, int64_t C, const otl_window *w, bool is_max,
                       bool count_pad) {
     const int64_t H = w->in[1], W = w->in[2], OH = w->out[1], OW = w->out[2];
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t oy = 0; oy < OH; oy++) {
-            for (int64_t ox = 0; ox < OW; ox++) {
-                window_span sy = axis_span(w, 1, oy), sx = axis_span(w, 2, ox);
-                float *dst = Y + ((b * OH + oy) * OW + ox) * C;
-                for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
-                int64_t count = 0;
-                for (int64_t y = sy.begin; y < sy.end; y += w->dilation[1]) {
-                    if (y < 0 || y >= H) continue;
-                    for (int64_t x = sx.begin; x < sx.end; x += w->dilation[2]) {
-                        if (x < 0 || x >= W) continue;
-                        const float *src = X + ((b * H + y) * W + x) * C;
-                        if (is_max) {
-#pragma omp simd
-                            for (int64_t c = 0; c < C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
-                        } else {
-#pragma omp simd
-                            for (int64_t c = 0; c < C; c++) dst[c] += src[c];
-                        }
-                        count++;
-                    }
-                }
-                int64_t divisor = count_pad ? sy.padded * sx.padded : count;
-                if (!is_max)
-                    for (int64_t c = 0; c < C; c++) dst[c] = divisor ? dst[c] / (float)divisor : 0.0f;
-            }
-        }
-    }
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++)
+                pool_nhwc_position(X + b * H * W * C, Y + ((b * OH + oy) * OW + ox) * C, C, w, axis_span(w, 1, oy),
+                                   axis_span(w, 2, ox), is_max, count_pad);
 }
 
 /* The position in its plane of a window's largest value (the first of equal
@@ -173,19 +176,26 @@ onnxtl_status *otl_cpu_pool(const otl_kernel_args *a) {
     return NULL;
 }
 
+/* One image's global pooling, channels-last: plane rows of C values. */
+OTL_ISA_CLONES static void global_pool_image(const float *X, float *dst, int64_t C, int64_t plane, bool is_max) {
+    for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
+    for (int64_t i = 0; i < plane; i++) {
+        const float *src = X + i * C;
+        if (is_max) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+        }
+    }
+    if (!is_max)
+        for (int64_t c = 0; c < C; c++) dst[c] /= (float)plane;
+}
+
 static void global_pool_nhwc(const float *X, float *Y, int64_t batch, int64_t C, int64_t plane, bool is_max) {
 #pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        float *dst = Y + b * C;
-        for (int64_t c = 0; c < C; c++) dst[c] = is_max ? -FLT_MAX : 0.0f;
-        for (int64_t i = 0; i < plane; i++) {
-            const float *src = X + (b * plane + i) * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; c++) dst[c] = is_max ? (src[c] > dst[c] ? src[c] : dst[c]) : dst[c] + src[c];
-        }
-        if (!is_max)
-            for (int64_t c = 0; c < C; c++) dst[c] /= (float)plane;
-    }
+    for (int64_t b = 0; b < batch; b++) global_pool_image(X + b * plane * C, Y + b * C, C, plane, is_max);
 }
 
 onnxtl_status *otl_cpu_global_pool(const otl_kernel_args *a) {
