@@ -101,10 +101,17 @@ def test_int8(onnxtl, shared, d):
     g = onnx.load(mdl).graph
     tensors = {g.input[0].name} | {o for n in g.node for o in n.output}
     convs = {n.input[0] for n in g.node if n.op_type == "Conv"}
+    # Each residual Add: the addend the Conv before it adds in (the earlier
+    # of two Conv outputs, as the later Conv takes the Add in).
+    made_by = {o: (i, n.op_type) for i, n in enumerate(g.node) for o in n.output}
+    skips = set()
+    for n in g.node:
+        if n.op_type == "Add" and any(made_by.get(x, (0, ""))[1] == "Conv" for x in n.input):
+            skips.add(min(n.input, key=lambda x: made_by[x][0] if made_by.get(x, (0, ""))[1] == "Conv" else -1))
     report(all(len(f) == 3 and float(f[0]) <= float(f[1]) and f[2] in tensors for f in lines) and
-           {f[2] for f in lines} == convs,
-           "the features file records the calibrated range of the model's convolution inputs",
-           f"{len(lines)} tensors for {len(convs)} distinct convolution inputs")
+           {f[2] for f in lines} == convs | skips,
+           "the features file records the calibrated range of the model's convolution inputs and residuals",
+           f"{len(lines)} tensors for {len(convs)} distinct convolution inputs and {len(skips - convs)} other residuals")
     head = os.path.join(d, "model8.onnx")
     r = sh(onnxtl, "fit-head", os.path.join(d, "int8.bin"), "-o", head, "--epochs", "5", "--lr", "1e-3", "--quiet")
     props = {p.key: p.value for p in onnx.load(head).metadata_props} if r.returncode == 0 else {}
@@ -241,6 +248,69 @@ def test_empty_matmul_bf16(onnxtl, d):
            "a MatMul summing over nothing (K = 0) in bf16 gives zeros", r.stderr.strip())
 
 
+def residual_forms_model(path):
+    """A graph whose int8 residual sums take every form: a residual held fp32
+    (GlobalAveragePool reads it too) quantised under an int8 sum; an s8
+    residual (a Conv without ReLU, as ResNet's downsample) under a u8 ReLU sum;
+    a u8 residual under a u8 sum; and an int8 residual taken back to fp32 for
+    a sum that GlobalAveragePool reads, in the residual's own dying buffer."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(11)
+    nodes, inits = [], []
+
+    def conv(x, cin, cout, k, stride=1, relu=True):
+        w, b, y = f"w{len(inits)}", f"b{len(inits)}", f"conv{len(nodes)}"
+        inits.append(numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) *
+                                              np.sqrt(2 / (cin * k * k))).astype(np.float32), w))
+        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), b))
+        nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k], pads=[k // 2] * 4,
+                                      strides=[stride, stride]))
+        return relu_of(y) if relu else y
+
+    def relu_of(x):
+        nodes.append(helper.make_node("Relu", [x], [x + "_relu"]))
+        return x + "_relu"
+
+    def add(a, b):
+        nodes.append(helper.make_node("Add", [a, b], [f"add{len(nodes)}"]))
+        return relu_of(f"add{len(nodes) - 1}")
+
+    def pooled(x):
+        nodes.append(helper.make_node("GlobalAveragePool", [x], [x + "_gap"]))
+        nodes.append(helper.make_node("Flatten", [x + "_gap"], [x + "_flat"]))
+        return x + "_flat"
+
+    x = conv(conv("input", 3, 16, 3, stride=4), 16, 16, 1)
+    quantised = add(conv(x, 16, 16, 3, relu=False), x)           # x, fp32, quantised into the sum
+    down = conv(quantised, 16, 16, 1, relu=False)                # s8, read only as a residual
+    mixed = add(conv(conv(quantised, 16, 16, 1), 16, 16, 3, relu=False), down)
+    same = add(conv(conv(mixed, 16, 16, 1), 16, 16, 3, relu=False), mixed)
+    back = add(conv(conv(same, 16, 16, 1), 16, 16, 3, relu=False), same)  # fp32 (GlobalAveragePool reads it), in place
+    nodes.append(helper.make_node("Concat", [pooled(back), pooled(x)], ["features"], axis=1))
+    g = helper.make_graph(nodes, "residual_forms", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                  [None, 3, 224, 224])],
+                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 32])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+def test_int8_residual_forms(onnxtl, shared, d):
+    mdl = os.path.join(d, "residual_forms.onnx")
+    residual_forms_model(mdl)
+    data = subset(shared, d, 16, 16)
+    fp32, err32 = features(onnxtl, mdl, data, os.path.join(d, "fp32.bin"), "--cut", "features")
+    low, err = features(onnxtl, mdl, data, os.path.join(d, "int8.bin"), "--cut", "features", "--precision", "int8")
+    if fp32 is None or low is None:
+        report(False, "int8 residual sums of every form", err32 + err)
+        return
+    cos = cosines(fp32, low)
+    report(cos.min() >= 0.99, "int8 residual sums of every form (fp32 residual quantised, s8 under u8, u8 under "
+           "u8, int8 taken back to fp32 in its own buffer): features at cosine similarity 0.99 or more to fp32's",
+           f"{len(cos)} photos, min {cos.min():.6f}, mean {cos.mean():.6f}")
+
+
 def main():
     onnxtl, shared = sys.argv[1], sys.argv[2]
     info = json.loads(sh(onnxtl, "info", model(), "--device", "cpu", "--json").stdout)["placement"]
@@ -261,7 +331,7 @@ def main():
         if not os.path.isdir(os.path.join(shared, "dogscats")):
             print(f"SKIP int8: {shared}/dogscats is missing")
         else:
-            for test in (test_int8, test_int8_resume_and_shards, test_isa_paths):
+            for test in (test_int8, test_int8_residual_forms, test_int8_resume_and_shards, test_isa_paths):
                 os.makedirs(os.path.join(d, test.__name__))
                 test(onnxtl, shared, os.path.join(d, test.__name__))
     return 1 if failed_count() else 0

@@ -493,19 +493,23 @@ def test_resume(onnxtl, shared, d):
     mdl, data = small_cnn_path(), subset(shared, d, 13, 2)
     args = ["train", mdl, data, *SMALL, "--epochs", "3", "--batch", "2", "--quiet"]
     whole, cut = os.path.join(d, "whole.onnx"), os.path.join(d, "cut.onnx")
-    r = sh(onnxtl, *args, "-o", whole)
-    p = subprocess.Popen([onnxtl, *args, "-o", cut], stderr=subprocess.DEVNULL)
-    while p.poll() is None and not os.path.exists(cut + ".state"):
-        time.sleep(0.02)
+    r = sh(onnxtl, *args, "-o", whole, "--log", whole + ".log")
+    p = subprocess.Popen([onnxtl, *args, "-o", cut, "--log", cut + ".log"], stderr=subprocess.DEVNULL)
+    def steps_after_checkpoint():  # logged steps of the epoch after the saved one, which a resume must not repeat
+        lines = open(cut + ".log").read().splitlines() if os.path.exists(cut + ".log") else []
+        return lines and lines[-1].startswith('{"step"') and any(x.startswith('{"epoch"') for x in lines)
+    while p.poll() is None and not (os.path.exists(cut + ".state") and steps_after_checkpoint()):
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     killed = p.wait() == -signal.SIGKILL
-    resumed = sh(onnxtl, *args, "-o", cut, "--resume", "--quiet")
+    resumed = sh(onnxtl, *args, "-o", cut, "--resume", "--quiet", "--log", cut + ".log")
     after = resumed.stderr
     same = all(os.path.exists(f) and open(f, "rb").read() == open(w, "rb").read()
-               for f, w in ((cut, whole), (cut + ".state", whole + ".state")))
+               for f, w in ((cut, whole), (cut + ".state", whole + ".state"), (cut + ".log", whole + ".log")))
     report(r.returncode == 0 and killed and resumed.returncode == 0 and same, "train --resume after a SIGKILL in "
-           "epoch 2 or 3 writes the model and checkpoint an uninterrupted run writes, byte for byte",
-           f"killed: {killed}, resumed: {resumed.returncode} {after.strip()[:200]}, identical: {same}")
+           "epoch 2 or 3 writes the model, checkpoint and --log an uninterrupted run writes, byte for byte (each "
+           "step logged once)", f"killed: {killed}, resumed: {resumed.returncode} {after.strip()[:200]}, "
+           f"identical: {same}")
     damaged = os.path.join(d, "damaged.onnx")
     blob = open(whole + ".state", "rb").read()
     for label, content, extra, expect in (
@@ -517,6 +521,20 @@ def test_resume(onnxtl, shared, d):
         r = sh(onnxtl, *args, "-o", damaged, "--resume", *extra)
         report(r.returncode == 1 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1 and
                not os.path.exists(damaged), f"train --resume refuses a checkpoint {label} in one line", r.stderr.strip())
+
+
+def test_resume_counts_bad_images(onnxtl, shared, d):
+    """A run resumed to train further epochs warns of the unreadable images and counts them, as the first did."""
+    data = subset(shared, d, 3, 1)
+    bad = os.path.join(data, "train", "cat", "broken.jpg")
+    open(bad, "wb").write(b"not a jpeg")
+    out = os.path.join(d, "more.onnx")
+    args = ["train", small_cnn_path(), data, *SMALL, "--batch", "2", "-o", out, "--json"]
+    runs = [sh(onnxtl, *args, "--epochs", "1"), sh(onnxtl, *args, "--epochs", "2", "--resume")]
+    counts = [json.loads(r.stdout)["skipped"] if r.returncode == 0 else None for r in runs]
+    warned = ["broken.jpg" in r.stderr for r in runs]
+    report(counts == [1, 1] and warned == [True, True], "train --resume with more epochs warns of an unreadable "
+           "image and counts it, as the run it resumes did", f"skipped {counts}, warned {warned}")
 
 
 def test_new_head(onnxtl, shared, d):
@@ -904,7 +922,8 @@ def main():
         return 0
     with tempfile.TemporaryDirectory() as d:
         for test in (test_small_cnn, test_op_gradients, test_ort_runs_trained, test_resnet18_frozen_bn,
-                     test_resnet18_layer4_cached, test_vgg16_last_block_cached, test_new_head, test_cache_refusals, test_resume, test_augment, test_dropout_drops, test_refusals):
+                     test_resnet18_layer4_cached, test_vgg16_last_block_cached, test_new_head, test_cache_refusals, test_resume, test_resume_counts_bad_images,
+                     test_augment, test_dropout_drops, test_refusals):
             sub = d if test is test_ort_runs_trained else os.path.join(d, test.__name__)
             os.makedirs(sub, exist_ok=True)
             test(onnxtl, shared, d if test in (test_small_cnn, test_ort_runs_trained) else sub)

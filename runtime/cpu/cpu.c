@@ -290,6 +290,10 @@ static bool int8_quantisation(const cpu_state *s, int v, dnnl_data_type_t *type,
     return true;
 }
 
+static bool has_range(const cpu_state *s, int v) {
+    return v >= 0 && otl_ranges_find(s->ranges, s->plan->g->values[v].name);
+}
+
 /* Whether n is a convolution bf16 or int8 could multiply. */
 static bool eligible_conv(const cpu_state *s, const otl_node *n) {
     const otl_tinfo *t = s->plan->t;
@@ -302,25 +306,38 @@ static bool eligible_conv(const cpu_state *s, const otl_node *n) {
  * convolutions whose input the calibration did not see. */
 static bool multiplies_low(const cpu_state *s, const otl_node *n) {
     if (s->precision == ONNXTL_PRECISION_FP32 || !eligible_conv(s, n)) return false;
-    return s->precision == ONNXTL_PRECISION_BF16 || otl_ranges_find(s->ranges, s->plan->g->values[n->in[0]].name);
+    return s->precision == ONNXTL_PRECISION_BF16 || has_range(s, n->in[0]);
 }
 
-/* An output that only such convolutions read, as their input, is written in
- * their type (in its own slot, smaller), so no conversion runs between them.
- * One that anything else reads stays fp32, as does a fused residual's sum. */
+/* In int8, a fused residual's sum may be int8 too, where the residual has a
+ * calibrated range: ResNet's blocks then hand each other int8 tensors, and
+ * the fp32 round trip between them (a seventh of ResNet50's int8 time) goes. */
+static bool int8_residual(const cpu_state *s, const otl_node *n) {
+    return s->precision == ONNXTL_PRECISION_INT8 && n->attrs.fused_add && has_range(s, n->in[3]);
+}
+
+/* Whether n reads input k in the type of a low-precision convolution. */
+static bool reads_low(const cpu_state *s, const otl_node *n, int k) {
+    return multiplies_low(s, n) && (k == 0 || (k == 3 && int8_residual(s, n)));
+}
+
+/* An output that only such convolutions read, as their input (or, in int8,
+ * as their residual), is written in their type (in its own slot, smaller),
+ * so no conversion runs between them.  One that anything else reads stays
+ * fp32, as does a bf16 residual's sum. */
 static onnxtl_status *plan_low_values(cpu_state *s) {
     const otl_plan *p = s->plan;
     if (s->precision == ONNXTL_PRECISION_FP32) return NULL;
     if (!(s->held_low = calloc((size_t)p->g->n_values + 1, sizeof *s->held_low))) return otl_nomem();
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        if (multiplies_low(s, n) && !n->attrs.fused_add && n->out[0] >= 0) s->held_low[n->out[0]] = true;
+        if (multiplies_low(s, n) && (!n->attrs.fused_add || int8_residual(s, n)) && n->out[0] >= 0)
+            s->held_low[n->out[0]] = true;
     }
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        const bool low = multiplies_low(s, n);
         for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && !(low && k == 0)) s->held_low[n->in[k]] = false;
+            if (n->in[k] >= 0 && !reads_low(s, n, k)) s->held_low[n->in[k]] = false;
     }
     for (int i = 0; i < p->n_outputs; i++) s->held_low[p->outputs[i]] = false;
     return NULL;
@@ -340,6 +357,10 @@ static otl_conv_arith conv_arith(const cpu_state *s, const otl_node *n) {
     a.multiply = low_type(s, n->in[0], &a.in_scale);
     a.in_held = s->held_low[n->in[0]];
     if (n->out[0] >= 0 && s->held_low[n->out[0]]) a.out = low_type(s, n->out[0], &a.out_scale);
+    if (int8_residual(s, n)) {
+        a.skip_int8 = low_type(s, n->in[3], &a.skip_scale);
+        a.skip = s->held_low[n->in[3]] ? a.skip_int8 : dnnl_f32;
+    }
     return a;
 }
 
@@ -493,8 +514,7 @@ static onnxtl_status *run_step(cpu_state *s, int i) {
     if (sp->matmul) {
         st = otl_dnnl_matmul_run(sp->matmul, in[0], out[0], s->workspace);
     } else if (sp->conv) {
-        const float *skip = n->attrs.fused_add ? in[3] : NULL;
-        st = otl_dnnl_conv_run(sp->conv, in[0], skip, otl_tinfo_bytes(&s->plan->t[n->out[0]]), out[0], s->workspace);
+        st = otl_dnnl_conv_run(sp->conv, in[0], n->attrs.fused_add ? in[3] : NULL, out[0], s->workspace);
     } else {
         otl_kernel_args a = {n, s->plan->t, in, out, s->workspace, sp->nhwc};
         st = otl_cpu_run_kernel(&a);

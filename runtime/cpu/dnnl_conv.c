@@ -15,6 +15,9 @@ struct otl_dnnl_conv {
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
     otl_dnnl_conversion convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
+    otl_dnnl_conversion to_sum;  /* a fused residual of the other size than dst's, converted into dst */
+    dnnl_memory_t sum;           /* dst as the residual's conversion writes it */
+    size_t skip_bytes;           /* the fused residual as it arrives */
     otl_winograd *winograd;      /* onnxtl's Winograd, which runs instead of a primitive */
 };
 
@@ -92,10 +95,18 @@ static int weights_dims(const otl_node *n, const otl_tinfo *t, dnnl_dims_t d) {
     return 5;
 }
 
+/* The type the fused residual is summed from: dst's own, except that an
+ * int8 dst holds the residual's int8 type (s8 under a u8 ReLU output). */
+static dnnl_data_type_t sum_type(const otl_conv_arith *a) { return is_int8(a->out) ? a->skip_int8 : dnnl_f32; }
+
 /* What runs after the sums: the residual, the activation, and for an int8
- * output its quantisation (a last linear step: the activation sees real values). */
+ * output its quantisation (a last linear step: the activation sees real
+ * values, and an int8 residual is taken back to real ones as it is added). */
 static onnxtl_status *add_post_ops(const otl_attrs *a, const otl_conv_arith *arith, dnnl_post_ops_t ops) {
-    if (a->fused_add) DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
+    if (a->fused_add && is_int8(arith->out))
+        DNNL_TRY(dnnl_post_ops_append_sum_v2(ops, 1.0f / arith->skip_scale, sum_type(arith)), "post ops");
+    else if (a->fused_add)
+        DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
     if (a->fused_relu) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
     if (a->fused_act == FUSED_SWISH)
         DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, a->alpha, 0.0f), "post ops");
@@ -178,6 +189,19 @@ static onnxtl_status *make_bias(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_
     return NULL;
 }
 
+/* The residual's conversion into dst's buffer, where it arrives in the other
+ * size: int8 taken back to fp32, or fp32 quantised to its int8 type. */
+static onnxtl_status *make_sum_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_tinfo *y,
+                                          const otl_conv_arith *a) {
+    const dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
+    dnnl_memory_desc_t from, to;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&from, 4, dd, a->skip, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&to, 4, dd, sum_type(a), dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_create(&c->sum, &to, eng, DNNL_MEMORY_NONE), "memory");
+    const float scale = is_int8(a->skip) ? 1.0f / a->skip_scale : a->skip_scale;
+    return otl_dnnl_conversion_init(&c->to_sum, eng, &from, &to, scale);
+}
+
 /* The reorder that converts the fp32 NHWC input into what the primitive reads. */
 static onnxtl_status *make_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *to_md,
                                       const otl_tinfo *x, const otl_conv_arith *a) {
@@ -203,6 +227,10 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
     if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
     if (!st && n->n_in > 2 && n->in[2] >= 0)
         st = make_bias(c, eng, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), t[n->in[2]].data, a, q);
+    if (!st && n->attrs.fused_add) {
+        c->skip_bytes = (size_t)otl_tinfo_count(&t[n->out[0]]) * dnnl_data_type_size(a->skip);
+        if (a->skip != sum_type(a)) st = make_sum_conversion(c, eng, &t[n->out[0]], a);
+    }
     dnnl_primitive_desc_destroy(pd);
     return st;
 }
@@ -257,17 +285,32 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     return NULL;
 }
 
+/* The converted input's room in the scratch, then the residual's copy. */
+static size_t residual_offset(const otl_dnnl_conv *c) { return (c->convert.bytes + 63) & ~(size_t)63; }
+
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) {
-    return c->winograd ? otl_winograd_scratch_bytes(c->winograd) : c->convert.bytes;
+    if (c->winograd) return otl_winograd_scratch_bytes(c->winograd);
+    return c->to_sum.reorder ? residual_offset(c) + c->skip_bytes : c->convert.bytes;
 }
 
-onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
-                                 void *scratch) {
+/* dst = the residual, in the type the sum reads.  A residual converted in
+ * place (dst took over its dying buffer) is copied aside first: the two sizes
+ * overlap. */
+static onnxtl_status *place_residual(otl_dnnl_conv *c, const void *skip, void *dst, void *scratch) {
+    if (!c->to_sum.reorder) {
+        if (skip != dst) memcpy(dst, skip, c->skip_bytes);
+        return NULL;
+    }
+    if (skip == dst) skip = memcpy((char *)scratch + residual_offset(c), skip, c->skip_bytes);
+    return otl_dnnl_conversion_run(&c->to_sum, c->stream, skip, c->sum, dst);
+}
+
+onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const void *skip, void *dst, void *scratch) {
     if (c->winograd) {
         otl_winograd_run(c->winograd, src, skip, dst, scratch);
         return NULL;
     }
-    if (skip && skip != dst) memcpy(dst, skip, bytes);
+    if (skip) OTL_TRY(place_residual(c, skip, dst, scratch));
     if (c->convert.reorder) {
         OTL_TRY(otl_dnnl_conversion_run(&c->convert, c->stream, src, c->src, scratch));
     } else {
@@ -289,7 +332,9 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->sum) dnnl_memory_destroy(c->sum);
     otl_dnnl_conversion_release(&c->convert);
+    otl_dnnl_conversion_release(&c->to_sum);
     free(c);
 }
 

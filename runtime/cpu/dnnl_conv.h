@@ -18,16 +18,23 @@ bool otl_dnnl_conv_supported(const otl_node *n, const otl_tinfo *t);
  * them) and the sums kept in fp32.  With u8 or s8 the input is quantised as
  * round(x * in_scale), the weights per output channel to s8, and the int32
  * sums scaled back.  The input may arrive already in the multiplied type,
- * and the output may be written in it for convolutions that read it so. */
+ * and the output may be written in it for convolutions that read it so.  In
+ * int8, a fused residual is added in the output's size: an int8 output sums
+ * an int8 residual (ResNet's blocks then pass int8 tensors from one to the
+ * next), an fp32 output an fp32 one; a residual of the other size is
+ * converted into the output buffer first. */
 typedef struct {
     dnnl_data_type_t multiply; /* dnnl_f32, dnnl_bf16, dnnl_u8 or dnnl_s8 */
     float in_scale;            /* int8 */
     bool in_held;              /* the input arrives as multiply's type */
     dnnl_data_type_t out;      /* dnnl_f32, or the type a reader multiplies */
     float out_scale;           /* an int8 output: round(y * out_scale) */
+    dnnl_data_type_t skip;     /* a fused residual's type as it arrives: dnnl_f32, or u8 or s8 */
+    dnnl_data_type_t skip_int8; /* its int8 type, u8 or s8 (dnnl_f32: it has none) */
+    float skip_scale;          /* and that type's scale: round(x * skip_scale) */
 } otl_conv_arith;
 
-#define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f})
+#define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f, dnnl_f32, dnnl_f32, 1.0f})
 
 /* Builds the primitive for n's shapes and reorders its constant weights
  * once.  An fp32 3x3 stride-1 convolution of 64 channels or more, over 16
@@ -35,12 +42,11 @@ typedef struct {
  * 3x3) instead, on a CPU with AVX2 or AVX-512. */
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
                                     const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out);
-/* The scratch a run needs: the converted input (0 in fp32), or the Winograd's tiles. */
+/* The scratch a run needs: the converted input (0 in fp32) and residual, or the Winograd's tiles. */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
-/* src, skip (the fused residual, fp32, or NULL) and dst are NHWC, in the
- * types it was built for; skip may be dst. */
-onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const float *skip, size_t bytes, void *dst,
-                                 void *scratch);
+/* src, skip (the fused residual, or NULL) and dst are NHWC, in the types it
+ * was built for; skip may be dst. */
+onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const void *skip, void *dst, void *scratch);
 
 /* Whether oneDNN multiplies bf16 on this CPU; if not, why names what it lacks. */
 bool otl_cpu_bf16_available(char *why, size_t n);

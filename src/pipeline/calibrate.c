@@ -26,27 +26,33 @@ onnxtl_status *otl_calibration_sample(const otl_dataset *ds, size_t n, size_t **
 }
 
 /* The tensors to observe: the first input of every convolution that the
- * value cut depends on, once each. */
+ * value cut depends on, and the residual a convolution adds, once each. */
 typedef struct {
     onnxtl_tensor *outs;
     size_t n;
 } observed;
 
+static void observe(observed *o, const otl_graph *g, int v) {
+    if (v < 0) return;
+    const char *name = g->values[v].name;
+    bool seen = !otl_ranges_name_ok(name); /* a name a text line cannot hold stays fp32 */
+    for (size_t k = 0; k < o->n && !seen; k++) seen = !strcmp(o->outs[k].name, name);
+    if (!seen) o->outs[o->n++].name = name;
+}
+
 static onnxtl_status *find_conv_inputs(const onnxtl_model *m, int cut, observed *o) {
     const otl_graph *g = otl_model_graph(m);
     otl_plan *p;
     OTL_TRY(otl_model_plan(m, NULL, 1, &cut, 1, &p));
-    if (!(o->outs = calloc((size_t)p->n_steps + 1, sizeof *o->outs))) {
+    if (!(o->outs = calloc(2 * (size_t)p->n_steps + 1, sizeof *o->outs))) { /* two per convolution at most */
         otl_plan_free(p);
         return otl_nomem();
     }
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        if (n->op != OP_CONV || n->in[0] < 0) continue;
-        const char *name = g->values[n->in[0]].name;
-        bool seen = !otl_ranges_name_ok(name); /* a name a text line cannot hold stays fp32 */
-        for (size_t k = 0; k < o->n && !seen; k++) seen = !strcmp(o->outs[k].name, name);
-        if (!seen) o->outs[o->n++].name = name;
+        if (n->op != OP_CONV) continue;
+        observe(o, g, n->in[0]);
+        if (n->attrs.fused_add) observe(o, g, n->in[3]);
     }
     otl_plan_free(p);
     return NULL;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checked.h"
 #include "device.h"
@@ -263,7 +264,7 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     int correct = 0;
     for (size_t s = 0, step = 0; s < t->rows.n_train; s += (size_t)o->batch, step++) {
         int n = t->rows.n_train - s < (size_t)o->batch ? (int)(t->rows.n_train - s) : o->batch;
-        gather(t, t->rows.train + s, n, otl_epoch_view(&t->rows, epoch));
+        gather(t, t->rows.train + s, n, otl_epoch_view(t->rows.views, epoch));
         OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
         const int before = correct;
         double l = otl_cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
@@ -303,9 +304,35 @@ void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e) {
     fputs("}\n", log);
 }
 
+/* Line-buffered: each line is on disk as it is logged, for a plot that
+ * follows the file and for a resume after a kill (otl_train_log_rewind). */
 onnxtl_status *otl_train_log_open(const char *path, bool append, FILE **log) {
     *log = path ? fopen(path, append ? "a" : "w") : NULL;
-    return path && !*log ? otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", path, strerror(errno)) : NULL;
+    if (path && !*log) return otl_error(ONNXTL_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    if (*log) setvbuf(*log, NULL, _IOLBF, 0);
+    return NULL;
+}
+
+/* Where the line of epoch `epoch`'s figures ends in the log at path, or -1. */
+static long end_of_epoch_line(const char *path, int epoch) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char line[4096];
+    long end = -1;
+    int e;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "{\"epoch\": %d,", &e) == 1 && e == epoch) end = ftell(f);
+    fclose(f);
+    return end;
+}
+
+onnxtl_status *otl_train_log_rewind(FILE *log, const char *path, int epochs_done) {
+    if (!log) return NULL;
+    if (fflush(log) != 0) return otl_error(ONNXTL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    const long end = end_of_epoch_line(path, epochs_done);
+    if (end >= 0 && ftruncate(fileno(log), (off_t)end) != 0)
+        return otl_error(ONNXTL_ERR_IO, "%s: cannot drop the interrupted epoch's lines: %s", path, strerror(errno));
+    return NULL;
 }
 
 onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *st) {

@@ -76,6 +76,11 @@ void otl_shuffle(uint64_t *x, size_t n, uint64_t *state);
 /* The --log file (none when path is NULL; append: a resumed run's goes on), and its closing, which reports a
  * failed write unless st already holds an error (st is returned). */
 onnxtl_status *otl_train_log_open(const char *path, bool append, FILE **log);
+/* A resumed run's log (opened to append): the lines up to epoch epochs_done's
+ * figures, which its checkpoint holds; the step lines of the epoch it was
+ * stopped in go, as it trains that epoch again.  A log without that epoch's
+ * line is left as it is. */
+onnxtl_status *otl_train_log_rewind(FILE *log, const char *path, int epochs_done);
 onnxtl_status *otl_train_log_close(FILE *log, const char *path, onnxtl_status *st);
 /* One --log line for an epoch's figures. */
 void otl_train_log_epoch(FILE *log, const otl_epoch_figures *e);
@@ -93,7 +98,7 @@ typedef struct {
 
 /* How far past its first view's row a training image's row lies in epoch
  * `epoch` (from 1): the views in turn, so each epoch sees another augmentation. */
-static inline uint64_t otl_epoch_view(const otl_row_splits *s, int epoch) { return (uint64_t)((epoch - 1) % s->views); }
+static inline uint64_t otl_epoch_view(int views, int epoch) { return (uint64_t)((epoch - 1) % views); }
 
 /* Fails, naming the file, when f has no training rows. */
 onnxtl_status *otl_features_splits(const otl_features *f, otl_row_splits *s);

@@ -49,7 +49,9 @@ typedef struct {
     int n_tapes;
     float *dlogits;
     int *labels;
+    char model_sha256[65]; /* MODEL's SHA-256, once read ("" before) */
     FILE *log;
+    int first_epoch; /* the first this run trains (past the resumed ones): it warns of and counts the bad images */
     char *fingerprint, *state_path; /* of the checkpoint */
     otl_train_net_result *r;
 } net_training;
@@ -172,7 +174,8 @@ static onnxtl_status *on_images(void *ctx, const otl_batch *b, otl_batch_turn *t
     net_training *t = e->t;
     (void)turn; /* one consumer: batches come in order */
     e->skipped += b->n_bad;
-    for (size_t i = 0; e->epoch == 1 && i < b->n_bad; i++) otl_events_note(t->o->events, true, "skipped %s", b->why[i]);
+    for (size_t i = 0; e->epoch == t->first_epoch && i < b->n_bad; i++)
+        otl_events_note(t->o->events, true, "skipped %s", b->why[i]);
     if (!b->good) return NULL;
     for (size_t i = 0; i < b->good; i++) t->labels[i] = t->ds->samples[e->samples[b->index[i]]].label;
     const float *x = b->pixels;
@@ -229,7 +232,7 @@ static onnxtl_status *run_pass(net_training *t, const size_t *order, size_t n, b
     epoch_pass e = {.t = t, .training = training, .epoch = epoch, .total = n};
     otl_events_progress(t->o->events, training ? "train" : "evaluate", "img", 0, n);
     onnxtl_status *st = t->f ? row_pass(&e, (const uint64_t *)order, n) : image_pass(&e, order, n);
-    if (epoch == 1) t->r->skipped += e.skipped;
+    if (epoch == t->first_epoch) t->r->skipped += e.skipped;
     *loss = e.seen ? e.loss / (double)e.seen : -1;
     *acc = e.seen ? (double)e.correct / (double)e.seen : -1;
     return st;
@@ -316,12 +319,20 @@ static onnxtl_status *check_batch_sizes(net_training *t, const splits *s) {
     return NULL;
 }
 
+/* MODEL's SHA-256, read once however many checks ask for it. */
+static onnxtl_status *model_sha256(net_training *t, const char **sha) {
+    if (!t->model_sha256[0]) OTL_TRY(otl_sha256_file(t->o->model_path, t->model_sha256));
+    *sha = t->model_sha256;
+    return NULL;
+}
+
 /* Everything the course of the training depends on, which a resumed run must share. */
 static onnxtl_status *make_fingerprint(net_training *t) {
     const otl_train_net_options *o = t->o;
     const otl_trainer_config *c = &o->trainer;
-    char sha[65], pre[256];
-    OTL_TRY(otl_sha256_file(o->model_path, sha));
+    char pre[256];
+    const char *sha;
+    OTL_TRY(model_sha256(t, &sha));
     char *data = realpath(o->data, NULL);
     otl_preprocess_describe(&t->pre, pre, sizeof pre);
     /* a cosine schedule spans the epochs; the others let a resumed run train longer */
@@ -364,6 +375,7 @@ static onnxtl_status *resume(net_training *t, int *first) {
     r->epochs = e.epoch, r->steps = s.steps;
     r->train_loss = e.train_loss, r->train_acc = e.train_acc, r->eval_loss = e.eval_loss, r->eval_acc = e.eval_acc;
     *first = e.epoch + 1;
+    OTL_TRY(otl_train_log_rewind(t->log, t->o->log, e.epoch));
     if (e.epoch >= t->o->epochs)
         otl_events_note(t->o->events, true, "%s already holds %d epochs: nothing left to train (raise --epochs to go "
                         "on)", t->state_path, e.epoch);
@@ -384,6 +396,7 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
     uint64_t rng_state = o->trainer.seed ^ 0x5eed;
     int first = 1;
     onnxtl_status *st = o->resume ? resume(t, &first) : NULL;
+    t->first_epoch = first;
     const char *eval_name = s->eval_split >= 0 ? otl_split_names[s->eval_split] : NULL;
     for (size_t i = 0; i < s->n_train; i++) order[i] = i;
     for (int epoch = 1; epoch <= o->epochs && !st; epoch++) {
@@ -391,7 +404,7 @@ static onnxtl_status *run_epochs(net_training *t, splits *s) {
         if (epoch < first) continue; /* a resumed run replays the orders of the epochs done */
         otl_trainer_set_lr_scale(t->trainer, lr_scale(o, epoch));
         /* on a cache of --views K, the epoch's view of each image (its rows follow the first) */
-        for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]] + (size_t)((epoch - 1) % s->views);
+        for (size_t i = 0; i < s->n_train; i++) picked[i] = s->train[order[i]] + otl_epoch_view(s->views, epoch);
         otl_epoch_figures f = {epoch, o->epochs, 0, 0, -1, -1, eval_name};
         st = run_pass(t, picked, s->n_train, true, epoch, &f.train_loss, &f.train_acc);
         if (!st && f.train_loss < 0)
@@ -441,8 +454,8 @@ static onnxtl_status *open_features(net_training *t) {
     OTL_TRY(otl_features_open(o->data, &t->f));
     OTL_TRY(otl_features_check_finite(t->f));
     const otl_features_meta *m = otl_features_meta_of(t->f);
-    char sha[65];
-    OTL_TRY(otl_sha256_file(o->model_path, sha));
+    const char *sha;
+    OTL_TRY(model_sha256(t, &sha));
     if (strcmp(sha, m->model_sha256))
         return otl_error(ONNXTL_ERR_ARG, "%s was extracted from %s (SHA-256 %.12s...), not from %s (%.12s...): the "
                          "layers before the cut must be those of the model trained", o->data, m->model_path,
