@@ -26,7 +26,7 @@ typedef enum {
 const char *otl_op_name(otl_op op);
 
 enum { AUTO_PAD_NOTSET, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER, AUTO_PAD_VALID };
-enum { FUSED_NONE, FUSED_SWISH, FUSED_HARDSWISH, FUSED_CLIP };
+enum { FUSED_NONE, FUSED_SWISH, FUSED_HARDSWISH, FUSED_CLIP, FUSED_GELU, FUSED_GELU_TANH };
 
 /* Parsed attributes of a node, holding the defaults of its op's version
  * (ops.def) where the node gives none.  One flat struct: each op reads the
@@ -93,8 +93,9 @@ typedef struct {
     int64_t training_mode;
     /* Set by otl_pass_fuse_relu: the op applies Relu to its output. */
     int fused_relu;
-    /* Set by otl_pass_fuse_conv_activation: another activation a Conv applies
-     * to its output, with alpha (Swish) or clip_min/clip_max (Clip). */
+    /* Set by otl_pass_fuse_activation: another activation a Conv applies
+     * to its output, with alpha (Swish) or clip_min/clip_max (Clip), or the
+     * Gelu of a Linear layer (a MatMul with a fused bias, below). */
     int fused_act;
     /* Set by otl_pass_fuse_residual: a Conv adds input 3 (a tensor of its
      * output's shape) to its result before any fused Relu; residual_add is
@@ -171,11 +172,14 @@ onnxtl_status *otl_graph_add_value(otl_graph *g, const char *name, int *index);
  * the identity at inference. */
 onnxtl_status *otl_pass_remove_identity(otl_graph *g, bool dropout);
 onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g);
+/* MatMul(x, W) + b, W a constant matrix and b a constant row, becomes
+ * MatMul(x, W, b): a MatMul's third input is the row its product adds. */
+onnxtl_status *otl_pass_fuse_linear_bias(otl_graph *g);
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_residual(otl_graph *g);
 onnxtl_status *otl_pass_fuse_gelu(otl_graph *g);
 onnxtl_status *otl_pass_fuse_swish(otl_graph *g);
-onnxtl_status *otl_pass_fuse_conv_activation(otl_graph *g);
+onnxtl_status *otl_pass_fuse_activation(otl_graph *g);
 
 /* The value that feeds the classifier head (head.c): walking back from the
  * output over the Linear layers, activations, Dropout, flattening and final

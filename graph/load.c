@@ -400,10 +400,11 @@ static onnxtl_status *build_graph(otl_graph *g, const char *path, const Onnx__Mo
     OTL_TRY(otl_pass_remove_identity(g, !as_written));
     if (as_written) return NULL;
     OTL_TRY(otl_pass_fold_batchnorm(g));
+    OTL_TRY(otl_pass_fuse_linear_bias(g));
     OTL_TRY(otl_pass_fuse_relu(g));
     OTL_TRY(otl_pass_fuse_gelu(g));
     OTL_TRY(otl_pass_fuse_swish(g));
-    OTL_TRY(otl_pass_fuse_conv_activation(g));
+    OTL_TRY(otl_pass_fuse_activation(g));
     return otl_pass_fuse_residual(g);
 }
 

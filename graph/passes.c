@@ -52,6 +52,11 @@ onnxtl_status *otl_pass_remove_identity(otl_graph *g, bool dropout) {
     return NULL;
 }
 
+static bool produced_by(const otl_graph *g, int v, otl_op op) {
+    int p = g->values[v].producer;
+    return p >= 0 && g->nodes[p].op == op;
+}
+
 static const float *float_const(const otl_graph *g, int v, int64_t count) {
     if (v < 0) return NULL;
     const otl_value *x = &g->values[v];
@@ -138,6 +143,40 @@ onnxtl_status *otl_pass_fold_batchnorm(otl_graph *g) {
     return NULL;
 }
 
+/* MatMul(x, W) + b with W a constant matrix and b a constant row of its
+ * width: torch exports nn.Linear so over 3-D and 4-D activations (ViT's
+ * projections and MLP, ConvNeXt's pointwise layers).  The MatMul takes b
+ * as a third input and adds it as it writes the product, where the Add was
+ * another pass over the whole output. */
+static void fuse_one_linear_bias(otl_graph *g, otl_node *add) {
+    for (int k = 0; k < 2; k++) {
+        const int y = add->in[k], bias = add->in[1 - k], p = g->values[y].producer;
+        if (!produced_by(g, y, OP_MATMUL) || count_uses(g, y) != 1) continue;
+        otl_node *mm = &g->nodes[p];
+        const otl_value *w = &g->values[mm->in[1]];
+        if (mm->n_in != 2 || !w->data || w->dtype != ONNXTL_FLOAT || w->rank != 2 || !float_const(g, bias, w->dims[1]))
+            continue;
+        int *in = realloc(mm->in, 3 * sizeof *in);
+        if (!in) return; /* leaving the graph unfused is always correct */
+        mm->in = in;
+        mm->in[2] = bias;
+        mm->n_in = 3;
+        g->values[add->out[0]].producer = p;
+        mm->out[0] = add->out[0];
+        add->removed = true;
+        return;
+    }
+}
+
+onnxtl_status *otl_pass_fuse_linear_bias(otl_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        otl_node *add = &g->nodes[i];
+        /* before opset 7 an Add broadcasts from its axis attribute */
+        if (!add->removed && add->op == OP_ADD && add->n_in == 2 && add->opset >= 7) fuse_one_linear_bias(g, add);
+    }
+    return NULL;
+}
+
 /* Conv -> Relu and Add -> Relu become one op with fused_relu set, saving a
  * pass over the activation; the Relu's output takes the producer's place. */
 onnxtl_status *otl_pass_fuse_relu(otl_graph *g) {
@@ -154,11 +193,6 @@ onnxtl_status *otl_pass_fuse_relu(otl_graph *g) {
         relu->removed = true;
     }
     return NULL;
-}
-
-static bool produced_by(const otl_graph *g, int v, otl_op op) {
-    int p = g->values[v].producer;
-    return p >= 0 && g->nodes[p].op == op;
 }
 
 /* Add(Conv(x), skip) becomes Conv(x, W, B, skip) with fused_add: the residual
@@ -284,6 +318,13 @@ static bool constant_clip(const otl_graph *g, const otl_node *clip, float *lo, f
     return true;
 }
 
+/* The activation act applied to n's output becomes part of n. */
+static void absorb_activation(otl_graph *g, otl_node *n, otl_node *act) {
+    g->values[act->out[0]].producer = (int)(n - g->nodes);
+    n->out[0] = act->out[0];
+    act->removed = true;
+}
+
 /* Conv followed by Swish (EfficientNet), HardSwish (MobileNetV3) or Clip
  * (MobileNetV2's ReLU6): the Conv applies it as it writes its output, which
  * oneDNN does as a post-op while the tile is in cache. */
@@ -296,16 +337,24 @@ static void fuse_one_conv_activation(otl_graph *g, otl_node *conv) {
     else if (act->op == OP_CLIP && constant_clip(g, act, &lo, &hi))
         conv->attrs.fused_act = FUSED_CLIP, conv->attrs.clip_min = lo, conv->attrs.clip_max = hi;
     else return;
-    g->values[act->out[0]].producer = (int)(conv - g->nodes);
-    conv->out[0] = act->out[0];
-    act->removed = true;
+    absorb_activation(g, conv, act);
 }
 
-onnxtl_status *otl_pass_fuse_conv_activation(otl_graph *g) {
+/* A Linear layer followed by Gelu (the MLPs of ViT and ConvNeXt) applies it
+ * as it writes its output, as a Conv does its activation. */
+static void fuse_one_linear_gelu(otl_graph *g, otl_node *mm) {
+    otl_node *gelu = only_reader(g, mm->out[0]);
+    if (!gelu || gelu->op != OP_GELU) return;
+    mm->attrs.fused_act = gelu->attrs.gelu_tanh ? FUSED_GELU_TANH : FUSED_GELU;
+    absorb_activation(g, mm, gelu);
+}
+
+onnxtl_status *otl_pass_fuse_activation(otl_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         otl_node *n = &g->nodes[i];
-        if (!n->removed && n->op == OP_CONV && n->n_out == 1 && !n->attrs.fused_relu && !n->attrs.fused_act)
-            fuse_one_conv_activation(g, n);
+        if (n->removed || n->n_out != 1 || n->attrs.fused_relu || n->attrs.fused_act) continue;
+        if (n->op == OP_CONV) fuse_one_conv_activation(g, n);
+        else if (n->op == OP_MATMUL && n->n_in == 3) fuse_one_linear_gelu(g, n);
     }
     return NULL;
 }

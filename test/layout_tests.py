@@ -436,6 +436,37 @@ def cases():
         g.node("Flatten", [a4(g)]), g.node("Reshape", [b4(g), g.const([K, N], np.int64)]), g.const(np.ones(N))]))
     add("MatMul by a constant over [N, 4H, W]", lambda g: g.node("MatMul", [
         g.node("Reshape", [a4(g), g.const([N, 4 * H, W], np.int64)]), g.const(g.rng.standard_normal((W, 9)))]))
+    # A Linear layer's bias Add, and the Gelu after it, fuse into the MatMul
+    # (torch's nn.Linear over 3-D input: ViT, ConvNeXt); where the product is
+    # read twice, or the bias is not a row, they run apart.  The weights keep
+    # most outputs within 3, where Gelu's tanh form and erf's differ by more
+    # than the tolerance.
+    def linear(g, x, k, n, bias_first=False, bias_shape=None):
+        y = g.node("MatMul", [x, g.const(g.rng.standard_normal((k, n)) * 0.6 / np.sqrt(k))])
+        b = g.const(g.rng.standard_normal(bias_shape or (n,)))
+        return g.node("Add", [b, y] if bias_first else [y, b])
+
+    def rows(g):
+        return g.node("Reshape", [a4(g), g.const([N, 4 * H, W], np.int64)])
+
+    def erf_gelu(g, x):  # as torch exports nn.GELU
+        e = g.node("Erf", [g.node("Div", [x, g.const(1.4142135381698608)])])
+        return g.node("Mul", [g.node("Mul", [x, g.node("Add", [e, g.const(1.0)])]), g.const(0.5)])
+
+    add("Linear over [N, 4H, W]: MatMul, then Add of a bias", lambda g: linear(g, rows(g), W, 9))
+    add("Linear over [N, 4H, W]: Add of a bias, then MatMul (ViT's order)", lambda g: linear(g, rows(g), W, 9, True))
+    add("Linear over [N, 4H, W] with torch's Gelu", lambda g: erf_gelu(g, linear(g, rows(g), W, 9, True)))
+    for approximate in ("none", "tanh"):
+        add(f"Linear over [N, 4H, W] with Gelu {approximate}", lambda g, ap=approximate: g.node(
+            "Gelu", [linear(g, rows(g), W, 9)], approximate=ap), 20)
+    add("Linear over a vector with Gelu", lambda g: g.node("Gelu", [linear(g, g.node("Reshape", [
+        a4(g), g.const([-1], np.int64)]), N * 4 * H * W, 5)]), 20)
+    add("Linear with a [1, n] bias", lambda g: linear(g, rows(g), W, 9, bias_shape=(1, 9)))
+    add("Linear whose product is read twice", lambda g: g.node("Mul", [
+        g.node("Add", [g.node("MatMul", [rows(g), g.const(g.rng.standard_normal((W, 9)))])] * 2), g.const(0.5)]))
+    add("Linear then Relu", lambda g: g.node("Relu", [linear(g, rows(g), W, 9)]))
+    add("Linear over [N, H, W, 4] (ConvNeXt's pointwise layer) with Gelu", lambda g: g.node("Transpose", [
+        erf_gelu(g, linear(g, g.node("Transpose", [a4(g)], perm=[0, 2, 3, 1]), 4, 6))], perm=[0, 3, 1, 2]))
     return out
 
 

@@ -116,7 +116,7 @@ static void finish_output(float *y, const float *bias, const otl_attrs *a, int64
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; c++) {
         float b = bias ? bias[c] : 0.0f;
-        for (int64_t i = 0; i < plane; i++) y[c * plane + i] = otl_conv_activation(a, y[c * plane + i] + b);
+        for (int64_t i = 0; i < plane; i++) y[c * plane + i] = otl_fused_activation(a, y[c * plane + i] + b);
     }
 }
 

@@ -3,6 +3,8 @@
 #ifndef OTL_CPU_KERNELS_H
 #define OTL_CPU_KERNELS_H
 
+#include <math.h>
+
 #include "backend.h"
 
 /* What a kernel sees: the node, every value's shape, and its buffers. */
@@ -128,13 +130,21 @@ static inline float otl_hardswish(float x) {
     return x * (h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h);
 }
 
-/* The activation a Conv applies to its output (a fused Relu, Swish,
- * HardSwish or Clip), or v unchanged. */
-static inline float otl_conv_activation(const otl_attrs *a, float v) {
+static inline float otl_gelu(float x) { return 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f)); }
+
+static inline float otl_gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+/* The activation a Conv or a Linear layer applies to its output (a fused
+ * Relu, Swish, HardSwish, Clip or Gelu), or v unchanged. */
+static inline float otl_fused_activation(const otl_attrs *a, float v) {
     switch (a->fused_act) {
     case FUSED_SWISH: return otl_swish(v, a->alpha);
     case FUSED_HARDSWISH: return otl_hardswish(v);
     case FUSED_CLIP: return v < a->clip_min ? a->clip_min : v > a->clip_max ? a->clip_max : v;
+    case FUSED_GELU: return otl_gelu(v);
+    case FUSED_GELU_TANH: return otl_gelu_tanh(v);
     default: return a->fused_relu && v < 0.0f ? 0.0f : v;
     }
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dnnl_check.h"
+#include "dnnl_post_ops.h"
 #include "dnnl_reorder.h"
 #include "winograd.h"
 
@@ -107,13 +108,7 @@ static onnxtl_status *add_post_ops(const otl_attrs *a, const otl_conv_arith *ari
         DNNL_TRY(dnnl_post_ops_append_sum_v2(ops, 1.0f / arith->skip_scale, sum_type(arith)), "post ops");
     else if (a->fused_add)
         DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "post ops");
-    if (a->fused_relu) DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "post ops");
-    if (a->fused_act == FUSED_SWISH)
-        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, a->alpha, 0.0f), "post ops");
-    if (a->fused_act == FUSED_HARDSWISH)
-        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_hardswish, 0.0f, 0.0f), "post ops");
-    if (a->fused_act == FUSED_CLIP)
-        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_clip_v2, a->clip_min, a->clip_max), "post ops");
+    OTL_TRY(otl_dnnl_append_activation(a, ops));
     if (is_int8(arith->out))
         DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_linear, arith->out_scale, 0.0f), "post ops");
     return NULL;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "dnnl_check.h"
+#include "dnnl_post_ops.h"
 #include "dnnl_reorder.h"
 
 struct otl_dnnl_matmul {
@@ -19,9 +20,14 @@ static int64_t rows_of(const otl_tinfo *a) {
     return m;
 }
 
-/* Gemm's C, where it is a constant row every output row adds (or absent). */
-static bool gemm_bias_is_row(const otl_node *n, const otl_tinfo *t, int64_t cols) {
-    if (n->n_in < 3 || n->in[2] < 0 || n->attrs.beta == 0) return true;
+/* The row the product adds: Gemm's C (times beta), or a MatMul's fused bias. */
+static bool has_bias(const otl_node *n) {
+    return n->n_in > 2 && n->in[2] >= 0 && (n->op == OP_MATMUL || n->attrs.beta != 0);
+}
+
+/* The bias, where it is a constant row every output row adds (or absent). */
+static bool bias_is_row(const otl_node *n, const otl_tinfo *t, int64_t cols) {
+    if (!has_bias(n)) return true;
     const otl_tinfo *c = &t[n->in[2]];
     const int64_t count = otl_tinfo_count(c);
     return c->data && c->dtype == ONNXTL_FLOAT && (count == 1 || (count == cols && c->dims[c->rank - 1] == cols));
@@ -34,11 +40,10 @@ bool otl_dnnl_matmul_supported(const otl_node *n, const otl_tinfo *t) {
     if (n->op == OP_GEMM && (n->attrs.trans_a || n->attrs.alpha != 1.0f || a->rank != 2)) return false;
     const bool trans = n->op == OP_GEMM && n->attrs.trans_b;
     const int64_t k = b->dims[trans], cols = b->dims[!trans];
-    return a->dims[a->rank - 1] == k && rows_of(a) > 0 && k > 0 && cols > 0 &&
-           (n->op == OP_MATMUL || gemm_bias_is_row(n, t, cols));
+    return a->dims[a->rank - 1] == k && rows_of(a) > 0 && k > 0 && cols > 0 && bias_is_row(n, t, cols);
 }
 
-/* beta * C as the primitive's bias row, copied once. */
+/* The bias as the primitive's bias row, copied once. */
 static onnxtl_status *make_bias(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
                                 int64_t cols, dnnl_memory_desc_t *md) {
     const dnnl_dims_t dims = {1, cols};
@@ -47,10 +52,25 @@ static onnxtl_status *make_bias(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl
     float *row;
     DNNL_TRY(dnnl_memory_get_data_handle(m->bias, (void **)&row), "get handle");
     const otl_tinfo *c = &t[n->in[2]];
-    const float *from = c->data;
+    const float *from = c->data, scale = n->op == OP_GEMM ? n->attrs.beta : 1.0f;
     const bool one = otl_tinfo_count(c) == 1;
-    for (int64_t j = 0; j < cols; j++) row[j] = n->attrs.beta * from[one ? 0 : j];
+    for (int64_t j = 0; j < cols; j++) row[j] = scale * from[one ? 0 : j];
     return NULL;
+}
+
+/* The primitive for desc, with the layer's fused activation as its post-op. */
+static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_attrs *a, const dnnl_matmul_desc_t *desc,
+                                          dnnl_primitive_desc_t *pd) {
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t ops = NULL;
+    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
+    dnnl_status_t s = dnnl_post_ops_create(&ops);
+    onnxtl_status *st = s == dnnl_success ? otl_dnnl_append_activation(a, ops) : otl_dnnl_failed(s, "post ops");
+    if (!st && (s = dnnl_primitive_attr_set_post_ops(attr, ops))) st = otl_dnnl_failed(s, "post ops");
+    if (!st && (s = dnnl_primitive_desc_create(pd, desc, attr, eng, NULL))) st = otl_dnnl_failed(s, "matmul primitive");
+    if (ops) dnnl_post_ops_destroy(ops);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
 }
 
 static onnxtl_status *build(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, bool bf16) {
@@ -66,11 +86,11 @@ static onnxtl_status *build(otl_dnnl_matmul *m, dnnl_engine_t eng, const otl_nod
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&w, 2, wd, math, dnnl_format_tag_any), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab), "memory desc");
     dnnl_memory_desc_t bias;
-    if (n->op == OP_GEMM && n->n_in > 2 && n->in[2] >= 0 && n->attrs.beta != 0) OTL_TRY(make_bias(m, eng, n, t, cols, &bias));
+    if (has_bias(n)) OTL_TRY(make_bias(m, eng, n, t, cols, &bias));
     dnnl_matmul_desc_t desc;
     DNNL_TRY(dnnl_matmul_desc_init(&desc, &src, &w, m->bias ? &bias : NULL, &dst), "matmul desc");
     dnnl_primitive_desc_t pd;
-    DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL), "matmul primitive");
+    OTL_TRY(make_primitive_desc(eng, &n->attrs, &desc, &pd));
     dnnl_status_t s = dnnl_primitive_create(&m->matmul, pd);
     const dnnl_memory_desc_t *packed = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     onnxtl_status *st = s == dnnl_success ? otl_dnnl_reorder_once(eng, m->stream, &w_plain, b->data, packed,

@@ -60,6 +60,21 @@ static void batch_strides(const otl_tinfo *x, int xb, const int64_t *out_batch, 
     }
 }
 
+/* rows x n = A B, plus the fused bias row of a Linear layer's MatMul, then
+ * its fused activation (the load-time passes fuse them only where B is a
+ * constant matrix, which comes here where oneDNN's matmul does not run). */
+static onnxtl_status *linear_rows(const otl_kernel_args *a, int64_t rows, int64_t n, int64_t k) {
+    const bool bias = a->n->n_in > 2 && a->in[2];
+    float *y = a->out[0];
+    if (bias) fill_gemm_bias(IN_T(a, 2), a->in[2], 1.0f, rows, n, y);
+    OTL_TRY(otl_sgemm(false, false, rows, n, k, 1.0f, a->in[0], k, a->in[1], n, bias ? 1.0f : 0.0f, y, n));
+    const otl_attrs *at = &a->n->attrs;
+    if (!at->fused_act) return NULL;
+#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    for (int64_t i = 0; i < rows * n; i++) y[i] = otl_fused_activation(at, y[i]);
+    return NULL;
+}
+
 onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a) {
     otl_tinfo ta = *IN_T(a, 0), tb = *IN_T(a, 1);
     if (ta.rank == 1) { ta.rank = 2; ta.dims[1] = ta.dims[0]; ta.dims[0] = 1; }
@@ -81,7 +96,7 @@ onnxtl_status *otl_cpu_matmul(const otl_kernel_args *a) {
     for (int i = 0; i < ob; i++) b_shared &= sb[i] == 0;
     for (int64_t i = 0, s = 1; i < ob; i++) a_packed &= sa[ob - 1 - i] == m * k * s, s *= out_batch[ob - 1 - i];
     if (b_shared && a_packed) /* a Linear layer over [batch..., m, k]: one product of batches * m rows */
-        return otl_sgemm(false, false, batches * m, n, k, 1.0f, A, k, B, n, 0.0f, Y, n);
+        return linear_rows(a, batches * m, n, k);
     /* Many small products (attention) go side by side, each on one core. */
     onnxtl_status *err = NULL;
 #pragma omp parallel for schedule(static) if (batches > 1 && m * n * k < (1 << 22))

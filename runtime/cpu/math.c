@@ -45,8 +45,8 @@ MAP_KERNEL(hardsigmoid, clamp01(at->alpha * x + at->beta))
 MAP_KERNEL(hardswish, otl_hardswish(x))
 MAP_KERNEL(tanh, tanhf(x))
 MAP_KERNEL(erf, otl_erf_poly(x))
-MAP_CHUNK(gelu_erf, 0.5f * x * (1.0f + otl_erf_poly(x * 0.70710678118654752f)))
-MAP_CHUNK(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))))
+MAP_CHUNK(gelu_erf, otl_gelu(x))
+MAP_CHUNK(gelu_tanh, otl_gelu_tanh(x))
 
 onnxtl_status *otl_cpu_gelu(const otl_kernel_args *a) {
     return map_chunks(a, a->n->attrs.gelu_tanh ? gelu_tanh_chunk : gelu_erf_chunk);

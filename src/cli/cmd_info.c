@@ -50,8 +50,10 @@ typedef struct {
     otl_tinfo head_shape;  /* at batch 1 */
 } info_facts;
 
-static const char *const removed_why[OP_COUNT] = {[OP_BATCHNORM] = "folded into Conv", [OP_RELU] = "fused into Conv/Add",
-                                                  [OP_ADD] = "fused into Conv as residual", [OP_ERF] = "fused into Gelu"};
+static const char *const removed_why[OP_COUNT] = {
+    [OP_BATCHNORM] = "folded into Conv", [OP_RELU] = "fused into Conv/Add",
+    [OP_ADD] = "fused into Conv (residual), MatMul (bias) or Gelu", [OP_ERF] = "fused into Gelu",
+    [OP_GELU] = "fused into MatMul"};
 
 /* Plans batch 1 for the outputs' shapes and the activation peak; a model
  * whose outputs need what onnxtl lacks (a label-lookup tail) still has a

@@ -327,12 +327,13 @@ static onnxtl_status *extract_with(const otl_extract_options *o, backbone *bb, o
     if (!st) st = check_existing(o->out_path, meta, meta_len, o->restart, &r->already_complete);
     if (!st && !r->already_complete) {
         const otl_features_layout layout = {bb->dim, o->dtype, ds->n_classes, o->views};
-        st = otl_features_writer_open(o->out_path, meta, meta_len, &layout, o->restart, &w, &start, &resumed);
+        /* first, so that a precision this CPU lacks is the only line printed */
+        st = create_sessions(o, bb);
+        if (!st) st = otl_features_writer_open(o->out_path, meta, meta_len, &layout, o->restart, &w, &start, &resumed);
         if (!st) st = select_todo(o, ds, start, &todo, &total, &r->resumed);
         r->images = total;
         r->ignored = ds->ignored;
         if (!st) announce(o, ds, bb, total, (size_t)resumed);
-        if (!st) st = create_sessions(o, bb);
         extraction x = {.o = o, .bb = bb, .ds = ds, .w = w, .r = r};
         if (!st) st = run_extraction(&x, &todo);
         if (!st && r->skipped == r->images && !r->resumed)
