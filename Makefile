@@ -79,9 +79,9 @@ $(BUILD)/obj/%.o: %.c $(BUILD)/onnx/onnx.pb-c.h $(BUILD)/cflags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/runtime/cuda/kernels.o: runtime/cuda/kernels.cu runtime/cuda/kernels.h
+$(BUILD)/obj/runtime/cuda/kernels.o: runtime/cuda/kernels.cu runtime/cuda/kernels.h runtime/dropout.h graph/mix64.h
 	@mkdir -p $(@D)
-	$(NVCC) -O2 -Xcompiler -fPIC -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
+	$(NVCC) -O2 -Igraph -Iruntime -Xcompiler -fPIC -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -c $< -o $@
 
 $(BUILD)/libonnxtl.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

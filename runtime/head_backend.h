@@ -1,7 +1,8 @@
 /* The interface a classifier head's training arithmetic implements: forward,
- * backward and the optimizer step.  src/train.c keeps the loop, the loss,
- * shuffling and dropout's random numbers on the host, so every backend trains
- * on the same batches with the same dropout masks. */
+ * backward and the optimizer step.  src/pipeline/train.c keeps the loop, the
+ * loss and shuffling on the host; each backend draws dropout's masks itself,
+ * as dropout.h hashes them, so every backend trains on the same batches with
+ * the same masks. */
 #ifndef OTL_HEAD_BACKEND_H
 #define OTL_HEAD_BACKEND_H
 
@@ -9,6 +10,7 @@
 #include <stddef.h>
 
 #include "checked.h"
+#include "dropout.h"
 #include "status.h"
 
 #define OTL_HEAD_MAX_LAYERS 3
@@ -28,9 +30,9 @@ typedef struct {
     /* params: weights [out, in] and biases, laid out w0 b0 w1 b1 ...; the
      * backend reads them now and hands them back through read. */
     onnxtl_status *(*create)(const otl_head_config *c, float *params, void **state);
-    /* logits (n x classes) of the n feature rows x; scales[l] holds hidden
-     * layer l's n x width inverted-dropout scales, or scales is NULL (no dropout). */
-    onnxtl_status *(*forward)(void *state, const float *x, int n, float *const *scales, float *logits);
+    /* logits (n x classes) of the n feature rows x; drop, unless NULL, is
+     * the step's dropout after each hidden layer (site l: hidden layer l). */
+    onnxtl_status *(*forward)(void *state, const float *x, int n, const otl_dropout *drop, float *logits);
     /* Gradients from dlogits (n x classes) of the last forward, then one optimizer step. */
     onnxtl_status *(*step)(void *state, const float *dlogits, int n);
     onnxtl_status *(*read)(void *state, float *params);

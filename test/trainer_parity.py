@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Trainer parity with PyTorch: on the same features and the same initial
-weights, with dropout off and a fixed batch order, onnxtl fit-head's per-step
-losses and final weights must match torch.optim.Adam, and SGD with momentum
-and weight decay, within 1e-5 relative over at least 100 steps, for a linear
-head and a small MLP head.
+weights, with a fixed batch order, onnxtl fit-head's per-step losses and
+final weights must match torch.optim.Adam, and SGD with momentum and weight
+decay, within 1e-5 relative over at least 100 steps, for a linear head and a
+small MLP head with dropout off, and for the MLP with dropout 0.5, torch
+applying the masks that runtime/dropout.h's hash of (seed, step, layer,
+index) gives.
 
 With --device cuda the same comparisons run the GPU trainer (limit 1e-4:
 cuBLAS sums in another order), and an MLP trained with dropout and shuffling
@@ -31,7 +33,24 @@ CASES = [  # (label, fit-head flags, torch optimizer factory)
      lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, weight_decay=1e-3)),
 ]
 HEADS = [("linear", [], []), ("MLP 512-64-32-2", ["--head", "mlp", "--hidden", "64,32"], [64, 32])]
-BATCH, EPOCHS = 16, 5
+BATCH, EPOCHS, SEED = 16, 5, 11
+
+
+def mix64(z):
+    """splitmix64's finaliser (graph/mix64.h) on uint64 arrays."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xbf58476d1ce4e5b9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94d049bb133111eb)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_kept(seed, step, site, shape, ratio):
+    """Which values dropout keeps, as runtime/dropout.h documents its draw:
+    the hash of (seed, step, site, index) against the ratio."""
+    with np.errstate(over="ignore"):
+        salt = np.array([(step * 0x9e3779b97f4a7c15 + site) % 2**64], dtype=np.uint64)
+        key = mix64(np.uint64(seed) ^ mix64(salt))
+        u = (mix64(key + np.arange(np.prod(shape), dtype=np.uint64)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return torch.from_numpy((u >= ratio).reshape(shape))
 
 
 def torch_head(dims, init_dir):
@@ -40,18 +59,30 @@ def torch_head(dims, init_dir):
         lin = torch.nn.Linear(dims[i], dims[i + 1])
         lin.weight.data = torch.from_numpy(np.load(os.path.join(init_dir, f"w{i}.npy")))
         lin.bias.data = torch.from_numpy(np.load(os.path.join(init_dir, f"b{i}.npy")))
-        layers += [lin] + ([torch.nn.ReLU()] if i + 2 < len(dims) else [])
-    return torch.nn.Sequential(*layers)
+        layers.append(lin)
+    return torch.nn.ModuleList(layers)
 
 
-def torch_train(x, y, dims, init_dir, make_opt):
+def torch_forward(head, x, dropout, seed, step):
+    """The head with inverted dropout after each hidden ReLU, on the masks onnxtl draws."""
+    for site, lin in enumerate(head):
+        x = lin(x)
+        if site + 1 < len(head):
+            x = torch.relu(x)
+            if dropout:
+                x = x * dropout_kept(seed, step, site, x.shape, dropout) / (1 - dropout)
+    return x
+
+
+def torch_train(x, y, dims, init_dir, make_opt, dropout=0.0, seed=0):
     head = torch_head(dims, init_dir)
     opt = make_opt(head.parameters())
     losses = []
     for _ in range(EPOCHS):
         for s in range(0, len(x), BATCH):
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(head(torch.from_numpy(x[s:s + BATCH])), torch.from_numpy(y[s:s + BATCH]))
+            logits = torch_forward(head, torch.from_numpy(x[s:s + BATCH]), dropout, seed, len(losses))
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[s:s + BATCH]))
             loss.backward()
             opt.step()
             losses.append(loss.item())
@@ -115,12 +146,15 @@ def main():
             for i, lin in enumerate(torch.nn.Linear(dims[k], dims[k + 1]) for k in range(len(dims) - 1)):
                 np.save(os.path.join(init, f"w{i}.npy"), lin.weight.detach().numpy())
                 np.save(os.path.join(init, f"b{i}.npy"), lin.bias.detach().numpy())
-            for opt_label, opt_flags, make_opt in CASES:
+            # The MLP once more with dropout 0.5, torch applying the masks
+            # dropout.h's documented hash gives for each step and layer.
+            dropped = [("Adam lr 1e-4, dropout 0.5", CASES[0][1], CASES[0][2], 0.5)] if hidden else []
+            for opt_label, opt_flags, make_opt, dropout in [c + (0.0,) for c in CASES] + dropped:
                 out = os.path.join(d, "out")
                 os.makedirs(out, exist_ok=True)
                 log = os.path.join(d, "log.jsonl")
                 r = subprocess.run([onnxtl, "fit-head", feats, "-o", os.path.join(d, "m.onnx"), "--quiet", "--no-shuffle",
-                                    "--dropout", "0", "--keep", "last", "--batch", str(BATCH), "--epochs", str(EPOCHS),
+                                    "--dropout", str(dropout), "--seed", str(SEED), "--keep", "last", "--batch", str(BATCH), "--epochs", str(EPOCHS),
                                     "--init-from", init, "--save-weights", out, "--log", log, "--device", device]
                                    + head_flags + opt_flags, capture_output=True, text=True)
                 if r.returncode and no_gpu(r.stderr):
@@ -131,7 +165,7 @@ def main():
                     failed += 1
                     continue
                 ours_loss = np.array([j["loss"] for j in map(json.loads, open(log)) if "step" in j])
-                ref_loss, ref_params = torch_train(x, y, dims, init, make_opt)
+                ref_loss, ref_params = torch_train(x, y, dims, init, make_opt, dropout, SEED)
                 # relative to the loss scale: per-step ratios of near-zero float32 losses mean nothing
                 loss_err = float(np.max(np.abs(ours_loss - ref_loss)) / np.max(np.abs(ref_loss)))
                 w_err = 0.0

@@ -72,20 +72,23 @@ static onnxtl_status *linear_forward(const float *x, const float *w, const float
 }
 
 /* z[l] -> a[l+1]: ReLU, then inverted dropout. */
-static void relu_dropout_forward(cpu_head *h, int l, size_t count, const float *scales) {
+static void relu_dropout_forward(cpu_head *h, int l, size_t count, const otl_dropout *drop) {
+    const uint64_t key = drop ? otl_dropout_key(drop->seed, drop->step, (uint64_t)l) : 0;
+    const float scale = drop ? otl_dropout_scale(drop->ratio) : 1.0f;
     for (size_t i = 0; i < count; i++) {
-        h->act.mask[l][i] = h->act.z[l][i] > 0.0f ? (scales ? scales[i] : 1.0f) : 0.0f;
+        const bool kept = !drop || otl_dropout_keeps(key, i, drop->ratio);
+        h->act.mask[l][i] = h->act.z[l][i] > 0.0f && kept ? scale : 0.0f;
         h->act.a[l + 1][i] = h->act.z[l][i] * h->act.mask[l][i];
     }
 }
 
-static onnxtl_status *cpu_head_forward(void *state, const float *x, int n, float *const *scales, float *logits) {
+static onnxtl_status *cpu_head_forward(void *state, const float *x, int n, const otl_dropout *drop, float *logits) {
     cpu_head *h = state;
     const otl_head_config *c = &h->c;
     memcpy(h->act.a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0]);
     for (int l = 0; l < c->n_layers; l++) {
         OTL_TRY(linear_forward(h->act.a[l], h->w[l], h->b[l], n, c->dims[l], c->dims[l + 1], h->act.z[l]));
-        if (l + 1 < c->n_layers) relu_dropout_forward(h, l, (size_t)n * (size_t)c->dims[l + 1], scales ? scales[l] : NULL);
+        if (l + 1 < c->n_layers) relu_dropout_forward(h, l, (size_t)n * (size_t)c->dims[l + 1], drop);
     }
     memcpy(logits, h->act.z[c->n_layers - 1], sizeof(float) * (size_t)n * (size_t)c->dims[c->n_layers]);
     return NULL;

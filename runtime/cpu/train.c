@@ -10,7 +10,7 @@
 
 #include "checked.h"
 #include "cpu_kernels.h"
-#include "mix64.h"
+#include "dropout.h"
 #include "optim.h"
 
 struct otl_trainer {
@@ -77,8 +77,6 @@ static float dropout_ratio(const otl_plan *plan, const otl_node *n) {
     return ratio >= 0.0f && ratio < 1.0f ? ratio : -1;
 }
 
-/* What inverted dropout multiplies a kept value by. */
-static float dropout_scale(float ratio) { return 1.0f / (1.0f - ratio); }
 
 bool otl_trainer_supports(const otl_plan *plan, int step, char *why, size_t why_n) {
     const otl_node *n = otl_plan_step(plan, step);
@@ -384,18 +382,16 @@ void otl_tape_release(otl_tape *tp) {
 }
 
 /* Inverted dropout as torch applies it: an element is kept with probability
- * 1 - ratio and then scaled by 1 / (1 - ratio).  Its draw is a hash of where
- * it is (otl_mix64), not of the order the threads draw in. */
+ * 1 - ratio and then scaled by 1 / (1 - ratio), drawn as dropout.h draws. */
 static onnxtl_status *dropout_forward(otl_tape *tp, int step, const otl_node *n, const float *x, float *y) {
     const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
-    const float ratio = dropout_ratio(tp->plan, n), scale = dropout_scale(ratio);
+    const float ratio = dropout_ratio(tp->plan, n), scale = otl_dropout_scale(ratio);
     if (!tp->keep[step] && !(tp->keep[step] = malloc((size_t)count + 1))) return otl_nomem();
     uint8_t *keep = tp->keep[step];
-    const uint64_t key =
-        otl_mix64(tp->t->c.seed ^ otl_mix64((uint64_t)tp->t->forwards * 0x9e3779b97f4a7c15ull + (uint64_t)step));
+    const uint64_t key = otl_dropout_key(tp->t->c.seed, (uint64_t)tp->t->forwards, (uint64_t)step);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
-        keep[i] = (double)(otl_mix64(key + (uint64_t)i) >> 11) * 0x1.0p-53 >= ratio;
+        keep[i] = otl_dropout_keeps(key, (uint64_t)i, ratio);
         y[i] = keep[i] ? x[i] * scale : 0.0f;
     }
     return NULL;
@@ -472,7 +468,7 @@ static float *gradient_of(const otl_tape *tp, int v) {
 static void pass_through(const otl_tape *tp, int i, const otl_node *n, const float *dy, float *dx) {
     const int64_t count = otl_tinfo_count(&tp->plan->t[n->out[0]]);
     const uint8_t *keep = n->op == OP_DROPOUT ? tp->keep[i] : NULL;
-    const float scale = keep ? dropout_scale(dropout_ratio(tp->plan, n)) : 1.0f;
+    const float scale = keep ? otl_dropout_scale(dropout_ratio(tp->plan, n)) : 1.0f;
 #pragma omp parallel for simd schedule(static)
     for (int64_t k = 0; k < count; k++) dx[k] += keep ? (keep[k] ? dy[k] * scale : 0.0f) : dy[k];
 }

@@ -1,7 +1,7 @@
 /* Head training on the GPU: cuBLAS for the Linear layers, small kernels for
  * ReLU, dropout and the optimizer.  Parameters, gradients and optimizer
- * state stay on the device; per step only the batch's features, dropout
- * scales and logits cross the bus. */
+ * state stay on the device, and dropout's masks are drawn there; per step
+ * only the batch's features and logits cross the bus. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +97,7 @@ static onnxtl_status *gemm(cuda_head *h, bool ta, bool tb, int m, int n, int k, 
     return NULL;
 }
 
-static onnxtl_status *cuda_head_forward(void *state, const float *x, int n, float *const *scales, float *logits) {
+static onnxtl_status *cuda_head_forward(void *state, const float *x, int n, const otl_dropout *drop, float *logits) {
     cuda_head *h = state;
     const otl_head_config *c = &h->c;
     CUDA_TRY(cudaMemcpyAsync(h->act.a[0], x, sizeof(float) * (size_t)n * (size_t)c->dims[0], cudaMemcpyHostToDevice, h->stream));
@@ -107,9 +107,9 @@ static onnxtl_status *cuda_head_forward(void *state, const float *x, int n, floa
         CUDA_TRY(otl_cuda_add_bias(h->act.z[l], h->b[l], NULL, ONNXTL_FLOAT, n, out, 0, h->stream));
         if (l + 1 == c->n_layers) break;
         const size_t count = (size_t)n * (size_t)out;
-        if (scales)
-            CUDA_TRY(cudaMemcpyAsync(h->act.mask[l], scales[l], count * sizeof(float), cudaMemcpyHostToDevice, h->stream));
-        CUDA_TRY(otl_cuda_relu_dropout(h->act.z[l], h->act.mask[l], h->act.a[l + 1], (int64_t)count, scales != NULL, h->stream));
+        const float ratio = drop ? drop->ratio : 0.0f;
+        const uint64_t key = drop ? otl_dropout_key(drop->seed, drop->step, (uint64_t)l) : 0;
+        CUDA_TRY(otl_cuda_relu_dropout(h->act.z[l], h->act.mask[l], h->act.a[l + 1], (int64_t)count, ratio, key, h->stream));
     }
     const size_t classes = (size_t)c->dims[c->n_layers];
     CUDA_TRY(cudaMemcpyAsync(logits, h->act.z[c->n_layers - 1], sizeof(float) * (size_t)n * classes, cudaMemcpyDeviceToHost,

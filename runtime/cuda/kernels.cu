@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "dropout.h"
 #include "kernels.h"
 
 enum { DT_FLOAT = 1, DT_FLOAT16 = 10, DT_BFLOAT16 = 16 };
@@ -137,11 +138,13 @@ extern "C" cudaError_t otl_cuda_fill_noise(void *p, int dtype, int64_t n, cudaSt
 
 /* ---- head training (float32) ---- */
 
-/* mask = ReLU's gate times the dropout scale (1 without scales); a = z * mask. */
-__global__ void relu_dropout(const float *z, float *mask, float *a, int64_t n, int has_scales) {
+/* mask = ReLU's gate times the dropout scale, drawn as the CPU draws it
+ * (dropout.h; ratio 0 keeps every value); a = z * mask. */
+__global__ void relu_dropout(const float *z, float *mask, float *a, int64_t n, float ratio, uint64_t key) {
     int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    mask[i] = z[i] > 0.0f ? (has_scales ? mask[i] : 1.0f) : 0.0f;
+    const bool kept = ratio <= 0.0f || otl_dropout_keeps(key, (uint64_t)i, ratio);
+    mask[i] = z[i] > 0.0f && kept ? (ratio > 0.0f ? otl_dropout_scale(ratio) : 1.0f) : 0.0f;
     a[i] = z[i] * mask[i];
 }
 
@@ -181,9 +184,9 @@ __global__ void sgd(float *p, const float *g, float *buf, int64_t n, float lr, f
     p[i] = p[i] + -lr * d;
 }
 
-extern "C" cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, int has_scales,
+extern "C" cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, float ratio, uint64_t key,
                                              cudaStream_t s) {
-    if (n) relu_dropout<<<blocks(n), 256, 0, s>>>(z, mask, a, n, has_scales);
+    if (n) relu_dropout<<<blocks(n), 256, 0, s>>>(z, mask, a, n, ratio, key);
     return cudaGetLastError();
 }
 

@@ -35,7 +35,8 @@ typedef struct {
 } otl_adam_step;
 
 /* mask = (z > 0) * (has_scales ? mask : 1); a = z * mask. */
-cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, int has_scales, cudaStream_t s);
+cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, float ratio, uint64_t key,
+                                  cudaStream_t s);
 cudaError_t otl_cuda_multiply(const float *x, const float *y, float *out, int64_t n, cudaStream_t s);
 /* sums[j] = sum over i of x[i, j], rows in order. */
 cudaError_t otl_cuda_column_sums(const float *x, float *sums, int64_t rows, int64_t cols, cudaStream_t s);

@@ -14,7 +14,7 @@
 #include "npy.h"
 #include "status.h"
 
-/* ---- randomness: splitmix64, enough for init, shuffling and dropout ---- */
+/* ---- randomness: splitmix64 for init and shuffling (dropout: dropout.h) ---- */
 
 typedef struct {
     uint64_t s;
@@ -121,7 +121,7 @@ typedef struct {
     void *state;
     int cap;                /* rows per batch buffer */
     otl_row_splits rows;
-    float *x, *logits, *dlogits, *scales[OTL_HEAD_MAX_LAYERS - 1];
+    float *x, *logits, *dlogits;
     int *labels;
 } trainer;
 
@@ -132,17 +132,6 @@ static void gather(trainer *t, const uint64_t *rows, int n, uint64_t view) {
         otl_features_values(t->f, rows[i] + view, t->x + (size_t)i * dim);
         t->labels[i] = otl_features_tag(t->f, rows[i] + view).label;
     }
-}
-
-/* Inverted-dropout scales for every hidden value of n rows, layer by layer:
- * 0 or 1/(1-p). */
-static float *const *dropout_scales(trainer *t, int n, float p, rng *r) {
-    if (p <= 0) return NULL;
-    const float keep = 1.0f - p, scale = 1.0f / keep;
-    for (int l = 0; l + 1 < t->h->n_layers; l++)
-        for (size_t i = 0; i < (size_t)n * (size_t)t->h->dims[l + 1]; i++)
-            t->scales[l][i] = rng_uniform(r) < keep ? scale : 0.0f;
-    return t->scales;
 }
 
 static onnxtl_status *evaluate(trainer *t, double *loss, double *acc) {
@@ -265,7 +254,8 @@ static onnxtl_status *train_epoch(trainer *t, const otl_train_options *o, rng *r
     for (size_t s = 0, step = 0; s < t->rows.n_train; s += (size_t)o->batch, step++) {
         int n = t->rows.n_train - s < (size_t)o->batch ? (int)(t->rows.n_train - s) : o->batch;
         gather(t, t->rows.train + s, n, otl_epoch_view(t->rows.views, epoch));
-        OTL_TRY(t->be->forward(t->state, t->x, n, dropout_scales(t, n, o->dropout, r), t->logits));
+        const otl_dropout drop = {o->dropout, o->seed, (uint64_t)*steps};
+        OTL_TRY(t->be->forward(t->state, t->x, n, o->dropout > 0 ? &drop : NULL, t->logits));
         const int before = correct;
         double l = otl_cross_entropy(t->logits, t->labels, n, c, t->dlogits, &correct);
         if (!isfinite(l)) return otl_error(ONNXTL_ERR_RUNTIME, "the loss became non-finite at epoch %d; lower --lr", epoch);
@@ -388,7 +378,6 @@ static onnxtl_status *alloc_batch_buffers(trainer *t) {
     t->dlogits = malloc(sizeof(float) * cap * (size_t)h->dims[h->n_layers]);
     t->labels = calloc(cap, sizeof(int));
     bool ok = t->x && t->logits && t->dlogits && t->labels;
-    for (int l = 0; l + 1 < h->n_layers; l++) ok = ok && (t->scales[l] = malloc(sizeof(float) * cap * (size_t)h->dims[l + 1]));
     return ok ? NULL : otl_error(ONNXTL_ERR_NOMEM, "cannot allocate batch buffers");
 }
 
@@ -399,7 +388,6 @@ static void free_trainer(trainer *t) {
     free(t->logits);
     free(t->dlogits);
     free(t->labels);
-    for (int l = 0; l < OTL_HEAD_MAX_LAYERS - 1; l++) free(t->scales[l]);
 }
 
 static otl_head_config head_config(const otl_head *h, const otl_train_options *o, int cap) {
