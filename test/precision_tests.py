@@ -144,6 +144,10 @@ def test_int8(onnxtl, shared, d):
     report(r.returncode == 2, "--calibrate without --precision int8 is a usage error", r.stderr.strip()[:160])
     r = sh(onnxtl, "merge", os.path.join(d, "mixed8.bin"), os.path.join(d, "fp32.bin"), os.path.join(d, "int8.bin"))
     report(r.returncode == 1, "merge refuses to mix features computed in fp32 and in int8", r.stderr.strip())
+    r = sh(onnxtl, "extract", mdl, data, "-o", os.path.join(d, "fp32.bin"), "--precision", "int8")
+    report(r.returncode == 1 and "not made by this extraction" in r.stderr and "calibrat" not in r.stderr,
+           "extract --precision int8 onto an fp32 features file is refused before any calibration",
+           r.stderr.strip()[-200:])
 
 
 def test_int8_resume_and_shards(onnxtl, shared, d):

@@ -227,6 +227,11 @@ static onnxtl_status *select_todo(const otl_extract_options *o, const otl_datase
 
 /* A finished file from the same extraction means there is nothing to do:
  * its header and metadata tell, without reading its rows. */
+static onnxtl_status *not_this_extraction(const char *out_path) {
+    return otl_error(ONNXTL_ERR_ARG, "%s exists and was not made by this extraction (other model, data or options); "
+                     "choose another -o, remove it, or pass --restart to replace it", out_path);
+}
+
 static onnxtl_status *check_existing(const char *out_path, const char *meta, size_t meta_len, bool restart, bool *done) {
     *done = false;
     FILE *f = fopen(out_path, "rb");
@@ -241,9 +246,7 @@ static onnxtl_status *check_existing(const char *out_path, const char *meta, siz
         otl_features_close(old);
     }
     onnxtl_status_release(st);
-    if (*done || restart) return NULL;
-    return otl_error(ONNXTL_ERR_ARG, "%s exists and was not made by this extraction (other model, data or options); "
-                     "choose another -o, remove it, or pass --restart to replace it", out_path);
+    return *done || restart ? NULL : not_this_extraction(out_path);
 }
 
 static void announce(const otl_extract_options *o, const otl_dataset *ds, const backbone *b, size_t total, size_t resumed) {
@@ -298,7 +301,12 @@ static onnxtl_status *calibrate(const otl_extract_options *o, backbone *bb, cons
  * resume never mixes them, or else a calibration pass. */
 static onnxtl_status *settle_int8_ranges(const otl_extract_options *o, backbone *bb, const otl_dataset *ds) {
     if (o->session.precision != ONNXTL_PRECISION_INT8) return NULL;
-    if (!o->restart) OTL_TRY(otl_features_recorded_ranges(o->out_path, &bb->int8_ranges));
+    if (!o->restart) {
+        OTL_TRY(otl_features_recorded_ranges(o->out_path, &bb->int8_ranges));
+        /* A file there without scales is another extraction's (fp32, say):
+         * refused now, not after a calibration pass. */
+        if (!bb->int8_ranges && otl_features_output_exists(o->out_path)) return not_this_extraction(o->out_path);
+    }
     return bb->int8_ranges ? NULL : calibrate(o, bb, ds);
 }
 

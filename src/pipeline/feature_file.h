@@ -124,6 +124,9 @@ const char *otl_features_meta_raw(const otl_features *f, size_t *len);
  * (malloc'ed) is NULL when there is no such file or it records none. */
 onnxtl_status *otl_features_recorded_ranges(const char *out_path, char **text);
 
+/* Whether out_path, or a non-empty interrupted out_path.partial, exists. */
+bool otl_features_output_exists(const char *out_path);
+
 /* Metadata text without the shard line: equal for shards of one extraction. */
 bool otl_features_same_extraction(const otl_features *a, const otl_features *b);
 /* Writes a complete file from rows merged out of several (used by merge),

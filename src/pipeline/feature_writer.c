@@ -191,6 +191,14 @@ static void partial_ranges(const char *out_path, char **text) {
     otl_features_meta_free(&m);
 }
 
+bool otl_features_output_exists(const char *out_path) {
+    char partial[PATH_MAX];
+    struct stat sb;
+    if (stat(out_path, &sb) == 0) return true;
+    return snprintf(partial, sizeof partial, "%s.partial", out_path) < (int)sizeof partial && stat(partial, &sb) == 0 &&
+           sb.st_size > 0;
+}
+
 onnxtl_status *otl_features_recorded_ranges(const char *out_path, char **text) {
     *text = NULL;
     otl_features *f;
