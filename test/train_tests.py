@@ -130,9 +130,11 @@ def norm_relative(a, b):
 def test_small_cnn(onnxtl, shared, d):
     """SGD: losses and weights within 1e-4 of torch's.  Adam divides each gradient by its own running size, so
     where a gradient is near zero its update follows the last bits of the sums, which no two float32
-    implementations share: here torch in float32 itself drifts from torch in float64 by 1e-4 to 8e-3 in the
-    weights (norm-wise, per tensor) over 50 steps.  onnxtl's Adam must match torch's losses within 1e-4 at every
-    step and its weights within 1e-3 norm-wise; a wrong update (bias correction, epsilon) misses both."""
+    implementations share: torch in float32 itself strays from torch in float64 by 5-16% of what the 52 steps
+    moved each tensor, and by how much depends on the CPU.  onnxtl's Adam must match torch's losses within 1e-4
+    at every step, and its weights must stray from torch float64's no further than twice torch float32's own
+    drift (or 10% of the update, whichever is more), tensor by tensor relative to the update; a wrong update
+    (bias correction, epsilon) misses by a multiple of the update."""
     mdl = small_cnn_path()
     data = subset(shared, d, 13, 4)
     x, y = train_images(data)
@@ -145,6 +147,7 @@ def test_small_cnn(onnxtl, shared, d):
         out = os.path.join(d, "trained.onnx")
         losses, err = ours(onnxtl, mdl, data, out, "--batch", str(BATCH), "--epochs", "4", *SMALL, *flags)
         ref, ref_w = torch_train(w0, make_opt, x, y, torch.float32)
+        exact_w = torch_train(w0, make_opt, x, y, torch.float64)[1] if label.startswith("Adam") else None
         if losses is None or len(losses) != len(ref):
             report(False, f"train the small CNN ({label})", err or f"{len(losses)} steps, torch {len(ref)}")
             continue
@@ -154,8 +157,13 @@ def test_small_cnn(onnxtl, shared, d):
             w_rel = max(relative(trained[k], ref_w[k]) for k in ref_w)
             detail, ok = f"weights within {w_rel:.2e} of torch's (limit 1e-4)", w_rel <= 1e-4
         else:
-            w_rel = max(norm_relative(trained[k], ref_w[k]) for k in ref_w)
-            detail, ok = f"weights within {w_rel:.2e} of torch's, norm-wise (limit 1e-3)", w_rel <= 1e-3
+            def drift(w):  # the distance to float64's weights over how far training moved them, worst tensor
+                return max(norm_relative(w[k], exact_w[k]) / norm_relative(exact_w[k], w0[k]) for k in exact_w
+                           if np.any(exact_w[k] != w0[k]))
+            ours_drift, limit = drift(trained), max(2 * drift(ref_w), 0.1)
+            detail = (f"weights stray from torch float64's by {ours_drift:.1%} of the update, torch float32's by "
+                      f"{drift(ref_w):.1%} (limit {limit:.1%})")
+            ok = ours_drift <= limit
         report(len(losses) >= 50 and loss_rel <= 1e-4 and ok,
                f"the small CNN from scratch at 64x64, {label}: every step's loss and the final weights as torch's",
                f"{len(losses)} steps, losses within {loss_rel:.2e} (limit 1e-4), {detail}")
