@@ -228,6 +228,21 @@ static int by_size_desc(const void *a, const void *b) {
     return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : x->value - y->value;
 }
 
+/* A 1x1 Conv and a depthwise Conv right after it that reads its output may
+ * run as one step (the CPU backend fuses MobileNet's and EfficientNet's
+ * expansions so that their wide output never goes to memory).  The first
+ * one's input then lives through the second, whose output must not take
+ * its bytes. */
+static void keep_pointwise_inputs(const otl_plan *p, int *last) {
+    for (int s = 0; s + 1 < p->n_steps; s++) {
+        const otl_node *n = otl_plan_step(p, s), *d = otl_plan_step(p, s + 1);
+        if (n->op != OP_CONV || d->op != OP_CONV || d->attrs.group < 2 || d->in[0] != n->out[0] || n->in[0] < 0)
+            continue;
+        const otl_tinfo *w = &p->t[n->in[1]];
+        if (w->rank == 4 && w->dims[2] == 1 && w->dims[3] == 1 && last[n->in[0]] == s) last[n->in[0]] = s + 1;
+    }
+}
+
 /* The step after which each value is no longer read (n_steps for outputs). */
 static void last_uses(const otl_plan *p, int *last) {
     const otl_graph *g = p->g;
@@ -238,6 +253,7 @@ static void last_uses(const otl_plan *p, int *last) {
             if (n->in[k] >= 0) last[n->in[k]] = s;
     }
     for (int i = 0; i < p->n_outputs; i++) last[p->outputs[i]] = p->n_steps;
+    keep_pointwise_inputs(p, last);
 }
 
 /* Ops whose output is their input's bytes, which then copy nothing. */

@@ -254,6 +254,29 @@ def cases():
             conv_of(g, a4(g), 4, 4, **attrs), g.node("MaxPool", [b4(g)], kernel_shape=[1, 1],
                                                      strides=attrs.get("strides", [1, 1]))]))
 
+    # A 1x1 expansion, its activation, a 3x3 depthwise Conv and its own
+    # (MobileNet's and EfficientNet's blocks), which the CPU runs as one.
+    def pointwise(g, x, cin, cout, bias=True):
+        w = g.const(g.rng.standard_normal((cout, cin, 1, 1)) * 0.5)
+        return g.node("Conv", [x, w] + ([g.const(g.rng.standard_normal(cout) * 0.1)] if bias else []))
+
+    def depthwise(g, x, c, stride, bias=True):
+        w = g.const(g.rng.standard_normal((c, 1, 3, 3)) * 0.3)
+        return g.node("Conv", [x, w] + ([g.const(g.rng.standard_normal(c) * 0.1)] if bias else []), group=c,
+                      pads=[1, 1, 1, 1], strides=[stride, stride])
+    acts = {"none": lambda g, x: x, "Relu": lambda g, x: g.node("Relu", [x]),
+            "Swish": lambda g, x: g.node("Mul", [x, g.node("Sigmoid", [x])]),
+            "HardSwish": lambda g, x: g.node("HardSwish", [x]),
+            "Clip 0..6": lambda g, x: g.node("Clip", [x, g.const(0.0), g.const(6.0)])}
+    for first, second, stride, width, bias in (("Relu", "Relu", 1, 16, True), ("Swish", "Swish", 2, 16, True),
+                                               ("HardSwish", "HardSwish", 1, 12, True), ("Clip 0..6", "none", 2, 24, False),
+                                               ("none", "Swish", 1, 8, True), ("Swish", "Swish", 2, 20, False)):
+        add(f"1x1 Conv to {width} channels, {first}, depthwise 3x3 stride {stride}, {second}{'' if bias else ', no biases'}",
+            lambda g, a=first, b=second, s=stride, c=width, bias=bias: acts[b](g, depthwise(
+                g, acts[a](g, pointwise(g, a4(g), 4, c, bias)), c, s, bias)), opset=14)
+    add("1x1 Conv whose output a depthwise Conv and the caller read", lambda g: g.node("Add", [
+        g.conv(depthwise(g, pointwise(g, a4(g), 4, 8), 8, 1), 8, 4), g.conv(pointwise(g, a4(g), 4, 8), 8, 4)]))
+
     def conv_t(g, x, cin, cout, group=1, kernel=(3, 3), **attrs):
         w = g.const(g.rng.standard_normal((cin, cout // group) + tuple(kernel)) * 0.3)
         return g.node("ConvTranspose", [x, w, g.const(g.rng.standard_normal(cout) * 0.1)], group=group, **attrs)

@@ -61,7 +61,8 @@ static onnxtl_status *stream_init(stream *b, const onnxtl_model *m, const onnxtl
     onnxtl_model_output(m, 0, &b->out);
     if (output && strcmp(output, "-")) b->out.name = output;
     b->in.dims[0] = batch;
-    size_t n = (size_t)batch * 3 * (size_t)b->in.dims[2] * (size_t)b->in.dims[3];
+    size_t n = 1;
+    for (int k = 0; k < b->in.rank; k++) n *= (size_t)b->in.dims[k];
     float *x;
     if ((st = onnxtl_session_alloc_host(b->s, n * sizeof *x, (void **)&x))) return st;
     for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;

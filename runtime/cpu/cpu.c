@@ -172,6 +172,8 @@ typedef struct {
 typedef struct {
     bool nhwc;            /* the step runs channels-last */
     otl_dnnl_conv *conv;  /* a Conv on oneDNN's primitive */
+    bool fused_dw;        /* conv runs the next step's depthwise Conv too, and writes its output */
+    bool absorbed;        /* the step before runs this one */
     otl_dnnl_matmul *matmul; /* a Linear layer on oneDNN's matmul */
     conversion *conv_in;  /* inputs to convert first */
     int n_conv_in;
@@ -303,10 +305,15 @@ static bool eligible_conv(const cpu_state *s, const otl_node *n) {
 
 /* Depthwise convolutions read and write as much as they compute: in bf16 or
  * int8 they would only add conversion passes, so they stay fp32, as do int8
- * convolutions whose input the calibration did not see. */
+ * convolutions whose input the calibration did not see.  Without VNNI
+ * (u8_full_range) an int8 product costs VPMADDUBSW and VPMADDWD, at most a
+ * third faster than an fp32 FMA, while the Winograd does a quarter of the
+ * multiplications: the 3x3 convolutions it runs stay fp32 there (in int8,
+ * VGG16 ran at half its fp32 rate on an AVX2 EPYC). */
 static bool multiplies_low(const cpu_state *s, const otl_node *n) {
     if (s->precision == ONNXTL_PRECISION_FP32 || !eligible_conv(s, n)) return false;
-    return s->precision == ONNXTL_PRECISION_BF16 || has_range(s, n->in[0]);
+    if (s->precision == ONNXTL_PRECISION_BF16) return true;
+    return has_range(s, n->in[0]) && (s->u8_full_range || !otl_dnnl_conv_winograd_fp32(n, s->plan->t));
 }
 
 /* In int8, a fused residual's sum may be int8 too, where the residual has a
@@ -384,6 +391,53 @@ static onnxtl_status *check_calibration(const cpu_state *s) {
     return NULL;
 }
 
+/* Whether step i's outputs are read by step i + 1 alone, not by a later step nor the caller. */
+static bool only_next_reads(const otl_plan *p, int i) {
+    const otl_node *n = otl_plan_step(p, i);
+    for (int k = 0; k < n->n_out; k++) {
+        for (int j = i + 2; j < p->n_steps; j++) {
+            const otl_node *r = otl_plan_step(p, j);
+            for (int q = 0; q < r->n_in; q++)
+                if (r->in[q] == n->out[k]) return false;
+        }
+        for (int o = 0; o < p->n_outputs; o++)
+            if (p->outputs[o] == n->out[k]) return false;
+    }
+    return true;
+}
+
+static bool disjoint(const otl_plan *p, int a, int b) {
+    if (p->offset[a] < 0 || p->offset[b] < 0) return true;
+    const int64_t a_end = p->offset[a] + (int64_t)otl_tinfo_bytes(&p->t[a]);
+    const int64_t b_end = p->offset[b] + (int64_t)otl_tinfo_bytes(&p->t[b]);
+    return a_end <= p->offset[b] || b_end <= p->offset[a];
+}
+
+/* A 1x1 fp32 Conv whose output only the depthwise Conv after it reads runs
+ * that one too (otl_dnnl_dw_fusable).  The pair writes the second's output
+ * while the first's input is live, which the arena, planned for the two
+ * steps apart, may have given the same bytes: then they run apart. */
+static bool fuses_next_dw(const cpu_state *s, int i) {
+    const otl_plan *p = s->plan;
+    if (i + 1 >= p->n_steps) return false;
+    const otl_node *n = otl_plan_step(p, i), *dw = otl_plan_step(p, i + 1);
+    return n->op == OP_CONV && dw->op == OP_CONV && n->n_out == 1 && !multiplies_low(s, n) &&
+           otl_dnnl_dw_fusable(n, dw, p->t) && only_next_reads(p, i) && disjoint(p, n->in[0], dw->out[0]);
+}
+
+static onnxtl_status *create_conv(cpu_state *s, int i) {
+    const otl_plan *p = s->plan;
+    step_plan *sp = &s->steps[i];
+    const otl_node *n = otl_plan_step(p, i);
+    if (sp->absorbed) return NULL;
+    if (fuses_next_dw(s, i)) {
+        OTL_TRY(otl_dnnl_conv_create_fused_dw(s->engine, s->stream, n, otl_plan_step(p, i + 1), p->t, &sp->conv));
+        sp->fused_dw = s->steps[i + 1].absorbed = sp->conv != NULL;
+        if (sp->conv) return NULL;
+    }
+    return otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_arith(s, n), &sp->conv);
+}
+
 /* Decides each step's layout and the conversions at layout boundaries. */
 static onnxtl_status *plan_layouts(cpu_state *s) {
     OTL_TRY(check_calibration(s));
@@ -403,8 +457,7 @@ static onnxtl_status *plan_layouts(cpu_state *s) {
         }
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0) s->nhwc[n->out[k]] = writes_nhwc(p, n, sp, k);
-        if (n->op == OP_CONV && sp->nhwc)
-            OTL_TRY(otl_dnnl_conv_create(s->engine, s->stream, n, p->t, conv_arith(s, n), &sp->conv));
+        if (n->op == OP_CONV && sp->nhwc) OTL_TRY(create_conv(s, i));
         if (otl_dnnl_matmul_supported(n, p->t))
             OTL_TRY(otl_dnnl_matmul_create(s->engine, s->stream, n, p->t, s->precision == ONNXTL_PRECISION_BF16,
                                            &sp->matmul));
@@ -497,11 +550,13 @@ static onnxtl_status *cpu_prepare(const otl_plan *plan, const otl_backend_config
 static onnxtl_status *run_step(cpu_state *s, int i) {
     const otl_node *n = otl_plan_step(s->plan, i);
     const step_plan *sp = &s->steps[i];
+    if (sp->absorbed) return NULL;
     if (n->n_in > MAX_NODE_IO || n->n_out > MAX_NODE_IO) return too_many_io(n);
     const void *in[MAX_NODE_IO];
     void *out[MAX_NODE_IO];
     for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? s->ptr[n->in[k]] : NULL;
     for (int k = 0; k < n->n_out; k++) out[k] = n->out[k] >= 0 ? s->ptr[n->out[k]] : NULL;
+    if (sp->fused_dw) out[0] = s->ptr[otl_plan_step(s->plan, i + 1)->out[0]];
     for (int c = 0; c < sp->n_conv_in; c++) {
         const conversion *cv = &sp->conv_in[c];
         const int64_t *dims = s->plan->t[n->in[cv->k]].dims;

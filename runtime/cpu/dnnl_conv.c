@@ -15,8 +15,12 @@ struct otl_dnnl_conv {
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
     dnnl_memory_t src, weights, bias, dst;
+    dnnl_memory_t dw_weights, dw_bias; /* a fused depthwise convolution's (otl_dnnl_conv_create_fused_dw) */
     otl_dnnl_conversion convert; /* bf16 or int8: the fp32 input converted into a scratch buffer the primitive reads */
     otl_dnnl_conversion to_sum;  /* a fused residual of the other size than dst's, converted into dst */
+    otl_dnnl_conversion from_dst; /* a fused depthwise convolution's blocked output, reordered into dst */
+    dnnl_memory_t dst_nhwc;       /* dst as that reorder writes it */
+    size_t blocked_bytes;         /* the blocked output, in the scratch after the converted input */
     dnnl_memory_t sum;           /* dst as the residual's conversion writes it */
     size_t skip_bytes;           /* the fused residual as it arrives */
     otl_winograd *winograd;      /* onnxtl's Winograd, which runs instead of a primitive */
@@ -114,8 +118,21 @@ static onnxtl_status *add_post_ops(const otl_attrs *a, const otl_conv_arith *ari
     return NULL;
 }
 
-static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
-                                          const otl_conv_arith *arith, const int8_scales *q, dnnl_primitive_desc_t *pd) {
+/* The depthwise 3x3 convolution a 1x1 one's post-ops run on its output rows
+ * as they are made, and that convolution's own activation after it. */
+static onnxtl_status *add_dw_post_ops(const otl_node *dw, const otl_tinfo *t, dnnl_post_ops_t ops) {
+    otl_window win;
+    OTL_TRY(otl_window_init(&dw->attrs, 2, t[dw->in[0]].dims + 2, t[dw->in[1]].dims + 2, false, &win));
+    if (win.stride[1] == 1)
+        DNNL_TRY(dnnl_post_ops_append_dw_k3s1p1(ops, dnnl_f32, dnnl_f32, dnnl_f32, 0, 0, NULL), "post ops");
+    else
+        DNNL_TRY(dnnl_post_ops_append_dw_k3s2p1(ops, dnnl_f32, dnnl_f32, dnnl_f32, 0, 0, NULL), "post ops");
+    return otl_dnnl_append_activation(&dw->attrs, ops);
+}
+
+static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, const otl_node *dw,
+                                          const otl_tinfo *t, const otl_conv_arith *arith, const int8_scales *q,
+                                          dnnl_primitive_desc_t *pd) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
     otl_window win;
     OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
@@ -125,8 +142,11 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     const int w_rank = weights_dims(n, t, wd);
     window_dims(&win, strides, dil, pl, pr);
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, dnnl_nhwc), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, arith->out, dnnl_nhwc), "memory desc");
+    /* oneDNN 2.6's fused depthwise kernels write garbage in NHWC past a few
+     * MB of output (checked on AVX2), but not in their blocked layouts */
+    const dnnl_format_tag_t act_tag = dw ? dnnl_format_tag_any : dnnl_nhwc;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, arith->multiply, act_tag), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, arith->out, act_tag), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, w_rank, wd, weights_type(arith), dnnl_format_tag_any), "memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
     bool has_bias = n->n_in > 2 && n->in[2] >= 0;
@@ -140,6 +160,7 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
     DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
     dnnl_status_t s = dnnl_post_ops_create(&ops);
     onnxtl_status *st = s == dnnl_success ? add_post_ops(&n->attrs, arith, ops) : otl_dnnl_failed(s, "post ops");
+    if (!st && dw) st = add_dw_post_ops(dw, t, ops);
     if (!st && (s = dnnl_primitive_attr_set_post_ops(attr, ops))) st = otl_dnnl_failed(s, "post ops");
     /* int8: the sums of output channel oc are scaled by q->outputs[oc] (the channel dimension, 1 << 1) */
     if (!st && q->weights && (s = dnnl_primitive_attr_set_output_scales(attr, w->dims[0], 1 << 1, q->outputs)))
@@ -206,10 +227,50 @@ static onnxtl_status *make_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const
     return otl_dnnl_conversion_init(&c->convert, eng, &f32_md, to_md, is_int8(a->multiply) ? a->in_scale : 1.0f);
 }
 
-static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
-                            const otl_conv_arith *a, const int8_scales *q) {
+/* The fused depthwise convolution's weights in the layout the primitive
+ * chose, and its bias (zeros where it has none). */
+static onnxtl_status *make_dw_params(otl_dnnl_conv *c, dnnl_engine_t eng, dnnl_primitive_desc_t pd, const otl_node *dw,
+                                     const otl_tinfo *t) {
+    const int64_t ch = t[dw->in[1]].dims[0];
+    const dnnl_dims_t wd = {ch, 1, 1, 3, 3};
+    dnnl_memory_desc_t plain;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, 5, wd, dnnl_f32, dnnl_goihw), "memory desc");
+    const dnnl_memory_desc_t *want =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS);
+    OTL_TRY(otl_dnnl_reorder_once(eng, c->stream, &plain, t[dw->in[1]].data, want, (otl_dnnl_scales){0}, &c->dw_weights));
+    const dnnl_memory_desc_t *bmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS);
+    DNNL_TRY(dnnl_memory_create(&c->dw_bias, bmd, eng, DNNL_MEMORY_ALLOCATE), "memory");
+    float *bias;
+    DNNL_TRY(dnnl_memory_get_data_handle(c->dw_bias, (void **)&bias), "memory");
+    const bool has_bias = dw->n_in > 2 && dw->in[2] >= 0;
+    for (int64_t i = 0; i < ch; i++) bias[i] = has_bias ? ((const float *)t[dw->in[2]].data)[i] : 0.0f;
+    return NULL;
+}
+
+/* Whether md is t's shape in NHWC, of the given type. */
+static bool is_nhwc(const dnnl_memory_desc_t *md, const otl_tinfo *t, dnnl_data_type_t type) {
+    const dnnl_dims_t d = {t->dims[0], t->dims[1], t->dims[2], t->dims[3]};
+    dnnl_memory_desc_t nhwc;
+    return dnnl_memory_desc_init_by_tag(&nhwc, 4, d, type, dnnl_nhwc) == dnnl_success && dnnl_memory_desc_equal(md, &nhwc);
+}
+
+/* The reorder of a blocked output into the NHWC dst. */
+static onnxtl_status *make_dst_conversion(otl_dnnl_conv *c, dnnl_engine_t eng, const dnnl_memory_desc_t *dmd,
+                                          const otl_tinfo *y) {
+    const dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
+    dnnl_memory_desc_t nhwc;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&nhwc, 4, dd, dnnl_f32, dnnl_nhwc), "memory desc");
+    DNNL_TRY(dnnl_memory_create(&c->dst_nhwc, &nhwc, eng, DNNL_MEMORY_NONE), "memory");
+    c->blocked_bytes = dnnl_memory_desc_get_size(dmd);
+    return otl_dnnl_conversion_init(&c->from_dst, eng, dmd, &nhwc, 1.0f);
+}
+
+static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_node *dw,
+                            const otl_tinfo *t, const otl_conv_arith *a, const int8_scales *q) {
     dnnl_primitive_desc_t pd;
-    OTL_TRY(make_primitive_desc(eng, n, t, a, q, &pd));
+    OTL_TRY(make_primitive_desc(eng, n, dw, t, a, q, &pd));
+    const otl_tinfo *y = &t[(dw ? dw : n)->out[0]];
     onnxtl_status *st = NULL;
     dnnl_status_t s = dnnl_primitive_create(&c->conv, pd);
     if (s != dnnl_success) st = otl_dnnl_failed(s, "convolution primitive");
@@ -218,14 +279,18 @@ static onnxtl_status *build(otl_dnnl_conv *c, dnnl_engine_t eng, const otl_node 
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (!st) st = reorder_weights(eng, c->stream, n, t, q, wmd, &c->weights);
     if (!st && (s = dnnl_memory_create(&c->src, smd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
-    if (!st && a->multiply != dnnl_f32 && !a->in_held) st = make_conversion(c, eng, smd, &t[n->in[0]], a);
+    if (!st && dw && (is_nhwc(smd, &t[n->in[0]], dnnl_f32) || is_nhwc(dmd, y, dnnl_f32)))
+        st = otl_error(ONNXTL_ERR_UNSUPPORTED, "oneDNN fuses this depthwise convolution only in NHWC");
+    if (!st && !is_nhwc(smd, &t[n->in[0]], dnnl_f32) && !a->in_held) st = make_conversion(c, eng, smd, &t[n->in[0]], a);
     if (!st && (s = dnnl_memory_create(&c->dst, dmd, eng, DNNL_MEMORY_NONE))) st = otl_dnnl_failed(s, "memory");
+    if (!st && !is_nhwc(dmd, y, a->out)) st = make_dst_conversion(c, eng, dmd, y);
     if (!st && n->n_in > 2 && n->in[2] >= 0)
         st = make_bias(c, eng, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), t[n->in[2]].data, a, q);
     if (!st && n->attrs.fused_add) {
         c->skip_bytes = (size_t)otl_tinfo_count(&t[n->out[0]]) * dnnl_data_type_size(a->skip);
         if (a->skip != sum_type(a)) st = make_sum_conversion(c, eng, &t[n->out[0]], a);
     }
+    if (!st && dw) st = make_dw_params(c, eng, pd, dw, t);
     dnnl_primitive_desc_destroy(pd);
     return st;
 }
@@ -261,6 +326,12 @@ static bool winograd_for(const otl_node *n, const otl_tinfo *t, const otl_conv_a
     return otl_winograd_supported(n, t, *isa);
 }
 
+bool otl_dnnl_conv_winograd_fp32(const otl_node *n, const otl_tinfo *t) {
+    const otl_conv_arith fp32 = OTL_CONV_FP32;
+    otl_winograd_isa isa;
+    return winograd_for(n, t, &fp32, &isa);
+}
+
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
                                     const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out) {
     otl_dnnl_conv *c = calloc(1, sizeof *c);
@@ -270,11 +341,51 @@ onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t eng, dnnl_stream_t stream, con
     onnxtl_status *st = is_int8(arith.multiply) ? int8_scales_init(n, t, &arith, &q) : NULL;
     otl_winograd_isa isa;
     if (!st) st = winograd_for(n, t, &arith, &isa) ? otl_winograd_create(n, t, isa, &c->winograd)
-                                                   : build(c, eng, n, t, &arith, &q);
+                                                   : build(c, eng, n, NULL, t, &arith, &q);
     int8_scales_free(&q);
     if (st) {
         otl_dnnl_conv_release(c);
         return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+bool otl_dnnl_dw_fusable(const otl_node *n, const otl_node *dw, const otl_tinfo *t) {
+    const otl_tinfo *w = &t[n->in[1]], *dw_w = &t[dw->in[1]];
+    if (!otl_dnnl_conv_supported(n, t) || !otl_dnnl_conv_supported(dw, t) || n->attrs.group != 1 ||
+        w->dims[2] != 1 || w->dims[3] != 1 || n->attrs.fused_add || dw->attrs.fused_add)
+        return false;
+    if (dw->in[0] != n->out[0] || dw_w->dims[0] != w->dims[0] || dw->attrs.group != w->dims[0] || dw_w->dims[1] != 1 ||
+        dw_w->dims[2] != 3 || dw_w->dims[3] != 3)
+        return false;
+    otl_window a, b;
+    onnxtl_status *st = otl_window_init(&n->attrs, 2, t[n->in[0]].dims + 2, w->dims + 2, false, &a);
+    if (!st) st = otl_window_init(&dw->attrs, 2, t[dw->in[0]].dims + 2, dw_w->dims + 2, false, &b);
+    if (st) {
+        onnxtl_status_release(st);
+        return false;
+    }
+    bool ok = true;
+    for (int i = 1; i < 3; i++)
+        ok = ok && a.stride[i] == 1 && a.pad_begin[i] == 0 && a.pad_end[i] == 0 && b.dilation[i] == 1 &&
+             b.pad_begin[i] == 1 && b.pad_end[i] == 1 && (b.stride[i] == 1 || b.stride[i] == 2) &&
+             b.stride[i] == b.stride[1];
+    return ok;
+}
+
+onnxtl_status *otl_dnnl_conv_create_fused_dw(dnnl_engine_t eng, dnnl_stream_t stream, const otl_node *n,
+                                             const otl_node *dw, const otl_tinfo *t, otl_dnnl_conv **out) {
+    *out = NULL;
+    otl_dnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return otl_nomem();
+    c->stream = stream;
+    const otl_conv_arith fp32 = OTL_CONV_FP32;
+    onnxtl_status *st = build(c, eng, n, dw, t, &fp32, &(int8_scales){0});
+    if (st) { /* oneDNN has no fused kernel for this pair here: the two run apart */
+        onnxtl_status_release(st);
+        otl_dnnl_conv_release(c);
+        return NULL;
     }
     *out = c;
     return NULL;
@@ -285,6 +396,7 @@ static size_t residual_offset(const otl_dnnl_conv *c) { return (c->convert.bytes
 
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c) {
     if (c->winograd) return otl_winograd_scratch_bytes(c->winograd);
+    if (c->from_dst.reorder) return residual_offset(c) + c->blocked_bytes;
     return c->to_sum.reorder ? residual_offset(c) + c->skip_bytes : c->convert.bytes;
 }
 
@@ -311,10 +423,17 @@ onnxtl_status *otl_dnnl_conv_run(otl_dnnl_conv *c, const void *src, const void *
     } else {
         DNNL_TRY(dnnl_memory_set_data_handle(c->src, (void *)src), "set handle");
     }
-    DNNL_TRY(dnnl_memory_set_data_handle(c->dst, dst), "set handle");
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->weights}, {DNNL_ARG_DST, c->dst},
-                               {DNNL_ARG_BIAS, c->bias}};
-    DNNL_TRY(dnnl_primitive_execute(c->conv, c->stream, c->bias ? 4 : 3, args), "convolution");
+    void *out = c->from_dst.reorder ? (char *)scratch + residual_offset(c) : dst;
+    DNNL_TRY(dnnl_memory_set_data_handle(c->dst, out), "set handle");
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->weights}, {DNNL_ARG_DST, c->dst}};
+    int n_args = 3;
+    if (c->bias) args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
+    if (c->dw_weights) {
+        args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS, c->dw_weights};
+        args[n_args++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, c->dw_bias};
+    }
+    DNNL_TRY(dnnl_primitive_execute(c->conv, c->stream, n_args, args), "convolution");
+    if (c->from_dst.reorder) OTL_TRY(otl_dnnl_conversion_run(&c->from_dst, c->stream, out, c->dst_nhwc, dst));
     DNNL_TRY(dnnl_stream_wait(c->stream), "stream wait");
     return NULL;
 }
@@ -327,6 +446,10 @@ void otl_dnnl_conv_release(otl_dnnl_conv *c) {
     if (c->weights) dnnl_memory_destroy(c->weights);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->dst) dnnl_memory_destroy(c->dst);
+    if (c->dw_weights) dnnl_memory_destroy(c->dw_weights);
+    if (c->dw_bias) dnnl_memory_destroy(c->dw_bias);
+    if (c->dst_nhwc) dnnl_memory_destroy(c->dst_nhwc);
+    otl_dnnl_conversion_release(&c->from_dst);
     if (c->sum) dnnl_memory_destroy(c->sum);
     otl_dnnl_conversion_release(&c->convert);
     otl_dnnl_conversion_release(&c->to_sum);

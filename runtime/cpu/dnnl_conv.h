@@ -42,6 +42,17 @@ typedef struct {
  * 3x3) instead, on a CPU with AVX2 or AVX-512. */
 onnxtl_status *otl_dnnl_conv_create(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
                                     const otl_tinfo *t, otl_conv_arith arith, otl_dnnl_conv **out);
+/* Whether dw, a 3x3 depthwise convolution (padding 1, stride 1 or 2) of the
+ * output of n, a 1x1 convolution, could run inside n as oneDNN's fused
+ * depthwise post-op: MobileNet's and EfficientNet's expansion, whose wide
+ * output then never goes to memory. */
+bool otl_dnnl_dw_fusable(const otl_node *n, const otl_node *dw, const otl_tinfo *t);
+/* n with dw fused (in fp32): writes dw's output.  *out is NULL, and the two
+ * run apart, where oneDNN has no fused kernel for them on this CPU. */
+onnxtl_status *otl_dnnl_conv_create_fused_dw(dnnl_engine_t engine, dnnl_stream_t stream, const otl_node *n,
+                                             const otl_node *dw, const otl_tinfo *t, otl_dnnl_conv **out);
+/* Whether n, multiplied in fp32, runs in onnxtl's Winograd here. */
+bool otl_dnnl_conv_winograd_fp32(const otl_node *n, const otl_tinfo *t);
 /* The scratch a run needs: the converted input (0 in fp32) and residual, or the Winograd's tiles. */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
 /* src, skip (the fused residual, or NULL) and dst are NHWC, in the types it

@@ -241,7 +241,8 @@ static onnxtl_status *print_placement(const onnxtl_model *m, const char *device,
         if (on_cpu)
             printf("CPU kernels: oneDNN %s; --precision bf16 %s; --precision int8 available%s; fp32 3x3 "
                    "convolutions %s\n", cpu.isa, cpu.bf16 ? "available" : "not available",
-                   cpu.int8_vnni ? "" : " (no VNNI: u8 inputs in 7 bits)",
+                   cpu.int8_vnni ? "" : !strcmp(cpu.winograd, "none") ? " (no VNNI: u8 inputs in 7 bits)"
+                                      : " (no VNNI: u8 inputs in 7 bits; the Winograd's 3x3 convolutions stay fp32)",
                    winograd_text(cpu.winograd));
         if (scales) printf("int8 scales: calibrated ranges of %zu tensors, for --precision int8\n", scales);
     }
