@@ -53,7 +53,8 @@ onnxtl_status *otl_dnnl_conv_create_fused_dw(dnnl_engine_t engine, dnnl_stream_t
                                              const otl_node *dw, const otl_tinfo *t, otl_dnnl_conv **out);
 /* Whether n, multiplied in fp32, runs in onnxtl's Winograd here. */
 bool otl_dnnl_conv_winograd_fp32(const otl_node *n, const otl_tinfo *t);
-/* The scratch a run needs: the converted input (0 in fp32) and residual, or the Winograd's tiles. */
+/* The scratch a run needs: the converted input (0 in fp32) and the residual
+ * or a fused depthwise convolution's blocked output, or the Winograd's tiles. */
 size_t otl_dnnl_conv_scratch_bytes(const otl_dnnl_conv *c);
 /* src, skip (the fused residual, or NULL) and dst are NHWC, in the types it
  * was built for; skip may be dst. */

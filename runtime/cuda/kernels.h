@@ -34,7 +34,8 @@ typedef struct {
     float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
 } otl_adam_step;
 
-/* mask = (z > 0) * (has_scales ? mask : 1); a = z * mask. */
+/* mask = (z > 0) * (kept ? 1 / (1 - ratio) : 0), kept drawn as dropout.h
+ * draws it under key (ratio 0: every value kept, scale 1); a = z * mask. */
 cudaError_t otl_cuda_relu_dropout(const float *z, float *mask, float *a, int64_t n, float ratio, uint64_t key,
                                   cudaStream_t s);
 cudaError_t otl_cuda_multiply(const float *x, const float *y, float *out, int64_t n, cudaStream_t s);

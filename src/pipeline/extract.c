@@ -225,12 +225,13 @@ static onnxtl_status *select_todo(const otl_extract_options *o, const otl_datase
     return NULL;
 }
 
-/* A finished file from the same extraction means there is nothing to do:
- * its header and metadata tell, without reading its rows. */
 static onnxtl_status *not_this_extraction(const char *out_path) {
     return otl_error(ONNXTL_ERR_ARG, "%s exists and was not made by this extraction (other model, data or options); "
                      "choose another -o, remove it, or pass --restart to replace it", out_path);
 }
+
+/* A finished file from the same extraction means there is nothing to do:
+ * its header and metadata tell, without reading its rows. */
 
 static onnxtl_status *check_existing(const char *out_path, const char *meta, size_t meta_len, bool restart, bool *done) {
     *done = false;
