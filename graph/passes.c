@@ -52,6 +52,14 @@ onnxtl_status *otl_pass_remove_identity(otl_graph *g, bool dropout) {
     return NULL;
 }
 
+/* next, the op that reads n's output, becomes part of n: n writes next's
+ * output in its place. */
+static void absorb_next(otl_graph *g, otl_node *n, otl_node *next) {
+    g->values[next->out[0]].producer = (int)(n - g->nodes);
+    n->out[0] = next->out[0];
+    next->removed = true;
+}
+
 static bool produced_by(const otl_graph *g, int v, otl_op op) {
     int p = g->values[v].producer;
     return p >= 0 && g->nodes[p].op == op;
@@ -119,9 +127,7 @@ static onnxtl_status *fold_into_conv(otl_graph *g, otl_node *conv, otl_node *bn)
         for (int64_t j = 0; j < per_out; j++) wd[o * per_out + j] = (float)(wd[o * per_out + j] * k);
         bias[o] = (float)(((double)bias[o] - mean[o]) * k + shift[o]);
     }
-    g->values[bn->out[0]].producer = g->values[conv->out[0]].producer;
-    conv->out[0] = bn->out[0];
-    bn->removed = true;
+    absorb_next(g, conv, bn);
     return NULL;
 }
 
@@ -161,9 +167,7 @@ static void fuse_one_linear_bias(otl_graph *g, otl_node *add) {
         mm->in = in;
         mm->in[2] = bias;
         mm->n_in = 3;
-        g->values[add->out[0]].producer = p;
-        mm->out[0] = add->out[0];
-        add->removed = true;
+        absorb_next(g, mm, add);
         return;
     }
 }
@@ -188,9 +192,7 @@ onnxtl_status *otl_pass_fuse_relu(otl_graph *g) {
         otl_node *prod = &g->nodes[p];
         if ((prod->op != OP_CONV && prod->op != OP_ADD) || prod->attrs.fused_relu || prod->n_out != 1) continue;
         prod->attrs.fused_relu = 1;
-        g->values[relu->out[0]].producer = p;
-        prod->out[0] = relu->out[0];
-        relu->removed = true;
+        absorb_next(g, prod, relu);
     }
     return NULL;
 }
@@ -218,9 +220,7 @@ static void fuse_one_residual(otl_graph *g, otl_node *add) {
         conv->attrs.fused_add = 1;
         conv->attrs.residual_add = (int)(add - g->nodes);
         conv->attrs.fused_relu = add->attrs.fused_relu;
-        g->values[add->out[0]].producer = p;
-        conv->out[0] = add->out[0];
-        add->removed = true;
+        absorb_next(g, conv, add);
         return;
     }
 }
@@ -318,13 +318,6 @@ static bool constant_clip(const otl_graph *g, const otl_node *clip, float *lo, f
     return true;
 }
 
-/* The activation act applied to n's output becomes part of n. */
-static void absorb_activation(otl_graph *g, otl_node *n, otl_node *act) {
-    g->values[act->out[0]].producer = (int)(n - g->nodes);
-    n->out[0] = act->out[0];
-    act->removed = true;
-}
-
 /* Conv followed by Swish (EfficientNet), HardSwish (MobileNetV3) or Clip
  * (MobileNetV2's ReLU6): the Conv applies it as it writes its output, which
  * oneDNN does as a post-op while the tile is in cache. */
@@ -337,7 +330,7 @@ static void fuse_one_conv_activation(otl_graph *g, otl_node *conv) {
     else if (act->op == OP_CLIP && constant_clip(g, act, &lo, &hi))
         conv->attrs.fused_act = FUSED_CLIP, conv->attrs.clip_min = lo, conv->attrs.clip_max = hi;
     else return;
-    absorb_activation(g, conv, act);
+    absorb_next(g, conv, act);
 }
 
 /* A Linear layer followed by Gelu (the MLPs of ViT and ConvNeXt) applies it
@@ -346,7 +339,7 @@ static void fuse_one_linear_gelu(otl_graph *g, otl_node *mm) {
     otl_node *gelu = only_reader(g, mm->out[0]);
     if (!gelu || gelu->op != OP_GELU) return;
     mm->attrs.fused_act = gelu->attrs.gelu_tanh ? FUSED_GELU_TANH : FUSED_GELU;
-    absorb_activation(g, mm, gelu);
+    absorb_next(g, mm, gelu);
 }
 
 onnxtl_status *otl_pass_fuse_activation(otl_graph *g) {
