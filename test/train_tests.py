@@ -249,8 +249,11 @@ def test_resnet18_frozen_bn(onnxtl, shared, d):
 # onnxtl stayed within 5e-8 of float64), so the references on caches run in float64, and each case takes the
 # first subset of the photos (13 training photos per class, then the next 13, ...) along whose torch steps
 # every ReLU input stays at least RELU_MARGIN from zero, relative to the largest at that ReLU in that step.
-RELU_MARGIN = 1e-7
-SUBSETS = 10
+# 1e-7 was too close: float32 sums over thousands of products err by about that much, and oneDNN's blocked
+# kernels, summing in their own order, put a ReLU input 1.2e-7 of its largest from zero on the other side;
+# 5e-7 leaves them five times that.
+RELU_MARGIN = 5e-7
+SUBSETS = 20
 
 
 class relu_watch:
@@ -620,7 +623,8 @@ def bn_train_mode(onnxtl, d, mdl, caches, onnx_w):
         return net, torch_steps(tail, [*net.layer4.parameters(), *net.fc.parameters()],
                                 lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), x.double(), y, 4, 8)
 
-    cache, got = conditioned(caches, "--bn train", reference)
+    # no subset of the first 20 keeps 5e-7 in train mode; at 1e-7 the first that does stays within 3e-7
+    cache, got = conditioned(caches, "--bn train", reference, margin=1e-7)
     if cache is None:
         return
     net, ref = got

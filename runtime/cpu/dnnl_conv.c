@@ -77,18 +77,21 @@ static void int8_scales_free(int8_scales *q) {
 }
 
 /* ONNX pads the end by pad_end; oneDNN's padding_r must keep its output size. */
-static void window_dims(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t dil, dnnl_dims_t pl, dnnl_dims_t pr) {
+onnxtl_status *otl_dnnl_conv_geometry(const otl_node *n, const otl_tinfo *t, dnnl_dims_t strides, dnnl_dims_t dil,
+                                      dnnl_dims_t pl, dnnl_dims_t pr) {
+    otl_window w;
+    OTL_TRY(otl_window_init(&n->attrs, 2, t[n->in[0]].dims + 2, t[n->in[1]].dims + 2, false, &w));
     for (int i = 0; i < 2; i++) {
-        strides[i] = w->stride[1 + i];
-        dil[i] = w->dilation[1 + i] - 1; /* oneDNN counts dilation from 0 */
-        pl[i] = w->pad_begin[1 + i];
-        pr[i] = (w->out[1 + i] - 1) * w->stride[1 + i] + (w->kernel[1 + i] - 1) * w->dilation[1 + i] + 1 -
-                w->in[1 + i] - w->pad_begin[1 + i];
+        strides[i] = w.stride[1 + i];
+        dil[i] = w.dilation[1 + i] - 1; /* oneDNN counts dilation from 0 */
+        pl[i] = w.pad_begin[1 + i];
+        pr[i] = (w.out[1 + i] - 1) * w.stride[1 + i] + (w.kernel[1 + i] - 1) * w.dilation[1 + i] + 1 - w.in[1 + i] -
+                w.pad_begin[1 + i];
     }
+    return NULL;
 }
 
-/* The weights' dimensions as oneDNN counts them: grouped ones get a group dimension. */
-static int weights_dims(const otl_node *n, const otl_tinfo *t, dnnl_dims_t d) {
+int otl_dnnl_conv_weights_dims(const otl_node *n, const otl_tinfo *t, dnnl_dims_t d) {
     const otl_tinfo *w = &t[n->in[1]];
     const int64_t g = n->attrs.group;
     if (g == 1) {
@@ -134,13 +137,11 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
                                           const otl_tinfo *t, const otl_conv_arith *arith, const int8_scales *q,
                                           dnnl_primitive_desc_t *pd) {
     const otl_tinfo *x = &t[n->in[0]], *w = &t[n->in[1]], *y = &t[n->out[0]];
-    otl_window win;
-    OTL_TRY(otl_window_init(&n->attrs, 2, x->dims + 2, w->dims + 2, false, &win));
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]};
     dnnl_dims_t wd, bd = {w->dims[0]}, strides, dil, pl, pr;
-    const int w_rank = weights_dims(n, t, wd);
-    window_dims(&win, strides, dil, pl, pr);
+    const int w_rank = otl_dnnl_conv_weights_dims(n, t, wd);
+    OTL_TRY(otl_dnnl_conv_geometry(n, t, strides, dil, pl, pr));
     dnnl_memory_desc_t smd, wmd, bmd, dmd;
     /* oneDNN 2.6's fused depthwise kernels write garbage in NHWC past a few
      * MB of output (checked on AVX2), but not in their blocked layouts */
@@ -175,7 +176,7 @@ static onnxtl_status *make_primitive_desc(dnnl_engine_t eng, const otl_node *n, 
 static onnxtl_status *reorder_weights(dnnl_engine_t eng, dnnl_stream_t st, const otl_node *n, const otl_tinfo *t,
                                       const int8_scales *q, const dnnl_memory_desc_t *want, dnnl_memory_t *out) {
     dnnl_dims_t wd;
-    const int rank = weights_dims(n, t, wd);
+    const int rank = otl_dnnl_conv_weights_dims(n, t, wd);
     dnnl_memory_desc_t plain;
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain, rank, wd, dnnl_f32, rank == 5 ? dnnl_goihw : dnnl_oihw), "memory desc");
     /* the output channel is dimension 0, or the group and the channel in it (0 and 1) */

@@ -36,6 +36,13 @@ typedef struct {
 
 #define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f, dnnl_f32, dnnl_f32, 1.0f})
 
+/* n's strides, dilations and paddings as oneDNN takes them. */
+onnxtl_status *otl_dnnl_conv_geometry(const otl_node *n, const otl_tinfo *t, dnnl_dims_t strides, dnnl_dims_t dil,
+                                      dnnl_dims_t pad_l, dnnl_dims_t pad_r);
+/* n's weights' dimensions as oneDNN counts them, a group dimension first
+ * where it is grouped; returns their number, 4 or 5. */
+int otl_dnnl_conv_weights_dims(const otl_node *n, const otl_tinfo *t, dnnl_dims_t d);
+
 /* Builds the primitive for n's shapes and reorders its constant weights
  * once.  An fp32 3x3 stride-1 convolution of 64 channels or more, over 16
  * output tiles (4x4) or more in the batch, runs onnxtl's Winograd F(4x4,

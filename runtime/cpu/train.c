@@ -10,6 +10,8 @@
 
 #include "checked.h"
 #include "cpu_kernels.h"
+#include "dnnl_check.h"
+#include "dnnl_conv_train.h"
 #include "dropout.h"
 #include "optim.h"
 
@@ -35,6 +37,9 @@ struct otl_tape {
     float **grad;    /* per value: its gradient, for activations */
     uint8_t **keep;  /* per step: a training Dropout's mask */
     double **saved;  /* per step: a train-mode BatchNormalization's batch mean and 1 / std */
+    otl_train_conv **conv; /* per step: a Conv on oneDNN's training primitives, or NULL */
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
     float *workspace;
     void *buffers;   /* one allocation behind act and grad */
     bool trained;    /* the last forward was a training one */
@@ -307,7 +312,6 @@ static bool *computed_values(const otl_plan *p) {
 static onnxtl_status *alloc_tape(otl_tape *tp) {
     const otl_plan *p = tp->plan;
     const int nv = p->g->n_values;
-    size_t ws = 0;
     bool *computed = computed_values(p);
     if (!computed) return otl_nomem();
     for (int pass = 0; pass < 2; pass++) {
@@ -332,18 +336,40 @@ static onnxtl_status *alloc_tape(otl_tape *tp) {
         }
     }
     free(computed);
-    for (int v = 0; v < nv; v++) {
+    return NULL;
+}
+
+/* Constants and parameters are read where they live. */
+static void point_at_constants(otl_tape *tp) {
+    const otl_plan *p = tp->plan;
+    for (int v = 0; v < p->g->n_values; v++) {
         if (tp->t->slot[v] >= 0) tp->act[v] = tp->t->params + tp->t->offset[tp->t->slot[v]];
         else if (tp->t->stat_slot[v] >= 0) tp->act[v] = tp->t->stats + tp->t->stat_offset[tp->t->stat_slot[v]];
         else if (p->t[v].data) tp->act[v] = (void *)p->t[v].data; /* constants are only read */
     }
+}
+
+/* The Convs oneDNN's training primitives take, and one workspace for
+ * whichever step runs: theirs or the other kernels'. */
+static onnxtl_status *make_kernels(otl_tape *tp) {
+    const otl_plan *p = tp->plan;
+    DNNL_TRY(dnnl_engine_create(&tp->engine, dnnl_cpu, 0), "engine");
+    DNNL_TRY(dnnl_stream_create(&tp->stream, tp->engine, dnnl_stream_default_flags), "stream");
+    size_t bytes = 0;
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
-        size_t w = otl_cpu_workspace_floats(n, p->t), b = otl_cpu_backward_workspace_floats(n, p->t);
-        ws = w > ws ? w : ws;
-        ws = b > ws ? b : ws;
+        size_t b;
+        if (otl_train_conv_supported(n, p->t)) {
+            OTL_TRY(otl_train_conv_create(tp->engine, n, p->t, &tp->conv[i]));
+            b = otl_train_conv_scratch_bytes(tp->conv[i]);
+        } else {
+            const size_t w = otl_cpu_workspace_floats(n, p->t), bw = otl_cpu_backward_workspace_floats(n, p->t);
+            b = (w > bw ? w : bw) * sizeof(float);
+        }
+        bytes = b > bytes ? b : bytes;
     }
-    if (!(tp->workspace = malloc((ws + 1) * sizeof(float)))) return otl_nomem();
+    if (!(tp->workspace = aligned_alloc(64, ((bytes + 63) & ~(size_t)63) + 64)))
+        return otl_error(ONNXTL_ERR_NOMEM, "cannot allocate %zu bytes of training workspace; try a smaller batch", bytes);
     return NULL;
 }
 
@@ -357,9 +383,12 @@ onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **
     tp->grad = calloc(nv, sizeof *tp->grad);
     tp->keep = calloc((size_t)plan->n_steps + 1, sizeof *tp->keep);
     tp->saved = calloc((size_t)plan->n_steps + 1, sizeof *tp->saved);
-    onnxtl_status *st = tp->act && tp->grad && tp->keep && tp->saved ? NULL : otl_nomem();
+    tp->conv = calloc((size_t)plan->n_steps + 1, sizeof *tp->conv);
+    onnxtl_status *st = tp->act && tp->grad && tp->keep && tp->saved && tp->conv ? NULL : otl_nomem();
     if (!st && plan->n_inputs != 1) st = otl_error(ONNXTL_ERR_MODEL, "training needs a model with one input");
     if (!st) st = alloc_tape(tp);
+    if (!st) point_at_constants(tp);
+    if (!st) st = make_kernels(tp);
     if (st) {
         otl_tape_release(tp);
         return st;
@@ -372,6 +401,10 @@ void otl_tape_release(otl_tape *tp) {
     if (!tp) return;
     for (int i = 0; tp->keep && i < tp->plan->n_steps; i++) free(tp->keep[i]);
     for (int i = 0; tp->saved && i < tp->plan->n_steps; i++) free(tp->saved[i]);
+    for (int i = 0; tp->conv && i < tp->plan->n_steps; i++) otl_train_conv_release(tp->conv[i]);
+    if (tp->stream) dnnl_stream_destroy(tp->stream);
+    if (tp->engine) dnnl_engine_destroy(tp->engine);
+    free(tp->conv);
     free(tp->keep);
     free(tp->saved);
     free(tp->act);
@@ -439,6 +472,7 @@ static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
     }
     otl_kernel_args a = {n, p->t, in, out, tp->workspace, false};
     if (n->op == OP_BATCHNORM && training && tp->t->c.bn_train) return batchnorm_train(tp, i, &a);
+    if (tp->conv[i]) return otl_train_conv_forward(tp->conv[i], tp->stream, &a);
     return otl_cpu_run_kernel(&a);
 }
 
@@ -489,6 +523,7 @@ static onnxtl_status *run_backward(otl_tape *tp, int i) {
     }
     otl_grad_args a = {{n, p->t, in, out, tp->workspace, false}, dout, din};
     if (n->op == OP_BATCHNORM && tp->t->c.bn_train) return otl_cpu_batchnorm_train_backward(&a, tp->saved[i]);
+    if (tp->conv[i]) return otl_train_conv_backward(tp->conv[i], tp->stream, &a);
     return grads_of[n->op].fn(&a);
 }
 
