@@ -4,6 +4,7 @@
 
 #include "dnnl_check.h"
 #include "dnnl_conv.h"
+#include "dnnl_reorder.h"
 
 /* How an operand meets the tape's buffer: read from it, written into it, or
  * added into it (a gradient, which other readers of the input also add to). */
@@ -38,24 +39,6 @@ bool otl_train_conv_supported(const otl_node *n, const otl_tinfo *t) {
 
 static size_t round_up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
-static dnnl_status_t make_reorder(dnnl_engine_t eng, const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
-                                  bool add, dnnl_primitive_t *out) {
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t ops = NULL;
-    dnnl_status_t s = dnnl_success;
-    if (add && (s = dnnl_primitive_attr_create(&attr)) == dnnl_success && (s = dnnl_post_ops_create(&ops)) == dnnl_success &&
-        (s = dnnl_post_ops_append_sum(ops, 1.0f)) == dnnl_success)
-        s = dnnl_primitive_attr_set_post_ops(attr, ops);
-    dnnl_primitive_desc_t pd;
-    if (s == dnnl_success && (s = dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, attr)) == dnnl_success) {
-        s = dnnl_primitive_create(out, pd);
-        dnnl_primitive_desc_destroy(pd);
-    }
-    if (ops) dnnl_post_ops_destroy(ops);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    return s;
-}
-
 /* An operand whose inner layout is the primitive's choice (what pd says of
  * query), placed at *bytes in the scratch where it needs a place there. */
 static onnxtl_status *operand_init(operand *o, dnnl_engine_t eng, const dnnl_memory_desc_t *plain,
@@ -67,8 +50,9 @@ static onnxtl_status *operand_init(operand *o, dnnl_engine_t eng, const dnnl_mem
     if (role != OPERAND_ADDED && dnnl_memory_desc_equal(plain, inner)) return NULL;
     o->at = *bytes;
     *bytes += round_up64(dnnl_memory_desc_get_size(inner));
-    if (role == OPERAND_IN) DNNL_TRY(make_reorder(eng, plain, inner, false, &o->reorder), "reorder");
-    else DNNL_TRY(make_reorder(eng, inner, plain, role == OPERAND_ADDED, &o->reorder), "reorder");
+    const otl_dnnl_scales none = {0};
+    if (role == OPERAND_IN) DNNL_TRY(otl_dnnl_reorder_create(eng, plain, inner, none, false, &o->reorder), "reorder");
+    else DNNL_TRY(otl_dnnl_reorder_create(eng, inner, plain, none, role == OPERAND_ADDED, &o->reorder), "reorder");
     return NULL;
 }
 
@@ -100,68 +84,73 @@ static void operand_release(operand *o) {
 
 static bool has_bias(const otl_node *n) { return n->n_in > 2 && n->in[2] >= 0; }
 
-/* The three primitive descriptors, every layout left to oneDNN. */
-static onnxtl_status *make_descs(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, dnnl_primitive_desc_t pd[3]) {
+/* The memory descriptors of a Conv's operands: in the tape's ONNX order
+ * (plain), or with every layout left to oneDNN. */
+typedef struct {
+    dnnl_memory_desc_t src, weights, dst, bias;
+} conv_mds;
+
+static onnxtl_status *conv_mds_init(conv_mds *m, const otl_node *n, const otl_tinfo *t, bool plain) {
     const otl_tinfo *x = &t[n->in[0]], *y = &t[n->out[0]];
     const dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     const dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]}, bd = {y->dims[1]};
-    dnnl_dims_t wd, strides, dil, pl, pr;
+    dnnl_dims_t wd;
     const int w_rank = otl_dnnl_conv_weights_dims(n, t, wd);
+    const dnnl_format_tag_t act = plain ? dnnl_nchw : dnnl_format_tag_any;
+    const dnnl_format_tag_t w = !plain ? dnnl_format_tag_any : w_rank == 5 ? dnnl_goihw : dnnl_oihw;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->src, 4, sd, dnnl_f32, act), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->weights, w_rank, wd, dnnl_f32, w), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->dst, 4, dd, dnnl_f32, act), "memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->bias, 1, bd, dnnl_f32, dnnl_a), "memory desc");
+    return NULL;
+}
+
+/* The three primitive descriptors, every layout left to oneDNN. */
+static onnxtl_status *make_descs(dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t, dnnl_primitive_desc_t pd[3]) {
+    conv_mds m;
+    OTL_TRY(conv_mds_init(&m, n, t, false));
+    dnnl_dims_t strides, dil, pl, pr;
     OTL_TRY(otl_dnnl_conv_geometry(n, t, strides, dil, pl, pr));
-    dnnl_memory_desc_t smd, wmd, dmd, bmd;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_format_tag_any), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, w_rank, wd, dnnl_f32, dnnl_format_tag_any), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_format_tag_any), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
-    const dnnl_memory_desc_t *b = has_bias(n) ? &bmd : NULL;
-    dnnl_convolution_desc_t fd, dd_, wd_;
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &smd, &wmd,
-                                                        b, &dmd, strides, dil, pl, pr),
+    const dnnl_memory_desc_t *b = has_bias(n) ? &m.bias : NULL;
+    dnnl_convolution_desc_t fd, dd, wd;
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &m.src,
+                                                        &m.weights, b, &m.dst, strides, dil, pl, pr),
              "convolution desc");
     DNNL_TRY(dnnl_primitive_desc_create(&pd[0], &fd, NULL, eng, NULL), "convolution primitive");
-    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&dd_, dnnl_convolution_direct, &smd, &wmd, &dmd, strides,
-                                                              dil, pl, pr),
+    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &m.src, &m.weights, &m.dst,
+                                                              strides, dil, pl, pr),
              "convolution desc");
-    DNNL_TRY(dnnl_primitive_desc_create(&pd[1], &dd_, NULL, eng, pd[0]), "convolution backward data primitive");
-    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&wd_, dnnl_convolution_direct, &smd, &wmd, b, &dmd,
-                                                                 strides, dil, pl, pr),
+    DNNL_TRY(dnnl_primitive_desc_create(&pd[1], &dd, NULL, eng, pd[0]), "convolution backward data primitive");
+    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &m.src, &m.weights, b,
+                                                                 &m.dst, strides, dil, pl, pr),
              "convolution desc");
-    DNNL_TRY(dnnl_primitive_desc_create(&pd[2], &wd_, NULL, eng, pd[0]), "convolution backward weights primitive");
+    DNNL_TRY(dnnl_primitive_desc_create(&pd[2], &wd, NULL, eng, pd[0]), "convolution backward weights primitive");
     return NULL;
 }
 
 /* The operands of the three primitives, against the tape's plain layouts. */
 static onnxtl_status *make_operands(otl_train_conv *c, dnnl_engine_t eng, const otl_node *n, const otl_tinfo *t,
                                     dnnl_primitive_desc_t pd[3]) {
-    const otl_tinfo *x = &t[n->in[0]], *y = &t[n->out[0]];
-    const dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
-    const dnnl_dims_t dd = {y->dims[0], y->dims[1], y->dims[2], y->dims[3]}, bd = {y->dims[1]};
-    dnnl_dims_t wd;
-    const int w_rank = otl_dnnl_conv_weights_dims(n, t, wd);
-    dnnl_memory_desc_t smd, wmd, dmd, bmd;
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nchw), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wmd, w_rank, wd, dnnl_f32, w_rank == 5 ? dnnl_goihw : dnnl_oihw),
-             "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nchw), "memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "memory desc");
+    conv_mds m;
+    OTL_TRY(conv_mds_init(&m, n, t, true));
     size_t *f = &c->forward_bytes, *b = &c->backward_bytes;
-    OTL_TRY(operand_init(&c->src, eng, &smd, pd[0], dnnl_query_src_md, OPERAND_IN, f));
-    OTL_TRY(operand_init(&c->weights, eng, &wmd, pd[0], dnnl_query_weights_md, OPERAND_IN, f));
-    OTL_TRY(operand_init(&c->dst, eng, &dmd, pd[0], dnnl_query_dst_md, OPERAND_OUT, f));
-    OTL_TRY(operand_init(&c->diff_dst, eng, &dmd, pd[1], dnnl_query_diff_dst_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->data_weights, eng, &wmd, pd[1], dnnl_query_weights_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->diff_src, eng, &smd, pd[1], dnnl_query_diff_src_md, OPERAND_ADDED, b));
+    OTL_TRY(operand_init(&c->src, eng, &m.src, pd[0], dnnl_query_src_md, OPERAND_IN, f));
+    OTL_TRY(operand_init(&c->weights, eng, &m.weights, pd[0], dnnl_query_weights_md, OPERAND_IN, f));
+    OTL_TRY(operand_init(&c->dst, eng, &m.dst, pd[0], dnnl_query_dst_md, OPERAND_OUT, f));
+    OTL_TRY(operand_init(&c->diff_dst, eng, &m.dst, pd[1], dnnl_query_diff_dst_md, OPERAND_IN, b));
+    OTL_TRY(operand_init(&c->data_weights, eng, &m.weights, pd[1], dnnl_query_weights_md, OPERAND_IN, b));
+    OTL_TRY(operand_init(&c->diff_src, eng, &m.src, pd[1], dnnl_query_diff_src_md, OPERAND_ADDED, b));
     c->diff_dst_shared = dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd[1], dnnl_query_diff_dst_md, 0),
                                                 dnnl_primitive_desc_query_md(pd[2], dnnl_query_diff_dst_md, 0));
     if (!c->diff_dst_shared)
-        OTL_TRY(operand_init(&c->weights_diff_dst, eng, &dmd, pd[2], dnnl_query_diff_dst_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->weights_src, eng, &smd, pd[2], dnnl_query_src_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->diff_weights, eng, &wmd, pd[2], dnnl_query_diff_weights_md, OPERAND_ADDED, b));
+        OTL_TRY(operand_init(&c->weights_diff_dst, eng, &m.dst, pd[2], dnnl_query_diff_dst_md, OPERAND_IN, b));
+    OTL_TRY(operand_init(&c->weights_src, eng, &m.src, pd[2], dnnl_query_src_md, OPERAND_IN, b));
+    OTL_TRY(operand_init(&c->diff_weights, eng, &m.weights, pd[2], dnnl_query_diff_weights_md, OPERAND_ADDED, b));
     if (!has_bias(n)) return NULL;
-    DNNL_TRY(dnnl_memory_create(&c->bias, &bmd, eng, DNNL_MEMORY_NONE), "memory");
-    DNNL_TRY(dnnl_memory_create(&c->diff_bias, &bmd, eng, DNNL_MEMORY_NONE), "memory");
+    DNNL_TRY(dnnl_memory_create(&c->bias, &m.bias, eng, DNNL_MEMORY_NONE), "memory");
+    DNNL_TRY(dnnl_memory_create(&c->diff_bias, &m.bias, eng, DNNL_MEMORY_NONE), "memory");
     c->diff_bias_at = *b;
-    *b += round_up64(dnnl_memory_desc_get_size(&bmd));
+    *b += round_up64(dnnl_memory_desc_get_size(&m.bias));
     return NULL;
 }
 

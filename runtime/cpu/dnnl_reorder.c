@@ -2,18 +2,23 @@
 
 #include "dnnl_check.h"
 
-/* The reorder primitive from from_md to to_md, scaling as asked. */
-static dnnl_status_t make_reorder(dnnl_engine_t eng, const dnnl_memory_desc_t *from_md,
-                                  const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales, dnnl_primitive_t *out) {
+dnnl_status_t otl_dnnl_reorder_create(dnnl_engine_t eng, const dnnl_memory_desc_t *from_md,
+                                     const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales, bool add,
+                                     dnnl_primitive_t *out) {
     dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
     dnnl_status_t s = dnnl_success;
-    if (scales.scales && (s = dnnl_primitive_attr_create(&attr)) == dnnl_success)
+    if ((scales.scales || add) && (s = dnnl_primitive_attr_create(&attr)) == dnnl_success && scales.scales)
         s = dnnl_primitive_attr_set_output_scales(attr, scales.count, scales.mask, scales.scales);
+    if (s == dnnl_success && add && (s = dnnl_post_ops_create(&ops)) == dnnl_success &&
+        (s = dnnl_post_ops_append_sum(ops, 1.0f)) == dnnl_success)
+        s = dnnl_primitive_attr_set_post_ops(attr, ops);
     dnnl_primitive_desc_t pd;
     if (s == dnnl_success && (s = dnnl_reorder_primitive_desc_create(&pd, from_md, eng, to_md, eng, attr)) == dnnl_success) {
         s = dnnl_primitive_create(out, pd);
         dnnl_primitive_desc_destroy(pd);
     }
+    if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return s;
 }
@@ -25,7 +30,7 @@ onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const 
     dnnl_memory_t src;
     DNNL_TRY(dnnl_memory_create(&src, from_md, eng, (void *)from), "memory");
     dnnl_primitive_t r = NULL;
-    dnnl_status_t s = make_reorder(eng, from_md, to_md, scales, &r);
+    dnnl_status_t s = otl_dnnl_reorder_create(eng, from_md, to_md, scales, false, &r);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, *out}};
         s = dnnl_primitive_execute(r, st, 2, args);
@@ -40,7 +45,7 @@ onnxtl_status *otl_dnnl_conversion_init(otl_dnnl_conversion *r, dnnl_engine_t en
                                       const dnnl_memory_desc_t *to_md, float scale) {
     DNNL_TRY(dnnl_memory_create(&r->f32, f32_md, eng, DNNL_MEMORY_NONE), "memory");
     const otl_dnnl_scales by = {scale != 1.0f ? &scale : NULL, 1, 0};
-    DNNL_TRY(make_reorder(eng, f32_md, to_md, by, &r->reorder), "input conversion");
+    DNNL_TRY(otl_dnnl_reorder_create(eng, f32_md, to_md, by, false, &r->reorder), "input conversion");
     r->bytes = dnnl_memory_desc_get_size(to_md);
     return NULL;
 }

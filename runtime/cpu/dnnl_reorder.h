@@ -5,6 +5,7 @@
 #define OTL_DNNL_REORDER_H
 
 #include <oneapi/dnnl/dnnl.h>
+#include <stdbool.h>
 
 #include "status.h"
 
@@ -15,6 +16,12 @@ typedef struct {
     int64_t count;
     int mask;
 } otl_dnnl_scales;
+
+/* A reorder from from_md to to_md that scales on the way and, with add,
+ * adds into what the destination holds instead of overwriting it. */
+dnnl_status_t otl_dnnl_reorder_create(dnnl_engine_t eng, const dnnl_memory_desc_t *from_md,
+                                     const dnnl_memory_desc_t *to_md, otl_dnnl_scales scales, bool add,
+                                     dnnl_primitive_t *out);
 
 /* Allocates *out with to_md and copies from (laid out as from_md) into it. */
 onnxtl_status *otl_dnnl_reorder_once(dnnl_engine_t eng, dnnl_stream_t st, const dnnl_memory_desc_t *from_md,

@@ -349,17 +349,24 @@ static void point_at_constants(otl_tape *tp) {
     }
 }
 
+/* oneDNN's engine and stream, made for the first Conv that needs them. */
+static onnxtl_status *ensure_engine(otl_tape *tp) {
+    if (tp->engine) return NULL;
+    DNNL_TRY(dnnl_engine_create(&tp->engine, dnnl_cpu, 0), "engine");
+    DNNL_TRY(dnnl_stream_create(&tp->stream, tp->engine, dnnl_stream_default_flags), "stream");
+    return NULL;
+}
+
 /* The Convs oneDNN's training primitives take, and one workspace for
  * whichever step runs: theirs or the other kernels'. */
 static onnxtl_status *make_kernels(otl_tape *tp) {
     const otl_plan *p = tp->plan;
-    DNNL_TRY(dnnl_engine_create(&tp->engine, dnnl_cpu, 0), "engine");
-    DNNL_TRY(dnnl_stream_create(&tp->stream, tp->engine, dnnl_stream_default_flags), "stream");
     size_t bytes = 0;
     for (int i = 0; i < p->n_steps; i++) {
         const otl_node *n = otl_plan_step(p, i);
         size_t b;
         if (otl_train_conv_supported(n, p->t)) {
+            OTL_TRY(ensure_engine(tp));
             OTL_TRY(otl_train_conv_create(tp->engine, n, p->t, &tp->conv[i]));
             b = otl_train_conv_scratch_bytes(tp->conv[i]);
         } else {
