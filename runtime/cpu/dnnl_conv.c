@@ -77,17 +77,22 @@ static void int8_scales_free(int8_scales *q) {
 }
 
 /* ONNX pads the end by pad_end; oneDNN's padding_r must keep its output size. */
+void otl_dnnl_window_geometry(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t dil, dnnl_dims_t pl,
+                              dnnl_dims_t pr) {
+    for (int i = 0; i < 2; i++) {
+        strides[i] = w->stride[1 + i];
+        dil[i] = w->dilation[1 + i] - 1; /* oneDNN counts dilation from 0 */
+        pl[i] = w->pad_begin[1 + i];
+        pr[i] = (w->out[1 + i] - 1) * w->stride[1 + i] + (w->kernel[1 + i] - 1) * w->dilation[1 + i] + 1 -
+                w->in[1 + i] - w->pad_begin[1 + i];
+    }
+}
+
 onnxtl_status *otl_dnnl_conv_geometry(const otl_node *n, const otl_tinfo *t, dnnl_dims_t strides, dnnl_dims_t dil,
                                       dnnl_dims_t pl, dnnl_dims_t pr) {
     otl_window w;
     OTL_TRY(otl_window_init(&n->attrs, 2, t[n->in[0]].dims + 2, t[n->in[1]].dims + 2, false, &w));
-    for (int i = 0; i < 2; i++) {
-        strides[i] = w.stride[1 + i];
-        dil[i] = w.dilation[1 + i] - 1; /* oneDNN counts dilation from 0 */
-        pl[i] = w.pad_begin[1 + i];
-        pr[i] = (w.out[1 + i] - 1) * w.stride[1 + i] + (w.kernel[1 + i] - 1) * w.dilation[1 + i] + 1 - w.in[1 + i] -
-                w.pad_begin[1 + i];
-    }
+    otl_dnnl_window_geometry(&w, strides, dil, pl, pr);
     return NULL;
 }
 

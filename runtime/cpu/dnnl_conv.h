@@ -36,7 +36,11 @@ typedef struct {
 
 #define OTL_CONV_FP32 ((otl_conv_arith){dnnl_f32, 1.0f, false, dnnl_f32, 1.0f, dnnl_f32, dnnl_f32, 1.0f})
 
-/* n's strides, dilations and paddings as oneDNN takes them. */
+/* A 2-D window's strides, dilations and paddings as oneDNN takes them: the
+ * right padding is what the output's size implies (ceil_mode's included). */
+void otl_dnnl_window_geometry(const otl_window *w, dnnl_dims_t strides, dnnl_dims_t dil, dnnl_dims_t pad_l,
+                              dnnl_dims_t pad_r);
+/* Conv n's strides, dilations and paddings as oneDNN takes them. */
 onnxtl_status *otl_dnnl_conv_geometry(const otl_node *n, const otl_tinfo *t, dnnl_dims_t strides, dnnl_dims_t dil,
                                       dnnl_dims_t pad_l, dnnl_dims_t pad_r);
 /* n's weights' dimensions as oneDNN counts them, a group dimension first

@@ -4,27 +4,13 @@
 
 #include "dnnl_check.h"
 #include "dnnl_conv.h"
-#include "dnnl_reorder.h"
-
-/* How an operand meets the tape's buffer: read from it, written into it, or
- * added into it (a gradient, which other readers of the input also add to). */
-typedef enum { OPERAND_IN, OPERAND_OUT, OPERAND_ADDED } operand_role;
-
-/* One operand of a primitive: the tape's buffer, in ONNX order, and the
- * primitive's layout of it, in the scratch where the two differ (or where it
- * is added: the primitives overwrite). */
-typedef struct {
-    dnnl_memory_t plain, inner;
-    dnnl_primitive_t reorder; /* plain to inner for an input, inner to plain otherwise; NULL: inner is plain */
-    operand_role role;
-    size_t at; /* inner's offset in the scratch */
-} operand;
+#include "dnnl_operand.h"
 
 struct otl_train_conv {
     dnnl_primitive_t forward, backward_data, backward_weights;
-    operand src, weights, dst;                    /* the forward's */
-    operand diff_dst, data_weights, diff_src;     /* backward data's */
-    operand weights_src, weights_diff_dst, diff_weights; /* backward weights' */
+    otl_dnnl_operand src, weights, dst;                    /* the forward's */
+    otl_dnnl_operand diff_dst, data_weights, diff_src;     /* backward data's */
+    otl_dnnl_operand weights_src, weights_diff_dst, diff_weights; /* backward weights' */
     dnnl_memory_t bias, diff_bias;                /* plain; diff_bias in the scratch, summed into the tape's */
     size_t diff_bias_at;
     bool diff_dst_shared; /* both backward primitives read dY in one layout: reordered once */
@@ -35,51 +21,6 @@ bool otl_train_conv_supported(const otl_node *n, const otl_tinfo *t) {
     const otl_attrs *a = &n->attrs;
     return otl_dnnl_conv_supported(n, t) && t[n->in[1]].rank == 4 && !a->fused_relu && !a->fused_act &&
            !a->fused_add && !a->residual_add;
-}
-
-static size_t round_up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
-/* An operand whose inner layout is the primitive's choice (what pd says of
- * query), placed at *bytes in the scratch where it needs a place there. */
-static onnxtl_status *operand_init(operand *o, dnnl_engine_t eng, const dnnl_memory_desc_t *plain,
-                                   dnnl_primitive_desc_t pd, dnnl_query_t query, operand_role role, size_t *bytes) {
-    const dnnl_memory_desc_t *inner = dnnl_primitive_desc_query_md(pd, query, 0);
-    o->role = role;
-    DNNL_TRY(dnnl_memory_create(&o->plain, plain, eng, DNNL_MEMORY_NONE), "memory");
-    DNNL_TRY(dnnl_memory_create(&o->inner, inner, eng, DNNL_MEMORY_NONE), "memory");
-    if (role != OPERAND_ADDED && dnnl_memory_desc_equal(plain, inner)) return NULL;
-    o->at = *bytes;
-    *bytes += round_up64(dnnl_memory_desc_get_size(inner));
-    const otl_dnnl_scales none = {0};
-    if (role == OPERAND_IN) DNNL_TRY(otl_dnnl_reorder_create(eng, plain, inner, none, false, &o->reorder), "reorder");
-    else DNNL_TRY(otl_dnnl_reorder_create(eng, inner, plain, none, role == OPERAND_ADDED, &o->reorder), "reorder");
-    return NULL;
-}
-
-/* Points the operand at the tape's buffer and its scratch place, and brings
- * an input into its inner layout. */
-static onnxtl_status *operand_bind(const operand *o, dnnl_stream_t st, const void *data, char *scratch) {
-    DNNL_TRY(dnnl_memory_set_data_handle(o->plain, (void *)data), "set handle");
-    DNNL_TRY(dnnl_memory_set_data_handle(o->inner, o->reorder ? scratch + o->at : (void *)data), "set handle");
-    if (o->reorder && o->role == OPERAND_IN) {
-        dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, o->plain}, {DNNL_ARG_TO, o->inner}};
-        DNNL_TRY(dnnl_primitive_execute(o->reorder, st, 2, args), "reorder");
-    }
-    return NULL;
-}
-
-/* After the primitive: an output brought back into the tape's layout (or added into it). */
-static onnxtl_status *operand_finish(const operand *o, dnnl_stream_t st) {
-    if (!o->reorder || o->role == OPERAND_IN) return NULL;
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, o->inner}, {DNNL_ARG_TO, o->plain}};
-    DNNL_TRY(dnnl_primitive_execute(o->reorder, st, 2, args), "reorder");
-    return NULL;
-}
-
-static void operand_release(operand *o) {
-    if (o->reorder) dnnl_primitive_destroy(o->reorder);
-    if (o->plain) dnnl_memory_destroy(o->plain);
-    if (o->inner) dnnl_memory_destroy(o->inner);
 }
 
 static bool has_bias(const otl_node *n) { return n->n_in > 2 && n->in[2] >= 0; }
@@ -134,23 +75,23 @@ static onnxtl_status *make_operands(otl_train_conv *c, dnnl_engine_t eng, const 
     conv_mds m;
     OTL_TRY(conv_mds_init(&m, n, t, true));
     size_t *f = &c->forward_bytes, *b = &c->backward_bytes;
-    OTL_TRY(operand_init(&c->src, eng, &m.src, pd[0], dnnl_query_src_md, OPERAND_IN, f));
-    OTL_TRY(operand_init(&c->weights, eng, &m.weights, pd[0], dnnl_query_weights_md, OPERAND_IN, f));
-    OTL_TRY(operand_init(&c->dst, eng, &m.dst, pd[0], dnnl_query_dst_md, OPERAND_OUT, f));
-    OTL_TRY(operand_init(&c->diff_dst, eng, &m.dst, pd[1], dnnl_query_diff_dst_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->data_weights, eng, &m.weights, pd[1], dnnl_query_weights_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->diff_src, eng, &m.src, pd[1], dnnl_query_diff_src_md, OPERAND_ADDED, b));
+    OTL_TRY(otl_dnnl_operand_init(&c->src, eng, &m.src, pd[0], dnnl_query_src_md, OTL_OPERAND_IN, f));
+    OTL_TRY(otl_dnnl_operand_init(&c->weights, eng, &m.weights, pd[0], dnnl_query_weights_md, OTL_OPERAND_IN, f));
+    OTL_TRY(otl_dnnl_operand_init(&c->dst, eng, &m.dst, pd[0], dnnl_query_dst_md, OTL_OPERAND_OUT, f));
+    OTL_TRY(otl_dnnl_operand_init(&c->diff_dst, eng, &m.dst, pd[1], dnnl_query_diff_dst_md, OTL_OPERAND_IN, b));
+    OTL_TRY(otl_dnnl_operand_init(&c->data_weights, eng, &m.weights, pd[1], dnnl_query_weights_md, OTL_OPERAND_IN, b));
+    OTL_TRY(otl_dnnl_operand_init(&c->diff_src, eng, &m.src, pd[1], dnnl_query_diff_src_md, OTL_OPERAND_ADDED, b));
     c->diff_dst_shared = dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd[1], dnnl_query_diff_dst_md, 0),
                                                 dnnl_primitive_desc_query_md(pd[2], dnnl_query_diff_dst_md, 0));
     if (!c->diff_dst_shared)
-        OTL_TRY(operand_init(&c->weights_diff_dst, eng, &m.dst, pd[2], dnnl_query_diff_dst_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->weights_src, eng, &m.src, pd[2], dnnl_query_src_md, OPERAND_IN, b));
-    OTL_TRY(operand_init(&c->diff_weights, eng, &m.weights, pd[2], dnnl_query_diff_weights_md, OPERAND_ADDED, b));
+        OTL_TRY(otl_dnnl_operand_init(&c->weights_diff_dst, eng, &m.dst, pd[2], dnnl_query_diff_dst_md, OTL_OPERAND_IN, b));
+    OTL_TRY(otl_dnnl_operand_init(&c->weights_src, eng, &m.src, pd[2], dnnl_query_src_md, OTL_OPERAND_IN, b));
+    OTL_TRY(otl_dnnl_operand_init(&c->diff_weights, eng, &m.weights, pd[2], dnnl_query_diff_weights_md, OTL_OPERAND_ADDED, b));
     if (!has_bias(n)) return NULL;
     DNNL_TRY(dnnl_memory_create(&c->bias, &m.bias, eng, DNNL_MEMORY_NONE), "memory");
     DNNL_TRY(dnnl_memory_create(&c->diff_bias, &m.bias, eng, DNNL_MEMORY_NONE), "memory");
     c->diff_bias_at = *b;
-    *b += round_up64(dnnl_memory_desc_get_size(&m.bias));
+    *b += otl_dnnl_round_up64(dnnl_memory_desc_get_size(&m.bias));
     return NULL;
 }
 
@@ -186,38 +127,38 @@ size_t otl_train_conv_scratch_bytes(const otl_train_conv *c) {
 
 onnxtl_status *otl_train_conv_forward(otl_train_conv *c, dnnl_stream_t st, const otl_kernel_args *a) {
     char *scratch = (char *)a->workspace;
-    OTL_TRY(operand_bind(&c->src, st, a->in[0], scratch));
-    OTL_TRY(operand_bind(&c->weights, st, a->in[1], scratch));
-    OTL_TRY(operand_bind(&c->dst, st, a->out[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->src, st, a->in[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->weights, st, a->in[1], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->dst, st, a->out[0], scratch));
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src.inner}, {DNNL_ARG_WEIGHTS, c->weights.inner},
                                {DNNL_ARG_DST, c->dst.inner}, {DNNL_ARG_BIAS, c->bias}};
     if (c->bias) DNNL_TRY(dnnl_memory_set_data_handle(c->bias, (void *)a->in[2]), "set handle");
     DNNL_TRY(dnnl_primitive_execute(c->forward, st, c->bias ? 4 : 3, args), "convolution");
-    OTL_TRY(operand_finish(&c->dst, st));
+    OTL_TRY(otl_dnnl_operand_finish(&c->dst, st));
     DNNL_TRY(dnnl_stream_wait(st), "convolution");
     return NULL;
 }
 
 static onnxtl_status *backward_data(otl_train_conv *c, dnnl_stream_t st, const otl_grad_args *a, char *scratch) {
-    OTL_TRY(operand_bind(&c->data_weights, st, a->f.in[1], scratch));
-    OTL_TRY(operand_bind(&c->diff_src, st, a->din[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->data_weights, st, a->f.in[1], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->diff_src, st, a->din[0], scratch));
     dnnl_exec_arg_t args[] = {{DNNL_ARG_DIFF_DST, c->diff_dst.inner}, {DNNL_ARG_WEIGHTS, c->data_weights.inner},
                               {DNNL_ARG_DIFF_SRC, c->diff_src.inner}};
     DNNL_TRY(dnnl_primitive_execute(c->backward_data, st, 3, args), "convolution backward data");
-    return operand_finish(&c->diff_src, st);
+    return otl_dnnl_operand_finish(&c->diff_src, st);
 }
 
 static onnxtl_status *backward_weights(otl_train_conv *c, dnnl_stream_t st, const otl_grad_args *a, char *scratch) {
-    const operand *dy = c->diff_dst_shared ? &c->diff_dst : &c->weights_diff_dst;
-    if (!c->diff_dst_shared) OTL_TRY(operand_bind(dy, st, a->dout[0], scratch));
-    OTL_TRY(operand_bind(&c->weights_src, st, a->f.in[0], scratch));
-    OTL_TRY(operand_bind(&c->diff_weights, st, a->din[1], scratch));
+    const otl_dnnl_operand *dy = c->diff_dst_shared ? &c->diff_dst : &c->weights_diff_dst;
+    if (!c->diff_dst_shared) OTL_TRY(otl_dnnl_operand_bind(dy, st, a->dout[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->weights_src, st, a->f.in[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->diff_weights, st, a->din[1], scratch));
     float *db = c->diff_bias ? (float *)(scratch + c->diff_bias_at) : NULL;
     if (db) DNNL_TRY(dnnl_memory_set_data_handle(c->diff_bias, db), "set handle");
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_DIFF_DST, dy->inner}, {DNNL_ARG_SRC, c->weights_src.inner},
                                {DNNL_ARG_DIFF_WEIGHTS, c->diff_weights.inner}, {DNNL_ARG_DIFF_BIAS, c->diff_bias}};
     DNNL_TRY(dnnl_primitive_execute(c->backward_weights, st, db ? 4 : 3, args), "convolution backward weights");
-    if (a->din[1]) OTL_TRY(operand_finish(&c->diff_weights, st));
+    if (a->din[1]) OTL_TRY(otl_dnnl_operand_finish(&c->diff_weights, st));
     DNNL_TRY(dnnl_stream_wait(st), "convolution backward weights");
     if (db && a->din[2]) {
         const int64_t m = a->f.t[a->f.n->out[0]].dims[1];
@@ -230,7 +171,7 @@ onnxtl_status *otl_train_conv_backward(otl_train_conv *c, dnnl_stream_t st, cons
     char *scratch = (char *)a->f.workspace;
     const bool weights = a->din[1] || (c->diff_bias && a->din[2]);
     if (!a->din[0] && !weights) return NULL;
-    OTL_TRY(operand_bind(&c->diff_dst, st, a->dout[0], scratch));
+    OTL_TRY(otl_dnnl_operand_bind(&c->diff_dst, st, a->dout[0], scratch));
     if (a->din[0]) OTL_TRY(backward_data(c, st, a, scratch));
     if (weights) OTL_TRY(backward_weights(c, st, a, scratch));
     DNNL_TRY(dnnl_stream_wait(st), "convolution backward");
@@ -242,9 +183,9 @@ void otl_train_conv_release(otl_train_conv *c) {
     dnnl_primitive_t p[] = {c->forward, c->backward_data, c->backward_weights};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         if (p[i]) dnnl_primitive_destroy(p[i]);
-    operand *o[] = {&c->src, &c->weights, &c->dst, &c->diff_dst, &c->data_weights, &c->diff_src,
+    otl_dnnl_operand *o[] = {&c->src, &c->weights, &c->dst, &c->diff_dst, &c->data_weights, &c->diff_src,
                     &c->weights_src, &c->weights_diff_dst, &c->diff_weights};
-    for (size_t i = 0; i < sizeof o / sizeof *o; i++) operand_release(o[i]);
+    for (size_t i = 0; i < sizeof o / sizeof *o; i++) otl_dnnl_operand_release(o[i]);
     if (c->bias) dnnl_memory_destroy(c->bias);
     if (c->diff_bias) dnnl_memory_destroy(c->diff_bias);
     free(c);

@@ -12,6 +12,7 @@
 #include "cpu_kernels.h"
 #include "dnnl_check.h"
 #include "dnnl_conv_train.h"
+#include "dnnl_pool_train.h"
 #include "dropout.h"
 #include "optim.h"
 
@@ -30,6 +31,12 @@ struct otl_trainer {
     int64_t steps, forwards;
 };
 
+/* The oneDNN training primitives a step runs on: a Conv's, a pool's, or neither. */
+typedef struct {
+    otl_train_conv *conv;
+    otl_train_pool *pool;
+} dnnl_step;
+
 struct otl_tape {
     otl_trainer *t;
     const otl_plan *plan;
@@ -37,7 +44,7 @@ struct otl_tape {
     float **grad;    /* per value: its gradient, for activations */
     uint8_t **keep;  /* per step: a training Dropout's mask */
     double **saved;  /* per step: a train-mode BatchNormalization's batch mean and 1 / std */
-    otl_train_conv **conv; /* per step: a Conv on oneDNN's training primitives, or NULL */
+    dnnl_step *dnnl; /* per step: the oneDNN training primitives it runs on, if any */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     float *workspace;
@@ -357,7 +364,7 @@ static onnxtl_status *ensure_engine(otl_tape *tp) {
     return NULL;
 }
 
-/* The Convs oneDNN's training primitives take, and one workspace for
+/* The Convs and pools oneDNN's training primitives take, and one workspace for
  * whichever step runs: theirs or the other kernels'. */
 static onnxtl_status *make_kernels(otl_tape *tp) {
     const otl_plan *p = tp->plan;
@@ -367,8 +374,12 @@ static onnxtl_status *make_kernels(otl_tape *tp) {
         size_t b;
         if (otl_train_conv_supported(n, p->t)) {
             OTL_TRY(ensure_engine(tp));
-            OTL_TRY(otl_train_conv_create(tp->engine, n, p->t, &tp->conv[i]));
-            b = otl_train_conv_scratch_bytes(tp->conv[i]);
+            OTL_TRY(otl_train_conv_create(tp->engine, n, p->t, &tp->dnnl[i].conv));
+            b = otl_train_conv_scratch_bytes(tp->dnnl[i].conv);
+        } else if (otl_train_pool_supported(n, p->t)) {
+            OTL_TRY(ensure_engine(tp));
+            OTL_TRY(otl_train_pool_create(tp->engine, n, p->t, &tp->dnnl[i].pool));
+            b = otl_train_pool_scratch_bytes(tp->dnnl[i].pool);
         } else {
             const size_t w = otl_cpu_workspace_floats(n, p->t), bw = otl_cpu_backward_workspace_floats(n, p->t);
             b = (w > bw ? w : bw) * sizeof(float);
@@ -390,8 +401,8 @@ onnxtl_status *otl_tape_create(otl_trainer *t, const otl_plan *plan, otl_tape **
     tp->grad = calloc(nv, sizeof *tp->grad);
     tp->keep = calloc((size_t)plan->n_steps + 1, sizeof *tp->keep);
     tp->saved = calloc((size_t)plan->n_steps + 1, sizeof *tp->saved);
-    tp->conv = calloc((size_t)plan->n_steps + 1, sizeof *tp->conv);
-    onnxtl_status *st = tp->act && tp->grad && tp->keep && tp->saved && tp->conv ? NULL : otl_nomem();
+    tp->dnnl = calloc((size_t)plan->n_steps + 1, sizeof *tp->dnnl);
+    onnxtl_status *st = tp->act && tp->grad && tp->keep && tp->saved && tp->dnnl ? NULL : otl_nomem();
     if (!st && plan->n_inputs != 1) st = otl_error(ONNXTL_ERR_MODEL, "training needs a model with one input");
     if (!st) st = alloc_tape(tp);
     if (!st) point_at_constants(tp);
@@ -408,10 +419,13 @@ void otl_tape_release(otl_tape *tp) {
     if (!tp) return;
     for (int i = 0; tp->keep && i < tp->plan->n_steps; i++) free(tp->keep[i]);
     for (int i = 0; tp->saved && i < tp->plan->n_steps; i++) free(tp->saved[i]);
-    for (int i = 0; tp->conv && i < tp->plan->n_steps; i++) otl_train_conv_release(tp->conv[i]);
+    for (int i = 0; tp->dnnl && i < tp->plan->n_steps; i++) {
+        otl_train_conv_release(tp->dnnl[i].conv);
+        otl_train_pool_release(tp->dnnl[i].pool);
+    }
     if (tp->stream) dnnl_stream_destroy(tp->stream);
     if (tp->engine) dnnl_engine_destroy(tp->engine);
-    free(tp->conv);
+    free(tp->dnnl);
     free(tp->keep);
     free(tp->saved);
     free(tp->act);
@@ -479,7 +493,8 @@ static onnxtl_status *run_forward(otl_tape *tp, int i, bool training) {
     }
     otl_kernel_args a = {n, p->t, in, out, tp->workspace, false};
     if (n->op == OP_BATCHNORM && training && tp->t->c.bn_train) return batchnorm_train(tp, i, &a);
-    if (tp->conv[i]) return otl_train_conv_forward(tp->conv[i], tp->stream, &a);
+    if (tp->dnnl[i].conv) return otl_train_conv_forward(tp->dnnl[i].conv, tp->stream, &a);
+    if (tp->dnnl[i].pool) return otl_train_pool_forward(tp->dnnl[i].pool, tp->stream, &a);
     return otl_cpu_run_kernel(&a);
 }
 
@@ -530,7 +545,8 @@ static onnxtl_status *run_backward(otl_tape *tp, int i) {
     }
     otl_grad_args a = {{n, p->t, in, out, tp->workspace, false}, dout, din};
     if (n->op == OP_BATCHNORM && tp->t->c.bn_train) return otl_cpu_batchnorm_train_backward(&a, tp->saved[i]);
-    if (tp->conv[i]) return otl_train_conv_backward(tp->conv[i], tp->stream, &a);
+    if (tp->dnnl[i].conv) return otl_train_conv_backward(tp->dnnl[i].conv, tp->stream, &a);
+    if (tp->dnnl[i].pool) return otl_train_pool_backward(tp->dnnl[i].pool, tp->stream, &a);
     return grads_of[n->op].fn(&a);
 }
 
